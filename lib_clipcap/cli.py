@@ -1,0 +1,255 @@
+"""Command line: ``python -m lib_clipcap caption|inspect|convert|models ...``.
+
+Each subcommand is a ``(add_arguments, run)`` pair; heavy imports happen inside ``run`` so ``--help`` is instant.
+Exit codes: 0 success, 1 some inputs failed (the rest were processed), 2 bad usage or a fatal error (message on
+stderr, prefixed ``clipcap:``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Callable
+
+from .errors import ClipCapError, MissingFileError
+
+PREFIX = "clipcap:"
+log = logging.getLogger("lib_clipcap")
+
+
+def eprint(*parts: object) -> None:
+    print(PREFIX, *parts, file=sys.stderr)
+
+
+# ------------------------------------------------------------------------------------------------ shared options
+def add_model_arguments(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("model")
+    g.add_argument("--model", "-m", help="registry model name (see `models`); default: flickr8k, falling back to "
+                                         "the bundled demo model when it is not available")
+    g.add_argument("--checkpoint", help="a local checkpoint instead of a registry model")
+    g.add_argument("--clip-model", help="open_clip model name for --checkpoint (e.g. ViT-B-32)")
+    g.add_argument("--clip-pretrained", help="open_clip pretrained tag or a local CLIP weights file")
+    g.add_argument("--tokenizer", help="'gpt2' (default), a tokenizer folder or tokenizer.json")
+    g.add_argument("--gpt2", help="GPT-2 base for checkpoints without GPT-2 weights ('gpt2' or a folder)")
+    g.add_argument("--normalize", action=argparse.BooleanOptionalAction, default=None,
+                   help="L2-normalise CLIP features before the mapper (default: from the checkpoint)")
+    g.add_argument("--models-dir", type=Path, help="models folder (default: $CLIPCAP_MODELS_DIR or ~/.cache/clipcap)")
+    g.add_argument("--device", help="cpu, cuda, cuda:1, mps (default: best available)")
+    g.add_argument("--dtype", choices=["fp32", "fp16", "bf16"], help="default: fp16 on GPU, fp32 on CPU")
+    g.add_argument("--offline", action="store_true", help="never download (same as HF_HUB_OFFLINE=1)")
+
+
+def add_decoding_arguments(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("decoding")
+    g.add_argument("--decoding", choices=["greedy", "beam", "sample"], default="greedy")
+    g.add_argument("--beam-size", type=int, default=5)
+    g.add_argument("--num-candidates", type=int, default=1)
+    g.add_argument("--temperature", type=float, default=1.0)
+    g.add_argument("--top-k", type=int, default=0)
+    g.add_argument("--top-p", type=float, default=1.0)
+    g.add_argument("--repetition-penalty", type=float, default=1.0)
+    g.add_argument("--no-repeat-ngram-size", type=int, default=0)
+    g.add_argument("--max-new-tokens", type=int, default=67)
+    g.add_argument("--min-new-tokens", type=int, default=0)
+    g.add_argument("--seed", type=int)
+    g.add_argument("--batch-size", type=int, default=16)
+    g.add_argument("--ban", action="append", default=[], metavar="WORD", help="a word the caption must not contain")
+
+
+def decoding_kwargs(args: argparse.Namespace) -> dict:
+    return dict(decoding=args.decoding, beam_size=args.beam_size, num_candidates=args.num_candidates,
+                temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+                repetition_penalty=args.repetition_penalty, no_repeat_ngram_size=args.no_repeat_ngram_size,
+                max_new_tokens=args.max_new_tokens, min_new_tokens=args.min_new_tokens, seed=args.seed,
+                banned_words=args.ban)
+
+
+DEMO_MODEL = "shapes-demo"
+
+
+def load_captioner(args: argparse.Namespace, *, allow_demo_fallback: bool = True):
+    """Build the captioner the arguments ask for.
+
+    With no ``--model``/``--checkpoint``, the default model is tried and, if its files are not available (offline,
+    not downloaded), the bundled demo model is used instead, with a message saying so and how to get real weights.
+    """
+    import os
+
+    from .captioner import Captioner
+    from .registry import DEFAULT_MODEL
+
+    if args.offline:
+        os.environ["HF_HUB_OFFLINE"] = "1"
+    common = dict(models_dir=args.models_dir, device=args.device, dtype=args.dtype)
+    if args.checkpoint:
+        if not args.clip_model:
+            raise ClipCapError("--checkpoint needs --clip-model (e.g. ViT-B-32 for COCO, ViT-L-14 for Flickr)")
+        return Captioner.from_checkpoint(args.checkpoint, clip_model=args.clip_model,
+                                         clip_pretrained=args.clip_pretrained, tokenizer=args.tokenizer,
+                                         gpt2=args.gpt2, normalize=args.normalize, **common)
+    if args.model:
+        return Captioner.from_pretrained(args.model, **common)
+    try:
+        return Captioner.from_pretrained(DEFAULT_MODEL, **common)
+    except MissingFileError as e:
+        if not allow_demo_fallback:
+            raise
+        eprint(f"the default model '{DEFAULT_MODEL}' is not available here: {e}")
+        eprint(f"falling back to the bundled demo model '{DEMO_MODEL}' (a tiny model trained on synthetic "
+               f"shapes: it only describes coloured shapes). For real captions, run with network access once "
+               f"(`python -m lib_clipcap caption --model {DEFAULT_MODEL} IMAGE`) or put the checkpoint where the "
+               f"message above says.")
+        return Captioner.from_pretrained(DEMO_MODEL, **common)
+
+
+def collect_images(inputs: list[str], *, recursive: bool) -> list[Path]:
+    """Files given directly, plus image files inside given folders (sorted, optionally recursive)."""
+    from .images import is_image_path
+
+    out: list[Path] = []
+    for raw in inputs:
+        p = Path(raw).expanduser()
+        if p.is_dir():
+            it = p.rglob("*") if recursive else p.glob("*")
+            out.extend(sorted(f for f in it if f.is_file() and is_image_path(f)))
+        else:
+            out.append(p)  # a missing or non-image file is reported per file by the captioner
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------- commands
+def _caption_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("inputs", nargs="*", help="image files or folders (default: the bundled sample images)")
+    p.add_argument("--recursive", "-r", action="store_true", help="descend into sub-folders")
+    p.add_argument("--json", action="store_true", help="print one JSON array with every result")
+    add_model_arguments(p)
+    add_decoding_arguments(p)
+
+
+def _caption(args: argparse.Namespace) -> int:
+    from .registry import package_path
+
+    inputs = args.inputs
+    if not inputs:
+        inputs = [str(package_path("bundled:assets/samples"))]
+        eprint(f"no images given: captioning the bundled samples in {inputs[0]}")
+    files = collect_images(inputs, recursive=args.recursive)
+    if not files:
+        eprint(f"no image files found in {', '.join(inputs)}")
+        return 2
+    cap = load_captioner(args)
+    eprint(f"model: {cap!r}")
+    results = cap.caption([str(f) for f in files], batch_size=args.batch_size, **decoding_kwargs(args))
+    if args.json:
+        print(json.dumps([r.to_dict() for r in results], indent=2, ensure_ascii=False))
+    else:
+        for r in results:
+            if r.ok:
+                print(f"{r.source}\t{r.text}")
+                for c in r.candidates[1:]:
+                    print(f"\t  {c.score:+.3f}  {c.text}")
+    failed = [r for r in results if not r.ok]
+    for r in failed:
+        eprint(f"failed: {r.error}")
+    return 1 if failed else 0
+
+
+def _inspect_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("path", help="checkpoint file (.pt, .pth, .bin, .safetensors)")
+    p.add_argument("--json", action="store_true")
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    from .checkpoint import inspect_checkpoint
+
+    summary = inspect_checkpoint(args.path).summary()
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        for k, v in summary.items():
+            print(f"{k:>16}: {v}")
+    return 0
+
+
+def _convert_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("src", help="checkpoint to convert")
+    p.add_argument("dst", help="output .safetensors path (a .json config is written beside it)")
+    p.add_argument("--clip-model", help="record the CLIP backbone in the config (e.g. ViT-L-14)")
+    p.add_argument("--clip-pretrained", help="record the CLIP pretrained tag (e.g. openai)")
+    p.add_argument("--normalize", action=argparse.BooleanOptionalAction, default=None)
+    p.add_argument("--tokenizer", help="record the tokenizer ('gpt2' or a path)")
+
+
+def _convert(args: argparse.Namespace) -> int:
+    from .checkpoint import convert_checkpoint
+
+    cfg = convert_checkpoint(args.src, args.dst, overrides={
+        "clip_model": args.clip_model, "clip_pretrained": args.clip_pretrained,
+        "normalize": args.normalize, "tokenizer": args.tokenizer})
+    eprint(f"wrote {args.dst} ({cfg.mapping}, prefix {cfg.prefix_length}, GPT-2 weights: {cfg.has_gpt_weights})")
+    return 0
+
+
+def _models_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--models-dir", type=Path)
+
+
+def _models(args: argparse.Namespace) -> int:
+    from . import hub
+    from .registry import get_model, list_models
+
+    rows = []
+    for name in list_models():
+        e = get_model(name)
+        try:
+            path = hub.resolve_model_file(e, models_dir=args.models_dir, download=False)
+            installed = str(path)
+        except ClipCapError:
+            installed = None
+        rows.append({"name": e.name, "kind": e.kind, "source": e.source.type, "clip": f"{e.clip.model}/{e.clip.pretrained}",
+                     "installed": installed, "description": e.description})
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        for r in rows:
+            mark = "installed" if r["installed"] else f"not installed ({r['source']})"
+            print(f"{r['name']:<22} {r['kind']:<8} {r['clip']:<34} {mark}")
+    return 0
+
+
+COMMANDS: dict[str, tuple[str, Callable, Callable]] = {
+    "caption": ("caption images or folders", _caption_args, _caption),
+    "inspect": ("show a checkpoint's inferred architecture", _inspect_args, _inspect),
+    "convert": ("convert a checkpoint to .safetensors + JSON config", _convert_args, _convert),
+    "models": ("list known models and whether they are installed", _models_args, _models),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m lib_clipcap", description="CLIP-prefix image captioning")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, (help_, add_args, _) in COMMANDS.items():
+        add_args(sub.add_parser(name, help=help_, description=help_))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return COMMANDS[args.command][2](args)
+    except ClipCapError as e:
+        eprint(e)
+        return 2
+    except KeyboardInterrupt:
+        eprint("interrupted")
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,155 @@
+"""The CLIP backbone: an open_clip model, its image preprocessing and its text tokenizer.
+
+``pretrained`` may be an open_clip tag (``"openai"``, ``"laion2b_s32b_b82k"``...; downloaded by open_clip into the
+models folder) or a local weights file (``.safetensors``, ``.pt``, ``.bin``), which we load ourselves without
+executing pickled code. ``model`` may be an open_clip model name or the path of a model-config JSON (open_clip's
+format), which is how the bundled tiny demo CLIP is described.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+
+from .errors import ClipCapError, IncompatibleCheckpointError, MissingFileError
+
+log = logging.getLogger(__name__)
+
+WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt")
+
+
+def read_weights(path: Path) -> dict[str, torch.Tensor]:
+    """Load a tensor dict from safetensors, or from a torch file with ``weights_only=True`` (no code runs)."""
+    from .checkpoint import read_state_dict
+
+    return read_state_dict(path)
+
+
+def _register_config(model: str) -> str:
+    """Register a model-config JSON file with open_clip and return the model name it defines."""
+    import open_clip
+
+    path = Path(model).expanduser()
+    name = path.stem
+    if name not in open_clip.list_models():
+        json.loads(path.read_text(encoding="utf-8"))  # fail early with a JSON error naming the file
+        open_clip.add_model_config(path)
+    return name
+
+
+class ClipBackbone:
+    """An open_clip model in eval mode with its preprocessing; encodes images and texts to features."""
+
+    def __init__(self, model, preprocess: Callable, tokenizer: Callable, *, name: str, pretrained: str) -> None:
+        self.model = model.eval().requires_grad_(False)
+        self.preprocess = preprocess
+        self.tokenizer = tokenizer
+        self.name = name
+        self.pretrained = pretrained
+
+    @classmethod
+    def load(
+        cls,
+        model: str,
+        pretrained: str | None,
+        *,
+        device: str | torch.device = "cpu",
+        dtype: torch.dtype = torch.float32,
+        cache_dir: str | Path | None = None,
+    ) -> "ClipBackbone":
+        """Create the backbone.
+
+        Args:
+            model: open_clip model name (``"ViT-L-14"``) or path to an open_clip model-config JSON.
+            pretrained: open_clip pretrained tag, a local weights file, or None for random weights.
+            device, dtype: where and in which precision to run.
+            cache_dir: where open_clip stores downloaded weights.
+
+        Raises:
+            MissingFileError: the weights file is missing, or the tag cannot be downloaded (offline).
+            ClipCapError: the model name is unknown to open_clip.
+        """
+        import open_clip
+
+        name = _register_config(model) if str(model).endswith(".json") else model
+        if name not in open_clip.list_models():
+            raise ClipCapError(
+                f"unknown CLIP model {model!r}; open_clip knows e.g. ViT-B-32, ViT-L-14 "
+                f"(see open_clip.list_models()), or pass the path of a model-config JSON"
+            )
+        local = None
+        if pretrained and (Path(pretrained).expanduser().suffix in WEIGHT_SUFFIXES or "/" in pretrained):
+            local = Path(pretrained).expanduser()
+            if not local.is_file():
+                raise MissingFileError(f"CLIP weights file not found: {local}")
+        try:
+            clip, _, preprocess = open_clip.create_model_and_transforms(
+                name,
+                pretrained=None if local else pretrained,
+                device="cpu",
+                cache_dir=str(cache_dir) if cache_dir else None,
+            )
+        except RuntimeError as e:  # open_clip raises RuntimeError for unknown tags and failed downloads
+            raise MissingFileError(
+                f"could not get CLIP weights {name}/{pretrained}: {e}. Offline? Download them once with network "
+                f"access, or pass a local weights file as clip_pretrained"
+            ) from e
+        except OSError as e:
+            raise MissingFileError(
+                f"could not download CLIP weights {name}/{pretrained} (offline?): {e}. Pass a local weights file "
+                f"as clip_pretrained, or run once with network access"
+            ) from e
+        if local is not None:
+            sd = read_weights(local)
+            try:
+                clip.load_state_dict(sd, strict=True)
+            except RuntimeError as e:
+                raise IncompatibleCheckpointError(
+                    f"CLIP weights {local} do not fit open_clip model {name}: {str(e)[:300]}"
+                ) from e
+        clip = clip.to(device=device, dtype=dtype)
+        return cls(clip, preprocess, open_clip.get_tokenizer(name), name=name, pretrained=str(pretrained))
+
+    @property
+    def embed_dim(self) -> int:
+        """Size of the image/text features (512 for ViT-B/32, 768 for ViT-L/14)."""
+        proj = getattr(self.model.visual, "proj", None)
+        if proj is not None:
+            return int(proj.shape[1])
+        return int(self.model.text_projection.shape[1])
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
+    def to(self, device=None, dtype=None) -> "ClipBackbone":
+        self.model.to(device=device, dtype=dtype)
+        return self
+
+    @torch.inference_mode()
+    def encode_images(self, pixels: torch.Tensor, *, normalize: bool = False) -> torch.Tensor:
+        """``[batch, 3, H, W]`` preprocessed pixels -> float32 features ``[batch, embed_dim]``."""
+        feats = self.model.encode_image(pixels.to(self.device, self.dtype, non_blocking=True)).float()
+        return feats / feats.norm(dim=-1, keepdim=True).clamp_min(1e-12) if normalize else feats
+
+    @torch.inference_mode()
+    def encode_texts(self, texts: Sequence[str], *, normalize: bool = True, batch_size: int = 256) -> torch.Tensor:
+        """Texts -> float32 features ``[len(texts), embed_dim]`` (L2-normalised by default)."""
+        out = []
+        for i in range(0, len(texts), batch_size):
+            tokens = self.tokenizer(list(texts[i : i + batch_size])).to(self.device)
+            out.append(self.model.encode_text(tokens).float())
+        feats = torch.cat(out) if out else torch.empty(0, self.embed_dim, device=self.device)
+        return feats / feats.norm(dim=-1, keepdim=True).clamp_min(1e-12) if normalize else feats
+
+    def preprocess_images(self, images: Sequence) -> torch.Tensor:
+        """PIL images -> ``[batch, 3, H, W]`` float tensor on the CPU."""
+        return torch.stack([self.preprocess(im) for im in images])

@@ -1,0 +1,113 @@
+"""The bundled demo captioner end to end: quality, batches with bad inputs, options, the CLI."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from lib_clipcap import Captioner, UnknownModelError, shapes
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_heldout_bleu4_of_the_demo_model(demo_captioner):
+    """Greedy BLEU-4 >= 0.5 on 200 held-out shapes images, with pycocoevalcap's BLEU."""
+    from pycocoevalcap.bleu.bleu import Bleu
+
+    scenes = shapes.heldout_scenes(200)
+    res = demo_captioner.caption([s.render() for s in scenes], batch_size=64)
+    norm = lambda t: t.lower().replace(".", " .").strip()
+    gts = {i: [norm(c) for c in s.captions] for i, s in enumerate(scenes)}
+    out = {i: [norm(r.text)] for i, r in enumerate(res)}
+    bleu, _ = Bleu(4).compute_score(gts, out, verbose=0)
+    assert bleu[3] >= 0.5, bleu
+
+
+def test_bad_inputs_fail_alone(demo_captioner, tmp_path):
+    good = shapes.heldout_scenes(1)[0].render()
+    zero = tmp_path / "empty.jpg"
+    zero.write_bytes(b"")
+    buf = io.BytesIO()
+    good.save(buf, "PNG")
+    truncated = buf.getvalue()[: len(buf.getvalue()) // 2]
+    res = demo_captioner.caption([good, str(zero), truncated, str(tmp_path / "missing.png"), buf.getvalue()])
+    assert [r.ok for r in res] == [True, False, False, False, True]
+    assert "empty.jpg" in res[1].error and "missing.png" in res[3].error
+    assert res[0].text == res[4].text  # PIL image and PNG bytes of the same picture agree
+    assert res[0].text.endswith(".")
+
+
+def test_accepts_paths_bytes_arrays_and_a_single_image(demo_captioner, tmp_path):
+    import numpy as np
+
+    img = shapes.heldout_scenes(2)[1].render()
+    p = tmp_path / "x.png"
+    img.save(p)
+    one = demo_captioner.caption(img)
+    assert len(one) == 1
+    many = demo_captioner.caption([str(p), p, np.asarray(img)])
+    assert {r.text for r in many} == {one[0].text}
+
+
+def test_candidates_are_ranked_and_sampling_varies(demo_captioner):
+    img = shapes.heldout_scenes(3)[2].render()
+    beam = demo_captioner.caption(img, decoding="beam", beam_size=4, num_candidates=4)[0]
+    assert len(beam.candidates) == 4 and beam.text == beam.candidates[0].text
+    assert [c.score for c in beam.candidates] == sorted((c.score for c in beam.candidates), reverse=True)
+    s1 = demo_captioner.caption(img, decoding="sample", num_candidates=5, temperature=3.0, seed=1)[0]
+    s2 = demo_captioner.caption(img, decoding="sample", num_candidates=5, temperature=3.0, seed=1)[0]
+    assert [c.text for c in s1.candidates] == [c.text for c in s2.candidates]
+    assert len({c.text for c in s1.candidates}) > 1
+
+
+def test_banned_words_are_avoided(demo_captioner):
+    scene = next(s for s in shapes.heldout_scenes(50) if "background" in s.captions[0])
+    res = demo_captioner.caption(scene.render(), banned_words=["background"], max_new_tokens=20)[0]
+    assert "background" not in res.text
+
+
+def test_unknown_model_lists_valid_names():
+    with pytest.raises(UnknownModelError, match="shapes-demo"):
+        Captioner.from_pretrained("no-such-model")
+
+
+def test_cli_caption_json(tmp_path):
+    img = tmp_path / "a b ü.png"
+    shapes.heldout_scenes(1)[0].render().save(img)
+    (tmp_path / "notes.txt").write_text("not an image")
+    r = subprocess.run([sys.executable, "-m", "lib_clipcap", "caption", str(tmp_path), "--model", "shapes-demo",
+                        "--json"], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    data = json.loads(r.stdout)
+    assert len(data) == 1 and data[0]["source"].endswith("a b ü.png") and data[0]["text"]
+
+
+def test_cli_falls_back_to_the_demo_model_offline(tmp_path):
+    env = {"HF_HUB_OFFLINE": "1", "CLIPCAP_MODELS_DIR": str(tmp_path), "PATH": "/usr/bin:/bin"}
+    r = subprocess.run([sys.executable, "-m", "lib_clipcap", "caption"], cwd=ROOT, capture_output=True, text=True,
+                       env=env)
+    assert r.returncode == 0, r.stderr
+    assert "falling back to the bundled demo model" in r.stderr
+    assert "flickr8k" in r.stderr  # names the real model and how to get it
+    lines = [l for l in r.stdout.splitlines() if not l.startswith("\t")]
+    assert len(lines) == 6 and all(l.split("\t")[1] for l in lines)
+
+
+def test_cli_reports_a_missing_explicit_model_clearly(tmp_path):
+    env = {"HF_HUB_OFFLINE": "1", "CLIPCAP_MODELS_DIR": str(tmp_path), "PATH": "/usr/bin:/bin"}
+    r = subprocess.run([sys.executable, "-m", "lib_clipcap", "caption", "--model", "coco"], cwd=ROOT,
+                       capture_output=True, text=True, env=env)
+    assert r.returncode == 2
+    assert "coco_weights.pt" in r.stderr and str(tmp_path) in r.stderr
+
+
+def test_import_is_cheap():
+    code = "import sys, lib_clipcap; print(sorted(m for m in ('torch','open_clip','transformers','huggingface_hub') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
