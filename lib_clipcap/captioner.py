@@ -181,7 +181,7 @@ class Captioner:
             MissingFileError, CheckpointError, IncompatibleCheckpointError.
         """
         from . import hub
-        from .checkpoint import build_model, load_config, load_gpt2_weights
+        from .checkpoint import build_model, infer_config, load_config, load_gpt2_weights
         from .clip import ClipBackbone
 
         models_dir = Path(models_dir).expanduser() if models_dir else hub.default_models_dir()
@@ -193,7 +193,7 @@ class Captioner:
         if not config.has_gpt_weights:
             folder = hub.resolve_local_or_hub(config.gpt2_base, models_dir=models_dir)
             gpt_weights, gcfg = load_gpt2_weights(folder)
-            config = config.replace(gpt2=gcfg)
+            config = infer_config(sd, base=config.replace(gpt2=gcfg))  # re-check the mapper against the real base
         # Check the CLIP size before building anything heavy, with both sizes in the message.
         clip = ClipBackbone.load(clip_model, clip_pretrained, device=dev, dtype=dt, cache_dir=models_dir / "clip")
         if clip.embed_dim != config.prefix_size:

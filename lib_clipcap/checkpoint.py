@@ -154,6 +154,11 @@ def infer_config(sd: dict[str, torch.Tensor], *, base: ClipCapConfig | None = No
     if "clip_project.prefix_const" in sd and "clip_project.linear.weight" in sd:
         lin = sd["clip_project.linear.weight"]
         const = sd["clip_project.prefix_const"]
+        if not has_gpt and base.gpt2 == GPT2Config():
+            # No GPT-2 in the file and no base loaded yet: the mapper's width tells GPT-2's width. The caller
+            # re-checks against the real base GPT-2 once it is loaded (see Captioner.from_checkpoint).
+            n_embd = int(const.shape[1])
+            gpt2 = GPT2Config(**{**gpt2.to_dict(), "n_embd": n_embd})
         if const.shape[1] != n_embd:
             raise CheckpointError(
                 f"transformer mapper width {const.shape[1]} does not match GPT-2 width {n_embd}; "

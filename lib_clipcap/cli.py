@@ -229,20 +229,52 @@ COMMANDS: dict[str, tuple[str, Callable, Callable]] = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+# Commands that live with their feature: each module defines HELP, add_arguments(parser) and run(args) -> int.
+# Only the chosen command's module is imported when it runs; --help imports each (they must import cheaply).
+COMMAND_MODULES: dict[str, str] = {
+    "tag": "lib_clipcap.batch.cli",
+    "serve": "lib_clipcap.server",
+    "train": "lib_clipcap.train.cli",
+    "eval": "lib_clipcap.eval.cli",
+    "sbg": "lib_clipcap.sbg.cli",
+}
+
+
+def _module_commands() -> dict[str, tuple[str, Callable, Callable]]:
+    import importlib
+
+    found = {}
+    for name, module in COMMAND_MODULES.items():
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as e:
+            if e.name and module.startswith(e.name):  # the feature is not part of this build
+                continue
+            raise
+        found[name] = (mod.HELP, mod.add_arguments, mod.run)
+    return found
+
+
+def all_commands() -> dict[str, tuple[str, Callable, Callable]]:
+    return {**COMMANDS, **_module_commands()}
+
+
+def build_parser(commands: dict | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m lib_clipcap", description="CLIP-prefix image captioning")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
-    for name, (help_, add_args, _) in COMMANDS.items():
+    for name, (help_, add_args, _) in (commands or all_commands()).items():
         add_args(sub.add_parser(name, help=help_, description=help_))
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    commands = all_commands()
+    args = build_parser(commands).parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
     try:
-        return COMMANDS[args.command][2](args)
+        return commands[args.command][2](args)
     except ClipCapError as e:
         eprint(e)
         return 2

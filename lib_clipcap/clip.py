@@ -8,6 +8,7 @@ format), which is how the bundled tiny demo CLIP is described.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from pathlib import Path
@@ -39,6 +40,26 @@ def _register_config(model: str) -> str:
         json.loads(path.read_text(encoding="utf-8"))  # fail early with a JSON error naming the file
         open_clip.add_model_config(path)
     return name
+
+
+class _DropRandomInitWarning(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "No pretrained weights loaded" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def _quiet_random_init_warning(enabled: bool):
+    """open_clip warns that the model is randomly initialised; with a local file we load the weights right after."""
+    if not enabled:
+        yield
+        return
+    filt = _DropRandomInitWarning()
+    root = logging.getLogger()
+    root.addFilter(filt)
+    try:
+        yield
+    finally:
+        root.removeFilter(filt)
 
 
 class ClipBackbone:
@@ -87,12 +108,13 @@ class ClipBackbone:
             if not local.is_file():
                 raise MissingFileError(f"CLIP weights file not found: {local}")
         try:
-            clip, _, preprocess = open_clip.create_model_and_transforms(
-                name,
-                pretrained=None if local else pretrained,
-                device="cpu",
-                cache_dir=str(cache_dir) if cache_dir else None,
-            )
+            with _quiet_random_init_warning(enabled=local is not None):
+                clip, _, preprocess = open_clip.create_model_and_transforms(
+                    name,
+                    pretrained=None if local else pretrained,
+                    device="cpu",
+                    cache_dir=str(cache_dir) if cache_dir else None,
+                )
         except RuntimeError as e:  # open_clip raises RuntimeError for unknown tags and failed downloads
             raise MissingFileError(
                 f"could not get CLIP weights {name}/{pretrained}: {e}. Offline? Download them once with network "

@@ -193,6 +193,12 @@ def decode(
         For each batch row, ``num_candidates`` sequences (``beam``: the best beams) sorted by score, best first.
     """
     options.validate()
+    room = gpt.config.n_positions - prefix.shape[1]
+    if room < 1:
+        raise DecodingError(f"the prompt/prefix of {prefix.shape[1]} positions leaves no room in GPT-2's context of "
+                            f"{gpt.config.n_positions} positions; shorten it")
+    if options.max_new_tokens > room:  # a caption cannot outgrow the model's context: stop there, don't fail
+        options = options.replace(max_new_tokens=room, min_new_tokens=min(options.min_new_tokens, room))
     stop_ids = sorted(set(int(s) for s in stop_ids))
     if options.mode == "beam":
         return _beam(gpt, prefix, options, stop_ids, pad_id, attention_mask)

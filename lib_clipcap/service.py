@@ -1,0 +1,159 @@
+"""One holder for loaded models, shared by the CLI server, the gradio UI, the HTTP API and the WebUI glue.
+
+Models load lazily on first use and stay cached (a WebUI "Reload UI" re-imports script files, but this module stays in
+``sys.modules``, so nothing reloads). Every model call goes through one lock, so concurrent requests are served one at
+a time instead of fighting over GPU memory, and through a :class:`DevicePolicy`, which is where a host decides where
+the model runs (the WebUI adapter moves it to the GPU, evicting diffusion parts first, and back afterwards).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from pathlib import Path
+from typing import Any, Callable, Iterator, Protocol, Sequence
+
+log = logging.getLogger(__name__)
+
+
+class DevicePolicy(Protocol):
+    """Where models load and run. Hosts implement this; :class:`LocalDevicePolicy` is the standalone default."""
+
+    def load_device(self) -> Any:
+        """Device to load weights on (e.g. "cpu" when they only visit the GPU during a call)."""
+
+    def load_dtype(self) -> Any:
+        """dtype to load weights in (None: the library's default for the device)."""
+
+    def session(self, model: Any) -> contextlib.AbstractContextManager:
+        """Context around one model call: move ``model`` where it must run, and back afterwards if needed."""
+
+
+class LocalDevicePolicy:
+    """Load on the best device (or the one given) and leave the model there."""
+
+    def __init__(self, device: Any = None, dtype: Any = None) -> None:
+        self.device = device
+        self.dtype = dtype
+
+    def load_device(self) -> Any:
+        return self.device
+
+    def load_dtype(self) -> Any:
+        return self.dtype
+
+    @contextlib.contextmanager
+    def session(self, model: Any) -> Iterator[None]:
+        yield
+
+
+class ModelManager:
+    """Loads, caches and runs captioning models by registry name.
+
+    Args:
+        models_dir: where model files live / are downloaded (the WebUI passes ``<models_path>/clipcap``).
+        policy: device handling; default :class:`LocalDevicePolicy`.
+        max_loaded: models kept in memory at once; the least recently used is unloaded beyond that.
+        loader: ``name -> model`` override (tests, custom checkpoints).
+    """
+
+    def __init__(self, *, models_dir: str | Path | None = None, policy: DevicePolicy | None = None,
+                 max_loaded: int = 1, loader: Callable[[str], Any] | None = None) -> None:
+        self.models_dir = Path(models_dir).expanduser() if models_dir else None
+        self.policy = policy or LocalDevicePolicy()
+        self.max_loaded = max(1, max_loaded)
+        self._loader = loader
+        self._models: dict[str, Any] = {}
+        self._lock = threading.RLock()  # one model call / load at a time
+
+    @property
+    def lock(self) -> threading.RLock:
+        """Held during every load and model call; batch jobs hold it per batch, not for a whole run."""
+        return self._lock
+
+    def _load(self, name: str) -> Any:
+        if self._loader is not None:
+            return self._loader(name)
+        from .registry import get_model
+
+        entry = get_model(name)
+        kw = dict(models_dir=self.models_dir, device=self.policy.load_device(), dtype=self.policy.load_dtype())
+        if entry.kind == "sbg":
+            from .sbg import BlindGuesser
+
+            return BlindGuesser.from_pretrained(entry.name, **kw)
+        from .captioner import Captioner
+
+        return Captioner.from_pretrained(entry.name, **kw)
+
+    def get(self, name: str) -> Any:
+        """The loaded model ``name``, loading it (and evicting the least recently used) if needed.
+
+        Raises:
+            UnknownModelError, MissingFileError, CheckpointError: as the loaders do.
+        """
+        from .registry import get_model
+
+        key = get_model(name).name if self._loader is None else name
+        with self._lock:
+            model = self._models.pop(key, None)
+            if model is None:
+                while len(self._models) >= self.max_loaded:
+                    old, victim = next(iter(self._models.items()))
+                    log.info("unloading %s to make room for %s", old, key)
+                    self._models.pop(old)
+                    victim.unload()
+                log.info("loading model %s", key)
+                model = self._load(key)
+            self._models[key] = model  # most recently used last
+            return model
+
+    def loaded(self) -> list[str]:
+        with self._lock:
+            return list(self._models)
+
+    def unload(self, name: str | None = None) -> list[str]:
+        """Unload ``name`` (or every model); returns the names unloaded."""
+        with self._lock:
+            names = [n for n in self._models if name is None or n.lower() == name.lower()]
+            for n in names:
+                self._models.pop(n).unload()
+            return names
+
+    def caption(self, images: Sequence[Any] | Any, *, model: str, **options: Any) -> list:
+        """Caption with ``model`` under the device policy; options as for :meth:`Captioner.caption`."""
+        with self._lock:
+            m = self.get(model)
+            with self.policy.session(m):
+                return m.caption(images, **options)
+
+    @contextlib.contextmanager
+    def using(self, model: str) -> Iterator[Any]:
+        """Hold the lock and the device session for a series of calls on one model (batch jobs)."""
+        with self._lock:
+            m = self.get(model)
+            with self.policy.session(m):
+                yield m
+
+
+_default: ModelManager | None = None
+_default_lock = threading.Lock()
+
+
+def default_manager(**kwargs: Any) -> ModelManager:
+    """The process-wide manager (created on first call with ``kwargs``; later calls return the same one)."""
+    global _default
+    with _default_lock:
+        if _default is None:
+            _default = ModelManager(**kwargs)
+        return _default
+
+
+def reset_default_manager() -> None:
+    """Unload everything and forget the process-wide manager (the WebUI calls this on script unload)."""
+    global _default
+    with _default_lock:
+        if _default is not None:
+            _default.unload()
+        _default = None
