@@ -54,6 +54,19 @@ def to_pixels(u8: torch.Tensor) -> torch.Tensor:
     return (u8.float() / 255.0 - MEAN) / STD
 
 
+def write_legacy_tokenizer_json(path: Path) -> None:
+    """Rewrite tokenizer.json in the format tokenizers 0.13 reads (A1111 pins transformers 4.30 -> tokenizers 0.13).
+
+    Newer tokenizers write BPE merges as ``[a, b]`` pairs and add ``ignore_merges``; 0.13 only knows ``"a b"``
+    strings. Every version reads the old form, so the file works with all of them.
+    """
+    data = json.loads(path.read_text(encoding="utf-8"))
+    model = data["model"]
+    model["merges"] = [m if isinstance(m, str) else " ".join(m) for m in model["merges"]]
+    model.pop("ignore_merges", None)
+    path.write_text(json.dumps(data, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+
+
 def build_tokenizer(train: list[shapes.Scene]) -> None:
     from tokenizers import ByteLevelBPETokenizer
 
@@ -62,7 +75,9 @@ def build_tokenizer(train: list[shapes.Scene]) -> None:
     tok.train_from_iterator(corpus, vocab_size=320, min_frequency=1, special_tokens=["<|endoftext|>"],
                             show_progress=False)
     SHAPES_DIR.mkdir(parents=True, exist_ok=True)
-    tok.save(str(SHAPES_DIR / "tokenizer.json"))
+    path = SHAPES_DIR / "tokenizer.json"
+    tok.save(str(path))
+    write_legacy_tokenizer_json(path)
     print(f"tokenizer: {tok.get_vocab_size()} tokens")
 
 
