@@ -96,6 +96,16 @@ def resolve_tokenizer(spec: str | None, *, models_dir: Path | None = None):
     return Tokenizer.from_path(folder)
 
 
+def check_feature_size(clip, prefix_size: int, what: str) -> None:
+    """Refuse a CLIP backbone whose feature size differs from what the checkpoint's mapper expects."""
+    if clip is not None and clip.embed_dim != prefix_size:
+        hint = {512: "ViT-B-32", 640: "RN50x4", 768: "ViT-L-14"}.get(prefix_size, "the one on its model card")
+        raise IncompatibleCheckpointError(
+            f"{what} expects {prefix_size}-d CLIP features, but CLIP {clip.name!r} gives {clip.embed_dim}-d "
+            f"features; use the backbone it was trained with ({hint})"
+        )
+
+
 def _device_and_dtype(device, dtype) -> tuple[torch.device, torch.dtype]:
     dev = torch.device(device) if device is not None else default_device()
     if isinstance(dtype, str):
@@ -117,12 +127,7 @@ class Captioner:
         self.name = name
         self._lock = threading.RLock()
         cfg = model.config
-        if clip is not None and clip.embed_dim != cfg.prefix_size:
-            raise IncompatibleCheckpointError(
-                f"the checkpoint expects {cfg.prefix_size}-d CLIP features but CLIP {clip.name!r} gives "
-                f"{clip.embed_dim}-d features; choose the backbone the checkpoint was trained with "
-                f"({'ViT-B-32' if cfg.prefix_size == 512 else 'ViT-L-14' if cfg.prefix_size == 768 else 'see its card'})"
-            )
+        check_feature_size(clip, cfg.prefix_size, name or "the checkpoint")
         if tokenizer.vocab_size > cfg.gpt2.vocab_size:
             raise IncompatibleCheckpointError(
                 f"tokenizer has {tokenizer.vocab_size} tokens but the model's GPT-2 has {cfg.gpt2.vocab_size}; "
@@ -194,13 +199,8 @@ class Captioner:
             folder = hub.resolve_local_or_hub(config.gpt2_base, models_dir=models_dir)
             gpt_weights, gcfg = load_gpt2_weights(folder)
             config = infer_config(sd, base=config.replace(gpt2=gcfg))  # re-check the mapper against the real base
-        # Check the CLIP size before building anything heavy, with both sizes in the message.
         clip = ClipBackbone.load(clip_model, clip_pretrained, device=dev, dtype=dt, cache_dir=models_dir / "clip")
-        if clip.embed_dim != config.prefix_size:
-            raise IncompatibleCheckpointError(
-                f"checkpoint {Path(path).name} expects {config.prefix_size}-d CLIP features, but {clip.name} gives "
-                f"{clip.embed_dim}-d; use the CLIP backbone it was trained with"
-            )
+        check_feature_size(clip, config.prefix_size, Path(path).name)  # before building the (large) model
         model = build_model(config, sd, gpt2_weights=gpt_weights).to(device=dev, dtype=dt)
         tok = resolve_tokenizer(config.tokenizer, models_dir=models_dir)
         return cls(clip, model, tok, name=Path(path).stem)

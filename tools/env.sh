@@ -15,7 +15,9 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 if [ "$(cat "$STAMP" 2>/dev/null || true)" != "$want" ]; then
   echo "clipcap: installing dependencies (first run takes a few minutes)" >&2
-  "$VENV/bin/python" -m pip install -q --disable-pip-version-check -r "$REQ"
+  # This machine's pip config names local package folders that may not exist; pip warns per package. Drop that noise.
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check -r "$REQ" 2>&1 \
+    | { grep -v "is ignored: it is neither a file nor a directory" >&2 || true; }
   echo "$want" > "$STAMP"
 fi
 PY="$VENV/bin/python"
