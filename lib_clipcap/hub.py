@@ -242,6 +242,35 @@ def _download(repo: str, filename: str, revision: str, folder: Path, progress: b
     return path if path.is_file() else folder / filename
 
 
+_REACH_CACHE: dict[str, tuple[float, str | None]] = {}
+
+
+def _hub_unreachable(timeout: float = 3.0) -> str | None:
+    """Why the hub's host cannot be reached (no DNS, no route...), or None if a TCP connection works.
+
+    huggingface_hub retries failed connections for half a minute or more; without any network (a common case for
+    this tool: air-gapped GPU boxes, CI) one quick probe lets us say so at once. Cached for a minute per host.
+    """
+    import socket
+    import time
+    from urllib.parse import urlparse
+
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+    url = urlparse(endpoint)
+    host, port = url.hostname or "huggingface.co", url.port or (443 if url.scheme == "https" else 80)
+    now = time.monotonic()
+    cached = _REACH_CACHE.get(f"{host}:{port}")
+    if cached and now - cached[0] < 60:
+        return cached[1]
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            reason = None
+    except OSError as e:
+        reason = f"{host}:{port}: {e.strerror or e}"
+    _REACH_CACHE[f"{host}:{port}"] = (now, reason)
+    return reason
+
+
 def _get_advice(repo: str, filename: str, revision: str, folder: Path) -> str:
     url = hub_resolve_url(repo, filename, revision)
     return (
@@ -283,6 +312,12 @@ def _resolve_hub_file(
     if is_offline() or not download:
         raise MissingFileError(
             f"{where} is not in {folder}, and {_why_not(download)}. {_get_advice(repo, filename, revision, folder)}"
+        )
+    unreachable = _hub_unreachable()
+    if unreachable:
+        raise MissingFileError(
+            f"{where} is not in {folder}, and the hub cannot be reached ({unreachable}). "
+            f"{_get_advice(repo, filename, revision, folder)}"
         )
     try:
         path = _download(repo, filename, revision, folder, progress)

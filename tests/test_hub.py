@@ -20,6 +20,7 @@ from lib_clipcap.errors import ClipCapError, MissingFileError, UnknownModelError
 huggingface_hub = pytest.importorskip("huggingface_hub")
 
 REPO_DIR = "Anshler__clip-prefix"
+REAL_PROBE = hub._hub_unreachable  # the autouse fixture replaces it; one test checks the real probe
 URL8K = "https://huggingface.co/Anshler/clip-prefix/resolve/main/flickr8k.pt"
 
 
@@ -33,6 +34,7 @@ def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("HOME", str(tmp_path / "home"))  # default_models_dir() must never reach the real home
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", _forbidden)
+    monkeypatch.setattr(hub, "_hub_unreachable", lambda: None)  # the fakes stand in for a reachable hub
 
 
 class FakeDownload:
@@ -318,3 +320,24 @@ def test_importing_lib_clipcap_does_not_import_huggingface_hub() -> None:
     root = Path(__file__).resolve().parents[1]
     proc = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_unreachable_hub_fails_fast_without_download_attempt(tmp_path: Path, monkeypatch) -> None:
+    """No network at all: one quick probe, then a clear error naming the file and how to get it (no long retries)."""
+    monkeypatch.setattr(hub, "_hub_unreachable", lambda: "huggingface.co:443: Name or service not known")
+    entry = registry.get_model("flickr8k")
+    with pytest.raises(MissingFileError, match=r"cannot be reached.*Name or service not known") as ei:
+        hub.resolve_model_file(entry, models_dir=tmp_path)
+    assert URL8K in str(ei.value) and str(tmp_path / REPO_DIR) in str(ei.value)
+
+
+def test_probe_reports_a_closed_port(monkeypatch) -> None:
+    import socket
+
+    with socket.socket() as s:  # a port that was free a moment ago: connection refused
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")
+    hub._REACH_CACHE.clear()
+    reason = REAL_PROBE(timeout=2.0)
+    assert reason is not None and f"127.0.0.1:{port}" in reason
