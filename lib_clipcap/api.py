@@ -1,0 +1,599 @@
+"""HTTP API under ``/clipcap/v1``: caption an image, list/unload models, run batch-tagging jobs.
+
+The same router serves the standalone server (``python -m lib_clipcap serve``) and the WebUI (the host adapter calls
+:func:`mount_api` from ``on_app_started``). It works with fastapi 0.94 + pydantic 1 (A1111) and current fastapi +
+pydantic 2 (Forge, standalone): request bodies are checked against :mod:`lib_clipcap.options_table` (one set of rules
+and messages whatever the pydantic version), and pydantic models only describe the schema and the responses.
+
+Every error is a JSON body ``{"error": {"type": ..., "message": ...}}`` with a 4xx status for bad input (5xx only
+for server-side trouble), so clients can tell what to fix; a bad request never disturbs the next one. Model calls go
+through the :class:`~lib_clipcap.service.ModelManager` (one at a time, under its lock) in a worker thread, so the
+event loop keeps answering other requests meanwhile.
+
+Example::
+
+    curl -s http://127.0.0.1:7861/clipcap/v1/caption -H 'Content-Type: application/json' \\
+         -d '{"image": "'"$(base64 -w0 photo.jpg)"'", "decoding": "beam", "num_candidates": 3}'
+"""
+
+# No ``from __future__ import annotations``: pydantic 1 and FastAPI 0.94 resolve annotations at class/route creation.
+
+import base64
+import binascii
+import io
+import json
+import logging
+import secrets
+import time
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
+
+from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
+from pydantic import BaseModel, Field, create_model
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from . import compat
+from .errors import (
+    CheckpointError,
+    ClipCapError,
+    DecodingError,
+    ImageLoadError,
+    MissingFileError,
+    UnknownModelError,
+)
+from .options_table import OPTIONS, OptionError, caption_kwargs, pick_default_model
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "API_PREFIX",
+    "ApiError",
+    "CaptionRequest",
+    "CaptionResponse",
+    "create_router",
+    "credentials_ok",
+    "mount_api",
+    "parse_credentials",
+]
+
+API_PREFIX = "/clipcap/v1"
+DEFAULT_MAX_IMAGE_BYTES = 32 * 1024 * 1024
+DEFAULT_MAX_PIXELS = 8192 * 8192
+_JSON_OVERHEAD = 64 * 1024  # room for the options around the base64 image
+
+
+# ------------------------------------------------------------------------------------------------------------ errors
+class ApiError(Exception):
+    """An error answered as ``{"error": {"type": type, "message": message, **extra}}`` with ``status``."""
+
+    def __init__(self, status: int, type: str, message: str, *, headers: Optional[Dict[str, str]] = None,
+                 **extra: Any) -> None:
+        super().__init__(message)
+        self.status = status
+        self.type = type
+        self.message = message
+        self.headers = headers
+        self.extra = extra
+
+    def response(self) -> JSONResponse:
+        return JSONResponse({"error": {"type": self.type, "message": self.message, **self.extra}},
+                            status_code=self.status, headers=self.headers)
+
+
+def _from_library_error(e: Exception) -> ApiError:
+    """Map a library exception to the HTTP error a client should see."""
+    if isinstance(e, ApiError):
+        return e
+    if isinstance(e, UnknownModelError):
+        from .registry import list_models
+
+        return ApiError(404, "unknown_model", str(e), valid=list_models())
+    if isinstance(e, OptionError):
+        return ApiError(422, "invalid_option", str(e), field=e.field, value=_jsonable(e.value))
+    if isinstance(e, DecodingError):
+        return ApiError(422, "invalid_option", str(e))
+    if isinstance(e, ImageLoadError):
+        return ApiError(400, "not_an_image", str(e))
+    if isinstance(e, MissingFileError):
+        return ApiError(503, "model_files_missing", str(e))
+    if isinstance(e, CheckpointError):
+        return ApiError(503, "model_error", str(e))
+    if isinstance(e, ClipCapError):
+        return ApiError(400, "bad_request", str(e))
+    log.exception("clipcap API: unexpected error")
+    return ApiError(500, "internal_error", f"{type(e).__name__}: {e}")
+
+
+def _jsonable(value: Any) -> Any:
+    try:
+        json.dumps(value)
+        return value
+    except (TypeError, ValueError):
+        return repr(value)
+
+
+class _ClipCapRoute(APIRoute):
+    """Route class that turns every exception into the API's JSON error body (a router cannot add app handlers)."""
+
+    def get_route_handler(self) -> Callable:
+        handler = super().get_route_handler()
+
+        async def wrapped(request: Request):
+            try:
+                return await handler(request)
+            except RequestValidationError as e:
+                first = (e.errors() or [{}])[0]
+                where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
+                return ApiError(422, "invalid_request", f"{where or 'request'}: {first.get('msg', 'invalid')}",
+                                field=where).response()
+            except StarletteHTTPException as e:
+                return ApiError(e.status_code, "http_error", str(e.detail),
+                                headers=getattr(e, "headers", None)).response()
+            except Exception as e:  # every failure answers JSON; the server keeps going
+                return _from_library_error(e).response()
+
+        return wrapped
+
+
+# ------------------------------------------------------------------------------------------------------------- auth
+def parse_credentials(spec: Optional[str]) -> Optional[Dict[str, str]]:
+    """Parse the WebUI's ``--api-auth`` format, ``"user:pass,user2:pass2"``, into ``{user: password}``.
+
+    Passwords may contain ``:`` (the first one separates). ``None``/empty gives ``None`` (no auth).
+
+    Raises:
+        ClipCapError: An entry has no ``:``; the message names the entry's user part only.
+    """
+    if not spec or not spec.strip():
+        return None
+    creds: Dict[str, str] = {}
+    for entry in spec.split(","):
+        entry = entry.strip()
+        if not entry:
+            continue
+        user, sep, password = entry.partition(":")
+        if not sep or not user:
+            raise ClipCapError(f"credentials entry {user or entry!r} must look like user:password")
+        creds[user] = password
+    return creds or None
+
+
+def credentials_ok(authorization: Optional[str], credentials: Mapping[str, str]) -> bool:
+    """Check an ``Authorization: Basic ...`` header against every ``{user: password}`` entry in constant time.
+
+    Every entry is compared (no early exit) with :func:`secrets.compare_digest`, so timing reveals neither which user
+    exists nor how much of a password matched.
+    """
+    if not authorization or not authorization[:6].lower() == "basic ":
+        return False
+    try:
+        decoded = base64.b64decode(authorization[6:].strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        return False
+    user, sep, password = decoded.partition(":")
+    if not sep:
+        return False
+    ok = False
+    u_b, p_b = user.encode("utf-8"), password.encode("utf-8")
+    for cu, cp in credentials.items():
+        match_u = secrets.compare_digest(cu.encode("utf-8"), u_b)
+        match_p = secrets.compare_digest(cp.encode("utf-8"), p_b)
+        ok |= match_u & match_p
+    return ok
+
+
+UNAUTHORIZED_HEADERS = {"WWW-Authenticate": 'Basic realm="clipcap", charset="UTF-8"'}
+
+
+def _auth_dependency(credentials: Mapping[str, str]) -> Callable:
+    async def require_basic_auth(request: Request) -> None:
+        if not credentials_ok(request.headers.get("authorization"), credentials):
+            raise ApiError(401, "unauthorized", "HTTP Basic authentication required (the server's --api-auth / "
+                                                "--auth credentials)", headers=dict(UNAUTHORIZED_HEADERS))
+
+    return require_basic_auth
+
+
+# ------------------------------------------------------------------------------------------------------------ models
+def _python_type(opt) -> Any:
+    t = {int: int, float: float, str: str, bool: bool, list: List[str]}[opt.type]
+    return Optional[t] if opt.nullable else t
+
+
+def _request_fields() -> Dict[str, Tuple[Any, Any]]:
+    fields: Dict[str, Tuple[Any, Any]] = {
+        "image": (str, Field(..., description="The image: base64 (standard or URL-safe alphabet) or a data URL "
+                                              "(data:image/png;base64,...). JPEG, PNG, WebP, BMP, GIF, TIFF...")),
+    }
+    for o in OPTIONS:
+        desc = o.help
+        if o.choices:
+            desc += f" One of: {', '.join(o.choices)}."
+        if o.minimum is not None or o.maximum is not None:
+            desc += f" Range: {o.minimum if o.minimum is not None else '-inf'}..{o.maximum if o.maximum is not None else 'inf'}"
+            desc += " (exclusive minimum)." if o.exclusive_minimum else "."
+        default = list(o.default) if o.type is list else o.default
+        if o.key == "model":
+            default, desc = None, desc + " Default: the server's default model."
+            fields[o.api_field] = (Optional[str], Field(default, description=desc))
+        else:
+            fields[o.api_field] = (_python_type(o), Field(default, description=desc))
+    return fields
+
+
+#: Schema of ``POST /caption`` bodies, generated from the options table (documentation and clients; the route checks
+#: bodies with the table's own rules so that messages are the same under pydantic 1 and 2).
+CaptionRequest = create_model("CaptionRequest", **_request_fields())  # type: ignore[call-overload]
+
+
+class CandidateOut(BaseModel):
+    text: str
+    score: Optional[float] = Field(None, description="decoder score: mean token log-probability")
+    clip_score: Optional[float] = Field(None, description="CLIP-S of the candidate (when re-ranked)")
+    grammar: Optional[float] = Field(None, description="grammar-head probability (clip+grammar re-ranking)")
+
+
+class Timing(BaseModel):
+    decode_ms: float = Field(..., description="base64 and image decoding")
+    caption_ms: float = Field(..., description="waiting for the model and captioning (includes loading it)")
+    total_ms: float
+
+
+class CaptionResponse(BaseModel):
+    caption: str
+    score: Optional[float] = None
+    candidates: List[CandidateOut] = []
+    keywords: Optional[List[str]] = Field(None, description="SBG's keywords (SBG models only)")
+    model: str
+    timing: Timing
+
+
+class ModelInfo(BaseModel):
+    name: str
+    kind: str
+    description: str
+    source: str = Field(..., description="hub, manual or bundled")
+    installed: bool = Field(..., description="the checkpoint file is present locally")
+    loaded: bool = Field(..., description="the model is in memory")
+    default: bool = False
+
+
+class ModelsResponse(BaseModel):
+    models: List[ModelInfo]
+    default: str
+    loaded: List[str]
+
+
+class UnloadResponse(BaseModel):
+    unloaded: List[str]
+
+
+class BatchStarted(BaseModel):
+    id: str
+
+
+class ErrorBody(BaseModel):
+    type: str
+    message: str
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorBody
+
+
+_ERRORS = {code: {"model": ErrorResponse} for code in (400, 401, 403, 404, 413, 422, 503)}
+
+
+# ------------------------------------------------------------------------------------------------------ input checks
+async def _read_json(request: Request, limit: int) -> Dict[str, Any]:
+    """The request's JSON object, refusing bodies over ``limit`` bytes before reading them whole."""
+    length = request.headers.get("content-length")
+    if length and length.isdigit() and int(length) > limit:
+        raise ApiError(413, "request_too_large", f"request body of {int(length):,} bytes exceeds the limit of "
+                                                 f"{limit:,} bytes")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise ApiError(413, "request_too_large", f"request body exceeds the limit of {limit:,} bytes")
+        chunks.append(chunk)
+    raw = b"".join(chunks)
+    if not raw.strip():
+        return {}
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ApiError(400, "invalid_json", f"the request body is not valid JSON: {e}") from None
+    if not isinstance(data, dict):
+        raise ApiError(422, "invalid_request", f"the request body must be a JSON object, not {type(data).__name__}")
+    return data
+
+
+def _check_fields(data: Mapping[str, Any], allowed: List[str]) -> None:
+    unknown = [k for k in data if k not in allowed]
+    if unknown:
+        raise ApiError(422, "invalid_option", f"unknown field {unknown[0]!r}; valid fields: {', '.join(allowed)}",
+                       field=unknown[0], value=_jsonable(data[unknown[0]]))
+
+
+def decode_image_data(value: Any, *, max_bytes: int) -> bytes:
+    """Bytes of a base64 string or ``data:`` URL, refusing more than ``max_bytes`` decoded bytes.
+
+    Raises:
+        ApiError: 422 when missing/not a string, 400 for bad base64, 413 when too large.
+    """
+    if value is None or value == "":
+        raise ApiError(422, "invalid_option", "field 'image' is required: a base64 string or a data URL",
+                       field="image")
+    if not isinstance(value, str):
+        raise ApiError(422, "invalid_option", f"field 'image' must be a base64 string or a data URL, not "
+                                              f"{type(value).__name__}", field="image")
+    text = value.strip()
+    if text[:5].lower() == "data:":
+        header, sep, text = text.partition(",")
+        if not sep or ";base64" not in header.lower():
+            raise ApiError(400, "invalid_base64", "a data URL must look like data:image/png;base64,<data>")
+    text = "".join(text.split())  # line breaks from `base64` without -w0
+    if len(text) * 3 // 4 > max_bytes + 3:
+        raise ApiError(413, "image_too_large", f"the image is about {len(text) * 3 // 4:,} bytes; the limit is "
+                                               f"{max_bytes:,} bytes")
+    urlsafe = "-" in text or "_" in text
+    text += "=" * (-len(text) % 4)
+    try:
+        raw = (base64.urlsafe_b64decode(text) if urlsafe else base64.b64decode(text, validate=True))
+    except (binascii.Error, ValueError) as e:
+        raise ApiError(400, "invalid_base64", f"field 'image' is not valid base64 ({e})") from None
+    if not raw:
+        raise ApiError(400, "invalid_base64", "field 'image' decodes to no bytes")
+    if len(raw) > max_bytes:
+        raise ApiError(413, "image_too_large", f"the image is {len(raw):,} bytes; the limit is {max_bytes:,} bytes")
+    return raw
+
+
+def open_image(raw: bytes, *, max_pixels: int):
+    """Decode image bytes safely (:func:`lib_clipcap.images.load_image`), with 413 for too many pixels."""
+    from PIL import Image, UnidentifiedImageError
+
+    from .images import load_image
+
+    try:  # header only: lets a pixel-count refusal be a 413 rather than a generic "not an image"
+        with Image.open(io.BytesIO(raw)) as probe:
+            width, height = probe.size
+    except Image.DecompressionBombError as e:
+        raise ApiError(413, "image_too_large", f"the image has too many pixels: {e}") from None
+    except UnidentifiedImageError:
+        raise ApiError(400, "not_an_image", "the data is not an image in a format this server reads (JPEG, PNG, "
+                                            "WebP, BMP, GIF, TIFF...), or its header is corrupt") from None
+    except (OSError, ValueError, SyntaxError) as e:
+        raise ApiError(400, "not_an_image", f"the image header cannot be read ({e})") from None
+    if width * height > max_pixels:
+        raise ApiError(413, "image_too_large", f"the image is {width}x{height} = {width * height:,} pixels; the "
+                                               f"limit is {max_pixels:,} pixels")
+    try:
+        return load_image(raw, max_pixels=max_pixels)
+    except ImageLoadError as e:
+        raise ApiError(400, "not_an_image", str(e)) from None
+
+
+def _resolve_model(name: Any, default: str) -> str:
+    from .registry import get_model
+
+    if name is None or name == "":
+        name = default
+    if not isinstance(name, str):
+        raise ApiError(422, "invalid_option", f"field 'model' must be a string, not {type(name).__name__}",
+                       field="model")
+    return get_model(name).name  # UnknownModelError -> 404 listing the valid names
+
+
+def _candidate_dict(c: Any) -> Dict[str, Any]:
+    return {"text": c.text, "score": _finite(c.score), "clip_score": _finite(getattr(c, "clip_score", None)),
+            "grammar": _finite(getattr(c, "grammar", None))}
+
+
+def _finite(x: Any) -> Optional[float]:
+    import math
+
+    if x is None:
+        return None
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
+# ------------------------------------------------------------------------------------------------------------ router
+def create_router(manager: Any, *, credentials: Optional[Mapping[str, str]] = None, job_manager: Any = None,
+                  max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES, max_pixels: int = DEFAULT_MAX_PIXELS,
+                  default_model: Optional[str] = None) -> APIRouter:
+    """Build the ``/clipcap/v1`` router.
+
+    Args:
+        manager: The :class:`~lib_clipcap.service.ModelManager` every model call goes through.
+        credentials: ``{user: password}`` for HTTP Basic auth on every route (e.g. :func:`parse_credentials` of the
+            WebUI's ``--api-auth``); ``None`` or empty: no auth.
+        job_manager: A :class:`lib_clipcap.batch.jobs.JobManager` for the ``/batch`` routes; ``None``: those routes
+            answer 503 saying batch tagging is not enabled.
+        max_image_bytes: Largest accepted image file, in bytes (413 above).
+        max_pixels: Largest accepted image, in pixels (413 above; checked before decoding pixels).
+        default_model: Model used when a request names none; default: :func:`options_table.pick_default_model` for
+            the manager's models folder (the demo model when the table's default is not installed), computed once.
+
+    Returns:
+        An ``APIRouter`` with prefix ``/clipcap/v1``; add it with ``app.include_router`` or :func:`mount_api`.
+    """
+    deps = [Depends(_auth_dependency(dict(credentials)))] if credentials else []
+    router = APIRouter(prefix=API_PREFIX, tags=["clipcap"], route_class=_ClipCapRoute, dependencies=deps)
+    body_limit = max_image_bytes * 4 // 3 + _JSON_OVERHEAD
+    caption_fields = ["image"] + [o.api_field for o in OPTIONS]
+    state: Dict[str, Any] = {"default": default_model}
+
+    def current_default() -> str:
+        if state["default"] is None:
+            state["default"] = pick_default_model(models_dir=getattr(manager, "models_dir", None))[0]
+        return state["default"]
+
+    caption_schema = compat.model_json_schema(CaptionRequest)
+    caption_schema.pop("title", None)
+
+    @router.post("/caption", response_model=CaptionResponse, responses=_ERRORS, summary="Caption one image",
+                 openapi_extra={"requestBody": {"required": True,
+                                                "content": {"application/json": {"schema": caption_schema}}}})
+    async def caption(request: Request) -> Any:
+        t0 = time.perf_counter()
+        data = await _read_json(request, body_limit)
+        _check_fields(data, caption_fields)
+        model = _resolve_model(data.get("model"), current_default())
+        kwargs = caption_kwargs({k: v for k, v in data.items() if k not in ("image", "model")})
+        raw = decode_image_data(data.get("image"), max_bytes=max_image_bytes)
+        image = await run_in_threadpool(open_image, raw, max_pixels=max_pixels)
+        t1 = time.perf_counter()
+        results = await run_in_threadpool(manager.caption, image, model=model, **kwargs)
+        t2 = time.perf_counter()
+        res = results[0]
+        if getattr(res, "error", None):
+            raise ApiError(400, "not_an_image", str(res.error))
+        return {
+            "caption": res.text,
+            "score": _finite(res.score),
+            "candidates": [_candidate_dict(c) for c in res.candidates],
+            "keywords": list(res.keywords) if getattr(res, "keywords", None) else None,
+            "model": model,
+            "timing": {"decode_ms": (t1 - t0) * 1e3, "caption_ms": (t2 - t1) * 1e3, "total_ms": (t2 - t0) * 1e3},
+        }
+
+    @router.get("/models", response_model=ModelsResponse, responses=_ERRORS, summary="List known models")
+    def models() -> Any:  # sync: runs in the threadpool (it may hash a large checkpoint once)
+        from .options_table import model_installed
+        from .registry import get_model, list_models
+
+        loaded = list(manager.loaded())
+        default = current_default()
+        out = []
+        for name in list_models():
+            e = get_model(name)
+            out.append({"name": e.name, "kind": e.kind, "description": e.description, "source": e.source.type,
+                        "installed": model_installed(e.name, models_dir=getattr(manager, "models_dir", None)),
+                        "loaded": e.name in loaded, "default": e.name == default})
+        return {"models": out, "default": default, "loaded": loaded}
+
+    @router.post("/unload", response_model=UnloadResponse, responses=_ERRORS,
+                 summary="Unload one model (body {\"model\": name}) or all (empty body)")
+    async def unload(request: Request) -> Any:
+        data = await _read_json(request, _JSON_OVERHEAD)
+        _check_fields(data, ["model"])
+        name = data.get("model")
+        if name is not None:
+            name = _resolve_model(name, "")
+        return {"unloaded": await run_in_threadpool(manager.unload, name)}
+
+    _add_batch_routes(router, manager, job_manager, current_default)
+    return router
+
+
+def _tag_options_fields(cls: Any) -> List[str]:
+    import dataclasses
+    import inspect
+
+    if dataclasses.is_dataclass(cls):
+        return [f.name for f in dataclasses.fields(cls) if f.init]
+    return [p for p in inspect.signature(cls).parameters if p not in ("self", "args", "kwargs")]
+
+
+def _add_batch_routes(router: APIRouter, manager: Any, job_manager: Any, current_default: Callable[[], str]) -> None:
+    def require_jobs() -> Any:
+        if job_manager is None:
+            raise ApiError(503, "batch_unavailable",
+                           "batch tagging is not enabled on this server (no folders are allowed for it; the "
+                           "standalone server enables it with --batch-root FOLDER)")
+        return job_manager
+
+    def job_status(job_id: str) -> Dict[str, Any]:
+        jobs = require_jobs()
+        try:
+            status = jobs.status(job_id)
+        except KeyError:
+            raise ApiError(404, "unknown_job", f"no batch job {job_id!r}") from None
+        return _jsonable_status(status)
+
+    @router.post("/batch", status_code=202, response_model=BatchStarted, responses=_ERRORS,
+                 summary="Start a batch-tagging job (fields: model, the decoding options, and TagOptions' fields)")
+    async def batch_start(request: Request) -> Any:
+        jobs = require_jobs()
+        try:
+            from .batch import TagOptions
+        except ImportError as e:
+            raise ApiError(503, "batch_unavailable", f"batch tagging is not available in this build ({e})") from None
+        data = await _read_json(request, _JSON_OVERHEAD * 16)
+        allowed = ["model"] + _tag_options_fields(TagOptions)
+        _check_fields(data, allowed)
+        model = _resolve_model(data.get("model"), current_default())
+        values = {k: v for k, v in data.items() if k != "model"}
+        try:  # TagOptions checks every value (decoding ones with the options table) -> OptionError -> 422
+            options = TagOptions(**values)
+        except (TypeError, ValueError) as e:
+            if isinstance(e, ClipCapError):
+                raise
+            raise ApiError(422, "invalid_option", f"invalid batch options: {e}") from None
+        try:
+            job_id = await run_in_threadpool(jobs.start, options, model)
+        except PermissionError as e:  # a path outside the allowed folders
+            raise ApiError(403, "forbidden_path", str(e)) from None
+        except (FileNotFoundError, NotADirectoryError) as e:
+            if isinstance(e, MissingFileError):  # model files: 503 as everywhere
+                raise
+            raise ApiError(404, "folder_not_found", str(e)) from None
+        return {"id": str(job_id)}
+
+    @router.get("/batch/{job_id}", responses=_ERRORS, summary="Progress and results of a batch job")
+    def batch_status(job_id: str) -> Any:
+        return job_status(job_id)
+
+    @router.delete("/batch/{job_id}", responses=_ERRORS, summary="Cancel a batch job")
+    def batch_cancel(job_id: str) -> Any:
+        jobs = require_jobs()
+        try:
+            jobs.cancel(job_id)
+        except KeyError:
+            raise ApiError(404, "unknown_job", f"no batch job {job_id!r}") from None
+        return job_status(job_id)
+
+
+def _jsonable_status(status: Any) -> Dict[str, Any]:
+    import dataclasses
+
+    if dataclasses.is_dataclass(status) and not isinstance(status, type):
+        status = dataclasses.asdict(status)
+    if not isinstance(status, dict):
+        status = {"status": status}
+    from fastapi.encoders import jsonable_encoder
+
+    return jsonable_encoder(status)
+
+
+def _is_ours(route: Any) -> bool:
+    """A route (or, in newer FastAPI, an included-router entry) that an earlier :func:`mount_api` added."""
+    if str(getattr(route, "path", "") or "").startswith(API_PREFIX + "/"):
+        return True
+    included = getattr(route, "original_router", None)  # FastAPI >= 0.16x keeps included routers as one entry
+    return getattr(included, "prefix", None) == API_PREFIX
+
+
+def mount_api(app: FastAPI, manager: Any, **kwargs: Any) -> APIRouter:
+    """Add the ``/clipcap/v1`` routes to ``app`` (replacing any added before, so a UI reload never duplicates them).
+
+    Args:
+        app: The FastAPI app (the WebUI's, from ``on_app_started(demo, app)``, or the standalone server's).
+        manager: The model manager.
+        **kwargs: As for :func:`create_router` (``credentials``, ``job_manager``, ``max_image_bytes``,
+            ``max_pixels``, ``default_model``).
+
+    Returns:
+        The router that was added.
+    """
+    router = create_router(manager, **kwargs)
+    app.router.routes[:] = [r for r in app.router.routes if not _is_ours(r)]
+    app.include_router(router)
+    app.openapi_schema = None  # regenerate /openapi.json with the new routes
+    return router

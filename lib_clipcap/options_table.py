@@ -1,0 +1,371 @@
+"""The one table of user-facing captioning settings.
+
+Each :class:`Option` ties together what the gradio UI shows (label, help, range, component), what the HTTP API accepts
+(field name, type, default), what the WebUI stores in its settings (``clipcap_<key>``) and what
+:meth:`lib_clipcap.captioner.Captioner.caption` receives (``caption_kwarg``). The UI, the API request model and the
+WebUI settings are all generated from :data:`OPTIONS`, and a test checks that they agree, so adding a setting means
+adding one row here.
+
+No gradio, pydantic or torch is imported here: the WebUI settings callback, the API and the UI all read this module.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Iterable, Mapping
+
+from .errors import ClipCapError, DecodingError
+
+__all__ = [
+    "DECODING_CHOICES",
+    "OPTIONS",
+    "RERANK_CHOICES",
+    "SETTINGS_PREFIX",
+    "Option",
+    "OptionError",
+    "caption_kwargs",
+    "decoding_options",
+    "defaults",
+    "from_settings",
+    "get_option",
+    "settings_entries",
+    "validate_options",
+]
+
+SETTINGS_PREFIX = "clipcap_"
+
+
+class OptionError(DecodingError):
+    """A setting has a bad value. ``field`` is the API field name, ``value`` the value given."""
+
+    def __init__(self, field: str, value: Any, reason: str) -> None:
+        self.field = field
+        self.value = value
+        self.reason = reason
+        super().__init__(f"{field}={value!r} is invalid: {reason}")
+
+
+@dataclass(frozen=True)
+class Option:
+    """One user-facing setting.
+
+    Attributes:
+        key: Name used everywhere unless overridden (``decoding``, ``top_p`` ...).
+        type: ``int``, ``float``, ``str``, ``bool`` or ``list`` (a list of strings).
+        default: Default value (``None`` allowed where ``nullable``).
+        label: UI label, also the WebUI settings label.
+        help: One-sentence explanation (UI ``info``, API field description, WebUI settings help).
+        minimum, maximum: Inclusive bounds for numbers (``None``: unbounded).
+        exclusive_minimum: ``minimum`` itself is not allowed (``temperature > 0``).
+        step: Slider step in the UI.
+        choices: Allowed values for ``str`` options (``None``: any; ``model`` is checked against the registry).
+        group: ``"model"``, ``"decoding"`` or ``"rerank"``: where the UI puts it.
+        nullable: ``None`` is a valid value (API ``null``).
+        ui_max: Upper end of the UI slider when ``maximum`` is unbounded or too large to be a useful slider.
+        caption_kwarg: Keyword of :meth:`Captioner.caption` it maps to, or ``None`` when it is not a caption option.
+        widget: Force a UI component kind (see :attr:`component`).
+    """
+
+    key: str
+    type: type
+    default: Any
+    label: str
+    help: str
+    minimum: float | None = None
+    maximum: float | None = None
+    exclusive_minimum: bool = False
+    step: float | None = None
+    choices: tuple[str, ...] | None = None
+    group: str = "decoding"
+    nullable: bool = False
+    ui_max: float | None = None
+    caption_kwarg: str | None = None
+    widget: str | None = None
+
+    @property
+    def api_field(self) -> str:
+        """Field name in the HTTP API's JSON."""
+        return self.key
+
+    @property
+    def settings_key(self) -> str:
+        """Key of the WebUI setting (``shared.opts.clipcap_<key>``)."""
+        return SETTINGS_PREFIX + self.key
+
+    @property
+    def elem_id(self) -> str:
+        """elem_id of the option's component in the gradio UI."""
+        return f"clipcap_opt_{self.key}"
+
+    @property
+    def component(self) -> str:
+        """Which kind of gradio component shows it: ``dropdown``, ``radio``, ``slider``, ``number``, ``checkbox``,
+        ``textbox``."""
+        if self.widget:
+            return self.widget
+        if self.type is bool:
+            return "checkbox"
+        if self.type is str:
+            if self.key == "model":
+                return "dropdown"
+            return "radio" if self.choices else "textbox"
+        if self.type in (int, float):
+            hi = self.ui_max if self.ui_max is not None else self.maximum
+            return "slider" if self.minimum is not None and hi is not None else "number"
+        return "textbox"  # list: comma-separated text
+
+    def component_args(self) -> dict[str, Any]:
+        """Keyword arguments for the gradio component (besides label/value/info), common to gradio 3, 4 and 6."""
+        kind = self.component
+        if kind == "slider":
+            hi = self.ui_max if self.ui_max is not None else self.maximum
+            lo = self.minimum
+            if self.exclusive_minimum and self.step:
+                lo = lo + self.step
+            return {"minimum": lo, "maximum": hi, "step": self.step or (1 if self.type is int else 0.01)}
+        if kind in ("radio", "dropdown") and self.choices:
+            return {"choices": list(self.choices)}
+        if kind == "number":
+            return {"precision": 0} if self.type is int else {}
+        return {}
+
+    def ui_value(self, value: Any) -> Any:
+        """A value as the UI shows it (lists as comma-separated text, ``None`` seed as -1)."""
+        if self.type is list:
+            return ", ".join(value or ())
+        if value is None and self.key == "seed":
+            return -1
+        return value
+
+    def coerce(self, value: Any) -> Any:
+        """Convert a UI/settings/API value to the option's type and check it.
+
+        Raises:
+            OptionError: The value has the wrong type or is out of range; the message names the field and value.
+        """
+        field, given = self.api_field, value
+        if value is None:
+            if self.nullable:
+                return None
+            raise OptionError(field, value, "a value is required")
+        t = self.type
+        if t is list:
+            if isinstance(value, str):
+                value = [w for w in (part.strip() for part in value.split(",")) if w]
+            if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+                raise OptionError(field, value, "must be a list of strings (or one comma-separated string)")
+            return [v.strip() for v in value if v.strip()]
+        if t is bool:
+            if isinstance(value, bool):
+                return value
+            raise OptionError(field, value, "must be true or false")
+        if t is str:
+            if not isinstance(value, str):
+                raise OptionError(field, value, "must be a string")
+            if self.choices is not None and value not in self.choices:
+                raise OptionError(field, value, f"must be one of {', '.join(self.choices)}")
+            return value
+        # numbers; bool is an int subclass and never a valid number here
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise OptionError(field, given, f"must be a{'n integer' if t is int else ' number'}")
+        if t is int:
+            if isinstance(value, float):
+                if not value.is_integer():
+                    raise OptionError(field, given, "must be a whole number")
+                value = int(value)
+        else:
+            value = float(value)
+            if not math.isfinite(value):
+                raise OptionError(field, given, "must be a finite number")
+        if self.key == "seed" and value == -1:
+            return None  # the UI's "random"
+        if self.minimum is not None:
+            if self.exclusive_minimum and value <= self.minimum:
+                raise OptionError(field, given, f"must be greater than {self.minimum:g}")
+            if value < self.minimum:
+                raise OptionError(field, given, f"must be at least {self.minimum:g}")
+        if self.maximum is not None and value > self.maximum:
+            raise OptionError(field, given, f"must be at most {self.maximum:g}")
+        return value
+
+
+RERANK_CHOICES = ("none", "clip", "clip+grammar")
+DECODING_CHOICES = ("greedy", "beam", "sample")
+
+OPTIONS: tuple[Option, ...] = (
+    Option("model", str, "flickr8k", "Model",
+           "Captioning model from the registry: ClipCap models, and SBG (blind guessing) where installed.",
+           group="model"),
+    Option("decoding", str, "beam", "Decoding",
+           "greedy: fastest, one caption; beam: best-scoring captions; sample: varied captions (uses temperature, "
+           "top-k, top-p).", choices=DECODING_CHOICES, caption_kwarg="decoding"),
+    Option("beam_size", int, 5, "Beam size", "Beams kept per image in beam search; more is slower and often better.",
+           minimum=1, maximum=64, ui_max=16, step=1, caption_kwarg="beam_size"),
+    Option("num_candidates", int, 3, "Candidates",
+           "Captions returned per image (beam: best beams; sample: independent samples). Re-ranking picks among "
+           "them.", minimum=1, maximum=64, ui_max=16, step=1, caption_kwarg="num_candidates"),
+    Option("temperature", float, 1.0, "Temperature",
+           "Sampling temperature: below 1 safer, above 1 more adventurous.", minimum=0.0, exclusive_minimum=True,
+           maximum=10.0, ui_max=2.0, step=0.05, caption_kwarg="temperature"),
+    Option("top_k", int, 0, "Top-k", "Sample only among the k most likely tokens (0: off).", minimum=0,
+           maximum=100000, ui_max=200, step=1, caption_kwarg="top_k"),
+    Option("top_p", float, 1.0, "Top-p", "Sample only among the most likely tokens covering this probability "
+           "(1: off).", minimum=0.0, exclusive_minimum=True, maximum=1.0, step=0.01, caption_kwarg="top_p"),
+    Option("repetition_penalty", float, 1.0, "Repetition penalty",
+           "Above 1 discourages repeating tokens already written (1: off).", minimum=0.0, exclusive_minimum=True,
+           maximum=10.0, ui_max=2.0, step=0.05, caption_kwarg="repetition_penalty"),
+    Option("no_repeat_ngram_size", int, 0, "No-repeat n-gram size",
+           "Forbid repeating any sequence of this many tokens (0: off).", minimum=0, maximum=16, ui_max=6, step=1,
+           caption_kwarg="no_repeat_ngram_size"),
+    Option("max_new_tokens", int, 40, "Max tokens", "Longest caption, in tokens.", minimum=1, maximum=200, step=1,
+           caption_kwarg="max_new_tokens"),
+    Option("min_new_tokens", int, 0, "Min tokens", "Shortest caption, in tokens (0: no minimum).", minimum=0,
+           maximum=200, ui_max=50, step=1, caption_kwarg="min_new_tokens"),
+    Option("seed", int, None, "Seed", "Makes sampling reproducible; -1 or empty: random.", minimum=-1,
+           maximum=2**32 - 1, nullable=True, caption_kwarg="seed", widget="number"),
+    Option("banned_words", list, (), "Banned words", "Words the caption must not contain (comma-separated).",
+           caption_kwarg="banned_words"),
+    Option("rerank", str, "none", "Re-ranking",
+           "Re-rank the candidates by CLIP image-text similarity (clip), optionally combined with a grammar "
+           "score (clip+grammar); none keeps the decoder's order.", choices=RERANK_CHOICES, group="rerank",
+           caption_kwarg="rerank"),
+)
+
+_BY_KEY = {o.key: o for o in OPTIONS}
+
+
+def get_option(key: str) -> Option:
+    """The option ``key`` (raises ``KeyError`` listing the valid keys)."""
+    try:
+        return _BY_KEY[key]
+    except KeyError:
+        raise KeyError(f"unknown option {key!r}; valid: {', '.join(_BY_KEY)}") from None
+
+
+def decoding_options() -> tuple[Option, ...]:
+    """The options passed to the captioner (everything but ``model``), in table order."""
+    return tuple(o for o in OPTIONS if o.caption_kwarg)
+
+
+def defaults() -> dict[str, Any]:
+    """``{key: default}`` for every option (lists as new lists)."""
+    return {o.key: list(o.default) if o.type is list else o.default for o in OPTIONS}
+
+
+def validate_options(values: Mapping[str, Any], *, keys: Iterable[str] | None = None) -> dict[str, Any]:
+    """Coerce and check ``values`` (missing keys get their defaults).
+
+    Args:
+        values: ``{key: value}``; unknown keys raise.
+        keys: Restrict the result to these keys (default: every option).
+
+    Returns:
+        ``{key: checked value}``.
+
+    Raises:
+        OptionError: A value is invalid or a key unknown; the message names the field and the value.
+    """
+    wanted = list(keys) if keys is not None else [o.key for o in OPTIONS]
+    for k in values:
+        if k not in _BY_KEY:
+            raise OptionError(k, values[k], f"unknown setting; valid: {', '.join(_BY_KEY)}")
+    out = {}
+    for k in wanted:
+        opt = get_option(k)
+        out[k] = opt.coerce(values[k]) if k in values else defaults()[k]
+    return out
+
+
+def caption_kwargs(values: Mapping[str, Any]) -> dict[str, Any]:
+    """Checked keyword arguments for :meth:`Captioner.caption` from option values (defaults filled in).
+
+    Only the sampling options matter for greedy/beam, but every value is passed: the captioner ignores what its mode
+    does not use, and checks cross-field rules (``num_candidates <= beam_size`` in beam search) itself.
+
+    Raises:
+        OptionError: As :func:`validate_options`.
+    """
+    checked = validate_options({k: v for k, v in values.items() if k != "model"},
+                               keys=[o.key for o in decoding_options()])
+    kw = {get_option(k).caption_kwarg: v for k, v in checked.items()}
+    if kw.get("decoding") == "greedy":
+        kw["num_candidates"] = 1  # greedy has one caption; the UI's candidates slider must not make it an error
+    if kw.get("decoding") == "beam" and kw["num_candidates"] > kw["beam_size"]:
+        raise OptionError("num_candidates", kw["num_candidates"],
+                          f"cannot exceed beam_size ({kw['beam_size']}) in beam search; raise beam_size")
+    if kw.get("rerank") == "none":
+        kw.pop("rerank")  # the default: keep working with captioners that predate re-ranking
+    return kw
+
+
+def settings_entries() -> list[dict[str, Any]]:
+    """What the WebUI registers in its settings section, one dict per option, host-free.
+
+    Each: ``settings_key``, ``key``, ``default`` (in the UI's form: lists as text, seed -1), ``label``, ``help``,
+    ``component`` (see :attr:`Option.component`) and ``component_args``. The host maps ``component`` to a gradio
+    class (``slider`` -> ``gr.Slider`` ...). ``model``'s choices are dynamic: the host fills them from
+    :func:`lib_clipcap.registry.list_models`.
+    """
+    return [
+        {"settings_key": o.settings_key, "key": o.key, "default": o.ui_value(o.default), "label": o.label,
+         "help": o.help, "component": o.component, "component_args": o.component_args()}
+        for o in OPTIONS
+    ]
+
+
+def from_settings(get: Any) -> dict[str, Any]:
+    """Option values from host settings: ``get(settings_key, default)`` for each option; bad values fall back to the
+    default (a hand-edited config must not break the UI).
+
+    Args:
+        get: e.g. ``lambda k, d: shared.opts.data.get(k, d)``.
+    """
+    out = {}
+    for o in OPTIONS:
+        raw = get(o.settings_key, o.ui_value(o.default))
+        try:
+            out[o.key] = o.coerce(raw) if o.key != "model" else (raw or o.default)
+        except ClipCapError:
+            out[o.key] = defaults()[o.key]
+    return out
+
+
+DEMO_MODEL = "shapes-demo"
+
+
+def model_installed(name: str, *, models_dir: Any = None) -> bool:
+    """True when registry model ``name``'s checkpoint is available locally (never downloads, never raises)."""
+    from . import hub
+    from .registry import get_model
+
+    try:
+        hub.resolve_model_file(get_model(name), models_dir=models_dir, download=False, progress=False)
+        return True
+    except (ClipCapError, OSError):
+        return False
+
+
+def pick_default_model(*, models_dir: Any = None, preferred: str | None = None) -> tuple[str, str | None]:
+    """The model the UI and API preselect, and a notice when it is a fallback.
+
+    ``preferred`` (a setting or ``--model``), else the table's default, is used when its checkpoint is installed;
+    otherwise the bundled demo model, with a notice that says so and how to get the real one.
+
+    Returns:
+        ``(model name, notice or None)``.
+    """
+    from .registry import get_model
+
+    want = preferred or get_option("model").default
+    try:
+        want = get_model(want).name
+    except ClipCapError:
+        return DEMO_MODEL, f"Model {want!r} is not in the registry; using the bundled demo model {DEMO_MODEL!r}."
+    if want == DEMO_MODEL or model_installed(want, models_dir=models_dir):
+        return want, None
+    return DEMO_MODEL, (
+        f"The default model {want!r} is not installed, so the bundled demo model {DEMO_MODEL!r} is selected (a tiny "
+        f"model trained on synthetic shapes: it only describes coloured shapes). Download {want!r} in the Models "
+        f"section (or with `python -m lib_clipcap caption --model {want}` once online), then pick it above."
+    )

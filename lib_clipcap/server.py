@@ -1,0 +1,203 @@
+"""``python -m lib_clipcap serve``: the captioning web UI and HTTP API without the Stable Diffusion WebUI.
+
+One FastAPI app: the API under ``/clipcap/v1`` (:mod:`lib_clipcap.api`), its docs at ``/docs``, and the gradio UI
+(:func:`lib_clipcap.ui.build_ui`, the same Blocks as the WebUI tab) at ``/``. Bound to 127.0.0.1 unless told
+otherwise; ``--auth user:pass`` puts HTTP Basic auth in front of everything (UI and API alike).
+
+Importing this module is cheap (the CLI imports it for ``--help``); gradio, fastapi and uvicorn load in :func:`run`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import os
+import sys
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+HELP = "serve the captioning web UI and HTTP API (standalone, http://127.0.0.1:7861)"
+PREFIX = "clipcap:"
+
+__all__ = ["HELP", "BasicAuthMiddleware", "add_arguments", "create_app", "run"]
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Add the ``serve`` command's options to ``p``."""
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default 127.0.0.1: this computer only; 0.0.0.0: every interface)")
+    p.add_argument("--port", type=int, default=7861, help="port (default 7861)")
+    p.add_argument("--auth", action="append", metavar="USER:PASS",
+                   help="require HTTP Basic auth for the UI and the API; repeat, or separate entries with commas")
+    p.add_argument("--model", help="model preselected in the UI and used by API requests that name none "
+                                   "(default: flickr8k, or the bundled demo model when flickr8k is not installed)")
+    p.add_argument("--demo", action="store_true", help="preselect the bundled demo model shapes-demo")
+    p.add_argument("--models-dir", type=Path, help="models folder (default: $CLIPCAP_MODELS_DIR or ~/.cache/clipcap)")
+    p.add_argument("--device", help="cpu, cuda, cuda:1, mps (default: best available)")
+    p.add_argument("--dtype", choices=["fp32", "fp16", "bf16"], help="default: fp16 on GPU, fp32 on CPU")
+    p.add_argument("--offline", action="store_true", help="never download (same as HF_HUB_OFFLINE=1)")
+    p.add_argument("--batch-root", action="append", type=Path, metavar="FOLDER",
+                   help="allow batch tagging of folders under FOLDER (repeatable); without it batch tagging is off")
+    p.add_argument("--max-image-mb", type=float, default=32.0, help="largest image file the API accepts (MB)")
+    p.add_argument("--no-ui", action="store_true", help="serve the HTTP API only")
+    p.add_argument("--no-preload", action="store_true",
+                   help="load the default model on the first request instead of right away in the background")
+
+
+class BasicAuthMiddleware:
+    """ASGI middleware: HTTP Basic auth in front of every HTTP request and websocket of the app.
+
+    Browsers ask for the credentials once and then send them with every request the page makes, so this protects the
+    gradio UI (pages, assets, its queue) and the API alike.
+    """
+
+    def __init__(self, app: Any, credentials: Mapping[str, str]) -> None:
+        self.app = app
+        self.credentials = dict(credentials)
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope.get("type") in ("http", "websocket"):
+            from .api import UNAUTHORIZED_HEADERS, credentials_ok
+
+            header = dict(scope.get("headers") or ()).get(b"authorization")
+            if not credentials_ok(header.decode("latin-1") if header else None, self.credentials):
+                if scope["type"] == "websocket":
+                    await send({"type": "websocket.close", "code": 1008})
+                    return
+                body = (b'{"error": {"type": "unauthorized", "message": "HTTP Basic authentication required"}}')
+                headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+                headers += [(k.lower().encode(), v.encode()) for k, v in UNAUTHORIZED_HEADERS.items()]
+                await send({"type": "http.response.start", "status": 401, "headers": headers})
+                await send({"type": "http.response.body", "body": body})
+                return
+        await self.app(scope, receive, send)
+
+
+def create_app(manager: Any, *, credentials: Mapping[str, str] | None = None, job_manager: Any = None,
+               ui: bool = True, default_model: str | None = None, notice: str | None = None,
+               max_image_bytes: int | None = None) -> Any:
+    """The standalone FastAPI app: API at ``/clipcap/v1``, docs at ``/docs``, UI at ``/``.
+
+    Args:
+        manager: The model manager shared by the UI and the API.
+        credentials: ``{user: password}``: HTTP Basic auth on everything; ``None``: open.
+        job_manager: For batch tagging (API and UI); ``None``: batch tagging is off.
+        ui: Mount the gradio UI.
+        default_model, notice: The preselected model and a notice shown above the UI (see
+            :func:`lib_clipcap.options_table.pick_default_model`); default: picked for ``manager.models_dir``.
+        max_image_bytes: API upload limit (default :data:`lib_clipcap.api.DEFAULT_MAX_IMAGE_BYTES`).
+
+    Returns:
+        A ``fastapi.FastAPI`` to serve with uvicorn (or to test with ``fastapi.testclient.TestClient``).
+    """
+    from fastapi import FastAPI
+
+    from . import __version__
+    from .api import DEFAULT_MAX_IMAGE_BYTES, mount_api
+    from .options_table import pick_default_model
+
+    if default_model is None:
+        default_model, picked_notice = pick_default_model(models_dir=getattr(manager, "models_dir", None))
+        notice = notice if notice is not None else picked_notice
+    app = FastAPI(title="ClipCap captioning", version=__version__,
+                  description="CLIP-prefix image captioning: HTTP API under /clipcap/v1, web UI at /.")
+    mount_api(app, manager, job_manager=job_manager, default_model=default_model,
+              max_image_bytes=max_image_bytes or DEFAULT_MAX_IMAGE_BYTES)
+    if ui:
+        import gradio as gr
+
+        from .ui import build_ui
+
+        demo = build_ui(manager, job_manager=job_manager, values={"model": default_model}, notice=notice or "")
+        _enable_queue(demo)
+        app = gr.mount_gradio_app(app, demo, path="/")
+    if credentials:
+        app.add_middleware(BasicAuthMiddleware, credentials=credentials)
+    return app
+
+
+def _enable_queue(demo: Any) -> None:
+    """Turn on the gradio queue (needed for progress updates under gradio 3; the default in gradio 4+)."""
+    import inspect
+
+    params = inspect.signature(demo.queue).parameters
+    if "default_concurrency_limit" in params:  # gradio 4+
+        demo.queue(default_concurrency_limit=4)
+    elif "concurrency_count" in params:  # gradio 3
+        demo.queue(concurrency_count=4)
+    else:  # pragma: no cover
+        demo.queue()
+
+
+def _make_job_manager(manager: Any, roots: Sequence[Path] | None) -> tuple[Any, str | None]:
+    if not roots:
+        return None, None
+    try:
+        from .batch.jobs import JobManager
+    except ImportError as e:
+        return None, f"batch tagging is not available in this build ({e})"
+    return JobManager(manager, [Path(r).expanduser().resolve() for r in roots]), None
+
+
+def _preload(manager: Any, model: str) -> None:
+    """Load and warm up ``model`` in a background thread, so the first request does not pay for it (requests that
+    arrive meanwhile wait for the manager's lock)."""
+    import threading
+
+    def load() -> None:
+        try:
+            from PIL import Image
+
+            manager.get(model)
+            # one tiny caption: the first call of a fresh process pays for lazy initialisation (seconds on a CPU)
+            manager.caption(Image.new("RGB", (64, 64)), model=model, decoding="greedy", max_new_tokens=2)
+        except Exception as e:  # noqa: BLE001 - the first request reports it properly
+            print(PREFIX, f"could not preload {model!r}: {e}", file=sys.stderr)
+
+    threading.Thread(target=load, name="clipcap-preload", daemon=True).start()
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def run(args: argparse.Namespace) -> int:
+    """Start the server (blocks until Ctrl-C). Returns the exit code."""
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no phoning home from a local tool
+    if args.offline:
+        os.environ["HF_HUB_OFFLINE"] = "1"
+    import uvicorn
+
+    from .api import parse_credentials
+    from .options_table import DEMO_MODEL, pick_default_model
+    from .service import LocalDevicePolicy, ModelManager
+
+    credentials = parse_credentials(",".join(args.auth)) if args.auth else None
+    manager = ModelManager(models_dir=args.models_dir, policy=LocalDevicePolicy(device=args.device, dtype=args.dtype))
+    if args.demo:
+        model, notice = DEMO_MODEL, (f"Demo mode: the bundled model {DEMO_MODEL!r} is preselected (a tiny model "
+                                     f"trained on synthetic shapes; it only describes coloured shapes).")
+    else:
+        model, notice = pick_default_model(models_dir=args.models_dir, preferred=args.model)
+    if notice:
+        print(PREFIX, notice, file=sys.stderr)
+    job_manager, why = _make_job_manager(manager, args.batch_root)
+    if why:
+        print(PREFIX, why, file=sys.stderr)
+    if not _is_loopback(args.host) and not credentials:
+        print(PREFIX, f"warning: listening on {args.host} without --auth: anyone who can reach this port can use it",
+              file=sys.stderr)
+    app = create_app(manager, credentials=credentials, job_manager=job_manager, ui=not args.no_ui,
+                     default_model=model, notice=notice or "", max_image_bytes=int(args.max_image_mb * 1024 * 1024))
+    if not args.no_preload:
+        _preload(manager, model)
+    shown = f"[{args.host}]" if ":" in args.host else args.host
+    print(PREFIX, f"serving on http://{shown}:{args.port}/ (API under /clipcap/v1, API docs at /docs); "
+                  f"Ctrl-C stops", file=sys.stderr, flush=True)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    return 0
