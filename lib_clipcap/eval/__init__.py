@@ -1,0 +1,49 @@
+"""Evaluation: caption a dataset with any model and score it the way the papers did.
+
+    from lib_clipcap.eval import load_dataset, evaluate, compute_metrics
+    data = load_dataset("flickr8k/captions.txt", split="test")       # the paper's split: last 1000 images
+    result = evaluate(captioner, data, decoding="beam", beam_size=5)
+    print(result.scores["BLEU-4"], result.scores["METEOR"])
+
+Modules: :mod:`.datasets` (readers for the formats datasets are distributed in), :mod:`.metrics` (pycocoevalcap's
+BLEU/METEOR/ROUGE-L/CIDEr/SPICE with its PTB tokenizer, plus CLIP-S/RefCLIP-S), :mod:`.runner` (caption + score),
+:mod:`.report` (tables in the papers' format, JSON), :mod:`.cli` (``python -m lib_clipcap eval``).
+Importing this package is cheap: torch and pycocoevalcap load only when a function needs them.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+_LAZY = {
+    "EvalDataset": ("datasets", "EvalDataset"),
+    "EvalItem": ("datasets", "EvalItem"),
+    "DatasetError": ("datasets", "DatasetError"),
+    "load_dataset": ("datasets", "load_dataset"),
+    "compute_metrics": ("metrics", "compute_metrics"),
+    "clip_metrics": ("metrics", "clip_metrics"),
+    "MetricResult": ("metrics", "MetricResult"),
+    "evaluate": ("runner", "evaluate"),
+    "EvalResult": ("runner", "EvalResult"),
+    "format_table": ("report", "format_table"),
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        module, attr = _LAZY[name]
+        value = getattr(importlib.import_module(f".{module}", __name__), attr)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'lib_clipcap.eval' has no attribute {name!r}")
+
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .datasets import DatasetError, EvalDataset, EvalItem, load_dataset
+    from .metrics import MetricResult, clip_metrics, compute_metrics
+    from .report import format_table
+    from .runner import EvalResult, evaluate

@@ -1,0 +1,459 @@
+"""ClipCap training on precomputed CLIP features (:mod:`.features`), with the model class inference uses.
+
+What it covers (ClipCap, Mokady et al.; the CLIP-prefix paper's variants, Huynh et al.):
+
+- MLP mapper with GPT-2 fine-tuned (the published models), or the transformer mapper, usually with GPT-2 frozen
+  (``prefix_only``: only the mapper trains, and the checkpoint stores only the mapper + the GPT-2 base's name);
+- gradient clipping (``grad_clip``, the paper's "gradient clipping" variant);
+- GPT-2's own tokenizer, or a byte-level BPE retrained on the training captions with GPT-2's vocabulary size
+  (``tokenizer="custom"``, the paper's "custom tokenizer" variant), saved in the format every ``tokenizers`` reads;
+- captions lower-cased (the Flickr models), each followed by EOS; padding labelled -100 (never token 0, which the
+  original padded with although it is GPT-2's "!");
+- AdamW with linear warm-up then linear decay (as ``get_linear_schedule_with_warmup`` in the original), mixed precision
+  on CUDA (bf16 where supported, else fp16 with loss scaling);
+- a checkpoint every ``save_every`` steps (safetensors + JSON config that :meth:`Captioner.from_checkpoint` reads with
+  strict key matching, plus an optimizer/scheduler/step state loaded with ``weights_only=True``), and ``resume``;
+- a tqdm bar and a ``metrics.jsonl`` log; batches, initialisation and results depend only on ``seed``: a resumed run
+  ends with the same weights as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+from ..errors import ClipCapError
+from .data import CaptionPairs, collate, epoch_batches, make_pairs, train_bpe_tokenizer
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+log = logging.getLogger(__name__)
+
+FINAL_NAME = "clipcap.safetensors"
+CHECKPOINT_DIR = "checkpoints"
+
+
+@dataclass
+class ClipCapTrainConfig:
+    """Every setting of a ClipCap training run (saved as ``train_config.json`` in the output folder).
+
+    The defaults are the original's for Flickr/COCO: MLP mapper, prefix 10, GPT-2 small fine-tuned, batch 40,
+    lr 2e-5, 5000 warm-up steps, 10 epochs, features L2-normalised (Huynh et al.), captions lower-cased.
+    """
+
+    features: str
+    out: str
+    split: str = "train"
+    val_split: str | None = None
+    mapping: str = "mlp"
+    prefix_length: int = 10
+    clip_length: int = 10
+    mapper_layers: int = 8
+    mapper_heads: int = 8
+    mlp_hidden: int | None = None
+    prefix_only: bool = False
+    gpt2: str = "gpt2"
+    gpt2_layers: int = 12
+    gpt2_width: int = 768
+    gpt2_heads: int = 12
+    gpt2_positions: int = 1024
+    tokenizer: str = "gpt2"
+    custom_vocab_size: int = 50257
+    lowercase: bool = True
+    normalize: bool = True
+    max_tokens: int = 40
+    stop_token: str | None = "."
+    epochs: int = 10
+    max_steps: int | None = None
+    batch_size: int = 40
+    lr: float = 2e-5
+    weight_decay: float = 0.01
+    warmup_steps: int = 5000
+    grad_clip: float | None = None
+    amp: bool = True
+    save_every: int = 1000
+    keep_checkpoints: int = 2
+    seed: int = 0
+    device: str | None = None
+    log_every: int = 50
+    progress: bool = True
+    models_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.mapping not in ("mlp", "transformer"):
+            raise ClipCapError(f"mapping must be mlp or transformer; got {self.mapping!r}")
+        for name in ("prefix_length", "batch_size", "epochs", "max_tokens"):
+            if getattr(self, name) < 1:
+                raise ClipCapError(f"{name} must be >= 1; got {getattr(self, name)}")
+        if self.grad_clip is not None and not self.grad_clip > 0:
+            raise ClipCapError(f"grad_clip must be > 0 (or None to disable); got {self.grad_clip}")
+        if self.prefix_only and self.gpt2 == "scratch":
+            log.warning("prefix_only with a GPT-2 trained from scratch: GPT-2 stays at its random initialisation")
+
+
+@dataclass
+class TrainResult:
+    """Where the run wrote its model, and how it went."""
+
+    checkpoint: Path
+    steps: int
+    final_loss: float
+    history: list[dict[str, Any]] = field(default_factory=list)
+    tokenizer: str = ""
+
+
+# ------------------------------------------------------------------------------------------------ building
+def resolve_train_tokenizer(spec: str, captions: list[str], out: Path, *, vocab_size: int, lowercase: bool,
+                            models_dir: Path | None):
+    """``(Tokenizer, spec to record in the config)``: GPT-2's, a file/folder, or ``"custom"`` (trained and saved)."""
+    from ..captioner import resolve_tokenizer
+
+    if spec == "custom":
+        path = out / "tokenizer.json"
+        if path.is_file():  # resuming: the tokenizer must not change under the checkpoint
+            from ..tokenizer import Tokenizer
+
+            return Tokenizer.from_path(path), str(path.resolve())
+        tok = train_bpe_tokenizer(captions, path, vocab_size=vocab_size, lowercase=lowercase)
+        log.info("trained a custom BPE tokenizer: %d tokens -> %s", tok.vocab_size, path)
+        return tok, str(path.resolve())
+    tok = resolve_tokenizer(spec, models_dir=models_dir)
+    p = Path(spec).expanduser()
+    return tok, (str(p.resolve()) if p.exists() else spec)
+
+
+def _gpt2_base(cfg: ClipCapTrainConfig, tok, models_dir: Path | None):
+    """``(GPT2Config, weights or None)`` for the configured GPT-2 (``"scratch"``: random, sized by the config)."""
+    from ..gpt2 import GPT2Config
+
+    if cfg.gpt2 == "scratch":
+        return GPT2Config(vocab_size=tok.vocab_size, n_positions=cfg.gpt2_positions, n_embd=cfg.gpt2_width,
+                          n_layer=cfg.gpt2_layers, n_head=cfg.gpt2_heads, eos_token_id=tok.eos_token_id), None
+    from .. import hub
+    from ..checkpoint import load_gpt2_weights
+
+    folder = hub.resolve_local_or_hub(cfg.gpt2, models_dir=models_dir)
+    sd, gcfg = load_gpt2_weights(folder)
+    if tok.vocab_size > gcfg.vocab_size:
+        raise ClipCapError(f"the tokenizer has {tok.vocab_size} tokens but GPT-2 {cfg.gpt2!r} has {gcfg.vocab_size}; "
+                           f"train the custom tokenizer with --custom-vocab-size {gcfg.vocab_size} or less")
+    return GPT2Config(**{**gcfg.to_dict(), "eos_token_id": tok.eos_token_id}), sd
+
+
+def _load_gpt_weights(model, sd: dict[str, torch.Tensor]) -> None:
+    from ..checkpoint import normalize_gpt2_keys
+    from ..gpt2 import GPT2LMHead
+
+    sd = {k: v for k, v in normalize_gpt2_keys(sd).items() if not k.endswith(GPT2LMHead.IGNORED_KEY_SUFFIXES)}
+    sd.setdefault("lm_head.weight", sd["transformer.wte.weight"])
+    model.gpt.load_state_dict(sd, strict=True)
+
+
+def build_clipcap_config(cfg: ClipCapTrainConfig, *, prefix_size: int, gpt2_config, tokenizer_spec: str,
+                         clip_model: str | None, clip_pretrained: str | None):
+    """The :class:`~lib_clipcap.model.ClipCapConfig` a training run produces."""
+    from ..model import ClipCapConfig
+
+    n_embd = gpt2_config.n_embd
+    frozen_base = cfg.prefix_only and cfg.gpt2 != "scratch"
+    if cfg.mapping == "mlp":
+        hidden = (cfg.mlp_hidden or n_embd * cfg.prefix_length // 2,)
+        extra: dict[str, Any] = dict(mlp_hidden=hidden, mapper_layers=2, clip_length=None)
+    else:
+        extra = dict(mlp_hidden=(), clip_length=cfg.clip_length, mapper_layers=cfg.mapper_layers,
+                     mapper_heads=cfg.mapper_heads)
+    return ClipCapConfig(mapping=cfg.mapping, prefix_length=cfg.prefix_length, prefix_size=prefix_size,
+                         gpt2=gpt2_config, has_gpt_weights=not frozen_base,
+                         gpt2_base=cfg.gpt2 if cfg.gpt2 != "scratch" else "gpt2", normalize=cfg.normalize,
+                         clip_model=clip_model, clip_pretrained=clip_pretrained, tokenizer=tokenizer_spec,
+                         stop_token=cfg.stop_token, **extra)
+
+
+def lr_lambda(warmup: int, total: int) -> Callable[[int], float]:
+    """Linear warm-up over ``warmup`` steps, then linear decay to 0 at ``total`` (the original's schedule)."""
+
+    def f(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / max(1, warmup)
+        return max(0.0, (total - step) / max(1, total - warmup))
+
+    return f
+
+
+def _amp_context(device, enabled: bool):
+    import contextlib
+
+    import torch
+
+    if not enabled or device.type != "cuda":
+        return contextlib.nullcontext(), None
+    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
+    return torch.autocast("cuda", dtype=dtype), scaler
+
+
+def caption_loss(model, tokens: "torch.Tensor", labels: "torch.Tensor", features: "torch.Tensor") -> "torch.Tensor":
+    """Mean cross-entropy of the caption tokens given the prefix (padding labelled -100 is ignored)."""
+    import torch.nn.functional as F
+
+    p = model.config.prefix_length
+    logits = model(tokens, features)[:, p - 1:-1]  # position p-1+t predicts token t
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1), ignore_index=-100)
+
+
+# ------------------------------------------------------------------------------------------- checkpoints
+def _checkpoints(out: Path) -> list[tuple[int, Path]]:
+    found = []
+    for p in (out / CHECKPOINT_DIR).glob("step-*.safetensors"):
+        try:
+            found.append((int(p.stem.split("-")[1]), p))
+        except (IndexError, ValueError):
+            continue
+    return sorted(found)
+
+
+def latest_checkpoint(out: str | Path) -> Path | None:
+    """The newest ``checkpoints/step-N.safetensors`` that has its training state beside it, if any."""
+    for _, p in reversed(_checkpoints(Path(out))):
+        if p.with_suffix(".state.pt").is_file():
+            return p
+    return None
+
+
+def _save_state(model, optimizer, scheduler, scaler, step: int, out: Path, keep: int, include_gpt: bool) -> Path:
+    import torch
+
+    from ..checkpoint import save_checkpoint
+    from ..fileio import atomic_replace
+
+    folder = out / CHECKPOINT_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    path = save_checkpoint(model, folder / f"step-{step:07d}.safetensors", include_gpt=include_gpt)
+    state = {"step": step, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+             "scaler": scaler.state_dict() if scaler is not None else {}}
+    tmp = folder / f".step-{step:07d}.state.pt.tmp"
+    torch.save(state, tmp)
+    atomic_replace(tmp, path.with_suffix(".state.pt"))
+    for _, old in _checkpoints(out)[:-keep] if keep > 0 else []:
+        for f in (old, old.with_suffix(".json"), old.with_suffix(".state.pt")):
+            f.unlink(missing_ok=True)
+    return path
+
+
+def _load_model_file(path: Path, gpt_weights: dict | None):
+    from ..checkpoint import build_model, load_config
+
+    config, sd = load_config(path)
+    return build_model(config, sd, gpt2_weights=gpt_weights)
+
+
+# ------------------------------------------------------------------------------------------------ training
+def train_clipcap(cfg: ClipCapTrainConfig, *, resume: bool = False, features=None,
+                  stop_after: int | None = None) -> TrainResult:
+    """Train a ClipCap model on a features folder and write ``<out>/clipcap.safetensors`` (+ ``.json``).
+
+    Args:
+        cfg: the run's settings.
+        resume: continue from the newest checkpoint in ``<out>/checkpoints`` (same settings required).
+        features: an already loaded :class:`~lib_clipcap.train.features.FeatureSet` (default: read ``cfg.features``).
+        stop_after: stop (with a checkpoint) after this global step, as if interrupted; for tests and time slicing.
+
+    Returns:
+        A :class:`TrainResult` (final checkpoint path, steps, last logged loss, the metrics log).
+
+    Raises:
+        ClipCapError: inconsistent settings (e.g. a resumed run with another configuration).
+        MissingFileError: the features folder, GPT-2 base or tokenizer is missing.
+    """
+    import torch
+
+    from ..captioner import _device_and_dtype
+    from ..fileio import atomic_write_text
+    from ..model import ClipCapModel
+    from .features import load_features
+
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    models_dir = Path(cfg.models_dir).expanduser() if cfg.models_dir else None
+    cfg_path = out / "train_config.json"
+    settings = {k: v for k, v in asdict(cfg).items() if k not in ("progress", "device", "log_every")}
+    if resume and cfg_path.is_file():
+        old = {k: v for k, v in json.loads(cfg_path.read_text()).items() if k in settings}
+        diff = {k: (old[k], settings[k]) for k in old
+                if old[k] != settings[k] and k not in ("max_steps", "epochs", "save_every", "keep_checkpoints")}
+        if diff:
+            raise ClipCapError(f"cannot resume {out}: settings changed {diff}; use the same settings or a new --out")
+    atomic_write_text(cfg_path, json.dumps(asdict(cfg), indent=1) + "\n")
+
+    fs = features if features is not None else load_features(cfg.features)
+    train_fs = fs.select(cfg.split)
+    if len(train_fs) == 0:
+        raise ClipCapError(f"split {cfg.split!r} of {cfg.features} is empty")
+    dev, _ = _device_and_dtype(cfg.device, None)
+    all_caps = [c for caps in train_fs.captions for c in caps]
+    tok, tok_spec = resolve_train_tokenizer(cfg.tokenizer, all_caps, out, vocab_size=cfg.custom_vocab_size,
+                                            lowercase=cfg.lowercase, models_dir=models_dir)
+    gcfg, gpt_sd = _gpt2_base(cfg, tok, models_dir)
+    max_tokens = min(cfg.max_tokens, gcfg.n_positions - cfg.prefix_length)
+    pairs: CaptionPairs = make_pairs(train_fs.captions, tok, max_tokens=max_tokens, lowercase=cfg.lowercase)
+    mcfg = build_clipcap_config(cfg, prefix_size=train_fs.dim, gpt2_config=gcfg, tokenizer_spec=tok_spec,
+                                clip_model=fs.meta.get("clip_model"), clip_pretrained=fs.meta.get("clip_pretrained"))
+    steps_per_epoch = math.ceil(len(pairs) / cfg.batch_size)
+    total = cfg.max_steps or cfg.epochs * steps_per_epoch
+    warmup = min(cfg.warmup_steps, total)
+
+    torch.manual_seed(cfg.seed)
+    model = ClipCapModel(mcfg)
+    if gpt_sd is not None:
+        _load_gpt_weights(model, gpt_sd)
+    start_step = 0
+    ckpt = latest_checkpoint(out) if resume else None
+    if ckpt is not None:
+        model = _load_model_file(ckpt, gpt_sd)
+        start_step = int(ckpt.stem.split("-")[1])
+        log.info("resuming from %s (step %d)", ckpt, start_step)
+    model.to(dev).train()
+    if cfg.prefix_only:
+        model.gpt.requires_grad_(False).eval()
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(warmup, total))
+    amp_ctx, scaler = _amp_context(dev, cfg.amp)
+    if ckpt is not None:
+        state = torch.load(ckpt.with_suffix(".state.pt"), map_location="cpu", weights_only=True)
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        if scaler is not None and state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
+    feats = train_fs.features.to(dev)
+    include_gpt = mcfg.has_gpt_weights
+    log_path = out / "metrics.jsonl"
+    if start_step == 0 and log_path.exists():
+        log_path.unlink()
+    history: list[dict[str, Any]] = []
+    bar = None
+    if cfg.progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=total, initial=start_step, desc="clipcap", unit="step")
+    t0 = time.perf_counter()
+    run_loss, run_n, last_loss, grad_norm = 0.0, 0, float("nan"), float("nan")
+    end = total if stop_after is None else min(total, stop_after)
+    step = start_step
+    batches: list = []
+    cur_epoch = -1
+    while step < end:
+        epoch, k = divmod(step, steps_per_epoch)
+        if epoch != cur_epoch:
+            batches, cur_epoch = epoch_batches(len(pairs), cfg.batch_size, seed=cfg.seed, epoch=epoch), epoch
+        idx = batches[k]
+        tokens, labels = collate([pairs.tokens[j] for j in idx.tolist()], pad_id=tok.eos_token_id)
+        tokens, labels = tokens.to(dev), labels.to(dev)
+        with amp_ctx:
+            loss = caption_loss(model, tokens, labels, feats[pairs.image_index[idx].to(dev)])
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)
+        else:
+            loss.backward()
+        if cfg.grad_clip is not None:
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip))
+        if scaler is not None:
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
+        scheduler.step()
+        step += 1
+        last_loss = float(loss.detach())
+        run_loss += last_loss
+        run_n += 1
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{last_loss:.3f}")
+        if step % cfg.log_every == 0 or step == end:
+            rec = {"step": step, "epoch": epoch, "loss": run_loss / run_n, "lr": scheduler.get_last_lr()[0],
+                   "seconds": round(time.perf_counter() - t0, 2)}
+            if cfg.grad_clip is not None:
+                rec["grad_norm"] = grad_norm
+            if cfg.val_split:
+                rec["val_loss"] = evaluate_loss(model, fs.select(cfg.val_split), tok, cfg, dev)
+            history.append(rec)
+            with log_path.open("a", encoding="utf-8") as f:
+                f.write(json.dumps(rec) + "\n")
+            run_loss, run_n = 0.0, 0
+        if (cfg.save_every and step % cfg.save_every == 0) or step == end:
+            _save_state(model, optimizer, scheduler, scaler, step, out, cfg.keep_checkpoints, include_gpt)
+    if bar is not None:
+        bar.close()
+    model.eval()
+    from ..checkpoint import save_checkpoint
+
+    final = out / FINAL_NAME
+    if step >= total:
+        final = save_checkpoint(model, final, include_gpt=include_gpt)
+    else:
+        final = _checkpoints(out)[-1][1]
+    return TrainResult(final, step, last_loss, history, tok_spec)
+
+
+def evaluate_loss(model, fs, tok, cfg: ClipCapTrainConfig, device, *, batch_size: int = 256) -> float:
+    """Mean caption cross-entropy on a feature set (validation loss)."""
+    import torch
+
+    with torch.no_grad():
+        return _evaluate_loss(model, fs, tok, cfg, device, batch_size)
+
+
+def _evaluate_loss(model, fs, tok, cfg: ClipCapTrainConfig, device, batch_size: int) -> float:
+    import torch
+
+    was_training = model.training
+    model.eval()
+    pairs = make_pairs(fs.captions, tok, max_tokens=cfg.max_tokens, lowercase=cfg.lowercase)
+    total, n = 0.0, 0
+    feats = fs.features.to(device)
+    for start in range(0, len(pairs), batch_size):
+        idx = torch.arange(start, min(len(pairs), start + batch_size))
+        tokens, labels = collate([pairs.tokens[j] for j in idx.tolist()], pad_id=tok.eos_token_id)
+        loss = caption_loss(model, tokens.to(device), labels.to(device), feats[pairs.image_index[idx].to(device)])
+        total += float(loss) * len(idx)
+        n += len(idx)
+    model.train(was_training)
+    if cfg.prefix_only:
+        model.gpt.eval()
+    return total / max(1, n)
+
+
+# ------------------------------------------------------------------------------------------------------ CLI
+HELP = "train a ClipCap model (MLP/transformer mapper) on a features folder"
+
+
+def add_arguments(p) -> None:
+    from .data import add_dataclass_arguments
+
+    add_dataclass_arguments(p, ClipCapTrainConfig, required=("features", "out"), help={
+        "features": "features folder from `train features`", "out": "output folder (checkpoints, log, model)",
+        "gpt2": "GPT-2 base: 'gpt2' (registry), an HF-format folder, or 'scratch' (random, sized by --gpt2-*)",
+        "tokenizer": "'gpt2', a tokenizer file/folder, or 'custom' (BPE trained on the captions: the paper's "
+                     "custom-tokenizer variant)",
+        "grad_clip": "clip the gradient norm to this (the paper's gradient-clipping variant; default off)",
+        "prefix_only": "freeze GPT-2 and train only the mapper", "max_steps": "stop after N steps (default: epochs)",
+        "mapping": "mlp (the papers') or transformer"})
+    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
+
+
+def run(args) -> int:
+    from .data import dataclass_from_args
+
+    cfg = dataclass_from_args(ClipCapTrainConfig, args)
+    result = train_clipcap(cfg, resume=args.resume)
+    print(f"clipcap: {result.steps} steps, last loss {result.final_loss:.4f}; wrote {result.checkpoint}")
+    return 0

@@ -1,0 +1,231 @@
+"""Training the Selective Blind Guessing generator: GPT-2 fine-tuned on ``keywords ### caption`` pairs.
+
+The keywords of each training image come from the **same** :class:`~lib_clipcap.sbg.keywords.KeywordExtractor` the
+inference uses (same CLIP, vocabulary, hierarchy, threshold and keyword order), so the generator learns exactly the
+prompt distribution it will see; the prompt is :meth:`SbgGenerator.prompt` (``"k1, k2, k3 ###"``) and the target is
+``" " + caption`` followed by EOS. By default only the caption tokens are in the loss (``loss_on="caption"``); the
+original fine-tuned on the whole text (``loss_on="all"``).
+
+The result is an HF-format GPT-2 folder (``config.json``, ``model.safetensors``, ``tokenizer.json``, ``sbg.json``) that
+:meth:`BlindGuesser.from_files` loads.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import ClipCapError
+from .data import collate, epoch_batches, normalize_caption
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SbgTrainConfig:
+    """Settings of an SBG generator run (saved as ``train_config.json`` beside the generator)."""
+
+    features: str
+    out: str
+    split: str = "train"
+    clip_model: str | None = None
+    clip_pretrained: str | None = None
+    vocabulary: str = "natural"
+    threshold: float = 0.5
+    max_keywords: int | None = 16
+    max_prompt_tokens: int = 48
+    separator: str = "###"
+    gpt2: str = "gpt2"
+    gpt2_layers: int = 12
+    gpt2_width: int = 768
+    gpt2_heads: int = 12
+    gpt2_positions: int = 1024
+    tokenizer: str = "gpt2"
+    lowercase: bool = True
+    loss_on: str = "caption"
+    max_tokens: int = 96
+    epochs: int = 3
+    max_steps: int | None = None
+    batch_size: int = 16
+    lr: float = 5e-5
+    weight_decay: float = 0.01
+    warmup_steps: int = 500
+    grad_clip: float | None = 1.0
+    seed: int = 0
+    device: str | None = None
+    log_every: int = 50
+    progress: bool = True
+    models_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.loss_on not in ("caption", "all"):
+            raise ClipCapError(f"loss_on must be 'caption' or 'all'; got {self.loss_on!r}")
+
+
+def keyword_prompts(extractor, features, generator_prompt, fit, *, threshold: float,
+                    max_keywords: int | None, max_prompt_tokens: int, batch_size: int = 512) -> list[str]:
+    """The generator prompt of each image, exactly as :class:`~lib_clipcap.sbg.BlindGuesser` builds it."""
+    prompts: list[str] = []
+    for start in range(0, len(features), batch_size):
+        for kw in extractor.extract(features[start:start + batch_size], threshold=threshold,
+                                    max_keywords=max_keywords):
+            prompts.append(generator_prompt(fit(kw.keywords, max_prompt_tokens)))
+    return prompts
+
+
+def train_sbg(cfg: SbgTrainConfig, *, clip=None, features=None) -> Path:
+    """Fine-tune (or train from scratch) the SBG generator and save it in ``cfg.out``.
+
+    Args:
+        cfg: the run's settings.
+        clip: the CLIP backbone the features came from (default: loaded from ``cfg.clip_model`` or the features
+            folder's record); its text encoder scores the keyword vocabulary.
+        features: an already loaded :class:`~lib_clipcap.train.features.FeatureSet`.
+
+    Returns:
+        The generator folder.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    from ..captioner import _device_and_dtype
+    from ..clip import ClipBackbone
+    from ..fileio import atomic_write_text
+    from ..gpt2 import GPT2LMHead
+    from ..sbg.generator import SbgGenerator
+    from ..sbg.keywords import KeywordExtractor
+    from .clipcap import _gpt2_base, lr_lambda, resolve_train_tokenizer
+    from .features import load_features
+
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "train_config.json", json.dumps(asdict(cfg), indent=1) + "\n")
+    models_dir = Path(cfg.models_dir).expanduser() if cfg.models_dir else None
+    fs = (features if features is not None else load_features(cfg.features)).select(cfg.split)
+    dev, _ = _device_and_dtype(cfg.device, None)
+    if clip is None:
+        model_name = cfg.clip_model or fs.meta.get("clip_model")
+        pretrained = cfg.clip_pretrained if cfg.clip_model else fs.meta.get("clip_pretrained")
+        clip = ClipBackbone.load(model_name, pretrained, device=dev)
+    if clip.embed_dim != fs.dim:
+        raise ClipCapError(f"the features are {fs.dim}-d but CLIP {clip.name!r} gives {clip.embed_dim}-d; keywords "
+                           f"must come from the backbone that made the features")
+    caps = [c for cs in fs.captions for c in cs]
+    tok, _ = resolve_train_tokenizer(cfg.tokenizer, caps, out / "_tokenizer", vocab_size=50257,
+                                     lowercase=cfg.lowercase, models_dir=models_dir)
+    gcfg, gpt_sd = _gpt2_base(_as_clipcap_cfg(cfg), tok, models_dir)
+    torch.manual_seed(cfg.seed)
+    gpt = GPT2LMHead(gcfg)
+    if gpt_sd is not None:
+        from ..checkpoint import normalize_gpt2_keys
+
+        sd = {k: v for k, v in normalize_gpt2_keys(gpt_sd).items() if not k.endswith(GPT2LMHead.IGNORED_KEY_SUFFIXES)}
+        sd.setdefault("lm_head.weight", sd["transformer.wte.weight"])
+        gpt.load_state_dict(sd, strict=True)
+    generator = SbgGenerator(gpt, tok, separator=cfg.separator, name=out.name)
+    extractor = KeywordExtractor(clip, cfg.vocabulary)
+    t0 = time.perf_counter()
+    prompts = keyword_prompts(extractor, fs.features, generator.prompt, generator.fit_keywords,
+                              threshold=cfg.threshold, max_keywords=cfg.max_keywords,
+                              max_prompt_tokens=cfg.max_prompt_tokens)
+    log.info("keywords for %d images in %.1fs; e.g. %r", len(prompts), time.perf_counter() - t0, prompts[:1])
+    seqs, starts = [], []
+    eos = tok.eos_token_id
+    max_tokens = min(cfg.max_tokens, gcfg.n_positions)
+    for i, cs in enumerate(fs.captions):
+        p_ids = tok.encode(prompts[i])
+        for c in cs:
+            c = normalize_caption(c, lowercase=cfg.lowercase)
+            if not c:
+                continue
+            ids = (tok.encode(f"{prompts[i]} {c}") + [eos])[:max_tokens]
+            seqs.append(ids)
+            starts.append(len(p_ids) if cfg.loss_on == "caption" else 1)
+    if not seqs:
+        raise ClipCapError(f"split {cfg.split!r} of {cfg.features} has no captions")
+    (out / "pairs-sample.txt").write_text("\n".join(f"{prompts[i]} {fs.captions[i][0]}"
+                                                    for i in range(min(20, len(prompts)))) + "\n", encoding="utf-8")
+    steps_per_epoch = math.ceil(len(seqs) / cfg.batch_size)
+    total = cfg.max_steps or cfg.epochs * steps_per_epoch
+    gpt.to(dev).train().requires_grad_(True)
+    params = list(gpt.parameters())
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(min(cfg.warmup_steps, total), total))
+    log_path = out / "metrics.jsonl"
+    log_path.unlink(missing_ok=True)
+    bar = None
+    if cfg.progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=total, desc="sbg generator", unit="step")
+    run_loss, run_n = 0.0, 0
+    batches: list = []
+    cur = -1
+    for step in range(total):
+        epoch, k = divmod(step, steps_per_epoch)
+        if epoch != cur:
+            batches, cur = epoch_batches(len(seqs), cfg.batch_size, seed=cfg.seed, epoch=epoch), epoch
+        idx = batches[k].tolist()
+        tokens, labels = collate([seqs[j] for j in idx], pad_id=eos, label_from=[starts[j] for j in idx])
+        tokens, labels = tokens.to(dev), labels.to(dev)
+        logits = gpt(gpt.embed_tokens(tokens[:, :-1]))
+        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), labels[:, 1:].reshape(-1),
+                               ignore_index=-100)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip:
+            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+        optimizer.step()
+        scheduler.step()
+        run_loss += float(loss.detach())
+        run_n += 1
+        if bar is not None:
+            bar.update(1)
+        if (step + 1) % cfg.log_every == 0 or step + 1 == total:
+            rec: dict[str, Any] = {"step": step + 1, "epoch": epoch, "loss": run_loss / run_n,
+                                   "lr": scheduler.get_last_lr()[0], "seconds": round(time.perf_counter() - t0, 2)}
+            with log_path.open("a", encoding="utf-8") as f:
+                f.write(json.dumps(rec) + "\n")
+            run_loss, run_n = 0.0, 0
+    if bar is not None:
+        bar.close()
+    gpt.eval()
+    generator.save(out)
+    return out
+
+
+def _as_clipcap_cfg(cfg: SbgTrainConfig):
+    """The GPT-2 fields of the SBG settings in the shape :func:`~.clipcap._gpt2_base` reads."""
+    from types import SimpleNamespace
+
+    return SimpleNamespace(gpt2=cfg.gpt2, gpt2_layers=cfg.gpt2_layers, gpt2_width=cfg.gpt2_width,
+                           gpt2_heads=cfg.gpt2_heads, gpt2_positions=cfg.gpt2_positions)
+
+
+# ------------------------------------------------------------------------------------------------------ CLI
+HELP = "train the SBG generator on 'keywords ### caption' pairs (keywords from the inference extractor)"
+
+
+def add_arguments(p) -> None:
+    from .data import add_dataclass_arguments
+
+    add_dataclass_arguments(p, SbgTrainConfig, required=("features", "out"), help={
+        "features": "features folder from `train features` (keywords need the same CLIP)",
+        "out": "generator folder to write (HF format)",
+        "clip_model": "CLIP for the keywords (default: the one recorded in the features folder)",
+        "vocabulary": "SBG vocabulary: natural, shapes or a JSON file",
+        "gpt2": "GPT-2 base: 'gpt2', an HF-format folder, or 'scratch' (sized by --gpt2-*)",
+        "loss_on": "caption (only the caption after ###) or all (the whole text, as the original)"})
+
+
+def run(args) -> int:
+    from .data import dataclass_from_args
+
+    out = train_sbg(dataclass_from_args(SbgTrainConfig, args))
+    print(f"clipcap: wrote the SBG generator to {out}")
+    return 0
