@@ -99,6 +99,9 @@ class ModelManager:
         with self._lock:
             model = self._models.pop(key, None)
             if model is None:
+                # Fetch the files before evicting anything: a missing or undownloadable model must not cost the
+                # user the model that is loaded now.
+                self._ensure_files(key)
                 while len(self._models) >= self.max_loaded:
                     old, victim = next(iter(self._models.items()))
                     log.info("unloading %s to make room for %s", old, key)
@@ -110,8 +113,16 @@ class ModelManager:
             return model
 
     def loaded(self) -> list[str]:
-        with self._lock:
-            return list(self._models)
+        """Names of the models in memory. Does not wait for a running model call (list() of a dict is atomic)."""
+        return list(self._models)
+
+    def _ensure_files(self, name: str) -> None:
+        if self._loader is not None:
+            return
+        from . import hub
+        from .registry import get_model
+
+        hub.resolve_model_file(get_model(name), models_dir=self.models_dir)
 
     def unload(self, name: str | None = None) -> list[str]:
         """Unload ``name`` (or every model); returns the names unloaded."""
