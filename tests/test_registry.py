@@ -88,8 +88,10 @@ def test_list_models_contains_all_and_filters_by_kind() -> None:
     names = registry.list_models()
     for expected in [*ANSHLER, "coco", "conceptual-captions", "coco-transformer", "shapes-demo"]:
         assert expected in names
-    assert names == registry.list_models("clipcap")  # no SBG entries yet
-    assert registry.list_models("sbg") == []
+    sbg = registry.list_models("sbg")
+    assert {"sbg-flickr", "shapes-sbg"} <= set(sbg)
+    assert sorted(registry.list_models("clipcap") + sbg) == sorted(names)
+    assert not set(registry.list_models("clipcap")) & set(sbg)
     assert registry.DEFAULT_MODEL in names
     with pytest.raises(ClipCapError, match="valid kinds"):
         registry.list_models("diffusion")

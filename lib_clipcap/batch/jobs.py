@@ -1,0 +1,250 @@
+"""Batch-tagging jobs for the HTTP API and the UI: start, poll, cancel; confined to folders the user allowed.
+
+::
+
+    jobs = JobManager(manager, [Path("/data/datasets")])
+    job_id = jobs.start(TagOptions(inputs=["/data/datasets/lora1"]), "flickr8k")
+    jobs.status(job_id)   # {"state": "running", "done": 12, "total": 300, "written": 12, ...}
+    jobs.cancel(job_id)   # stops after the current batch; the journal lets a new job resume
+
+Jobs run one at a time, in order, on one background thread (two jobs on one machine would only fight over the same
+cores or GPU). Each batch takes the model through ``manager.using(model)``, so interactive caption requests are
+served between batches instead of waiting for the whole job.
+
+Every path of a job (inputs, list file, output folder, manifests, and every file and folder found, symlinks
+resolved) must lie inside one of ``allowed_roots``; relative paths are taken relative to the first root.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import logging
+import os
+import queue
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+from ..errors import ClipCapError
+from .discover import check_allowed
+from .errors import BatchInputError
+from .options import FileOutcome, TagOptions
+
+log = logging.getLogger(__name__)
+
+#: Failures listed in a status (the ``failed`` count is always complete).
+MAX_LISTED_FAILURES = 200
+STATES = ("queued", "running", "done", "cancelled", "failed")
+
+
+@dataclasses.dataclass
+class _Job:
+    id: str
+    model: str
+    options: TagOptions
+    state: str = "queued"
+    created: float = dataclasses.field(default_factory=time.time)
+    started: Optional[float] = None
+    finished: Optional[float] = None
+    done: int = 0
+    total: Optional[int] = None
+    written: int = 0
+    skipped: int = 0
+    failed: int = 0
+    failures: List[Dict[str, str]] = dataclasses.field(default_factory=list)
+    current: Optional[str] = None
+    error: Optional[str] = None
+    images_per_s: Optional[float] = None
+    cancel: threading.Event = dataclasses.field(default_factory=threading.Event)
+
+
+class JobManager:
+    """Runs :func:`~lib_clipcap.batch.run_tagging` jobs in the background.
+
+    Args:
+        manager: The :class:`~lib_clipcap.service.ModelManager` the models come from.
+        allowed_roots: Folders jobs may read and write (resolved to real paths here).
+        keep_finished: Finished jobs remembered for :meth:`status` (oldest forgotten first).
+    """
+
+    def __init__(self, manager: Any, allowed_roots: Sequence[Path], *, keep_finished: int = 100) -> None:
+        self.manager = manager
+        self.allowed_roots = [Path(os.path.realpath(Path(r).expanduser())) for r in allowed_roots]
+        self.keep_finished = keep_finished
+        self._jobs: Dict[str, _Job] = {}
+        self._lock = threading.Lock()
+        self._queue: "queue.Queue[str]" = queue.Queue()
+        self._thread: Optional[threading.Thread] = None
+        self._ids = itertools.count(1)
+
+    # -------------------------------------------------------------------------------------------- public API
+    def check_options(self, options: TagOptions) -> TagOptions:
+        """``options`` with every path absolute and checked against the allowed roots.
+
+        Returns:
+            A copy with absolute paths (relative ones resolved against the first allowed root).
+
+        Raises:
+            PathNotAllowedError: a path is outside the allowed roots (message names it and the roots).
+            BatchInputError: an input or the list file does not exist.
+        """
+        def absolute(p: str) -> str:
+            q = Path(p).expanduser()
+            if not q.is_absolute() and self.allowed_roots:
+                q = self.allowed_roots[0] / q
+            return os.path.abspath(q)
+
+        inputs = [absolute(p) for p in options.inputs]
+        for p in inputs:
+            check_allowed(p, self.allowed_roots, "input")
+            if not os.path.exists(p):
+                raise BatchInputError(f"input not found: {p}")
+        changes: Dict[str, Any] = {"inputs": inputs}
+        for name, what in (("list_file", "list file"), ("output_dir", "output folder"),
+                           ("manifest_jsonl", "manifest"), ("manifest_csv", "manifest")):
+            value = getattr(options, name)
+            if value:
+                changes[name] = absolute(value)
+                check_allowed(changes[name], self.allowed_roots, what)
+        if options.list_file and not os.path.isfile(changes["list_file"]):
+            raise BatchInputError(f"list file not found: {changes['list_file']}")
+        return dataclasses.replace(options, **changes)
+
+    def start(self, options: TagOptions, model: str) -> str:
+        """Queue a job and return its id.
+
+        Args:
+            options: What to tag (paths checked by :meth:`check_options`).
+            model: Registry name of the model (loaded when the job starts).
+
+        Returns:
+            The job id (a short string).
+
+        Raises:
+            PathNotAllowedError, BatchInputError: as :meth:`check_options`; nothing is queued then.
+        """
+        options = self.check_options(options)
+        job_id = f"{next(self._ids)}-{uuid.uuid4().hex[:8]}"
+        with self._lock:
+            self._jobs[job_id] = _Job(job_id, model, options)
+            self._forget_old()
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._work, name="clipcap-batch-jobs", daemon=True)
+                self._thread.start()
+        self._queue.put(job_id)
+        log.info("batch job %s queued: %s with %s", job_id, ", ".join(options.inputs) or options.list_file, model)
+        return job_id
+
+    def status(self, job_id: str) -> Dict[str, Any]:
+        """The job's state as JSON-friendly data.
+
+        Returns:
+            ``id``, ``model``, ``state`` (queued/running/done/cancelled/failed), ``cancel_requested``, ``done``,
+            ``total`` (``None`` until files are counted), ``written``, ``skipped``, ``failed``, ``failures`` (up to
+            200 ``{"path", "reason"}``), ``current`` (file being finished), ``error`` (why a job failed),
+            ``images_per_s``, ``created``/``started``/``finished`` (epoch seconds), ``options``.
+
+        Raises:
+            KeyError: no such job.
+        """
+        with self._lock:
+            job = self._get(job_id)
+            return {
+                "id": job.id, "model": job.model, "state": job.state, "cancel_requested": job.cancel.is_set(),
+                "done": job.done, "total": job.total, "written": job.written, "skipped": job.skipped,
+                "failed": job.failed, "failures": [dict(f) for f in job.failures], "current": job.current,
+                "error": job.error, "images_per_s": job.images_per_s, "created": job.created,
+                "started": job.started, "finished": job.finished, "options": job.options.to_dict(),
+            }
+
+    def cancel(self, job_id: str) -> Dict[str, Any]:
+        """Cancel a job: a queued one never starts; a running one stops after its current batch.
+
+        Returns:
+            The job's status (a running job may still say ``running`` for one batch, with ``cancel_requested``).
+
+        Raises:
+            KeyError: no such job.
+        """
+        with self._lock:
+            job = self._get(job_id)
+            job.cancel.set()
+            if job.state == "queued":
+                job.state, job.finished = "cancelled", time.time()
+        return self.status(job_id)
+
+    def jobs(self) -> List[Dict[str, Any]]:
+        """Status of every remembered job, oldest first."""
+        with self._lock:
+            ids = list(self._jobs)
+        return [self.status(i) for i in ids]
+
+    def wait(self, job_id: str, timeout: Optional[float] = None) -> Dict[str, Any]:
+        """Block until the job has finished (or ``timeout`` seconds passed); return its status."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            status = self.status(job_id)
+            if status["state"] in ("done", "cancelled", "failed"):
+                return status
+            if deadline is not None and time.monotonic() > deadline:
+                return status
+            time.sleep(0.05)
+
+    # ------------------------------------------------------------------------------------------------ worker
+    def _get(self, job_id: str) -> _Job:
+        try:
+            return self._jobs[str(job_id)]
+        except KeyError:
+            raise KeyError(f"no batch job {job_id!r}") from None
+
+    def _forget_old(self) -> None:
+        finished = [j for j in self._jobs.values() if j.state in ("done", "cancelled", "failed")]
+        for job in finished[: max(0, len(finished) - self.keep_finished)]:
+            del self._jobs[job.id]
+
+    def _work(self) -> None:
+        while True:
+            job_id = self._queue.get()
+            with self._lock:
+                job = self._jobs.get(job_id)
+                if job is None or job.state != "queued":
+                    continue
+                job.state, job.started = "running", time.time()
+            self._run(job)
+
+    def _run(self, job: _Job) -> None:
+        from .runner import run_tagging
+
+        def progress(done: int, total: int, path: str) -> None:
+            with self._lock:
+                job.done, job.total, job.current = done, total, path
+
+        def on_file(o: FileOutcome) -> None:
+            with self._lock:
+                if o.status in ("written", "would_write"):
+                    job.written += 1
+                elif o.status == "skipped":
+                    job.skipped += 1
+                else:
+                    job.failed += 1
+                    if len(job.failures) < MAX_LISTED_FAILURES:
+                        job.failures.append({"path": o.path, "reason": o.reason})
+
+        try:
+            summary = run_tagging(job.options, lambda: self.manager.using(job.model), progress=progress,
+                                  should_stop=job.cancel.is_set, on_file=on_file, allowed_roots=self.allowed_roots)
+        except Exception as e:  # noqa: BLE001 - any failure ends this job, never the worker thread
+            log.warning("batch job %s failed: %s", job.id, e, exc_info=not isinstance(e, ClipCapError))
+            with self._lock:
+                job.state, job.error, job.finished = "failed", str(e) or type(e).__name__, time.time()
+            return
+        with self._lock:
+            job.total = summary.total
+            job.images_per_s = summary.images_per_s
+            job.current = None
+            job.state = "cancelled" if summary.stopped else "done"
+            job.finished = time.time()
+        log.info("batch job %s %s: %s", job.id, job.state, summary.line())

@@ -1,0 +1,336 @@
+"""What a batch-tagging run is asked to do (:class:`TagOptions`) and what it did (:class:`TagSummary`).
+
+Plain dataclasses with no heavy imports: the CLI's ``--help``, the HTTP API's request check and the UI build them
+without loading torch. The decoding fields carry the same names, checks and messages as the captioning settings table
+(:mod:`lib_clipcap.options_table`), so one JSON body works for ``/caption`` and ``/batch`` alike.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields
+from typing import Any, Dict, List, Optional, Tuple
+
+from ..options_table import OptionError, caption_kwargs, get_option
+
+__all__ = ["DEFAULT_MAX_PIXELS", "EXISTING_POLICIES", "FileOutcome", "TagFailure", "TagOptions", "TagSummary"]
+
+#: What to do when a caption file already exists: keep it (``skip``), replace it, or add the new caption after /
+#: before the old text, joined by the separator.
+EXISTING_POLICIES = ("skip", "overwrite", "append", "prepend")
+
+#: Same value as :data:`lib_clipcap.images.MAX_IMAGE_PIXELS_DEFAULT` (a test keeps them equal); repeated here so that
+#: building options does not import Pillow and numpy.
+DEFAULT_MAX_PIXELS = 8192 * 8192
+
+# Decoding fields, in the settings table's order; they are passed to the model as Captioner.caption's keywords.
+_DECODING_FIELDS = ("decoding", "beam_size", "num_candidates", "temperature", "top_k", "top_p", "repetition_penalty",
+                    "no_repeat_ngram_size", "max_new_tokens", "min_new_tokens", "seed", "banned_words")
+_MAX_WORKERS = 64
+_MAX_BATCH = 4096
+# Suffixes a caption file must never get: writing one would replace an image (or look like one to a trainer).
+_FORBIDDEN_CAPTION_EXTS = (".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".apng", ".webp", ".bmp", ".gif", ".tif",
+                           ".tiff", ".avif", ".heic", ".heif", ".jxl", ".tmp")
+
+
+def _paths(name: str, value: Any) -> List[str]:
+    if value is None:
+        return []
+    if isinstance(value, (str, os.PathLike)):
+        value = [value]
+    try:
+        return [os.fspath(v) for v in value]
+    except TypeError:
+        raise OptionError(name, value, "must be a path or a list of paths") from None
+
+
+def _opt_path(name: str, value: Any) -> Optional[str]:
+    if value is None or value == "":
+        return None
+    try:
+        return os.fspath(value)
+    except TypeError:
+        raise OptionError(name, value, "must be a path") from None
+
+
+def _strings(name: str, value: Any) -> List[str]:
+    if value is None:
+        return []
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+        raise OptionError(name, value, "must be a list of strings")
+    return list(value)
+
+
+def _pairs(value: Any) -> List[Tuple[str, str]]:
+    if value is None:
+        return []
+    if isinstance(value, dict):
+        value = list(value.items())
+    out = []
+    for pair in value if isinstance(value, (list, tuple)) else [value]:
+        if (not isinstance(pair, (list, tuple)) or len(pair) != 2 or not all(isinstance(s, str) for s in pair)
+                or not pair[0]):
+            raise OptionError("replace", value, "must be a list of [find, replace] string pairs with a non-empty find")
+        out.append((pair[0], pair[1]))
+    return out
+
+
+def _int(name: str, value: Any, *, lo: int, hi: int | None = None, nullable: bool = True) -> Optional[int]:
+    if value is None and nullable:
+        return None
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise OptionError(name, value, "must be an integer")
+    if value < lo or (hi is not None and value > hi):
+        raise OptionError(name, value, f"must be between {lo} and {hi}" if hi is not None else f"must be >= {lo}")
+    return value
+
+
+def _bool(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise OptionError(name, value, "must be true or false")
+    return value
+
+
+@dataclass
+class TagOptions:
+    """Everything a batch-tagging run needs besides the model.
+
+    Inputs:
+        inputs: Folders and/or image files. Folders are searched for files with an image suffix.
+        recursive: Descend into sub-folders (symlinked folders are followed, each real folder visited once).
+        include, exclude: Glob patterns (``*.png``, ``raw/*``) matched case-insensitively against a file's path
+            relative to its input folder and against its bare name; only for files found in folders. With
+            ``include`` set, a file must match one of them; a file matching any ``exclude`` pattern is left out.
+        list_file: A UTF-8 text file with one image (or folder) per line; blank lines and ``#`` comments are ignored;
+            relative entries are relative to the list file's folder. Missing entries fail individually.
+        max_pixels: Images with more pixels (width x height, read from the header) fail as oversized; ``None``: no
+            limit beyond Pillow's own.
+
+    Outputs:
+        caption_ext: Suffix of the caption file that replaces the image's suffix (``a.jpg`` -> ``a.txt``).
+        output_dir: Write captions under this folder, mirroring each file's path relative to its input folder,
+            instead of next to the images. The journal and lock then live here too.
+        manifest_jsonl, manifest_csv: Also append one row per file (path, output, status, caption, model, score,
+            keywords, reason) to these files.
+        dry_run: Report what would be written and why files would be skipped; write nothing (no caption, journal,
+            lock or manifest) and caption nothing.
+        resume: Skip files that the journal of an earlier run with the same settings records as finished (and whose
+            caption file still holds what that run wrote). ``False`` starts a fresh journal.
+
+    Text:
+        existing: ``skip`` (default), ``overwrite``, ``append`` or ``prepend`` when a caption file exists.
+        separator: Joins prefix, caption and suffix, and old and new text for append/prepend.
+        prefix, suffix: Text (e.g. a trigger word) put before / after every generated caption, verbatim.
+        lowercase: Lower-case the generated caption (not the prefix/suffix).
+        strip_period: Remove trailing periods from the generated caption.
+        max_length: Cut the generated caption to at most this many characters, at a word boundary when possible
+            (prefix and suffix are added afterwards, so a trigger word is never cut).
+        replace: ``[(find, replace), ...]`` applied in order to the generated caption (literal text).
+        banned_words: Words the decoder must not produce; whole-word occurrences are also removed afterwards.
+
+    Speed:
+        batch_size: Images per model call (default: 16 on CPU, 64 on a GPU).
+        workers: Processes that decode and preprocess images (default: up to 16 on a GPU; 0 on a CPU, where the
+            model needs every core, and for runs under two batches). With 0, a background thread of this process
+            decodes instead, still ahead of the model.
+
+    Decoding (as :meth:`lib_clipcap.captioner.Captioner.caption`): decoding, beam_size, num_candidates, temperature,
+    top_k, top_p, repetition_penalty, no_repeat_ngram_size, max_new_tokens, min_new_tokens, seed; rerank (``None``:
+    the model's default). Greedy, deterministic decoding gives captions that do not depend on how files are batched,
+    so an interrupted run resumes with identical results; sampled captions depend on the batch they were drawn in.
+
+    Raises:
+        OptionError: a value is invalid (the message names the field and value); it is a ``ValueError`` and a
+            :class:`~lib_clipcap.errors.ClipCapError`.
+    """
+
+    inputs: List[str] = field(default_factory=list)
+    recursive: bool = True
+    include: List[str] = field(default_factory=list)
+    exclude: List[str] = field(default_factory=list)
+    list_file: Optional[str] = None
+    max_pixels: Optional[int] = DEFAULT_MAX_PIXELS
+    caption_ext: str = ".txt"
+    output_dir: Optional[str] = None
+    manifest_jsonl: Optional[str] = None
+    manifest_csv: Optional[str] = None
+    dry_run: bool = False
+    resume: bool = True
+    existing: str = "skip"
+    separator: str = ", "
+    prefix: str = ""
+    suffix: str = ""
+    lowercase: bool = False
+    strip_period: bool = False
+    max_length: Optional[int] = None
+    replace: List[Tuple[str, str]] = field(default_factory=list)
+    banned_words: List[str] = field(default_factory=list)
+    batch_size: Optional[int] = None
+    workers: Optional[int] = None
+    decoding: str = "greedy"
+    beam_size: int = 5
+    num_candidates: int = 1
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+    repetition_penalty: float = 1.0
+    no_repeat_ngram_size: int = 0
+    max_new_tokens: int = 67
+    min_new_tokens: int = 0
+    seed: Optional[int] = None
+    rerank: Optional[str] = None
+
+    def __post_init__(self) -> None:
+        self.inputs = _paths("inputs", self.inputs)
+        self.list_file = _opt_path("list_file", self.list_file)
+        self.output_dir = _opt_path("output_dir", self.output_dir)
+        self.manifest_jsonl = _opt_path("manifest_jsonl", self.manifest_jsonl)
+        self.manifest_csv = _opt_path("manifest_csv", self.manifest_csv)
+        if not self.inputs and not self.list_file:
+            raise OptionError("inputs", self.inputs, "give at least one folder or image, or a list_file")
+        self.include = _strings("include", self.include)
+        self.exclude = _strings("exclude", self.exclude)
+        for name in ("recursive", "dry_run", "resume", "lowercase", "strip_period"):
+            setattr(self, name, _bool(name, getattr(self, name)))
+        for name in ("separator", "prefix", "suffix"):
+            if not isinstance(getattr(self, name), str):
+                raise OptionError(name, getattr(self, name), "must be a string")
+        if self.existing not in EXISTING_POLICIES:
+            raise OptionError("existing", self.existing, f"must be one of {', '.join(EXISTING_POLICIES)}")
+        self.caption_ext = self._check_ext(self.caption_ext)
+        self.max_pixels = _int("max_pixels", self.max_pixels, lo=1)
+        self.max_length = _int("max_length", self.max_length, lo=1)
+        self.batch_size = _int("batch_size", self.batch_size, lo=1, hi=_MAX_BATCH)
+        self.workers = _int("workers", self.workers, lo=0, hi=_MAX_WORKERS)
+        self.replace = _pairs(self.replace)
+        self.banned_words = list(get_option("banned_words").coerce(self.banned_words or []))
+        if self.rerank is not None:
+            self.rerank = get_option("rerank").coerce(self.rerank)
+        for name in _DECODING_FIELDS[:-1]:
+            opt = get_option(name)
+            value = getattr(self, name)
+            if value is not None or opt.nullable:
+                setattr(self, name, opt.coerce(value))
+        self.caption_kwargs()  # cross-field checks (num_candidates <= beam_size in beam search) fail here, early
+
+    @staticmethod
+    def _check_ext(ext: Any) -> str:
+        if not isinstance(ext, str) or not ext.startswith(".") or len(ext) < 2:
+            raise OptionError("caption_ext", ext, "must be a suffix starting with a dot, like .txt or .caption")
+        if any(c in ext for c in "/\\\0") or ext in (".", ".."):
+            raise OptionError("caption_ext", ext, "must be a plain suffix without path separators")
+        if ext.lower() in _FORBIDDEN_CAPTION_EXTS:
+            raise OptionError("caption_ext", ext, "is an image (or temporary-file) suffix; captions would replace "
+                                                  "images; use .txt or .caption")
+        return ext
+
+    def caption_kwargs(self) -> Dict[str, Any]:
+        """Keyword arguments for the model's decoding options (checked as the settings table checks them).
+
+        Returns:
+            ``{decoding, beam_size, num_candidates, ..., banned_words}`` plus ``rerank`` when set.
+
+        Raises:
+            OptionError: an invalid combination, e.g. more candidates than beams in beam search.
+        """
+        kw = caption_kwargs({name: getattr(self, name) for name in _DECODING_FIELDS})
+        kw.pop("rerank", None)
+        if self.rerank is not None:
+            kw["rerank"] = self.rerank
+        return kw
+
+    def signature_fields(self) -> Dict[str, Any]:
+        """The settings that decide a caption file's content: a journal only resumes a run with the same ones."""
+        keep = ("caption_ext", "existing", "separator", "prefix", "suffix", "lowercase", "strip_period", "max_length")
+        out: Dict[str, Any] = {name: getattr(self, name) for name in keep}
+        out["output_dir"] = os.path.abspath(self.output_dir) if self.output_dir else None
+        out["replace"] = [list(p) for p in self.replace]
+        out["decoding"] = self.caption_kwargs()
+        return out
+
+    def to_dict(self) -> Dict[str, Any]:
+        """The options as JSON-friendly data (``TagOptions(**d)`` rebuilds them)."""
+        d = {f.name: getattr(self, f.name) for f in fields(self)}
+        d["replace"] = [list(p) for p in self.replace]
+        return d
+
+
+@dataclass
+class TagFailure:
+    """One file that could not be captioned or written, and why."""
+
+    path: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.reason}"
+
+
+@dataclass
+class FileOutcome:
+    """What happened to one file (passed to ``on_file`` callbacks and written as a manifest row).
+
+    Attributes:
+        path: The image.
+        status: ``written``, ``skipped``, ``failed`` or (dry run) ``would_write``.
+        output: The caption file (``None`` when it could not be determined).
+        reason: Why it was skipped or failed; for ``would_write`` the action (``new``, ``overwrite``, ``append``,
+            ``prepend``).
+        caption: The generated caption after post-processing (without prefix/suffix/old text), when written.
+        score, keywords: From the model, when written.
+    """
+
+    path: str
+    status: str
+    output: Optional[str] = None
+    reason: str = ""
+    caption: Optional[str] = None
+    score: Optional[float] = None
+    keywords: Optional[List[str]] = None
+
+
+@dataclass
+class TagSummary:
+    """The result of :func:`lib_clipcap.batch.run_tagging`.
+
+    Attributes:
+        total: Files found (including skipped and failed ones).
+        written, skipped, failed: Counts; ``written + skipped + failed == total`` unless the run was stopped.
+        failures: Every failed file with its reason.
+        elapsed_s: Wall time of the whole run, discovery to last write.
+        images_per_s: Files that went through decoding and the model (written, or failed there) per second of
+            ``elapsed_s``.
+        stopped: ``should_stop()`` ended the run early; rerunning resumes it.
+        dry_run: Nothing was written; ``plan`` lists what would have been.
+        plan: Dry run only: one :class:`FileOutcome` per file (``would_write``, ``skipped`` or ``failed``).
+        journals: The journal files of this run.
+        model: Name of the model that captioned.
+    """
+
+    total: int = 0
+    written: int = 0
+    skipped: int = 0
+    failed: int = 0
+    failures: List[TagFailure] = field(default_factory=list)
+    elapsed_s: float = 0.0
+    images_per_s: float = 0.0
+    stopped: bool = False
+    dry_run: bool = False
+    plan: List[FileOutcome] = field(default_factory=list)
+    journals: List[str] = field(default_factory=list)
+    model: str = ""
+
+    @property
+    def ok(self) -> bool:
+        """No file failed."""
+        return self.failed == 0
+
+    def line(self) -> str:
+        """``written N, skipped N, failed N`` (``would write`` in a dry run)."""
+        verb = "would write" if self.dry_run else "written"
+        return f"{verb} {self.written}, skipped {self.skipped}, failed {self.failed}"
+

@@ -1,0 +1,335 @@
+"""The batch-tagging pipeline: :func:`run_tagging`.
+
+::
+
+    discover -> plan (caption path, collisions, journal / existing-caption skips: all before any decoding)
+      -> worker processes: read + decode + preprocess (loader.py)     \\  overlap: workers decode batch n+2 while
+      -> model thread: caption_pixels on the device, batch by batch    |  the model captions n+1 and the writer
+      -> writer thread: post-process, journal (fsync), atomic writes,  /  thread fsyncs batch n
+         manifest rows, progress
+
+Only complete caption files ever appear (temporary file + rename), the journal makes an interrupted run resume
+exactly where it stopped, and a bad file fails alone with its reason.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import logging
+import os
+import queue
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable, ContextManager, Dict, Iterator, List, Optional, Sequence
+
+from ..fileio import atomic_write_many
+from .discover import check_allowed, discover
+from .errors import BatchError, BatchLockedError
+from .journal import Journal, run_signature, sha256_bytes
+from .loader import default_workers, iterate_batches
+from .lock import FolderLock
+from .options import FileOutcome, TagFailure, TagOptions, TagSummary
+from .plan import Task, journal_root, plan_tasks, remove_stale_temps
+from .policy import final_text
+from .writer import Manifest, read_existing
+
+log = logging.getLogger(__name__)
+
+ProgressFn = Callable[[int, int, str], None]
+SessionFn = Callable[[], ContextManager[Any]]
+
+
+class _Recorder:
+    """Counts outcomes, keeps failures, forwards to callbacks and the manifest. Thread-safe."""
+
+    def __init__(self, summary: TagSummary, progress: Optional[ProgressFn], on_file: Optional[Callable],
+                 keep_plan: bool) -> None:
+        self.summary = summary
+        self.progress = progress
+        self.on_file = on_file
+        self.keep_plan = keep_plan
+        self.done = 0
+        self.processed = 0  # files that went through decoding and the model (for images/s)
+        self.manifest: Optional[Manifest] = None
+        self._lock = threading.Lock()
+
+    def record(self, outcomes: Sequence[FileOutcome], *, processed: bool = False) -> None:
+        with self._lock:
+            if processed:
+                self.processed += len(outcomes)
+            if self.manifest is not None:
+                self.manifest.write(outcomes)
+            for o in outcomes:
+                s = self.summary
+                if o.status in ("written", "would_write"):
+                    s.written += 1
+                elif o.status == "skipped":
+                    s.skipped += 1
+                else:
+                    s.failed += 1
+                    s.failures.append(TagFailure(o.path, o.reason))
+                if self.keep_plan:
+                    s.plan.append(o)
+                self.done += 1
+                if self.on_file is not None:
+                    self.on_file(o)
+                if self.progress is not None:
+                    self.progress(self.done, s.total, o.path)
+
+
+def _as_session(captioner: Any) -> SessionFn:
+    if hasattr(captioner, "caption_pixels"):
+        return lambda: contextlib.nullcontext(captioner)
+    if callable(captioner):
+        return captioner
+    raise TypeError(f"captioner must be a Captioner (or BlindGuesser) or a callable returning a context manager "
+                    f"that yields one; got {type(captioner).__name__}")
+
+
+def model_options(model: Any, options: TagOptions) -> tuple[Any, Dict[str, Any]]:
+    """The model's decoding options for ``options``, and extra keywords for its ``caption_pixels``.
+
+    Maps the common names onto the model's own (``num_candidates`` is ``top_k_candidates`` for SBG models).
+
+    Raises:
+        DecodingError, ClipCapError: invalid decoding options.
+    """
+    kw = options.caption_kwargs()
+    extra = {"rerank": kw.pop("rerank")} if "rerank" in kw else {}
+    params = inspect.signature(model.decoding_options).parameters
+    if "num_candidates" not in params and "top_k_candidates" in params:
+        kw["top_k_candidates"] = kw.pop("num_candidates")
+    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        kw = {k: v for k, v in kw.items() if k in params}  # drop what this model's decoder does not know
+    return model.decoding_options(**kw), extra
+
+
+# ------------------------------------------------------------------------------------------------------- writing
+def _write_batch(tasks: Sequence[Task], batch: Any, results: Dict[int, Any], options: TagOptions,
+                 recorder: _Recorder) -> None:
+    """Post-process, journal, write and record one captioned batch (runs in the writer thread)."""
+    outcomes: Dict[int, FileOutcome] = {}
+    pending: List[tuple[int, bytes, str, Any]] = []
+    made_dirs: Dict[Path, Optional[str]] = {}
+    for pos in batch.indices:
+        task = tasks[pos]
+        path, out_s = os.fspath(task.item.path), os.fspath(task.output)
+        if pos in batch.errors:
+            outcomes[pos] = FileOutcome(path, "failed", out_s, batch.errors[pos])
+            continue
+        res = results[pos]
+        if not res.ok:
+            outcomes[pos] = FileOutcome(path, "failed", out_s, res.error or "captioning failed")
+            continue
+        try:
+            existing = read_existing(task.output) if options.existing in ("append", "prepend") else None
+        except (OSError, UnicodeDecodeError) as e:
+            outcomes[pos] = FileOutcome(path, "failed", out_s, f"cannot read the existing caption file ({e}); fix it "
+                                                               f"or use existing=overwrite")
+            continue
+        caption, text = final_text(existing, res.text, options)
+        if not caption:
+            outcomes[pos] = FileOutcome(path, "failed", out_s, f"the caption is empty after post-processing (model "
+                                                               f"said {res.text!r})")
+            continue
+        folder = task.output.parent
+        if folder not in made_dirs:  # mirrored outputs: create the folder once
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+                made_dirs[folder] = None
+            except OSError as e:
+                made_dirs[folder] = f"cannot create the folder {folder}: {e.strerror or e}"
+        if made_dirs[folder]:
+            outcomes[pos] = FileOutcome(path, "failed", out_s, made_dirs[folder])
+            continue
+        pending.append((pos, text.encode("utf-8"), caption, res))
+    # Journal first (fsynced), then the renames: see journal.py for why this order makes every crash point safe.
+    by_journal: Dict[int, tuple[Journal, list]] = {}
+    for pos, data, _, _ in pending:
+        task = tasks[pos]
+        if task.journal is not None:
+            rec = {"out": task.journal.key(task.output), "image": os.fspath(task.item.rel), "size": task.size,
+                   "mtime_ns": task.mtime_ns, "sha256": sha256_bytes(data)}
+            by_journal.setdefault(id(task.journal), (task.journal, []))[1].append(rec)
+    for journal, records in by_journal.values():
+        journal.append(records)
+    errors = write_files([(tasks[pos].output, data) for pos, data, _, _ in pending])
+    for (pos, _, caption, res), err in zip(pending, errors):
+        task = tasks[pos]
+        path, out_s = os.fspath(task.item.path), os.fspath(task.output)
+        if err is not None:
+            outcomes[pos] = FileOutcome(path, "failed", out_s, f"cannot write the caption file: "
+                                                               f"{err.strerror or err}")
+        else:
+            outcomes[pos] = FileOutcome(path, "written", out_s, "", caption, res.score,
+                                        list(res.keywords) if res.keywords else None)
+    recorder.record([outcomes[pos] for pos in batch.indices], processed=True)
+
+
+def write_files(items: List[tuple[Path, bytes]]) -> List[Optional[OSError]]:
+    """Write caption files atomically; one error (or ``None``) per item. Tests replace this to simulate a read-only
+    target, since they run as root and permission bits do not stop root."""
+    return atomic_write_many(items)
+
+
+class _Writer(threading.Thread):
+    """Writes captioned batches in order while the model works on the next one (fsyncs are slow on real disks)."""
+
+    def __init__(self, tasks: Sequence[Task], options: TagOptions, recorder: _Recorder) -> None:
+        super().__init__(name="clipcap-batch-writer", daemon=True)
+        self.tasks, self.options, self.recorder = tasks, options, recorder
+        self.queue: "queue.Queue[Any]" = queue.Queue(maxsize=2)
+        self.error: Optional[BaseException] = None
+
+    def run(self) -> None:
+        while True:
+            job = self.queue.get()
+            if job is None:
+                return
+            if self.error is not None:
+                continue  # drain without writing: the run is failing
+            try:
+                _write_batch(self.tasks, job[0], job[1], self.options, self.recorder)
+            except BaseException as e:  # noqa: BLE001 - re-raised in the model thread
+                self.error = e
+
+    def put(self, batch: Any, results: Dict[int, Any]) -> None:
+        if self.error is not None:
+            raise self.error
+        self.queue.put((batch, results))
+
+    def finish(self) -> None:
+        self.queue.put(None)
+        self.join()
+
+
+# ----------------------------------------------------------------------------------------------------- the run
+def run_tagging(options: TagOptions, captioner: Any, *, progress: Optional[ProgressFn] = None,
+                should_stop: Optional[Callable[[], bool]] = None,
+                on_file: Optional[Callable[[FileOutcome], None]] = None,
+                allowed_roots: Optional[Sequence[Path]] = None) -> TagSummary:
+    """Caption every image ``options`` selects and write the caption files.
+
+    Args:
+        options: What to tag and how (see :class:`TagOptions`).
+        captioner: A :class:`~lib_clipcap.captioner.Captioner` (or SBG ``BlindGuesser``), or a zero-argument callable
+            returning a context manager that yields one, e.g. ``lambda: manager.using("flickr8k")``; it is entered
+            once per batch, so other callers can use the model between batches.
+        progress: ``progress(done, total, current_path)`` after each file (skipped and failed ones included).
+        should_stop: Polled before each batch; when it returns True the run stops after the batches already
+            captioned are written (``summary.stopped``); rerunning resumes.
+        on_file: Called with each file's :class:`FileOutcome` (the API job keeps counts and failures this way).
+        allowed_roots: Real paths of the only folders the run may read or write (job manager); ``None``: anywhere.
+
+    Returns:
+        A :class:`TagSummary`.
+
+    Raises:
+        BatchInputError: an input does not exist.
+        BatchLockedError: another run holds an output folder's lock.
+        PathNotAllowedError: an input, output or manifest is outside ``allowed_roots``.
+        DecodingError, ClipCapError: invalid decoding options (before any file is touched).
+        OSError: the journal or a manifest cannot be written (the run stops; what was written stays valid).
+        RuntimeError: the model failed on a batch, or a worker process died (the run stops; rerun to resume).
+    """
+    t0 = time.perf_counter()
+    session = _as_session(captioner)
+    with session() as model:  # decoding options and transform are fixed for the run; weights are used per batch
+        opts, extra = model_options(model, options)
+        preprocess = model.clip.preprocess
+        model_name = getattr(model, "name", "") or type(model).__name__
+        device = getattr(model, "device", None)
+        device_type = getattr(device, "type", "cpu")
+    summary = TagSummary(dry_run=options.dry_run, model=model_name)
+    if allowed_roots is not None:
+        _check_outputs(options, allowed_roots)
+    found = discover(options, allowed_roots=allowed_roots)
+    summary.total = len(found.items) + len(found.failures)
+    signature = run_signature(options.signature_fields(), model_name)
+    journals = {root: Journal(root, signature, resume=options.resume).load()
+                for root in dict.fromkeys(journal_root(i, options) for i in found.items)}
+    recorder = _Recorder(summary, progress, on_file, keep_plan=options.dry_run)
+    with contextlib.ExitStack() as stack:
+        if not options.dry_run:
+            for root in journals:
+                stack.enter_context(_lock(root))
+            for journal in journals.values():
+                journal.load()  # again, under the lock: another run may have finished since the first look
+            summary.journals = [os.fspath(j.path) for j in journals.values()]
+        tasks, settled = plan_tasks(found.items, options, journals, allowed_roots)
+        settled = [FileOutcome(f.path, "failed", None, f.reason) for f in found.failures] + settled
+        if options.dry_run:
+            recorder.record(settled + [FileOutcome(os.fspath(t.item.path), "would_write", os.fspath(t.output),
+                                                   t.action) for t in tasks])
+        else:
+            recorder.manifest = stack.enter_context(contextlib.closing(Manifest(
+                Path(options.manifest_jsonl) if options.manifest_jsonl else None,
+                Path(options.manifest_csv) if options.manifest_csv else None, model=model_name)))
+            recorder.record(settled)
+            if tasks:
+                remove_stale_temps(tasks, list(journals.values()))
+                for journal in {id(t.journal): t.journal for t in tasks if t.journal}.values():
+                    journal.open()
+                    stack.callback(journal.close)
+                _caption_tasks(tasks, options, session, opts, extra, preprocess, device_type, recorder, should_stop)
+    summary.elapsed_s = time.perf_counter() - t0
+    if not options.dry_run:
+        summary.images_per_s = recorder.processed / summary.elapsed_s if summary.elapsed_s else 0.0
+    summary.stopped = recorder.done < summary.total
+    log.info("batch tagging: %s in %.1f s", summary.line(), summary.elapsed_s)
+    return summary
+
+
+def _check_outputs(options: TagOptions, allowed_roots: Sequence[Path]) -> None:
+    for path, what in ((options.output_dir, "output folder"), (options.manifest_jsonl, "manifest"),
+                       (options.manifest_csv, "manifest")):
+        if path:
+            check_allowed(os.path.abspath(path), allowed_roots, what)
+
+
+@contextlib.contextmanager
+def _lock(root: Path) -> Iterator[None]:
+    """Create the output root if needed and hold its lock; a folder we cannot write is a clear, fatal error."""
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        lock = FolderLock(root).acquire()
+    except BatchLockedError:
+        raise
+    except OSError as e:
+        raise BatchError(f"cannot create the lock file in {root} ({e.strerror or e}); the folder must be writable "
+                         f"(or write the captions elsewhere with output_dir)") from e
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def _caption_tasks(tasks: List[Task], options: TagOptions, session: SessionFn, opts: Any, extra: Dict[str, Any],
+                   preprocess: Callable, device_type: str, recorder: _Recorder,
+                   should_stop: Optional[Callable[[], bool]]) -> None:
+    """Decode in workers, caption batch by batch, hand results to the writer thread."""
+    batch_size = options.batch_size or (16 if device_type == "cpu" else 64)
+    workers = options.workers if options.workers is not None else default_workers(device_type, len(tasks), batch_size)
+    log.info("captioning %d images: batch size %d, %d worker processes", len(tasks), batch_size, workers)
+    writer = _Writer(tasks, options, recorder)
+    writer.start()
+    batches = iterate_batches([os.fspath(t.item.path) for t in tasks], preprocess, batch_size=batch_size,
+                              workers=workers, pin_memory=device_type == "cuda", max_pixels=options.max_pixels)
+    try:
+        for batch in batches:
+            if should_stop is not None and should_stop():
+                log.info("batch tagging stopped on request")
+                break
+            results: Dict[int, Any] = {}
+            if batch.ok:
+                with session() as model:
+                    captions = model.caption_pixels(batch.pixels, opts, **extra)
+                results = dict(zip(batch.ok, captions))
+            writer.put(batch, results)
+    finally:
+        batches.close()  # stop the workers before waiting for the last writes
+        writer.finish()
+    if writer.error is not None:
+        raise writer.error

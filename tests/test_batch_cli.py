@@ -1,0 +1,169 @@
+"""``python -m lib_clipcap tag``: output and exit codes, and the crash test (SIGKILL mid-run, then resume)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from lib_clipcap import shapes
+from lib_clipcap.batch import BatchLockedError, TagOptions, run_tagging
+from lib_clipcap.batch import cli as tag_cli
+from lib_clipcap.batch.journal import JOURNAL_NAME
+from lib_clipcap.batch.lock import LOCK_NAME, FolderLock
+from lib_clipcap.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # 2 shared cores: see test_batch_run.py
+    yield
+    torch.set_num_threads(before)
+
+
+def make_images(folder: Path, n: int) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    for i, scene in enumerate(shapes.make_scenes(11, n)):
+        scene.render(64).save(folder / f"im{i:02d}.png")
+        out.append(folder / f"im{i:02d}.png")
+    return out
+
+
+@pytest.fixture
+def fast_model(demo_captioner, monkeypatch):
+    """Skip reloading the demo model for every in-process CLI call."""
+    monkeypatch.setattr(tag_cli, "load_captioner", lambda args, allow_demo_fallback: demo_captioner)
+    return demo_captioner
+
+
+def test_summary_line_failures_and_exit_codes(fast_model, tmp_path, capsys):
+    make_images(tmp_path, 2)
+    (tmp_path / "bad.png").write_bytes(b"not a png")
+    args = ["tag", str(tmp_path), "--model", "shapes-demo", "--batch-size", "2", "--workers", "0"]
+    assert main(args) == 1
+    out, err = capsys.readouterr()
+    assert out.splitlines()[-1].startswith("written 2, skipped 0, failed 1 in ")
+    assert f"clipcap: failed: {tmp_path / 'bad.png'}: Cannot load image" in err
+    assert "img/s" in err  # tqdm progress on stderr
+    (tmp_path / "bad.png").unlink()
+    assert main(args) == 0
+    assert capsys.readouterr().out.splitlines()[-1].startswith("written 0, skipped 2, failed 0")
+
+
+def test_dry_run_lists_and_writes_nothing(fast_model, tmp_path, capsys):
+    imgs = make_images(tmp_path, 2)
+    imgs[0].with_suffix(".txt").write_text("keep")
+    assert main(["tag", str(tmp_path), "--dry-run", "--existing", "append"]) == 0
+    out = capsys.readouterr().out
+    assert f"write (append)\t{imgs[0].with_suffix('.txt')}\t<- {imgs[0]}" in out
+    assert f"write (new)\t{imgs[1].with_suffix('.txt')}" in out and "would write 2, skipped 0, failed 0" in out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["im00.png", "im00.txt", "im01.png"]
+
+
+def test_usage_errors_and_locked_folder_exit_2(fast_model, tmp_path, capsys):
+    make_images(tmp_path, 1)
+    assert main(["tag"]) == 2
+    assert "give at least one folder" in capsys.readouterr().err
+    assert main(["tag", str(tmp_path / "missing")]) == 2
+    assert "input not found" in capsys.readouterr().err
+    assert main(["tag", str(tmp_path), "--ext", ".png"]) == 2
+    assert "caption_ext='.png'" in capsys.readouterr().err
+    with FolderLock(tmp_path):
+        assert main(["tag", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert f"PID {os.getpid()}" in err and str(tmp_path / LOCK_NAME) in err
+
+
+def test_no_model_given_never_falls_back_to_the_demo_model(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("CLIPCAP_MODELS_DIR", str(tmp_path / "models"))
+    make_images(tmp_path / "ds", 1)
+    assert main(["tag", str(tmp_path / "ds"), "--offline"]) == 2
+    err = capsys.readouterr().err
+    assert "flickr8k" in err and "falling back" not in err
+    assert not list((tmp_path / "ds").glob("*.txt"))
+
+
+# ------------------------------------------------------------------------------------------------- crash test
+# Runs the real CLI in a child process, slowed to 0.4 s per batch so the test can act mid-run.
+DRIVER = """
+import sys, time
+from lib_clipcap.captioner import Captioner
+original = Captioner.caption_pixels
+def slow(self, *a, **k):
+    time.sleep(0.4)
+    return original(self, *a, **k)
+Captioner.caption_pixels = slow
+from lib_clipcap.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def journal_records(folder: Path) -> int:
+    try:
+        return max(0, len((folder / JOURNAL_NAME).read_bytes().splitlines()) - 1)
+    except FileNotFoundError:
+        return 0
+
+
+def test_sigkill_mid_run_leaves_no_partial_caption_and_rerun_finishes_the_rest(demo_captioner, tmp_path):
+    folder, clean = tmp_path / "ds", tmp_path / "clean"
+    imgs = make_images(folder, 40)
+    shutil.copytree(folder, clean)
+    common = ["--model", "shapes-demo", "--device", "cpu", "--batch-size", "4", "--workers", "0", "--prefix", "sks"]
+    # What a single uninterrupted run writes (same options: the journal signature must match the CLI's).
+    ref_run = run_tagging(TagOptions(inputs=[str(clean)], batch_size=4, workers=0, prefix="sks"), demo_captioner)
+    assert ref_run.written == 40
+    expected = {p.name: (clean / p.name).with_suffix(".txt").read_text(encoding="utf-8") for p in imgs}
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    log = open(tmp_path / "child.log", "wb")
+    child = subprocess.Popen([sys.executable, "-c", DRIVER, "tag", str(folder), *common,
+                              "--manifest-jsonl", str(tmp_path / "first.jsonl")],
+                             cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 180
+        while journal_records(folder) < 8 and child.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert child.poll() is None, f"the child ended too soon: {(tmp_path / 'child.log').read_text()}"
+        # A second run on the same folder meanwhile fails fast, naming the lock and the child's PID.
+        with pytest.raises(BatchLockedError, match=rf"PID {child.pid} .*{LOCK_NAME}"):
+            run_tagging(TagOptions(inputs=[str(folder)], prefix="sks", workers=0), demo_captioner)
+        assert journal_records(folder) < 40
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+        log.close()
+    assert child.returncode == -signal.SIGKILL
+
+    # No empty or half-written caption: every caption file holds exactly what a clean run writes. (The journal runs
+    # ahead of the files by up to a batch: records are fsynced before the renames, see journal.py.)
+    done_before = {p.with_suffix(".png").name for p in folder.glob("*.txt")}
+    assert 4 <= len(done_before) < 40
+    for name in done_before:
+        assert (folder / name).with_suffix(".txt").read_text(encoding="utf-8") == expected[name]
+    assert json.loads((folder / LOCK_NAME).read_text())["pid"] == child.pid  # the stale lock of the dead run
+
+    # Rerun the same command: it takes over the stale lock and captions only the rest.
+    assert main(["tag", str(folder), *common, "--manifest-jsonl", str(tmp_path / "second.jsonl")]) == 0
+    rows = [json.loads(x) for x in (tmp_path / "second.jsonl").read_text(encoding="utf-8").splitlines()]
+    written = {Path(r["path"]).name for r in rows if r["status"] == "written"}
+    skipped = {Path(r["path"]).name for r in rows if r["status"] == "skipped"}
+    assert written == {p.name for p in imgs} - done_before and skipped == done_before
+    assert all("journal" in r["reason"] for r in rows if r["status"] == "skipped")
+    for p in imgs:
+        assert p.with_suffix(".txt").read_text(encoding="utf-8") == expected[p.name]
+    leftovers = [p.name for p in folder.iterdir() if p.name.endswith(".tmp") or p.name == LOCK_NAME]
+    assert leftovers == []  # no temporary file and no lock remain
