@@ -263,7 +263,9 @@ class Captioner:
             batch_size: images per model call.
             seed: makes sampling reproducible.
             banned_words: words the caption must not contain.
-            rerank: ``"none"``; CLIP re-ranking modes come with :mod:`lib_clipcap.scoring`.
+            rerank: ``"none"`` (decoder order), ``"clip"`` (candidates ordered by CLIP-S) or ``"clip+grammar"``
+                (CLIP-S + ``grammar_weight`` x the grammar head's probability; see :mod:`lib_clipcap.scoring`). Ask
+                for several candidates (beam or sample) to give it a choice.
 
         Returns:
             One :class:`CaptionResult` per input, in order.
@@ -308,9 +310,9 @@ class Captioner:
     def caption_features(self, features: torch.Tensor, options, *, rerank: str = "none") -> list[CaptionResult]:
         """Caption CLIP image features ``[batch, prefix_size]`` (unnormalised; the model normalises if it must)."""
         from .decoding import decode
+        from .scoring import check_rerank_mode, rerank_results
 
-        if rerank not in ("none", None):
-            raise ClipCapError(f"rerank={rerank!r} is not available in this build; use 'none'")
+        rerank = check_rerank_mode(rerank)
         with self._lock, torch.inference_mode():
             prefix = self.model.prefix_embeddings(features.to(self.device))
             hyps = decode(self.model.gpt, prefix, options, stop_ids=self.stop_ids,
@@ -319,6 +321,9 @@ class Captioner:
         for cands in hyps:
             cs = [Candidate(self.tokenizer.decode(h.tokens).strip(), h.score) for h in cands]
             out.append(CaptionResult(text=cs[0].text, score=cs[0].score, candidates=cs))
+        if rerank != "none":  # fills clip_score/grammar and puts the best candidate first
+            with self._lock:
+                rerank_results(out, features, self.clip, mode=rerank, owner=self)
         return out
 
     # -------------------------------------------------------------------------------------------------- memory

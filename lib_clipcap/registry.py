@@ -28,6 +28,7 @@ Schema of ``models.json`` (``"schema": 1``)::
           "mapping": "mlp" | "transformer",  # mapping network type (required for clipcap)
           "tokenizer": "<gpt2 base name>" | "bundled:<relpath>",
           "gpt2": "<gpt2 base name>",        # base GPT-2 used when the checkpoint lacks GPT weights
+          "vocabulary": "<name> | bundled:<relpath>",   # optional, SBG only: keyword vocabulary (default "natural")
           "license": "<text>",
           "paper": "<citation text>"
         }
@@ -42,6 +43,10 @@ Source types:
   the user must fetch by hand (e.g. from Google Drive) and drop into the models folder. ``sha256`` is optional.
 - ``{"type": "bundled", "path": <path relative to the lib_clipcap package dir>}``: shipped inside the package.
   ``sha256`` is optional.
+
+SBG generators are folders (an HF-format GPT-2: ``config.json`` + ``model.safetensors``): for them ``path`` (bundled)
+and ``filename`` (manual: a folder name inside the models folder) name that folder; see
+:func:`lib_clipcap.sbg.guesser.resolve_generator_folder`.
 
 Bundled files are *not* required to exist when the registry is loaded: a missing one is reported only when the model
 is resolved (see :func:`lib_clipcap.hub.resolve_model_file`).
@@ -147,6 +152,7 @@ class ModelEntry:
     gpt2: str
     license: str
     paper: str
+    vocabulary: str | None = None  # SBG keyword vocabulary: a built-in name or "bundled:<relpath>"
 
 
 @dataclass(frozen=True)
@@ -313,7 +319,7 @@ def _parse_gpt2_bases(raw: Any) -> dict[str, dict[str, Any]]:
 
 _ENTRY_FIELDS = frozenset(
     {"name", "kind", "description", "source", "clip", "normalize", "prefix_length", "mapping", "tokenizer", "gpt2",
-     "license", "paper"}
+     "license", "paper", "vocabulary"}
 )
 
 
@@ -364,6 +370,15 @@ def _parse_entry(raw: Any, index: int, bases: dict[str, dict[str, Any]]) -> Mode
         known = ", ".join(bases) or "none defined"
         raise _field_error(where, "gpt2", f"must name an entry of gpt2_bases ({known}); got {gpt2!r}")
 
+    vocabulary = _opt_str(raw, "vocabulary", where)
+    if vocabulary is not None and kind != "sbg":
+        raise _field_error(where, "vocabulary", f"is only meaningful for kind 'sbg' (got kind {kind!r})")
+    if vocabulary is not None and vocabulary.startswith(BUNDLED_PREFIX):
+        try:
+            package_path(vocabulary)
+        except ClipCapError as e:
+            raise _field_error(where, "vocabulary", str(e)) from None
+
     return ModelEntry(
         name=name.strip(),
         kind=kind,
@@ -377,6 +392,7 @@ def _parse_entry(raw: Any, index: int, bases: dict[str, dict[str, Any]]) -> Mode
         gpt2=gpt2,
         license=_req_str(raw, "license", where),
         paper=_req_str(raw, "paper", where),
+        vocabulary=vocabulary,
     )
 
 

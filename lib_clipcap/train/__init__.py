@@ -1,0 +1,8 @@
+"""Training: CLIP features, ClipCap (MLP/transformer mapper), the SBG generator, the CLIP-S grammar head and CLIP-S
+reinforcement learning, with the same model code inference uses.
+
+    python -m lib_clipcap train features|clipcap|sbg|grammar|rl ...
+
+Modules (imported lazily; importing this package is cheap): :mod:`.features`, :mod:`.data`, :mod:`.clipcap`,
+:mod:`.sbg`, :mod:`.rl`, :mod:`.grammar`, :mod:`.cli`.
+"""
