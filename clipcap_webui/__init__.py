@@ -1,0 +1,19 @@
+"""The WebUI side of the ClipCap extension: everything that talks to AUTOMATIC1111 or Forge lives here.
+
+``lib_clipcap`` (the library) never imports ``modules.*``; this package is the only layer that does, and the thin
+``scripts/*.py`` files only wire its functions to the host's callbacks. Modules:
+
+- :mod:`.host`: detect the host's features in one place (Forge memory manager or A1111 recipe, ForgeCanvas, paths,
+  command-line flags) and hold the process-wide :class:`~lib_clipcap.service.ModelManager`;
+- :mod:`.memory`: the GPU-etiquette :class:`~lib_clipcap.service.DevicePolicy` for each host;
+- :mod:`.settings`: the Settings section, generated from :mod:`lib_clipcap.options_table`;
+- :mod:`.auth`: ``--api-auth`` parsing, so the extension's routes are protected like the host's;
+- :mod:`.prompt_button`: the prompt-from-image buttons in the txt2img/img2img tool rows, and the "send to" buttons.
+
+Importing it is cheap (no torch, no gradio at import time) and does not need the host: every host module is imported
+inside the function that uses it.
+"""
+
+from __future__ import annotations
+
+LOG_PREFIX = "[ClipCap]"

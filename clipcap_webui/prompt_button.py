@@ -1,0 +1,257 @@
+"""Prompt-from-image buttons in the txt2img/img2img prompt tool rows, and the Caption tab's "send to" buttons.
+
+Placement (HOST_API.md §3.1): a global ``after_component`` hook sees every component the host builds. On
+``{tab}_style_apply`` (the last fixed button of ``gr.Row(elem_id="{tab}_tools")``) it creates the host's
+``ToolButton`` with ``elem_id="{tab}_clipcap_button"``, which lands right after the anchor. The inputs it needs are
+built later (the prompt before, the init image and the gallery after), so the click is wired when ``{tab}_gallery``,
+the last of them, appears.
+
+Inputs:
+
+- txt2img: the output gallery. ``clipcapGalleryArgs`` (javascript/clipcap.js) keeps only the selected image (else
+  the first) before the request leaves the browser; gradio 3 then sends file dicts (opened by the host's
+  ``infotext_utils.image_from_url_text``, which refuses files outside gradio's temp folders), gradio 4
+  ``(PIL, caption)`` tuples;
+- img2img: the init image. A1111: ``gr.Image(elem_id="img2img_image", type="pil")``. Forge: ``img2img_image`` is the
+  ``gr.HTML`` of a ForgeCanvas, and the image is the next component with the ``logical_image_background`` class
+  (PIL from Forge's ``LogicalImage``, or its base64 data URL).
+
+The caption replaces the prompt or is appended to it (setting ``clipcap_insert_mode``).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+import os
+from typing import Any
+
+from . import LOG_PREFIX, host, memory, settings
+
+log = logging.getLogger(__name__)
+
+ICON = "\U0001f4ac"  # speech balloon, beside the host's 📎 / 📦 interrogate buttons
+BACKGROUND_CLASS = "logical_image_background"
+GALLERY_JS = "clipcapGalleryArgs"
+
+
+# ---------------------------------------------------------------------------------------------- value -> PIL image
+def _decode_data_url(text: str) -> Any:
+    from lib_clipcap.images import load_image
+
+    text = text.strip()
+    if not text:
+        return None
+    if text[:5].lower() == "data:":
+        header, _, text = text.partition(",")
+        if ";base64" not in header.lower():
+            return None
+    try:
+        raw = base64.b64decode("".join(text.split()), validate=True)
+    except (binascii.Error, ValueError):
+        return None  # not base64: never treat a client string as a file path
+    return load_image(raw) if raw else None
+
+
+def to_image(value: Any) -> Any:
+    """A PIL image from any value the hosts' image components send, or ``None`` when there is no image.
+
+    Accepts PIL images, numpy arrays, base64 strings and data URLs (Forge's canvas), A1111's inpaint dicts
+    ``{"image", "mask"}``, and gradio file dicts (opened through the host's ``image_from_url_text``).
+
+    Raises:
+        ValueError: A file outside the folders the host allows (the host's check failed).
+        lib_clipcap.ImageLoadError: The data is not a readable image.
+    """
+    from PIL import Image
+
+    if value is None or isinstance(value, Image.Image):
+        return value
+    if isinstance(value, str):
+        return _decode_data_url(value)
+    if isinstance(value, dict):
+        if "image" in value and "mask" in value:
+            return to_image(value["image"])  # A1111 sketch/inpaint editors
+        from modules import infotext_utils
+
+        try:
+            return infotext_utils.image_from_url_text(value)
+        except AssertionError as e:  # the host's "outside of allowed directories" check
+            raise ValueError(f"the host refused to open that image: {e}") from None
+    if type(value).__module__ == "numpy":
+        import numpy as np
+
+        return Image.fromarray(np.asarray(value)) if getattr(value, "size", 0) else None
+    raise ValueError(f"unexpected image value of type {type(value).__name__}")
+
+
+def gallery_image(value: Any) -> Any:
+    """The image to caption from a gallery value: the one item the JS kept (the selection), else the first.
+
+    Gradio 3 sends ``[{"name": ..., "is_file": True}, ...]`` or ``[[file, caption], ...]`` (or one bare dict from the
+    host's own ``extract_image_from_gallery``); gradio 4 ``[(PIL, caption), ...]`` (``type="pil"``, Forge) or
+    ``[(path, caption), ...]`` (the default ``type="filepath"``).
+    """
+    if not value:
+        return None
+    item = value[0] if isinstance(value, (list, tuple)) else value
+    if isinstance(item, tuple) and item and isinstance(item[0], str) and os.path.isfile(item[0]):
+        # gradio 4's own preprocessing with type="filepath": a file in gradio's cache, validated by gradio
+        from lib_clipcap.images import load_image
+
+        return load_image(item[0])
+    if isinstance(item, (list, tuple)):
+        item = item[0] if item else None  # (image, caption)
+    return to_image(item)
+
+
+def merge_prompt(prompt: str | None, caption: str, mode: str) -> str:
+    """``caption`` replacing ``prompt`` (``"replace"``) or appended after a comma (``"append"``)."""
+    caption, prompt = caption.strip(), (prompt or "").rstrip()
+    if mode != "append" or not prompt:
+        return caption
+    return f"{prompt} {caption}" if prompt.endswith(",") else f"{prompt}, {caption}"
+
+
+# --------------------------------------------------------------------------------------------------- captioning
+def caption_image(image: Any) -> str:
+    """Caption ``image`` with the settings' model and decoding defaults, under the host's GPU etiquette.
+
+    Raises:
+        lib_clipcap.ClipCapError: The model cannot load or the options are invalid (message for the user).
+    """
+    from lib_clipcap.errors import ClipCapError
+    from lib_clipcap.options_table import caption_kwargs, pick_default_model
+
+    values = settings.option_values()
+    manager = host.get_manager()
+    model, notice = pick_default_model(models_dir=manager.models_dir, preferred=values.get("model"))
+    if notice:
+        _warn(notice)
+    result = memory.run_caption(manager, [image], model=model, **caption_kwargs(values))[0]
+    if result.error:
+        raise ClipCapError(result.error)
+    return result.text
+
+
+def _warn(text: str) -> None:
+    import gradio as gr
+
+    print(f"{LOG_PREFIX} {text}")
+    warn = getattr(gr, "Warning", None)
+    if warn is not None:
+        warn(text)
+
+
+def prompt_from(image_value: Any, prompt: str | None, *, gallery: bool) -> str:
+    """Click handler: the new prompt for ``image_value`` (a gallery or an init image)."""
+    import gradio as gr
+
+    from lib_clipcap.errors import ClipCapError
+
+    try:
+        image = gallery_image(image_value) if gallery else to_image(image_value)
+    except (ValueError, ClipCapError) as e:
+        raise gr.Error(f"ClipCap: {e}") from None
+    if image is None:
+        what = "No image in the gallery: generate one first" if gallery else "No init image: add one first"
+        raise gr.Error(f"ClipCap: {what}.")
+    try:
+        caption = caption_image(image)
+    except ClipCapError as e:
+        raise gr.Error(f"ClipCap: {e}") from None
+    return merge_prompt(prompt, caption, settings.insert_mode())
+
+
+# ----------------------------------------------------------------------------------------------- placement/wiring
+class PromptButtons:
+    """The ``after_component`` hook of one UI build: places both buttons and wires them once their inputs exist."""
+
+    def __init__(self) -> None:
+        self._reset()
+
+    def _reset(self) -> None:
+        self.prompts: dict[str, Any] = {}
+        self.buttons: dict[str, Any] = {}
+        self.init_image: Any = None
+        self.wired: set[str] = set()
+        self._want_background = False
+
+    def after_component(self, component: Any, **kwargs: Any) -> None:
+        elem_id = kwargs.get("elem_id") or getattr(component, "elem_id", None)
+        if elem_id in ("txt2img_prompt", "img2img_prompt"):
+            tab = elem_id.split("_")[0]
+            if tab == "txt2img":  # a new UI build starts (Reload UI in the same process)
+                self._reset()
+            self.prompts[tab] = component
+        elif elem_id in ("txt2img_style_apply", "img2img_style_apply"):
+            tab = elem_id.split("_")[0]
+            if tab not in self.buttons:
+                self.buttons[tab] = self._make_button(tab)
+        elif elem_id == "img2img_image":
+            import gradio as gr
+
+            if isinstance(component, gr.Image):
+                self.init_image = component  # A1111
+            else:
+                self._want_background = True  # Forge: the canvas' background textbox comes next
+        elif elem_id in ("txt2img_gallery", "img2img_gallery"):
+            self._wire(elem_id.split("_")[0], component)
+        elif self._want_background and BACKGROUND_CLASS in _classes(component, kwargs):
+            self.init_image = component
+            self._want_background = False
+
+    def _make_button(self, tab: str) -> Any:
+        from modules.ui_components import ToolButton
+
+        return ToolButton(value=ICON, elem_id=f"{tab}_clipcap_button")
+
+    def _wire(self, tab: str, gallery: Any) -> None:
+        button, prompt = self.buttons.get(tab), self.prompts.get(tab)
+        if button is None or prompt is None or tab in self.wired:
+            return
+        if tab == "txt2img":
+            button.click(fn=lambda g, p: prompt_from(g, p, gallery=True), inputs=[gallery, prompt], outputs=[prompt],
+                         **_js_kwarg(button.click, GALLERY_JS))
+        elif self.init_image is not None:
+            button.click(fn=lambda i, p: prompt_from(i, p, gallery=False), inputs=[self.init_image, prompt],
+                         outputs=[prompt])
+        else:
+            print(f"{LOG_PREFIX} img2img init image not found; the img2img caption button is inactive")
+            return
+        self.wired.add(tab)
+
+
+def _js_kwarg(listener: Any, code: str) -> dict[str, str]:
+    """``{"js": code}`` (gradio 4+) or ``{"_js": code}`` (gradio 3), read off the listener itself: gradio 3 binds
+    listeners per instance, so the class has no ``click`` to inspect."""
+    import inspect
+
+    return {"js" if "js" in inspect.signature(listener).parameters else "_js": code}
+
+
+def _classes(component: Any, kwargs: dict[str, Any]) -> list[str]:
+    classes = kwargs.get("elem_classes") or getattr(component, "elem_classes", None) or []
+    return [classes] if isinstance(classes, str) else list(classes)
+
+
+# ------------------------------------------------------------------------------------------------ Caption tab hooks
+class HostHooks:
+    """The ``host`` object of :func:`lib_clipcap.ui.build_ui`: the host's "send to" buttons and settings values."""
+
+    def add_send_buttons(self, image_component: Any, text_component: Any) -> dict[str, Any]:
+        try:
+            from modules import infotext_utils
+        except ImportError:  # A1111 before 1.8
+            from modules import generation_parameters_copypaste as infotext_utils
+
+        buttons = infotext_utils.create_buttons(["txt2img", "img2img", "inpaint", "extras"])
+        for tabname, button in buttons.items():
+            infotext_utils.register_paste_params_button(infotext_utils.ParamBinding(
+                paste_button=button, tabname=tabname, source_text_component=text_component,
+                source_image_component=image_component))
+        return buttons
+
+    def option_values(self) -> dict[str, Any]:
+        return settings.option_values()

@@ -1,0 +1,112 @@
+"""What the extension needs from the Python environment, as data, checked without pip.
+
+Used by ``install.py`` (at every host launch: decide what to install, in one pip call) and by the script at import
+(report what is disabled). Two kinds of requirement:
+
+- **host-pinned** packages (torch, open-clip-torch, safetensors, tokenizers via transformers, huggingface-hub...): the
+  host reinstalls its pins at every launch, so the extension never installs or upgrades them. When one is missing or
+  older than a feature needs, that feature is disabled with a message saying why;
+- **ours**: installed when missing or older than the lower bound (lower bounds only, never ``==``).
+
+Nothing here imports the packages it checks: versions come from ``importlib.metadata``, so a check costs
+milliseconds.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import re
+from dataclasses import dataclass
+from typing import Callable
+
+CORE = "captioning"
+
+
+@dataclass(frozen=True)
+class Requirement:
+    """One distribution the extension uses.
+
+    Attributes:
+        name: distribution name as pip knows it.
+        minimum: lowest version that works (``None``: any).
+        feature: what stops working without it (:data:`CORE` means the whole extension).
+        pinned: the hosts pin it (A1111 / Forge ``requirements_versions.txt``, or a dependency they pin): never
+            installed or upgraded by the extension.
+    """
+
+    name: str
+    minimum: str | None
+    feature: str
+    pinned: bool
+
+    @property
+    def specifier(self) -> str:
+        return f"{self.name}>={self.minimum}" if self.minimum else self.name
+
+
+REQUIREMENTS: tuple[Requirement, ...] = (
+    Requirement("torch", "2.1", CORE, pinned=True),
+    Requirement("open-clip-torch", "2.20.0", CORE, pinned=True),
+    Requirement("safetensors", "0.4.2", CORE, pinned=True),
+    Requirement("numpy", None, CORE, pinned=True),
+    Requirement("Pillow", "9.5", CORE, pinned=True),
+    Requirement("tokenizers", "0.13.3", "models with their own tokenizer (the bundled demo model)", pinned=True),
+    Requirement("huggingface-hub", "0.16", "model downloads from the Hugging Face Hub", pinned=True),
+    Requirement("ftfy", None, CORE, pinned=False),  # open_clip's text cleaning; ours if a host lacks it
+    Requirement("regex", None, CORE, pinned=False),
+)
+
+
+def parse_version(text: str) -> tuple[int, ...]:
+    """The leading numeric release of a version string: ``"2.14.1+cu130"`` -> ``(2, 14, 1)``."""
+    m = re.match(r"\s*v?(\d+(?:\.\d+)*)", text or "")
+    return tuple(int(p) for p in m.group(1).split(".")) if m else ()
+
+
+def _installed(name: str) -> str | None:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+@dataclass
+class Plan:
+    """The outcome of :func:`check`.
+
+    Attributes:
+        install: specifiers to install in one pip call (ours only), e.g. ``['ftfy>=6.1']``.
+        disabled: ``{feature: reason}`` for features a host-pinned package cannot serve.
+    """
+
+    install: list[str]
+    disabled: dict[str, str]
+
+    @property
+    def core_ok(self) -> bool:
+        return CORE not in self.disabled
+
+
+def check(version_of: Callable[[str], str | None] = _installed,
+          requirements: tuple[Requirement, ...] = REQUIREMENTS) -> Plan:
+    """Compare the environment with ``requirements`` (``version_of(name)`` gives an installed version or ``None``)."""
+    plan = Plan(install=[], disabled={})
+    for req in requirements:
+        have = version_of(req.name)
+        ok = have is not None and (req.minimum is None or parse_version(have) >= parse_version(req.minimum))
+        if ok:
+            continue
+        if not req.pinned:
+            plan.install.append(req.specifier)
+            continue
+        why = (f"{req.name} is not installed" if have is None
+               else f"{req.name} {have} is older than {req.minimum}")
+        why += " (the WebUI pins it, so ClipCap leaves it alone)"
+        plan.disabled[req.feature] = (plan.disabled[req.feature] + "; " + why) if req.feature in plan.disabled \
+            else why
+    return plan
+
+
+def messages(plan: Plan) -> list[str]:
+    """One line per disabled feature."""
+    return [f"{feature} disabled: {why}" for feature, why in plan.disabled.items()]

@@ -1,0 +1,85 @@
+"""The extension's Settings section, generated from :mod:`lib_clipcap.options_table` plus three host-only settings.
+
+Every captioning option of the table becomes ``clipcap_<key>`` (the same label and help as in the Caption tab and
+the API); the host-only settings are "Keep models in VRAM", the prompt-button insert mode and the models folder.
+All live in one section with a tuple id, as the host requires (``Options.dumpjson`` indexes ``section[0]``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import host
+
+SECTION = ("clipcap", "Caption (ClipCap)")
+
+KEEP_IN_VRAM = "clipcap_keep_in_vram"
+INSERT_MODE = "clipcap_insert_mode"
+MODELS_DIR = "clipcap_models_dir"
+BATCH_ROOTS = "clipcap_batch_roots"
+INSERT_MODES = ("replace", "append")
+
+#: Host-only settings: key -> (default, label, component kind, component args, help).
+HOST_SETTINGS: dict[str, tuple[Any, str, str, dict[str, Any], str]] = {
+    KEEP_IN_VRAM: (False, "Keep models in VRAM", "checkbox", {},
+                   "Leave the captioning model on the GPU between captions (faster, but the memory stays taken; "
+                   "A1111 only: Forge's memory manager decides by itself)."),
+    INSERT_MODE: ("replace", "Prompt-from-image button", "radio", {"choices": list(INSERT_MODES)},
+                  "What the caption button in the txt2img/img2img prompt tools does with the prompt: replace it, or "
+                  "append the caption after a comma."),
+    MODELS_DIR: ("", "Models folder", "textbox", {},
+                 "Where captioning models are stored and downloaded; empty: <models>/clipcap."),
+    BATCH_ROOTS: ("", "Batch tagging folders", "textbox", {"lines": 2},
+                  "Folders batch tagging may read and write (Caption tab and API), one per line or comma-separated; "
+                  "empty: any folder when the WebUI is local, none with --listen/--share or --hide-ui-dir-config."),
+}
+
+
+def _component(gr: Any, kind: str) -> Any:
+    return {"slider": gr.Slider, "radio": gr.Radio, "dropdown": gr.Dropdown, "number": gr.Number,
+            "checkbox": gr.Checkbox, "textbox": gr.Textbox}[kind]
+
+
+def _model_choices() -> dict[str, Any]:
+    from lib_clipcap.registry import list_models
+
+    return {"choices": list_models()}
+
+
+def setting_keys() -> list[str]:
+    """Every settings key the extension registers, in display order."""
+    from lib_clipcap.options_table import settings_entries
+
+    return [e["settings_key"] for e in settings_entries()] + list(HOST_SETTINGS)
+
+
+def register() -> None:
+    """Add the section to ``shared.opts`` (``on_ui_settings``). Idempotent: a UI reload re-registers the same keys."""
+    import gradio as gr
+    from modules import shared
+
+    from lib_clipcap.options_table import settings_entries
+
+    def add(key: str, default: Any, label: str, kind: str, args: Any, help_text: str) -> None:
+        info = shared.OptionInfo(default, label, _component(gr, kind), args, section=SECTION)
+        if help_text:
+            info = info.info(help_text)
+        shared.opts.add_option(key, info)
+
+    for e in settings_entries():
+        args = _model_choices if e["key"] == "model" else (e["component_args"] or None)
+        add(e["settings_key"], e["default"], e["label"], e["component"], args, e["help"])
+    for key, (default, label, kind, args, help_text) in HOST_SETTINGS.items():
+        add(key, default, label, kind, args or None, help_text)
+
+
+def option_values() -> dict[str, Any]:
+    """``{option key: value}`` from the settings (bad or missing values fall back to the table's defaults)."""
+    from lib_clipcap.options_table import from_settings
+
+    return from_settings(lambda key, default: host.opt(key, default))
+
+
+def insert_mode() -> str:
+    mode = str(host.opt(INSERT_MODE, "replace") or "replace")
+    return mode if mode in INSERT_MODES else "replace"

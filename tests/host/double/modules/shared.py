@@ -1,0 +1,113 @@
+"""modules/shared.py (with shared_init and shared_options folded in): opts, cmd_opts, state and friends."""
+
+import os
+
+import gradio as gr
+
+from modules import options, paths_internal, shared_cmd_options, shared_state
+from modules._mode import FORGE
+from modules.options import OptionHTML, OptionInfo, options_section  # noqa: F401
+
+cmd_opts = shared_cmd_options.cmd_opts
+parser = shared_cmd_options.parser
+options.cmd_opts = cmd_opts
+
+script_path = paths_internal.script_path
+data_path = paths_internal.data_path
+models_path = cmd_opts.models_dir or paths_internal.models_path
+config_filename = os.path.join(data_path, "config.json")
+hide_dirs = {"visible": not cmd_opts.hide_ui_dir_config}
+restricted_opts = {"samples_filename_pattern", "directories_filename_pattern", "outdir_samples", "outdir_txt2img_samples"}
+
+options_templates = {}
+options_templates.update(options_section(("saving-images", "Saving images/grids", "saving"), {
+    "samples_format": OptionInfo("png", "File format for images"),
+    "save_txt": OptionInfo(False, "Create a text file with infotext next to every image"),
+}))
+options_templates.update(options_section(("interrogate", "Interrogate"), {
+    "interrogate_keep_models_in_memory": OptionInfo(False, "Keep models in VRAM"),
+    "interrogate_clip_num_beams": OptionInfo(1, "BLIP: num_beams"),
+}))
+options_templates.update(options_section(("ui", "User interface", "ui"), {
+    "hidden_tabs": OptionInfo([], "Hidden UI tabs", gr.CheckboxGroup, lambda: {"choices": list(tab_names)}),
+    "ui_tab_order": OptionInfo([], "UI tab order", gr.CheckboxGroup, lambda: {"choices": list(tab_names)}),
+    ("quick_setting_list" if FORGE else "quicksettings_list"): OptionInfo(
+        ["sd_model_checkpoint"], "Quicksettings list", gr.CheckboxGroup, {"choices": ["sd_model_checkpoint"]}),
+}))
+options_templates.update(options_section(("system", "System", "system"), {
+    "disable_all_extensions": OptionInfo("none", "Disable all extensions"),
+    "disabled_extensions": OptionInfo([], "Disable these extensions", gr.CheckboxGroup, {"choices": []}),
+    "api_enable_requests": OptionInfo(True, "Allow http:// and https:// URLs for input images in API"),
+    "api_forbid_local_requests": OptionInfo(True, "Forbid URLs to local resources"),
+}))
+opts = options.Options(options_templates, restricted_opts)
+opts.load(config_filename)
+
+state = shared_state.State()
+demo = None
+sd_model = None  # the real one is a property that loads a checkpoint; never read it from an extension
+interrogator = None
+prompt_styles = None
+settings_components = {}
+tab_names = []
+parallel_processing_allowed = not (cmd_opts.lowvram or cmd_opts.medvram)
+device = None
+weight_load_location = None
+xformers_available = False
+
+
+def _init_devices():
+    global device
+    from modules import devices
+
+    if FORGE:
+        from backend import memory_management
+
+        devices.device = memory_management.get_torch_device()
+        devices.device_interrogate = memory_management.text_encoder_device()
+    else:
+        for task in ("sd", "interrogate", "gfpgan", "esrgan", "codeformer"):
+            dev = devices.cpu if any(y in cmd_opts.use_cpu for y in (task, "all")) else devices.get_optimal_device()
+            setattr(devices, "device" if task == "sd" else f"device_{task}", dev)
+    device = devices.device
+
+
+_init_devices()
+
+
+def natural_sort_key(s, regex=None):
+    import re
+
+    regex = regex or re.compile(r"([0-9]+)")
+    return [int(text) if text.isdigit() else text.lower() for text in regex.split(s)]
+
+
+def listfiles(dirname):
+    filenames = [os.path.join(dirname, x) for x in sorted(os.listdir(dirname), key=natural_sort_key) if not x.startswith(".")]
+    return [file for file in filenames if os.path.isfile(file)]
+
+
+def html_path(filename):
+    return os.path.join(script_path, "html", filename)
+
+
+def html(filename):
+    path = html_path(filename)
+    if os.path.exists(path):
+        with open(path, encoding="utf8") as file:
+            return file.read()
+    return ""
+
+
+def walk_files(path, allowed_extensions=None):
+    if not os.path.exists(path):
+        return
+    if allowed_extensions is not None:
+        allowed_extensions = set(allowed_extensions)
+    for root, _, files in os.walk(path, followlinks=True):
+        for filename in sorted(files, key=natural_sort_key):
+            if allowed_extensions is not None:
+                _, ext = os.path.splitext(filename)
+                if ext.lower() not in allowed_extensions:
+                    continue
+            yield os.path.join(root, filename)

@@ -1,0 +1,116 @@
+"""The prompt-from-image button in a real browser, in the host double's page (gradio 3.41 as A1111, 4.40 as Forge).
+
+Generates (the double's fake "Generate" shows two bundled sample images in the txt2img gallery), selects an image in
+the gallery, clicks the 💬 button and checks that the prompt holds the demo model's caption of the *selected* image:
+this exercises javascript/clipcap.js against each gradio's gallery DOM. Keeps artifacts/screenshots/host-<mode>.png.
+Runs where gradio 3 or 4 is installed (tools/host_envs.sh's venvs); skips without /usr/bin/chromium or playwright.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+CHROMIUM = Path("/usr/bin/chromium")
+SHOTS = ROOT / "artifacts" / "screenshots"
+SAMPLES = [ROOT / "lib_clipcap" / "assets" / "samples" / n for n in ("shapes_00.png", "shapes_01.jpg")]
+
+if not CHROMIUM.exists():
+    pytest.skip(f"{CHROMIUM} is missing (tools/system_deps.sh installs it)", allow_module_level=True)
+sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+gr = pytest.importorskip("gradio")
+GRADIO_MAJOR = int(gr.__version__.split(".")[0])
+if GRADIO_MAJOR not in (3, 4):
+    pytest.skip(f"gradio {gr.__version__}: the hosts run gradio 3.41 (A1111) and 4.40 (Forge)", allow_module_level=True)
+MODE = "a1111" if GRADIO_MAJOR == 3 else "forge"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def expected():
+    from PIL import Image
+
+    from lib_clipcap import Captioner
+    from lib_clipcap.options_table import caption_kwargs, defaults
+
+    kw = caption_kwargs({k: v for k, v in {**defaults(), "decoding": "greedy"}.items() if k != "model"})
+    images = [Image.open(p).convert("RGB") for p in SAMPLES]
+    return [r.text for r in Captioner.from_pretrained("shapes-demo", device="cpu").caption(images, **kw)]
+
+
+@pytest.fixture(scope="module")
+def page_url(tmp_path_factory):
+    env = dict(os.environ, HF_HUB_OFFLINE="1", GRADIO_ANALYTICS_ENABLED="False",
+               PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    root = tmp_path_factory.mktemp("webui")
+    proc = subprocess.Popen([sys.executable, str(HERE / "serve_double.py"), MODE, str(free_port()), str(root),
+                             *map(str, SAMPLES)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env=env, cwd=root)
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if line.startswith("READY "):
+            break
+    assert lines and lines[-1].startswith("READY "), "".join(lines[-40:])
+    yield lines[-1].split()[1]
+    proc.stdin.close()
+    try:
+        proc.wait(15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=str(CHROMIUM), headless=True,
+                              args=["--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
+                                    "--disable-background-networking", "--disable-component-update"])
+        yield b
+        b.close()
+
+
+def prompt_value(page) -> str:
+    return page.locator("#txt2img_prompt textarea").input_value()
+
+
+def test_button_captions_the_selected_gallery_image(page_url, browser, expected):
+    assert expected[0] != expected[1]
+    page = browser.new_page(viewport={"width": 1280, "height": 1000})
+    page.set_default_timeout(90_000)
+    page.goto(page_url)
+    assert page.evaluate("typeof clipcapGalleryArgs") == "function"  # the extension's JS reached the page
+    page.locator("#txt2img_generate").click()
+    thumbs = page.locator("#txt2img_gallery .thumbnail-item")
+    thumbs.nth(1).wait_for(state="visible")
+    page.locator("#txt2img_gallery .thumbnail-item").nth(1).click()  # opens/selects the second image
+    page.wait_for_function("() => clipcapGallerySelectedIndex('txt2img') === 1")
+
+    page.locator("#txt2img_clipcap_button").click()
+    page.wait_for_function("() => document.querySelector('#txt2img_prompt textarea').value.length > 0")
+    assert prompt_value(page) == expected[1]
+
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / f"host-{MODE}.png"), full_page=True)
+
+    small = page.locator("#txt2img_gallery .thumbnail-item.thumbnail-small")
+    small.nth(0).click()  # select the first in the preview strip
+    page.wait_for_function("() => clipcapGallerySelectedIndex('txt2img') === 0")
+    page.locator("#txt2img_clipcap_button").click()
+    page.wait_for_function(f"() => document.querySelector('#txt2img_prompt textarea').value === {json.dumps(expected[0])}")
+    title = page.locator("#txt2img_clipcap_button").get_attribute("title")
+    assert title and "ClipCap" in title
+    page.close()

@@ -1,0 +1,177 @@
+"""Driver of the WebUI host double (tests/host/double): boot a fake A1111 or Forge around this extension.
+
+``WebUI(mode, root, argv)`` lays out a webui folder under ``root`` with this repository linked as
+``extensions/sd-webui-clipcap``, imports a fresh copy of the fake host modules, and then, like the host:
+
+- :meth:`boot`: ``preload.py`` + flags (``modules.shared``), the gradio component hooks, the extension list, and
+  ``scripts.load_scripts()`` (by path; A1111 restores ``sys.path``, Forge keeps the script folders on it);
+- :meth:`create_ui`: ``on_before_ui``, then ``modules.ui.create_ui()`` (settings, txt2img, img2img, Settings tab,
+  ``on_ui_tabs``, root Blocks, ``connect_paste_params_buttons``) with real gradio;
+- :meth:`start`: a FastAPI app, the host's ``Api`` when ``--api``/``--nowebui``, and ``on_app_started(demo, app)``
+  (``demo=None`` mirrors ``--nowebui``);
+- :meth:`reload_ui`: "Reload UI": ``on_before_reload``, ``on_script_unloaded``, ``load_scripts()``, ``create_ui()``.
+
+:meth:`shutdown` removes the fake modules, restores ``sys.path`` and the environment, and undoes the gradio patch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+DOUBLE = HERE / "double"
+DOUBLE_FORGE = HERE / "double_forge"
+REPO = HERE.parents[1]
+EXTENSION_NAME = "sd-webui-clipcap"
+HOST_PACKAGES = ("modules", "launch", "backend", "modules_forge")
+ENV_KEYS = ("WEBUI_DOUBLE_MODE", "WEBUI_DOUBLE_ROOT", "WEBUI_DOUBLE_ARGV")
+
+
+def purge_host_modules() -> None:
+    for name in list(sys.modules):
+        if name.split(".")[0] in HOST_PACKAGES:
+            del sys.modules[name]
+
+
+class WebUI:
+    def __init__(self, mode: str, root: Path, argv: list[str] | tuple[str, ...] = ()) -> None:
+        assert mode in ("a1111", "forge"), mode
+        self.mode = mode
+        self.root = Path(root)
+        self.argv = list(argv)
+        self.extension_dir = self.root / "extensions" / EXTENSION_NAME
+        self.demo: Any = None
+        self.app: Any = None
+        self._saved_env: dict[str, str | None] = {}
+        self._saved_path: list[str] | None = None
+
+    @property
+    def forge(self) -> bool:
+        return self.mode == "forge"
+
+    # --------------------------------------------------------------------------------------------------- lifecycle
+    def boot(self) -> "WebUI":
+        (self.root / "extensions").mkdir(parents=True, exist_ok=True)
+        (self.root / "models").mkdir(exist_ok=True)
+        if not self.extension_dir.exists():
+            self.extension_dir.symlink_to(REPO, target_is_directory=True)
+        self._saved_env = {k: os.environ.get(k) for k in ENV_KEYS}
+        os.environ.update(WEBUI_DOUBLE_MODE=self.mode, WEBUI_DOUBLE_ROOT=str(self.root),
+                          WEBUI_DOUBLE_ARGV=json.dumps(self.argv))
+        purge_host_modules()
+        self._saved_path = list(sys.path)
+        sys.path.insert(0, str(DOUBLE))
+        if self.forge:
+            sys.path.insert(0, str(DOUBLE_FORGE))
+
+        from modules import shared  # runs preload.py of each extension and parses the flags
+
+        if self.forge:
+            from modules import gradio_extensions  # noqa: F401
+        else:
+            from modules import gradio_extensons  # noqa: F401
+        from modules import extensions, infotext_utils, interrogate, scripts
+
+        shared.interrogator = interrogate.InterrogateModels("interrogate")
+        infotext_utils.reset()
+        extensions.list_extensions()
+        scripts.load_scripts()
+        return self
+
+    def create_ui(self) -> Any:
+        from modules import script_callbacks, ui
+
+        script_callbacks.before_ui_callback()
+        self.demo = ui.create_ui()
+        return self.demo
+
+    def start(self, demo: Any = "current") -> Any:
+        from fastapi import FastAPI
+        from modules import call_queue, script_callbacks, shared
+        from modules.api.api import Api
+
+        demo = self.demo if demo == "current" else demo
+        self.app = FastAPI()
+        if shared.cmd_opts.api or shared.cmd_opts.nowebui:
+            Api(self.app, call_queue.queue_lock)
+        script_callbacks.app_started_callback(demo, self.app)
+        return self.app
+
+    def reload_ui(self) -> Any:
+        from modules import script_callbacks, scripts
+
+        script_callbacks.app_reload_callback()
+        script_callbacks.script_unloaded_callback()
+        scripts.load_scripts()
+        return self.create_ui()
+
+    def shutdown(self) -> None:
+        for name in ("modules.gradio_extensons", "modules.ui_gradio_extensions"):
+            patch = sys.modules.get(name)
+            if patch is not None:
+                patch.unpatch()
+        purge_host_modules()
+        if self._saved_path is not None:
+            sys.path[:] = self._saved_path
+        for k, v in self._saved_env.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+    # ----------------------------------------------------------------------------------------------------- lookups
+    def callbacks(self, category: str) -> list[Any]:
+        """Callbacks of ``category`` registered by this extension."""
+        from modules import script_callbacks
+
+        return [c for c in script_callbacks.callback_map[f"callbacks_{category}"]
+                if c.name.startswith(EXTENSION_NAME + "/")]
+
+    def errors(self) -> list[str]:
+        from modules import errors
+
+        return list(errors.reports)
+
+
+# ------------------------------------------------------------------------------------------------- gradio helpers
+def walk(block: Any):
+    """Every block under ``block`` (depth first, in layout order)."""
+    yield block
+    for child in getattr(block, "children", None) or []:
+        yield from walk(child)
+
+
+def find(block: Any, elem_id: str) -> Any:
+    for b in walk(block):
+        if getattr(b, "elem_id", None) == elem_id:
+            return b
+    raise LookupError(f"no component with elem_id {elem_id!r}")
+
+
+def click_events(blocks: Any, component: Any) -> list[dict[str, Any]]:
+    """The click listeners of ``component`` in ``blocks`` as ``{fn, js, inputs, outputs}`` (gradio 3 and 4)."""
+    out = []
+    if isinstance(blocks.fns, dict):  # gradio 4
+        for f in blocks.fns.values():
+            if any(t[0] == component._id and t[1] == "click" for t in f.targets):
+                out.append({"fn": f.fn, "js": f.js, "inputs": list(f.inputs), "outputs": list(f.outputs)})
+        return out
+    for dep, f in zip(blocks.dependencies, blocks.fns):
+        if component._id in dep["targets"] and dep["trigger"] == "click":
+            out.append({"fn": f.fn, "js": dep["js"], "inputs": list(f.inputs), "outputs": list(f.outputs)})
+    return out
+
+
+def gallery_value(gallery: Any, images: list[Any], index: int | None) -> Any:
+    """What the Python handler receives from ``gallery`` showing ``images`` after ``clipcapGalleryArgs`` kept item
+    ``index`` (``None``: the JS did not run, the whole gallery arrives)."""
+    data = gallery.postprocess(images)
+    if isinstance(data, list):  # gradio 3: file dicts, no preprocess
+        return data if index is None else [data[index]]
+    if index is not None:
+        data = type(data)(root=[data.root[index]])
+    return gallery.preprocess(data)
