@@ -12,6 +12,7 @@ set -uo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 set +e  # env.sh turns on -e; here every run must happen and be counted, whatever the one before did
 cd "$ROOT"
+bash "$ROOT/tools/system_deps.sh"   # Java (metrics) and Chromium (browser tests), only if missing
 
 LOGS="$(mktemp -d)"
 trap 'rm -rf "$LOGS"' EXIT
