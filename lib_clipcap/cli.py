@@ -125,6 +125,11 @@ def _caption_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("inputs", nargs="*", help="image files or folders (default: the bundled sample images)")
     p.add_argument("--recursive", "-r", action="store_true", help="descend into sub-folders")
     p.add_argument("--json", action="store_true", help="print one JSON array with every result")
+    p.add_argument("--method", choices=["clipcap", "sbg"], default="clipcap",
+                   help="clipcap: CLIP-prefix captioning; sbg: Selective Blind Guessing (keywords -> caption)")
+    p.add_argument("--rerank", choices=["none", "clip", "clip+grammar"], default=None,
+                   help="re-rank the candidates by CLIP-S (optionally with the grammar head); default: none for "
+                        "clipcap, clip for sbg")
     add_model_arguments(p)
     add_decoding_arguments(p)
 
@@ -140,9 +145,16 @@ def _caption(args: argparse.Namespace) -> int:
     if not files:
         eprint(f"no image files found in {', '.join(inputs)}")
         return 2
-    cap = load_captioner(args)
+    if args.method == "sbg":
+        from .sbg.cli import load_guesser, sbg_caption_kwargs
+
+        cap = load_guesser(args)
+        kwargs = sbg_caption_kwargs(args)
+    else:
+        cap = load_captioner(args)
+        kwargs = {**decoding_kwargs(args), "rerank": args.rerank or "none"}
     eprint(f"model: {cap!r}")
-    results = cap.caption([str(f) for f in files], batch_size=args.batch_size, **decoding_kwargs(args))
+    results = cap.caption([str(f) for f in files], batch_size=args.batch_size, **kwargs)
     if args.json:
         print(json.dumps([r.to_dict() for r in results], indent=2, ensure_ascii=False))
     else:

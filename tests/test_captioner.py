@@ -111,3 +111,22 @@ def test_import_is_cheap():
     code = "import sys, lib_clipcap; print(sorted(m for m in ('torch','open_clip','transformers','huggingface_hub') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_cli_sbg_and_rerank(tmp_path):
+    img = tmp_path / "x.png"
+    shapes.heldout_scenes(1)[0].render().save(img)
+    env = {"HF_HUB_OFFLINE": "1", "CLIPCAP_MODELS_DIR": str(tmp_path / "m"), "PATH": "/usr/bin:/bin"}
+    sbg = subprocess.run([sys.executable, "-m", "lib_clipcap", "caption", str(img), "--method", "sbg", "--model",
+                          "shapes-sbg", "--num-candidates", "3", "--seed", "1", "--json"], cwd=ROOT,
+                         capture_output=True, text=True, env=env)
+    assert sbg.returncode == 0, sbg.stderr
+    res = json.loads(sbg.stdout)[0]
+    assert res["keywords"] and 1 <= len(res["candidates"]) <= 3  # identical samples are merged
+    assert all(c["clip_score"] is not None for c in res["candidates"])
+    rr = subprocess.run([sys.executable, "-m", "lib_clipcap", "caption", str(img), "--model", "shapes-demo",
+                         "--decoding", "beam", "--num-candidates", "3", "--rerank", "clip", "--json"], cwd=ROOT,
+                        capture_output=True, text=True, env=env)
+    assert rr.returncode == 0, rr.stderr
+    cands = json.loads(rr.stdout)[0]["candidates"]
+    assert [c["clip_score"] for c in cands] == sorted((c["clip_score"] for c in cands), reverse=True)
