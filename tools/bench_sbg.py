@@ -149,8 +149,7 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=20, help="new tokens per candidate")
     ap.add_argument("--max-keywords", type=int, default=6)
     ap.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8])
-    ap.add_argument("--original-images", type=int, default=2, help="images timed with the original procedure")
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=3, help="rounds (each: original on 1 image, ours per batch size)")
     ap.add_argument("--cache-dir", type=Path, help="text-feature cache (default: a new temporary folder, so the "
                                                    "first computation is timed too)")
     ap.add_argument("--out", type=Path, default=ROOT / "artifacts" / "bench_sbg.json")
@@ -180,7 +179,7 @@ def main() -> None:
                        k=args.k, seed=0, load_time_features=table)
     size = clip.model.visual.image_size
     size = size[0] if isinstance(size, (tuple, list)) else size
-    n = max(max(args.batch_sizes), args.original_images)
+    n = max(max(args.batch_sizes), args.repeats)
     pixels = torch.randn(n, 3, size, size)
     opts = sbg.decoding_options(decoding="sample", top_k_candidates=args.k, max_new_tokens=args.tokens,
                                 min_new_tokens=args.tokens, seed=0)
@@ -193,38 +192,46 @@ def main() -> None:
         assert len(res) == batch and all(r.candidates for r in res)
         return (time.perf_counter() - t0) / batch
 
-    def original() -> float:
+    def original(i: int) -> float:
         sync(device)
         t0 = time.perf_counter()
-        for i in range(args.original_images):
-            orig.caption(pixels[i:i + 1])
+        orig.caption(pixels[i:i + 1])
         sync(device)
-        return (time.perf_counter() - t0) / args.original_images
+        return time.perf_counter() - t0
 
     ours(1)  # warm-up
     kw = sbg.extractor.extract(clip.encode_images(pixels[:1]), max_keywords=args.max_keywords)[0]
     prompt_tokens = len(tok.encode(generator.prompt(kw.keywords)))
     print(f"prompt: {len(kw.keywords)} keywords, {prompt_tokens} tokens", flush=True)
-    base = original()
-    print(f"original: {base:.2f} s/image", flush=True)
+    # Rounds: each times the original on one image, then ours at every batch size, so that a load spike on a
+    # shared machine hits both sides alike; medians over the rounds.
+    base_t: list[float] = []
+    ours_t: dict[int, list[float]] = {b: [] for b in args.batch_sizes}
+    for r in range(args.repeats):
+        base_t.append(original(r % n))
+        for b in args.batch_sizes:
+            ours_t[b].append(ours(b))
+        print(f"round {r + 1}: original {base_t[-1]:.2f} s/img; ours " + ", ".join(
+            f"batch {b}: {ours_t[b][-1]:.3f} s/img" for b in args.batch_sizes), flush=True)
+    base = statistics.median(base_t)
     rows = []
     for b in args.batch_sizes:
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats()
-        per_image = statistics.median(ours(b) for _ in range(args.repeats))
-        peak = torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else None
+        per_image = statistics.median(ours_t[b])
         rows.append({"batch": b, "original_s_per_image": base, "ours_s_per_image": per_image,
-                     "images_per_s": 1 / per_image, "speedup": base / per_image, "peak_gpu_mib": peak})
-        print(f"batch {b:>3}: ours {per_image:.3f} s/img, x{base / per_image:.1f}", flush=True)
+                     "images_per_s": 1 / per_image, "speedup": base / per_image, "peak_gpu_mib": None})
+    if device.type == "cuda":
+        rows[-1]["peak_gpu_mib"] = torch.cuda.max_memory_allocated() / 2**20
     result = {"hardware": hardware(device), "device": str(device), "dtype": args.dtype, "k": args.k,
               "tokens": args.tokens, "max_keywords": args.max_keywords, "prompt_tokens": prompt_tokens,
               "model": f"{args.clip} + GPT-2 small (random weights), natural vocabulary "
                        f"({len(extractor.texts)} cached texts)",
-              "text_features_first_s": first_build, "text_features_cached_s": cached_build, "rows": rows}
+              "text_features_first_s": first_build, "text_features_cached_s": cached_build,
+              "original_s_per_image_rounds": base_t, "ours_s_per_image_rounds": {str(b): v for b, v in ours_t.items()},
+              "rows": rows}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))
     print(f"\n{result['hardware']}, {args.dtype}, {result['model']}; k={args.k}, {args.tokens} new tokens per "
-          f"candidate, {prompt_tokens}-token prompt; medians of {args.repeats}\n")
+          f"candidate, {prompt_tokens}-token prompt; medians of {args.repeats} interleaved rounds\n")
     print("| batch | original s/img | ours s/img | images/s | speed-up | peak GPU MiB |")
     print("|---|---|---|---|---|---|")
     for r in rows:

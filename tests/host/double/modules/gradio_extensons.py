@@ -50,10 +50,28 @@ def _targets():
     return [(component, True), (gr.blocks.BlockContext, False)]
 
 
+def _pyi_patch():
+    """gradio 4 writes a ``.pyi`` beside every module that defines a component class; the host's classes carry
+    ``webui_do_not_create_gradio_pyi_thank_you`` and are skipped, as in Forge."""
+    meta = sys.modules.get("gradio.component_meta")
+    original = getattr(meta, "create_or_modify_pyi", None)
+    if original is None or hasattr(original, "webui_double_original"):
+        return
+
+    def create_or_modify_pyi(component_class, class_name, events):
+        if getattr(component_class, "webui_do_not_create_gradio_pyi_thank_you", False):
+            return
+        return original(component_class, class_name, events)
+
+    create_or_modify_pyi.webui_double_original = original
+    meta.create_or_modify_pyi = create_or_modify_pyi
+
+
 def patch():
     for cls, pop_tooltip in _targets():
         if not hasattr(cls.__init__, "webui_double_original"):
             cls.__init__ = _make(cls.__init__, pop_tooltip)
+    _pyi_patch()
 
 
 def unpatch():
@@ -61,6 +79,10 @@ def unpatch():
         original = getattr(cls.__init__, "webui_double_original", None)
         if original is not None:
             cls.__init__ = original
+    meta = sys.modules.get("gradio.component_meta")
+    original = getattr(getattr(meta, "create_or_modify_pyi", None), "webui_double_original", None)
+    if original is not None:
+        meta.create_or_modify_pyi = original
 
 
 patch()

@@ -50,6 +50,8 @@ else:
 
 
 class ResizeHandleRow(gr.Row):
+    webui_do_not_create_gradio_pyi_thank_you = True
+
     @_forge_wraps(gr.Row.__init__)
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
@@ -106,6 +108,7 @@ class InputAccordionImpl(gr.Checkbox):
     """A checkbox (hidden) that drives an accordion; ``extra()`` adds a column in its header."""
 
     global_index = 0
+    webui_do_not_create_gradio_pyi_thank_you = True
 
     @_forge_wraps(gr.Checkbox.__init__)
     def __init__(self, value=None, **kwargs):
