@@ -112,6 +112,15 @@ class ModelManager:
             self._models[key] = model  # most recently used last
             return model
 
+    def _guard(self) -> contextlib.AbstractContextManager:
+        """The host's outer lock, taken BEFORE ours (a policy may offer ``guard()``, e.g. the WebUI's queue lock).
+
+        Code running inside a generation already holds the host lock and then wants ours; taking them in the same
+        order everywhere rules out a deadlock between such a caption and an API or batch call.
+        """
+        guard = getattr(self.policy, "guard", None)
+        return guard() if guard is not None else contextlib.nullcontext()
+
     def loaded(self) -> list[str]:
         """Names of the models in memory. Does not wait for a running model call (list() of a dict is atomic)."""
         return list(self._models)
@@ -136,7 +145,7 @@ class ModelManager:
 
     def caption(self, images: Sequence[Any] | Any, *, model: str, **options: Any) -> list:
         """Caption with ``model`` under the device policy; options as for :meth:`Captioner.caption`."""
-        with self._lock:
+        with self._guard(), self._lock:
             m = self.get(model)
             with self.policy.session(m):
                 return m.caption(images, **options)
@@ -144,7 +153,7 @@ class ModelManager:
     @contextlib.contextmanager
     def using(self, model: str) -> Iterator[Any]:
         """Hold the lock and the device session for a series of calls on one model (batch jobs)."""
-        with self._lock:
+        with self._guard(), self._lock:
             m = self.get(model)
             with self.policy.session(m):
                 yield m
