@@ -150,10 +150,14 @@ def main() -> None:
     ap.add_argument("--max-keywords", type=int, default=6)
     ap.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8])
     ap.add_argument("--repeats", type=int, default=3, help="rounds (each: original on 1 image, ours per batch size)")
+    ap.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice); 1 is steadier on a "
+                                                "machine shared with other jobs")
     ap.add_argument("--cache-dir", type=Path, help="text-feature cache (default: a new temporary folder, so the "
                                                    "first computation is timed too)")
     ap.add_argument("--out", type=Path, default=ROOT / "artifacts" / "bench_sbg.json")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[args.dtype]
     torch.manual_seed(0)
@@ -221,7 +225,8 @@ def main() -> None:
                      "images_per_s": 1 / per_image, "speedup": base / per_image, "peak_gpu_mib": None})
     if device.type == "cuda":
         rows[-1]["peak_gpu_mib"] = torch.cuda.max_memory_allocated() / 2**20
-    result = {"hardware": hardware(device), "device": str(device), "dtype": args.dtype, "k": args.k,
+    result = {"hardware": hardware(device), "threads": torch.get_num_threads(), "load_average": os.getloadavg(),
+              "device": str(device), "dtype": args.dtype, "k": args.k,
               "tokens": args.tokens, "max_keywords": args.max_keywords, "prompt_tokens": prompt_tokens,
               "model": f"{args.clip} + GPT-2 small (random weights), natural vocabulary "
                        f"({len(extractor.texts)} cached texts)",
