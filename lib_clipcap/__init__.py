@@ -26,6 +26,7 @@ _LAZY = {
     "list_models": ("registry", "list_models"),
     "get_model": ("registry", "get_model"),
     "load_image": ("images", "load_image"),
+    "BlindGuesser": ("sbg.guesser", "BlindGuesser"),
 }
 
 from .errors import (  # noqa: E402  (errors are tiny and always needed)
