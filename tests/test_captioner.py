@@ -130,3 +130,48 @@ def test_cli_sbg_and_rerank(tmp_path):
     assert rr.returncode == 0, rr.stderr
     cands = json.loads(rr.stdout)[0]["candidates"]
     assert [c["clip_score"] for c in cands] == sorted((c["clip_score"] for c in cands), reverse=True)
+
+
+def test_caption_in_batches_keeps_order_sources_and_failures(tmp_path):
+    """The input loop Captioner and BlindGuesser share: failures in place, batches of loadable images only."""
+    from lib_clipcap.captioner import CaptionResult, caption_in_batches
+    from lib_clipcap.errors import ClipCapError
+
+    imgs = [s.render() for s in shapes.heldout_scenes(4)]
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not an image")
+    calls = []
+
+    def batch(pil, start):
+        calls.append((len(pil), start))
+        return [CaptionResult(text=f"img {start + j}", score=0.0) for j in range(len(pil))]
+
+    res = caption_in_batches([imgs[0], str(bad), imgs[1], imgs[2], imgs[3]], 2, batch)
+    assert calls == [(2, 0), (2, 2)]  # start: position among the loadable inputs (a per-batch seed offset)
+    assert [r.text for r in res] == ["img 0", "", "img 1", "img 2", "img 3"]
+    assert not res[1].ok and "bad.png" in res[1].error and res[1].source.endswith("bad.png")
+    assert all(r.source for r in res)
+    assert [r.text for r in caption_in_batches(imgs[0], 8, batch)] == ["img 0"]  # one input, not a list
+    with pytest.raises(ClipCapError, match="batch_size must be >= 1; got 0"):
+        caption_in_batches(imgs, 0, batch)
+
+
+def test_lazy_exports_resolve_once_and_name_unknown_attributes():
+    import lib_clipcap
+    import lib_clipcap.sbg
+
+    assert lib_clipcap.Captioner is Captioner and "Captioner" in vars(lib_clipcap)  # cached after first access
+    from lib_clipcap.sbg.guesser import BlindGuesser
+
+    assert lib_clipcap.BlindGuesser is BlindGuesser and lib_clipcap.sbg.BlindGuesser is BlindGuesser
+    for mod, name in ((lib_clipcap, "lib_clipcap"), (lib_clipcap.sbg, "lib_clipcap.sbg")):
+        with pytest.raises(AttributeError, match=f"module '{name}' has no attribute 'nope'"):
+            mod.nope  # noqa: B018
+
+
+def test_result_json_carries_the_chosen_captions_clip_score():
+    from lib_clipcap.captioner import Candidate, CaptionResult
+
+    r = CaptionResult(text="b", score=-1.0, candidates=[Candidate("b", -1.0, 0.7, 0.9), Candidate("a", -0.5, 0.6)])
+    assert r.chosen is r.candidates[0] and r.to_dict()["clip_score"] == 0.7
+    assert CaptionResult(text="", score=None, error="x").to_dict()["clip_score"] is None

@@ -12,54 +12,33 @@ Prints a Markdown table (medians) and writes JSON to artifacts/bench_core.json.
 
 from __future__ import annotations
 
-import argparse
-import json
-import platform
 import resource
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+import _bench_common as common  # first: puts the repository on sys.path
+from lib_clipcap.clip import ClipBackbone
+from lib_clipcap.decoding import DecodingOptions, decode
+from lib_clipcap.gpt2 import GPT2Config
+from lib_clipcap.model import ClipCapConfig, ClipCapModel
+from lib_clipcap.reference import original_beam, original_greedy
 
-from lib_clipcap.clip import ClipBackbone  # noqa: E402
-from lib_clipcap.decoding import DecodingOptions, decode  # noqa: E402
-from lib_clipcap.gpt2 import GPT2Config  # noqa: E402
-from lib_clipcap.model import ClipCapConfig, ClipCapModel  # noqa: E402
-from lib_clipcap.reference import original_beam, original_greedy  # noqa: E402
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
-def hardware(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    import os
-
-    return f"{platform.processor() or platform.machine()} CPU, {os.cpu_count()} cores, torch {torch.__version__}"
+sync = common.sync
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--device", default="cpu")
-    ap.add_argument("--dtype", default="fp32", choices=["fp32", "fp16", "bf16"])
+    ap = common.parser(__doc__)
     ap.add_argument("--tokens", type=int, default=20)
     ap.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 16])
     ap.add_argument("--beam", type=int, default=5)
     ap.add_argument("--original-images", type=int, default=3, help="images timed with the original loop")
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--out", type=Path, default=ROOT / "artifacts" / "bench_core.json")
+    ap.add_argument("--out", type=Path, default=common.ROOT / "artifacts" / "bench_core.json")
     args = ap.parse_args()
-    device = torch.device(args.device)
-    dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[args.dtype]
-    torch.manual_seed(0)
+    device, dtype = common.device_and_dtype(args)
 
     clip = ClipBackbone.load("ViT-B-32", None, device=device, dtype=dtype)
     model = ClipCapModel(ClipCapConfig(mapping="mlp", prefix_length=10, prefix_size=512, mlp_hidden=(3840,),
@@ -108,18 +87,16 @@ def main() -> None:
             print(f"{rows[-1]['mode']:>8} batch {b:>3}: original {base:.3f} s/img, ours {per_image:.3f} s/img, "
                   f"{1 / per_image:.2f} img/s, x{base / per_image:.1f}", flush=True)
     peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    result = {"hardware": hardware(device), "device": str(device), "dtype": args.dtype, "tokens": args.tokens,
+    result = {"hardware": common.hardware(device), "device": str(device), "dtype": args.dtype, "tokens": args.tokens,
               "model": "ViT-B-32 + MLP prefix 10 + GPT-2 small (random weights)", "rows": rows,
               "peak_rss_mib": peak_rss}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2))
+    common.write_json(args.out, result)
     print(f"\n{result['hardware']}, {args.dtype}, {args.tokens}-token captions, medians of {args.repeats}\n")
     print("| decoding | batch | original s/img | ours s/img | images/s | speed-up | peak GPU MiB |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:
-        gpu = f"{r['peak_gpu_mib']:.0f}" if r["peak_gpu_mib"] is not None else "-"
         print(f"| {r['mode']} | {r['batch']} | {r['original_s_per_image']:.3f} | {r['ours_s_per_image']:.3f} | "
-              f"{r['images_per_s']:.2f} | {r['speedup']:.1f}x | {gpu} |")
+              f"{r['images_per_s']:.2f} | {r['speedup']:.1f}x | {common.gpu_mib(r['peak_gpu_mib'])} |")
     print(f"\npeak process RSS: {peak_rss:.0f} MiB")
 
 

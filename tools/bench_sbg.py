@@ -25,46 +25,23 @@ Prints a Markdown table (medians) and writes JSON to artifacts/bench_sbg.json.
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
-import platform
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+import _bench_common as common  # first: puts the repository on sys.path
+from lib_clipcap.captioner import resolve_tokenizer
+from lib_clipcap.clip import ClipBackbone
+from lib_clipcap.gpt2 import GPT2Config, GPT2LMHead
+from lib_clipcap.sbg.generator import SbgGenerator
+from lib_clipcap.sbg.guesser import BlindGuesser
+from lib_clipcap.sbg.keywords import TEMPERATURE, KeywordExtractor, TextFeatureCache
 
-from lib_clipcap.captioner import resolve_tokenizer  # noqa: E402
-from lib_clipcap.clip import ClipBackbone  # noqa: E402
-from lib_clipcap.gpt2 import GPT2Config, GPT2LMHead  # noqa: E402
-from lib_clipcap.sbg.generator import SbgGenerator  # noqa: E402
-from lib_clipcap.sbg.guesser import BlindGuesser  # noqa: E402
-from lib_clipcap.sbg.keywords import TEMPERATURE, KeywordExtractor, TextFeatureCache  # noqa: E402
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
-def hardware(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    name = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                name = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{name}, {os.cpu_count()} cores, torch {torch.__version__}"
+sync = common.sync
 
 
 class OriginalSBG:
@@ -141,9 +118,7 @@ class OriginalSBG:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--device", default="cpu")
-    ap.add_argument("--dtype", default="fp32", choices=["fp32", "fp16", "bf16"])
+    ap = common.parser(__doc__)
     ap.add_argument("--clip", default="ViT-B-32", help="open_clip architecture (random weights)")
     ap.add_argument("--k", type=int, default=5, help="candidates per image")
     ap.add_argument("--tokens", type=int, default=20, help="new tokens per candidate")
@@ -154,13 +129,11 @@ def main() -> None:
                                                 "machine shared with other jobs")
     ap.add_argument("--cache-dir", type=Path, help="text-feature cache (default: a new temporary folder, so the "
                                                    "first computation is timed too)")
-    ap.add_argument("--out", type=Path, default=ROOT / "artifacts" / "bench_sbg.json")
+    ap.add_argument("--out", type=Path, default=common.ROOT / "artifacts" / "bench_sbg.json")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
-    dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[args.dtype]
-    torch.manual_seed(0)
+    device, dtype = common.device_and_dtype(args)
 
     clip = ClipBackbone.load(args.clip, None, device=device, dtype=dtype)
     gpt = GPT2LMHead(GPT2Config()).to(device, dtype).eval()
@@ -225,7 +198,7 @@ def main() -> None:
                      "images_per_s": 1 / per_image, "speedup": base / per_image, "peak_gpu_mib": None})
     if device.type == "cuda":
         rows[-1]["peak_gpu_mib"] = torch.cuda.max_memory_allocated() / 2**20
-    result = {"hardware": hardware(device), "threads": torch.get_num_threads(), "load_average": os.getloadavg(),
+    result = {"hardware": common.hardware(device), "threads": torch.get_num_threads(), "load_average": os.getloadavg(),
               "device": str(device), "dtype": args.dtype, "k": args.k,
               "tokens": args.tokens, "max_keywords": args.max_keywords, "prompt_tokens": prompt_tokens,
               "model": f"{args.clip} + GPT-2 small (random weights), natural vocabulary "
@@ -233,16 +206,14 @@ def main() -> None:
               "text_features_first_s": first_build, "text_features_cached_s": cached_build,
               "original_s_per_image_rounds": base_t, "ours_s_per_image_rounds": {str(b): v for b, v in ours_t.items()},
               "rows": rows}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2))
+    common.write_json(args.out, result)
     print(f"\n{result['hardware']}, {args.dtype}, {result['model']}; k={args.k}, {args.tokens} new tokens per "
           f"candidate, {prompt_tokens}-token prompt; medians of {args.repeats} interleaved rounds\n")
     print("| batch | original s/img | ours s/img | images/s | speed-up | peak GPU MiB |")
     print("|---|---|---|---|---|---|")
     for r in rows:
-        gpu = f"{r['peak_gpu_mib']:.0f}" if r["peak_gpu_mib"] is not None else "-"
         print(f"| {r['batch']} | {r['original_s_per_image']:.2f} | {r['ours_s_per_image']:.3f} | "
-              f"{r['images_per_s']:.2f} | {r['speedup']:.1f}x | {gpu} |")
+              f"{r['images_per_s']:.2f} | {r['speedup']:.1f}x | {common.gpu_mib(r['peak_gpu_mib'])} |")
 
 
 if __name__ == "__main__":

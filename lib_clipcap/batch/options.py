@@ -171,6 +171,8 @@ class TagOptions:
     banned_words: List[str] = field(default_factory=list)
     batch_size: Optional[int] = None
     workers: Optional[int] = None
+    # DecodingOptions' defaults, repeated so that building options imports no torch (tests/test_batch_options.py
+    # keeps them equal); the values are checked by the settings table (caption_kwargs below), not repeated here.
     decoding: str = "greedy"
     beam_size: int = 5
     num_candidates: int = 1

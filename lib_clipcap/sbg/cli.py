@@ -43,23 +43,87 @@ def add_sbg_model_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--offline", action="store_true", help="never download (same as HF_HUB_OFFLINE=1)")
 
 
+def add_sbg_procedure_arguments(g, *, k: bool = True, vocabulary: bool = True) -> None:
+    """The SBG procedure's own options (keywords and k); not set (None) means the procedure's default."""
+    from .defaults import DEFAULT_CANDIDATES, DEFAULT_MAX_KEYWORDS, DEFAULT_THRESHOLD
+
+    if k:
+        g.add_argument("--top-k-candidates", "-k", type=int, metavar="K",
+                       help=f"candidates generated per image, CLIP picks the best (default {DEFAULT_CANDIDATES}; "
+                            f"paper: 1, 2, 5)")
+    g.add_argument("--threshold", type=float,
+                   help=f"keywords are taken until their probability mass passes this (0-1, default "
+                        f"{DEFAULT_THRESHOLD})")
+    g.add_argument("--max-keywords", type=int, help=f"cap on vocabulary keywords (default {DEFAULT_MAX_KEYWORDS})")
+    if vocabulary:
+        g.add_argument("--vocabulary", help="keyword vocabulary: natural, shapes, or a vocabulary JSON file "
+                                            "(default: the model's)")
+
+
 def add_sbg_generation_arguments(p: argparse.ArgumentParser) -> None:
+    from ..cli import add_rerank_arguments
+    from .defaults import DEFAULT_DECODING, DEFAULT_TOP_K
+
     g = p.add_argument_group("SBG generation")
-    g.add_argument("--top-k-candidates", "-k", type=int, default=5, help="candidates per image (paper: 1, 2, 5)")
-    g.add_argument("--threshold", type=float, default=0.5, help="keyword probability mass (default 0.5)")
-    g.add_argument("--max-keywords", type=int, default=16, help="cap on vocabulary keywords")
+    add_sbg_procedure_arguments(g, vocabulary=False)
     g.add_argument("--decoding", choices=["sample", "beam", "greedy"], default=None,
-                   help="default: sample (as the paper)")
+                   help=f"default: {DEFAULT_DECODING} (as the paper)")
     g.add_argument("--temperature", type=float, default=1.0)
-    g.add_argument("--top-k", type=int, default=50, help="sampling top-k (50: the original's)")
+    g.add_argument("--top-k", type=int, default=None, help=f"sampling top-k (default {DEFAULT_TOP_K}: the "
+                                                           f"original's; 0: off)")
     g.add_argument("--top-p", type=float, default=1.0)
     g.add_argument("--max-new-tokens", type=int, default=67)
     g.add_argument("--seed", type=int)
     g.add_argument("--batch-size", type=int, default=16)
     g.add_argument("--rerank", choices=["clip", "clip+grammar", "none"], default=None,
                    help="how the best candidate is chosen (default: clip, as the paper)")
-    g.add_argument("--grammar", type=Path, help="grammar head folder for --rerank clip+grammar")
-    g.add_argument("--grammar-weight", type=float, default=1.0)
+    add_rerank_arguments(g)
+
+
+def check_sbg_args(args: argparse.Namespace) -> None:
+    """Check the SBG procedure's options of a namespace (``sbg caption|keywords`` or ``caption --method sbg``)
+    before any model is loaded.
+
+    Raises:
+        ClipCapError: a bad value or a contradiction; the message names the option and value and says what to do.
+    """
+    import math
+
+    from ..errors import ClipCapError, MissingFileError
+    from .defaults import DEFAULT_CANDIDATES, DEFAULT_MAX_KEYWORDS, DEFAULT_THRESHOLD
+
+    k, n = getattr(args, "top_k_candidates", None), getattr(args, "num_candidates", None)
+    for option, value in (("--top-k-candidates", k), ("--num-candidates", n)):
+        if value is not None and value < 1:
+            raise ClipCapError(f"{option} {value}: must be >= 1 (candidates generated per image; the SBG procedure "
+                               f"uses {DEFAULT_CANDIDATES})")
+    if k is not None and n is not None and k != n:
+        raise ClipCapError(f"--top-k-candidates {k} and --num-candidates {n} disagree: for --method sbg they are the "
+                           f"same setting; give only one of them")
+    asked = k if k is not None else n
+    if getattr(args, "decoding", None) == "greedy" and asked is not None and asked > 1:
+        raise ClipCapError(f"--decoding greedy gives one caption, not {asked} candidates: use --decoding sample (the "
+                           f"SBG procedure) or --decoding beam, or -k 1")
+    t = getattr(args, "threshold", None)
+    if t is not None and not (math.isfinite(t) and 0.0 <= t <= 1.0):
+        raise ClipCapError(f"--threshold {t}: must be between 0 and 1 (the probability mass the keywords must "
+                           f"pass; default {DEFAULT_THRESHOLD})")
+    m = getattr(args, "max_keywords", None)
+    if m is not None and m < 1:
+        raise ClipCapError(f"--max-keywords {m}: must be >= 1 (default {DEFAULT_MAX_KEYWORDS})")
+    v = getattr(args, "vocabulary", None)
+    if v is not None:
+        from .vocabulary import BUILTIN, load_vocabulary
+
+        try:
+            load_vocabulary(v)
+        except MissingFileError:
+            raise ClipCapError(f"--vocabulary {v!r}: neither a built-in vocabulary ({', '.join(BUILTIN)}) nor an "
+                               f"existing file; give one of those names or the path of a vocabulary JSON file") \
+                from None
+        except ClipCapError as e:
+            raise ClipCapError(f"--vocabulary {v!r} is not a valid vocabulary: {e} (`python -m lib_clipcap sbg "
+                               f"check-vocabulary FILE` checks a file)") from e
 
 
 def load_guesser(args: argparse.Namespace):
@@ -94,29 +158,41 @@ def load_guesser(args: argparse.Namespace):
         from .keywords import KeywordExtractor
 
         guesser.extractor = KeywordExtractor(guesser.clip, args.vocabulary, cache=guesser.extractor.cache)
-    grammar = getattr(args, "grammar", None)
-    if grammar:
-        from ..scoring import attach_grammar
+    from ..cli import attach_grammar_args
 
-        attach_grammar(guesser, str(grammar), weight=getattr(args, "grammar_weight", None))
+    attach_grammar_args(guesser, args)
     return guesser
 
 
+def _keyword_kwargs(args: argparse.Namespace) -> dict:
+    from .defaults import DEFAULT_MAX_KEYWORDS, DEFAULT_THRESHOLD
+
+    t, m = getattr(args, "threshold", None), getattr(args, "max_keywords", None)
+    return dict(threshold=DEFAULT_THRESHOLD if t is None else t, max_keywords=DEFAULT_MAX_KEYWORDS if m is None else m)
+
+
 def sbg_caption_kwargs(args: argparse.Namespace) -> dict:
-    """Keyword arguments for :meth:`BlindGuesser.caption` from a namespace (``sbg caption`` or ``caption``)."""
-    k = getattr(args, "top_k_candidates", None)
-    if k is None:  # the caption command's --num-candidates, when it asks for several
-        n = getattr(args, "num_candidates", None)
-        k = n if n and n > 1 else 5
-    decoding = getattr(args, "decoding", None) or "sample"
-    if decoding == "greedy" and k > 1:
-        k = 1
-    return dict(top_k_candidates=k, threshold=getattr(args, "threshold", 0.5),
-                max_keywords=getattr(args, "max_keywords", 16), decoding=decoding,
-                temperature=getattr(args, "temperature", 1.0), top_k=getattr(args, "top_k", None) or 50,
-                top_p=getattr(args, "top_p", 1.0), max_new_tokens=getattr(args, "max_new_tokens", 67),
-                seed=getattr(args, "seed", None), banned_words=getattr(args, "ban", None) or (),
-                rerank=getattr(args, "rerank", None) or "clip")
+    """Keyword arguments for :meth:`BlindGuesser.caption` from a namespace (``sbg caption`` or ``caption``).
+
+    What the namespace leaves unset (None or absent) takes the SBG procedure's default (:mod:`.defaults`: k = 5
+    candidates sampled with top-k 50, CLIP re-ranking); what it sets wins. Without an explicit k, greedy decoding
+    gives one candidate. Check the namespace with :func:`check_sbg_args` first.
+    """
+    from .defaults import DEFAULT_CANDIDATES, DEFAULT_DECODING, DEFAULT_RERANK, DEFAULT_TOP_K
+
+    get = lambda name: getattr(args, name, None)  # noqa: E731
+    decoding = get("decoding") or DEFAULT_DECODING
+    k = get("top_k_candidates") if get("top_k_candidates") is not None else get("num_candidates")
+    if k is None:
+        k = 1 if decoding == "greedy" else DEFAULT_CANDIDATES
+    kw = dict(top_k_candidates=k, **_keyword_kwargs(args), decoding=decoding,
+              top_k=DEFAULT_TOP_K if get("top_k") is None else get("top_k"), seed=get("seed"),
+              banned_words=get("ban") or (), rerank=get("rerank") or DEFAULT_RERANK)
+    for name in ("beam_size", "temperature", "top_p", "repetition_penalty", "no_repeat_ngram_size", "max_new_tokens",
+                 "min_new_tokens"):
+        if get(name) is not None:
+            kw[name] = get(name)
+    return kw
 
 
 def _inputs(args: argparse.Namespace) -> list[str]:
@@ -129,6 +205,11 @@ def _inputs(args: argparse.Namespace) -> list[str]:
 
 # ----------------------------------------------------------------------------------------------- subcommands
 def _caption(args: argparse.Namespace) -> int:
+    from ..cli import check_rerank_args, print_results
+    from .defaults import DEFAULT_RERANK
+
+    check_sbg_args(args)
+    check_rerank_args(args, default=DEFAULT_RERANK)
     files = _inputs(args)
     if not files:
         _eprint("no image files found")
@@ -136,26 +217,14 @@ def _caption(args: argparse.Namespace) -> int:
     guesser = load_guesser(args)
     _eprint(f"model: {guesser!r}")
     results = guesser.caption(files, batch_size=args.batch_size, **sbg_caption_kwargs(args))
-    if args.json:
-        print(json.dumps([r.to_dict() for r in results], indent=2, ensure_ascii=False))
-    else:
-        for r in results:
-            if r.ok:
-                print(f"{r.source}\t{r.text}")
-                print(f"\t  keywords: {', '.join(r.keywords or [])}")
-                for c in r.candidates:
-                    g = f" grammar {c.grammar:.2f}" if c.grammar is not None else ""
-                    print(f"\t  CLIP-S {c.clip_score:.3f}{g}  {c.text}")
-    failed = [r for r in results if not r.ok]
-    for r in failed:
-        _eprint(f"failed: {r.error}")
-    return 1 if failed else 0
+    return print_results(results, as_json=args.json, candidates=True)
 
 
 def _keywords(args: argparse.Namespace) -> int:
+    check_sbg_args(args)
     files = _inputs(args)
     guesser = load_guesser(args)
-    kws = guesser.keywords(files, threshold=args.threshold, max_keywords=args.max_keywords)
+    kws = guesser.keywords(files, **_keyword_kwargs(args))
     if args.json:
         print(json.dumps([{"source": f, "keywords": k} for f, k in zip(files, kws)], indent=2, ensure_ascii=False))
     else:
@@ -196,8 +265,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         if name == "caption":
             add_sbg_generation_arguments(sp)
         else:
-            sp.add_argument("--threshold", type=float, default=0.5)
-            sp.add_argument("--max-keywords", type=int, default=16)
+            add_sbg_procedure_arguments(sp, k=False, vocabulary=False)
         sp.set_defaults(_sbg_run=func)
     sp = sub.add_parser("import-vocabulary", help="convert the original encyclopedia.pkl + all_labels.pkl to JSON "
                                                   "(read safely: no code in them can run)")

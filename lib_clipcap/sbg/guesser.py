@@ -21,63 +21,17 @@ from typing import Any, Sequence
 
 import torch
 
-from ..captioner import Candidate, CaptionResult, _device_and_dtype
-from ..errors import ClipCapError, MissingFileError
+from ..captioner import (Candidate, CaptionResult, _device_and_dtype, ban_token_ids, caption_in_batches,
+                         registry_clip)
+from ..errors import ClipCapError
+from .defaults import (DEFAULT_CANDIDATES, DEFAULT_DECODING, DEFAULT_MAX_KEYWORDS, DEFAULT_RERANK, DEFAULT_THRESHOLD,
+                       DEFAULT_TOP_K)
 from .generator import SbgGenerator
 from .keywords import KeywordExtractor, TextFeatureCache
+from .locate import default_cache_dir, resolve_generator_folder  # noqa: F401  (re-exported: their old home)
 from .vocabulary import Vocabulary
 
 log = logging.getLogger(__name__)
-
-DEFAULT_TOP_K = 50  # HF generate's default top_k, which the original's pipeline(do_sample=True) sampled with
-
-
-def default_cache_dir(models_dir: str | Path | None = None) -> Path:
-    """Where SBG text features are cached: ``<models_dir>/cache/sbg-text-features``."""
-    from .. import hub
-
-    base = Path(models_dir).expanduser() if models_dir else hub.default_models_dir()
-    return base / "cache" / "sbg-text-features"
-
-
-def resolve_generator_folder(entry, models_dir: Path, *, download: bool = True) -> Path:
-    """The local generator folder of a registry SBG entry (``download=False``: never touch the network).
-
-    ``bundled``: a folder inside the package. ``manual``: ``<models_dir>/<filename>/`` (a folder the user puts
-    there). ``hub``: ``<models_dir>/<repo>/`` with the folder's files downloaded there.
-
-    Raises:
-        MissingFileError: the folder or its files are missing (the message says where to get them and put them).
-    """
-    from .. import hub
-    from ..registry import package_path
-
-    src = entry.source
-    needed = ["config.json", "model.safetensors"]
-    if src.type == "bundled":
-        folder = package_path(src.path or "")
-        if not all((folder / f).is_file() for f in needed):
-            raise MissingFileError(f"bundled SBG generator {folder} of {entry.name!r} is incomplete (needs "
-                                   f"{', '.join(needed)}); rebuild it with tools/build_sbg_fixtures.py")
-        return folder
-    if src.type == "manual":
-        folder = models_dir / (src.filename or "")
-        missing = [f for f in needed if not (folder / f).is_file()]
-        if missing:
-            how = f" {src.instructions}" if src.instructions else ""
-            raise MissingFileError(
-                f"SBG generator {entry.name!r} is not in {folder} (missing {', '.join(missing)}). It cannot be "
-                f"downloaded automatically: get it from {src.url}.{how} The folder must end up at {folder}, "
-                f"holding {', '.join(needed)}.")
-        return folder
-    if src.type == "hub":
-        sub = Path(src.filename or "").parent
-        files = [str(sub / f) if str(sub) != "." else f for f in needed]
-        root = hub.resolve_hub_files(src.repo or "", files, models_dir=models_dir, revision=src.revision,
-                                     download=download)
-        return root / sub
-    raise ClipCapError(f"SBG model {entry.name!r} has an unknown source type {src.type!r}")
-
 
 class BlindGuesser:
     """Selective Blind Guessing: CLIP keywords -> GPT-2 generator -> CLIP picks the best of k candidates.
@@ -115,13 +69,7 @@ class BlindGuesser:
             raise ClipCapError(f"{entry.name!r} is a {entry.kind} model; load it with Captioner.from_pretrained")
         models_dir = Path(models_dir).expanduser() if models_dir else hub.default_models_dir()
         folder = resolve_generator_folder(entry, models_dir)
-        pretrained = entry.clip.pretrained
-        if pretrained and pretrained.startswith(registry.BUNDLED_PREFIX):
-            pretrained = str(registry.package_path(pretrained))
-        clip_model = entry.clip.model
-        bundled_cfg = registry.package_path(f"bundled:assets/clip_configs/{clip_model}.json")
-        if bundled_cfg.is_file():
-            clip_model = str(bundled_cfg)
+        clip_model, pretrained = registry_clip(entry)
         # A vocabulary.json beside the generator (e.g. the original one, imported) wins over the registry's default.
         own = folder / "vocabulary.json"
         vocabulary = str(own) if own.is_file() else (getattr(entry, "vocabulary", None) or "natural")
@@ -176,10 +124,11 @@ class BlindGuesser:
     def vocabulary(self) -> Vocabulary:
         return self.extractor.vocabulary
 
-    def decoding_options(self, *, decoding: str = "sample", top_k_candidates: int = 5, beam_size: int | None = None,
-                         temperature: float = 1.0, top_k: int = DEFAULT_TOP_K, top_p: float = 1.0,
-                         repetition_penalty: float = 1.0, no_repeat_ngram_size: int = 0, max_new_tokens: int = 67,
-                         min_new_tokens: int = 0, seed: int | None = None, banned_words: Sequence[str] = ()):
+    def decoding_options(self, *, decoding: str = DEFAULT_DECODING, top_k_candidates: int = DEFAULT_CANDIDATES,
+                         beam_size: int | None = None, temperature: float = 1.0, top_k: int = DEFAULT_TOP_K,
+                         top_p: float = 1.0, repetition_penalty: float = 1.0, no_repeat_ngram_size: int = 0,
+                         max_new_tokens: int = 67, min_new_tokens: int = 0, seed: int | None = None,
+                         banned_words: Sequence[str] = ()):
         """:class:`~lib_clipcap.decoding.DecodingOptions` for ``top_k_candidates`` candidates per image."""
         from ..decoding import DecodingOptions
 
@@ -196,21 +145,15 @@ class BlindGuesser:
             banned_token_ids=self._ban_ids(banned_words))
 
     def _ban_ids(self, words: Sequence[str]) -> tuple[tuple[int, ...], ...]:
-        seqs: set[tuple[int, ...]] = set()
-        for w in (w.strip() for w in words):
-            for form in {w, w.lower(), w.capitalize()} if w else ():
-                for text in (form, " " + form):
-                    ids = tuple(self.generator.tokenizer.encode(text))
-                    if ids:
-                        seqs.add(ids)
-        return tuple(sorted(seqs))
+        return ban_token_ids(self.generator.tokenizer, words)
 
-    def caption(self, images: Sequence | Any, *, top_k_candidates: int | None = None, threshold: float = 0.5,
-                max_keywords: int | None = 16, decoding: str = "sample", temperature: float = 1.0,
+    def caption(self, images: Sequence | Any, *, top_k_candidates: int | None = None,
+                threshold: float = DEFAULT_THRESHOLD, max_keywords: int | None = DEFAULT_MAX_KEYWORDS,
+                decoding: str = DEFAULT_DECODING, temperature: float = 1.0,
                 top_k: int = DEFAULT_TOP_K, top_p: float = 1.0, beam_size: int | None = None,
                 num_candidates: int | None = None, repetition_penalty: float = 1.0, no_repeat_ngram_size: int = 0,
                 max_new_tokens: int = 67, min_new_tokens: int = 0, seed: int | None = None, batch_size: int = 16,
-                banned_words: Sequence[str] = (), rerank: str = "clip") -> list[CaptionResult]:
+                banned_words: Sequence[str] = (), rerank: str = DEFAULT_RERANK) -> list[CaptionResult]:
         """Caption images by Selective Blind Guessing.
 
         Args:
@@ -236,10 +179,9 @@ class BlindGuesser:
         Raises:
             DecodingError, ClipCapError: invalid options (before any work is done).
         """
-        from ..images import describe_source, try_load_image
         from ..scoring import check_rerank_mode
 
-        k = top_k_candidates if top_k_candidates is not None else (num_candidates or 5)
+        k = top_k_candidates if top_k_candidates is not None else (num_candidates or DEFAULT_CANDIDATES)
         opts = self.decoding_options(decoding=decoding, top_k_candidates=k, beam_size=beam_size,
                                      temperature=temperature, top_k=top_k, top_p=top_p,
                                      repetition_penalty=repetition_penalty, no_repeat_ngram_size=no_repeat_ngram_size,
@@ -248,38 +190,26 @@ class BlindGuesser:
         rerank = check_rerank_mode(rerank)
         if not 0.0 <= threshold <= 1.0:
             raise ClipCapError(f"threshold must be between 0 and 1; got {threshold}")
-        if batch_size < 1:
-            raise ClipCapError(f"batch_size must be >= 1; got {batch_size}")
-        if not isinstance(images, (list, tuple)):
-            images = [images]
-        results: list[CaptionResult | None] = [None] * len(images)
-        pending: list[tuple[int, Any]] = []
-        for i, src in enumerate(images):
-            img, err = try_load_image(src)
-            if err is not None:
-                results[i] = CaptionResult(text="", score=None, source=describe_source(src), error=err)
-            else:
-                pending.append((i, img))
-        for start in range(0, len(pending), batch_size):
-            chunk = pending[start:start + batch_size]
-            pixels = self.clip.preprocess_images([img for _, img in chunk])
-            batch_opts = opts if opts.seed is None else opts.replace(seed=opts.seed + start)
-            for (i, _), res in zip(chunk, self.caption_pixels(pixels, batch_opts, threshold=threshold,
-                                                              max_keywords=max_keywords, rerank=rerank)):
-                res.source = describe_source(images[i])
-                results[i] = res
-        return results  # type: ignore[return-value]
 
-    def caption_pixels(self, pixels: torch.Tensor, options, *, threshold: float = 0.5,
-                       max_keywords: int | None = 16, rerank: str = "clip") -> list[CaptionResult]:
+        def caption_batch(imgs: list, start: int) -> list[CaptionResult]:
+            batch_opts = opts if opts.seed is None else opts.replace(seed=opts.seed + start)
+            return self.caption_pixels(self.clip.preprocess_images(imgs), batch_opts, threshold=threshold,
+                                       max_keywords=max_keywords, rerank=rerank)
+
+        return caption_in_batches(images, batch_size, caption_batch)
+
+    def caption_pixels(self, pixels: torch.Tensor, options, *, threshold: float = DEFAULT_THRESHOLD,
+                       max_keywords: int | None = DEFAULT_MAX_KEYWORDS,
+                       rerank: str = DEFAULT_RERANK) -> list[CaptionResult]:
         """Caption preprocessed pixels ``[batch, 3, H, W]``."""
         with self._lock:
             feats = self.clip.encode_images(pixels, normalize=True)
             return self.caption_features(feats, options, threshold=threshold, max_keywords=max_keywords,
                                          rerank=rerank)
 
-    def caption_features(self, features: torch.Tensor, options, *, threshold: float = 0.5,
-                         max_keywords: int | None = 16, rerank: str = "clip") -> list[CaptionResult]:
+    def caption_features(self, features: torch.Tensor, options, *, threshold: float = DEFAULT_THRESHOLD,
+                         max_keywords: int | None = DEFAULT_MAX_KEYWORDS,
+                         rerank: str = DEFAULT_RERANK) -> list[CaptionResult]:
         """Caption CLIP image features ``[batch, D]``: keywords, one batched generation, CLIP re-ranking."""
         from ..scoring import check_rerank_mode, rerank_results, score_candidates
 
@@ -305,8 +235,8 @@ class BlindGuesser:
                 r.candidates = _dedupe(r.candidates)
         return out
 
-    def keywords(self, images: Sequence | Any, *, threshold: float = 0.5, max_keywords: int | None = 16,
-                 batch_size: int = 32) -> list[list[str]]:
+    def keywords(self, images: Sequence | Any, *, threshold: float = DEFAULT_THRESHOLD,
+                 max_keywords: int | None = DEFAULT_MAX_KEYWORDS, batch_size: int = 32) -> list[list[str]]:
         """Only the keywords of each image (best first); raises on an unreadable image."""
         from ..images import load_image
 
