@@ -375,13 +375,8 @@ def installed_path(entry, models_dir: Path | None = None) -> Path | None:
     Never downloads, and imports no torch."""
     from . import hub
 
-    base = Path(models_dir).expanduser() if models_dir else hub.default_models_dir()
     try:
-        if entry.kind == "sbg":
-            from .sbg.locate import resolve_generator_folder
-
-            return resolve_generator_folder(entry, base, download=False)
-        return hub.resolve_model_file(entry, models_dir=base, download=False, progress=False)
+        return hub.resolve_model_files(entry, models_dir=models_dir, download=False, progress=False)
     except ClipCapError:
         return None
 

@@ -42,6 +42,7 @@ __all__ = [
     "resolve_hub_files",
     "resolve_local_or_hub",
     "resolve_model_file",
+    "resolve_model_files",
     "sha256_file",
     "verify_sha256",
 ]
@@ -397,6 +398,29 @@ def resolve_model_file(
             label=f"Checkpoint {src.filename!r} of model {entry.name!r}",
         )
     raise ClipCapError(f"Model {entry.name!r} has an unknown source type {src.type!r}.")
+
+
+def resolve_model_files(
+    entry: ModelEntry,
+    *,
+    models_dir: Path | None = None,
+    download: bool = True,
+    progress: bool = True,
+) -> Path:
+    """Where a registry model's files are: an SBG generator's folder, else the ClipCap checkpoint file.
+
+    The one place that knows both kinds, so "is it installed?" (``download=False``) and "get it" agree everywhere
+    (CLI ``models``, the UI's model table and download button, the API's model list).
+
+    Raises:
+        MissingFileError: not installed and ``download`` is False or impossible (the message says what to do).
+    """
+    if entry.kind == "sbg":
+        from .sbg.locate import resolve_generator_folder
+
+        base = Path(models_dir).expanduser() if models_dir else default_models_dir()
+        return resolve_generator_folder(entry, base, download=download)
+    return resolve_model_file(entry, models_dir=models_dir, download=download, progress=progress)
 
 
 def resolve_hub_files(

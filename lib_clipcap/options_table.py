@@ -335,12 +335,12 @@ DEMO_MODEL = "shapes-demo"
 
 
 def model_installed(name: str, *, models_dir: Any = None) -> bool:
-    """True when registry model ``name``'s checkpoint is available locally (never downloads, never raises)."""
+    """True when registry model ``name``'s files (checkpoint, or SBG generator folder) are available locally (never downloads, never raises)."""
     from . import hub
     from .registry import get_model
 
     try:
-        hub.resolve_model_file(get_model(name), models_dir=models_dir, download=False, progress=False)
+        hub.resolve_model_files(get_model(name), models_dir=models_dir, download=False, progress=False)
         return True
     except (ClipCapError, OSError):
         return False

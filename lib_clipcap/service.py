@@ -131,9 +131,7 @@ class ModelManager:
         from . import hub
         from .registry import get_model
 
-        entry = get_model(name)
-        if entry.kind == "clipcap":  # SBG models are folders; their loader checks them
-            hub.resolve_model_file(entry, models_dir=self.models_dir)
+        hub.resolve_model_files(get_model(name), models_dir=self.models_dir)
 
     def unload(self, name: str | None = None) -> list[str]:
         """Unload ``name`` (or every model); returns the names unloaded."""

@@ -110,7 +110,7 @@ class CaptionUI:
 
         try:
             entry = get_model(name)
-            path = hub.resolve_model_file(entry, models_dir=self.models_dir, download=False, progress=False)
+            path = hub.resolve_model_files(entry, models_dir=self.models_dir, download=False, progress=False)
             yield f"{entry.name} is installed: `{path}`", self.model_rows()
             return
         except MissingFileError:
@@ -120,7 +120,7 @@ class CaptionUI:
             return
         if entry.source.type != "hub":  # manual: the message says where to get it and where to put it
             try:
-                hub.resolve_model_file(entry, models_dir=self.models_dir, download=True, progress=False)
+                hub.resolve_model_files(entry, models_dir=self.models_dir, download=True, progress=False)
             except Exception as e:  # noqa: BLE001
                 yield _error_text(e), self.model_rows()
             return
@@ -129,7 +129,7 @@ class CaptionUI:
 
         def work() -> None:
             try:
-                outcome["path"] = hub.resolve_model_file(entry, models_dir=self.models_dir, download=True,
+                outcome["path"] = hub.resolve_model_files(entry, models_dir=self.models_dir, download=True,
                                                          progress=False)
             except BaseException as e:  # noqa: BLE001 - reported by the generator
                 outcome["error"] = e

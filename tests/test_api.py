@@ -253,6 +253,8 @@ def test_models_lists_the_registry_with_installed_and_loaded(client, tmp_path):
     rows = {m["name"]: m for m in before["models"]}
     assert rows[DEMO]["installed"] is True and rows[DEMO]["source"] == "bundled"
     assert rows["flickr8k"]["installed"] is False  # the test's models folder is empty
+    assert rows["shapes-sbg"]["installed"] is True  # a bundled SBG generator folder, not a checkpoint file
+    assert rows["sbg-flickr"]["installed"] is False
     assert rows[DEMO]["default"] is True and before["default"] == DEMO
     assert before["loaded"] == [] and not rows[DEMO]["loaded"]
     caption_ok(client)
