@@ -6,6 +6,11 @@ handed to :func:`lib_clipcap.api.mount_api`. A malformed ``--api-auth`` fails cl
 
 The routes exist when the host serves an API (``--api``, or ``--nowebui`` where the API is all there is), like
 ``/sdapi/v1/*``: without ``--api`` a ``--gradio-auth``-protected UI must not gain an unprotected side door.
+
+WebUI-only route: ``POST /clipcap/v1/generated-caption`` ``{"image": base64}`` returns the ``caption`` that the
+"Caption generated images" section wrote into a generated image's metadata (PNG text / EXIF UserComment), with the
+section's recorded settings, without running a model; for API users who post-process the images
+``/sdapi/v1/txt2img`` returned (or files it saved).
 """
 
 from __future__ import annotations
@@ -50,4 +55,68 @@ def mount(app: Any) -> bool:
     from lib_clipcap.api import mount_api
 
     mount_api(app, host.get_manager(), credentials=credentials, job_manager=host.get_job_manager())
+    app.include_router(generated_caption_router(credentials))  # mount_api drops it again on the next mount
+    app.openapi_schema = None
     return True
+
+
+GENERATED_CAPTION_PATH = "/generated-caption"
+
+
+def read_generated_caption(raw: bytes) -> dict[str, Any]:
+    """``{"caption", "settings", "parameters"}`` from the bytes of a generated image (``None`` where absent).
+
+    Raises:
+        lib_clipcap.metadata.MetadataError: not a PNG/JPEG/WebP file, or corrupt metadata.
+    """
+    from lib_clipcap.metadata import infotext_param, parameters_from_bytes
+
+    from .generation_ui import KEY_CAPTION, SETTING_KEYS
+
+    text = parameters_from_bytes(raw)
+    settings = {key[len("ClipCap "):]: infotext_param(text, key) for key in SETTING_KEYS}
+    settings = {k: v for k, v in settings.items() if v is not None}
+    return {"caption": infotext_param(text, KEY_CAPTION), "settings": settings or None, "parameters": text}
+
+
+def generated_caption_router(credentials: dict[str, str] | None) -> Any:
+    """The router of ``POST /clipcap/v1/generated-caption`` (HTTP Basic auth with ``credentials`` when given)."""
+    from fastapi import APIRouter, Request
+    from fastapi.responses import JSONResponse
+
+    from lib_clipcap.api import (
+        API_PREFIX,
+        DEFAULT_MAX_IMAGE_BYTES,
+        UNAUTHORIZED_HEADERS,
+        ApiError,
+        credentials_ok,
+        decode_image_data,
+    )
+    from lib_clipcap.metadata import MetadataError
+
+    router = APIRouter(prefix=API_PREFIX, tags=["clipcap"])
+
+    async def generated_caption(request: Request) -> Any:
+        try:
+            if credentials and not credentials_ok(request.headers.get("authorization"), credentials):
+                raise ApiError(401, "unauthorized", "HTTP Basic authentication required (--api-auth credentials)",
+                               headers=dict(UNAUTHORIZED_HEADERS))
+            try:
+                body = await request.json()
+            except ValueError:
+                raise ApiError(400, "invalid_json", "the request body is not valid JSON") from None
+            if not isinstance(body, dict) or set(body) - {"image"}:
+                raise ApiError(422, "invalid_request", 'the body must be {"image": base64 or data URL}')
+            raw = decode_image_data(body.get("image"), max_bytes=DEFAULT_MAX_IMAGE_BYTES)
+            try:
+                return JSONResponse(read_generated_caption(raw))
+            except MetadataError as e:
+                raise ApiError(400, "not_an_image", str(e)) from None
+        except ApiError as e:
+            return e.response()
+
+    # This module uses postponed annotations; FastAPI needs the real class to inject the request.
+    generated_caption.__annotations__ = {"request": Request}
+    router.add_api_route(GENERATED_CAPTION_PATH, generated_caption, methods=["POST"],
+                         summary="The ClipCap caption stored in a generated image's metadata")
+    return router

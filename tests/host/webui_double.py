@@ -175,3 +175,26 @@ def gallery_value(gallery: Any, images: list[Any], index: int | None) -> Any:
     if index is not None:
         data = type(data)(root=[data.root[index]])
     return gallery.preprocess(data)
+
+
+# --------------------------------------------------------------------------------------------- script arguments
+def script_args(runner: Any, title: str, values: list[Any] | None = None) -> list[Any]:
+    """What the UI sends as ``p.script_args``: 0 (no selectable script), every control's current value, and
+    ``values`` in place of the controls of the script titled ``title`` (``None``: its defaults)."""
+    args: list[Any] = [0] + [getattr(c, "value", None) for c in runner.inputs[1:]]
+    if values is not None:
+        script = runner.script(title)
+        assert script is not None, f"no script {title!r}"
+        assert len(values) == script.args_to - script.args_from, "one value per control"
+        args[script.args_from:script.args_to] = values
+    return args
+
+
+def paste(tabname: str, infotext: str) -> dict[Any, Any]:
+    """``{component: new value}`` after the tab's paste button received ``infotext`` (components left alone are
+    missing), through the host's own ``paste_func``."""
+    from modules import infotext_utils
+
+    fields = infotext_utils.paste_fields[tabname]["fields"]
+    updates = infotext_utils.paste_func_for(tabname)(infotext)
+    return {field[0]: u["value"] for field, u in zip(fields, updates) if "value" in u}

@@ -6,10 +6,12 @@
 
 import base64
 import io
+import json
 import os
+import re
 import sys
 
-from modules import images, shared
+from modules import errors, images, shared
 from modules._mode import FORGE
 
 paste_fields = {}
@@ -83,7 +85,23 @@ def image_from_url_text(filedata):
     return images.read(io.BytesIO(filedata))
 
 
+class PasteField(tuple):
+    def __new__(cls, component, target, *, api=None):
+        return super().__new__(cls, (component, target))
+
+    def __init__(self, component, target, *, api=None):
+        super().__init__()
+        self.api = api
+        self.component = component
+        self.label = target if isinstance(target, str) else None
+        self.function = target if callable(target) else None
+
+
 def add_paste_fields(tabname, init_img, fields, override_settings_component=None):
+    if fields:
+        for i in range(len(fields)):
+            if not isinstance(fields[i], PasteField):
+                fields[i] = PasteField(*fields[i])
     paste_fields[tabname] = {"init_img": init_img, "fields": fields,
                              "override_settings_component": override_settings_component}
 
@@ -109,16 +127,104 @@ def connect_paste_params_buttons():
                           "destination_image": destination.get("init_img")})
 
 
+re_param_code = r'\s*(\w[\w \-/]+):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)'
+re_param = re.compile(re_param_code)
+re_imagesize = re.compile(r"^(\d+)x(\d+)$")
+
+
+def unquote(text):
+    if len(text) == 0 or text[0] != '"' or text[-1] != '"':
+        return text
+    try:
+        return json.loads(text)
+    except Exception:
+        return text
+
+
 def parse_generation_parameters(x: str, skip_fields=None):
-    lines = x.strip().split("\n")
-    prompt, negative = [], []
+    """The host's parser (A1111 v1.10): the last line holds the parameters when it has at least 3 of them."""
+    if skip_fields is None:
+        skip_fields = []
+    res = {}
+    prompt = ""
+    negative_prompt = ""
     done_with_prompt = False
+    *lines, lastline = x.strip().split("\n")
+    if len(re_param.findall(lastline)) < 3:
+        lines.append(lastline)
+        lastline = ''
     for line in lines:
+        line = line.strip()
         if line.startswith("Negative prompt:"):
             done_with_prompt = True
             line = line[16:].strip()
-        (negative if done_with_prompt else prompt).append(line)
-    return {"Prompt": "\n".join(prompt), "Negative prompt": "\n".join(negative)}
+        if done_with_prompt:
+            negative_prompt += ("" if negative_prompt == "" else "\n") + line
+        else:
+            prompt += ("" if prompt == "" else "\n") + line
+    for k, v in re_param.findall(lastline):
+        try:
+            if v[0] == '"' and v[-1] == '"':
+                v = unquote(v)
+            m = re_imagesize.match(v)
+            if m is not None:
+                res[f"{k}-1"] = m.group(1)
+                res[f"{k}-2"] = m.group(2)
+            else:
+                res[k] = v
+        except Exception:
+            print(f"Error parsing \"{k}: {v}\"")
+    res["Prompt"] = prompt
+    res["Negative prompt"] = negative_prompt
+    if "Clip skip" not in res:
+        res["Clip skip"] = "1"
+    for key in skip_fields:
+        res.pop(key, None)
+    return res
+
+
+def paste_func_for(tabname):
+    """The function a paste button runs for ``tabname`` (the host's ``connect_paste`` ``paste_func``): infotext in,
+    one ``gr.update`` per paste field out (``gr.update()`` = leave the component as it is)."""
+    import gradio as gr
+
+    from modules import script_callbacks
+
+    fields = paste_fields[tabname]["fields"]
+    type_of_gr_update = type(gr.update())
+
+    def paste_func(prompt):
+        params = parse_generation_parameters(prompt)
+        script_callbacks.infotext_pasted_callback(prompt, params)
+        res = []
+        for output, key in fields:
+            if callable(key):
+                try:
+                    v = key(params)
+                except Exception:
+                    errors.report(f"Error executing {key}", exc_info=True)
+                    v = None
+            else:
+                v = params.get(key, None)
+            if v is None:
+                res.append(gr.update())
+            elif isinstance(v, type_of_gr_update):
+                res.append(v)
+            else:
+                try:
+                    valtype = type(output.value)
+                    if valtype == bool and v == "False":
+                        val = False
+                    elif valtype == int:
+                        val = float(v)
+                    else:
+                        val = valtype(v)
+                    res.append(gr.update(value=val))
+                except Exception:
+                    res.append(gr.update())
+        return res
+
+    return paste_func
 
 
 sys.modules["modules.generation_parameters_copypaste"] = sys.modules[__name__]

@@ -304,7 +304,11 @@ class ScriptRunner:
         import gradio as gr
 
         self.inputs = [None]
+        self.infotext_fields = []
+        self.paste_field_names = []
+        self.title_map = {}
         for script in self.alwayson_scripts + self.selectable_scripts:
+            self.title_map[script.title().lower()] = script
             with gr.Group(visible=script.alwayson) as group:
                 script.args_from = len(self.inputs)
                 controls = wrap_call(script.ui, script.filename, "ui", script.is_img2img) or []
@@ -312,7 +316,55 @@ class ScriptRunner:
                 self.inputs += list(controls)
                 script.args_to = len(self.inputs)
                 script.group = group
+                if script.infotext_fields is not None:
+                    self.infotext_fields += script.infotext_fields
+                if script.paste_field_names is not None:
+                    self.paste_field_names += script.paste_field_names
         return self.inputs
+
+    # ------------------------------------------------------------------------------------------- processing hooks
+    def run(self, p, *args):
+        script_index = args[0] if args else 0
+        if script_index == 0 or script_index is None:
+            return None
+        script = self.selectable_scripts[script_index - 1]
+        script_args = args[script.args_from:script.args_to]
+        return script.run(p, *script_args)
+
+    def _alwayson(self, hook, p, *extra, **kwargs):
+        for script in self.alwayson_scripts:
+            script_args = p.script_args[script.args_from:script.args_to]
+            wrap_call(getattr(script, hook), script.filename, hook, p, *extra, *script_args, **kwargs)
+
+    def before_process(self, p):
+        self._alwayson("before_process", p)
+
+    def process(self, p):
+        self._alwayson("process", p)
+
+    def before_process_batch(self, p, **kwargs):
+        self._alwayson("before_process_batch", p, **kwargs)
+
+    def process_batch(self, p, **kwargs):
+        self._alwayson("process_batch", p, **kwargs)
+
+    def postprocess(self, p, processed):
+        self._alwayson("postprocess", p, processed)
+
+    def postprocess_batch(self, p, images, **kwargs):
+        self._alwayson("postprocess_batch", p, images=images, **kwargs)
+
+    def postprocess_batch_list(self, p, pp, **kwargs):
+        self._alwayson("postprocess_batch_list", p, pp, **kwargs)
+
+    def postprocess_image(self, p, pp):
+        self._alwayson("postprocess_image", p, pp)
+
+    def postprocess_maskoverlay(self, p, ppmo):
+        self._alwayson("postprocess_maskoverlay", p, ppmo)
+
+    def postprocess_image_after_composite(self, p, pp):
+        self._alwayson("postprocess_image_after_composite", p, pp)
 
     def before_component(self, component, **kwargs):
         for callback, script in self.on_before_component_elem_id.get(kwargs.get("elem_id"), []):
@@ -330,9 +382,7 @@ class ScriptRunner:
         return self.title_map.get(title.lower())
 
     def run_alwayson(self, hook, p, *extra, **kwargs):
-        for script in self.alwayson_scripts:
-            script_args = p.script_args[script.args_from:script.args_to]
-            wrap_call(getattr(script, hook), script.filename, hook, p, *extra, *script_args, **kwargs)
+        self._alwayson(hook, p, *extra, **kwargs)
 
 
 scripts_txt2img = None

@@ -21,8 +21,38 @@ restricted_opts = {"samples_filename_pattern", "directories_filename_pattern", "
 
 options_templates = {}
 options_templates.update(options_section(("saving-images", "Saving images/grids", "saving"), {
+    "samples_save": OptionInfo(True, "Always save all generated images"),
     "samples_format": OptionInfo("png", "File format for images"),
+    "save_images_add_number": OptionInfo(True, "Add number to filename when saving"),
+    "save_images_replace_action": OptionInfo("Replace", "Saving the image to an existing file", gr.Radio, {"choices": ["Replace", "Add number suffix"]}),
+    "grid_save": OptionInfo(True, "Always save all generated image grids"),
+    "grid_format": OptionInfo("png", "File format for grids"),
+    "grid_only_if_multiple": OptionInfo(True, "Do not save grids consisting of one picture"),
+    "return_grid": OptionInfo(True, "Show grid in gallery"),
+    "enable_pnginfo": OptionInfo(True, "Save text information about generation parameters as chunks to png files"),
     "save_txt": OptionInfo(False, "Create a text file with infotext next to every image"),
+    "save_incomplete_images": OptionInfo(False, "Save incomplete images"),
+    "jpeg_quality": OptionInfo(80, "Quality for saved jpeg and avif images"),
+    "webp_lossless": OptionInfo(False, "Use lossless compression for webp images"),
+    "save_to_dirs": OptionInfo(True, "Save images to a subdirectory"),
+    "samples_filename_pattern": OptionInfo("", "Images filename pattern"),
+    "use_original_name_batch": OptionInfo(True, "Use original name for output filename during batch process in extras tab"),
+}))
+options_templates.update(options_section(("saving-paths", "Paths for saving", "saving"), {
+    "outdir_samples": OptionInfo("", "Output directory for images; if empty, defaults to three directories below"),
+    "outdir_txt2img_samples": OptionInfo(os.path.join(data_path, "outputs", "txt2img-images"), "Output directory for txt2img images"),
+    "outdir_img2img_samples": OptionInfo(os.path.join(data_path, "outputs", "img2img-images"), "Output directory for img2img images"),
+    "outdir_extras_samples": OptionInfo(os.path.join(data_path, "outputs", "extras-images"), "Output directory for images from extras tab"),
+    "outdir_txt2img_grids": OptionInfo(os.path.join(data_path, "outputs", "txt2img-grids"), "Output directory for txt2img grids"),
+    "outdir_img2img_grids": OptionInfo(os.path.join(data_path, "outputs", "img2img-grids"), "Output directory for img2img grids"),
+}))
+options_templates.update(options_section(("img2img", "img2img", "sd"), {
+    "img2img_batch_show_results_limit": OptionInfo(32, "Show the first N batch img2img results in UI"),
+}))
+options_templates.update(options_section(("postprocessing", "Postprocessing", "postprocessing"), {
+    "postprocessing_enable_in_main_ui": OptionInfo([], "Enable postprocessing operations in txt2img and img2img tabs", gr.CheckboxGroup, {"choices": []}),
+    "postprocessing_operation_order": OptionInfo([], "Postprocessing operation order", gr.CheckboxGroup, {"choices": []}),
+    "postprocessing_existing_caption_action": OptionInfo("Ignore", "Action for existing captions", gr.Radio, {"choices": ["Ignore", "Keep", "Prepend", "Append"]}).info("when generating captions using postprocessing; Ignore = use generated; Keep = use original; Prepend/Append = combine both"),
 }))
 options_templates.update(options_section(("interrogate", "Interrogate"), {
     "interrogate_keep_models_in_memory": OptionInfo(False, "Keep models in VRAM"),

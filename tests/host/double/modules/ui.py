@@ -101,7 +101,9 @@ def create_ui():
             scripts.scripts_txt2img.setup_ui()
         txt2img_gallery, _ = output_panel("txt2img")
         txt2img_generate.click(fn=lambda: list(fake_outputs), inputs=[], outputs=[txt2img_gallery])
-    infotext_utils.add_paste_fields("txt2img", None, [(txt2img_prompt, "Prompt")])
+    txt2img_paste_fields = [infotext_utils.PasteField(txt2img_prompt, "Prompt", api="prompt"),
+                            *scripts.scripts_txt2img.infotext_fields]
+    infotext_utils.add_paste_fields("txt2img", None, txt2img_paste_fields)
 
     scripts.scripts_current = scripts.scripts_img2img
     scripts.scripts_img2img.initialize_scripts(is_img2img=True)
@@ -118,20 +120,34 @@ def create_ui():
         with gr.Row(elem_id="img2img_settings"):
             scripts.scripts_img2img.setup_ui()
         img2img_gallery, _ = output_panel("img2img")
-    infotext_utils.add_paste_fields("img2img", init_img, [(img2img_prompt, "Prompt")])
+    img2img_paste_fields = [infotext_utils.PasteField(img2img_prompt, "Prompt", api="prompt"),
+                            *scripts.scripts_img2img.infotext_fields]
+    infotext_utils.add_paste_fields("img2img", init_img, img2img_paste_fields)
     scripts.scripts_current = None
+
+    with gr.Blocks(analytics_enabled=False) as extras_interface:  # modules/ui_postprocessing.py
+        with gr.Tabs(elem_id="mode_extras"):
+            with gr.TabItem('Single Image', id="single_image", elem_id="extras_single_tab"):
+                legacy = {"source": "upload"} if GRADIO3 else {"sources": ["upload"]}
+                gr.Image(label="Source", interactive=True, type="pil", elem_id="extras_image", image_mode="RGBA", **legacy)
+            with gr.TabItem('Batch from Directory', id="batch_from_directory", elem_id="extras_batch_directory_tab"):
+                gr.Textbox(label="Input directory", **shared.hide_dirs, elem_id="extras_batch_input_dir")
+                gr.Textbox(label="Output directory", **shared.hide_dirs, elem_id="extras_batch_output_dir")
+        extras_script_inputs = scripts.scripts_postproc.setup_ui()
 
     with gr.Blocks(analytics_enabled=False) as settings_interface:
         for key in list(shared.opts.data_labels):
             shared.settings_components[key] = setting_component(key)
 
     interfaces = [(txt2img_interface, "Txt2img" if FORGE else "txt2img", "txt2img"),
-                  (img2img_interface, "Img2img" if FORGE else "img2img", "img2img")]
+                  (img2img_interface, "Img2img" if FORGE else "img2img", "img2img"),
+                  (extras_interface, "Extras", "extras")]
     interfaces += script_callbacks.ui_tabs_callback()
     interfaces += [(settings_interface, "Settings", "settings")]
     tabs_built.clear()
     tabs_built.update(txt2img_prompt=txt2img_prompt, img2img_prompt=img2img_prompt, init_img=init_img,
-                      txt2img_gallery=txt2img_gallery, img2img_gallery=img2img_gallery, interfaces=interfaces)
+                      txt2img_gallery=txt2img_gallery, img2img_gallery=img2img_gallery, interfaces=interfaces,
+                      extras_script_inputs=extras_script_inputs)
 
     with gr.Blocks(analytics_enabled=False, title="Stable Diffusion") as demo:
         with gr.Tabs(elem_id="tabs"):

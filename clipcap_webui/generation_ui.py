@@ -1,0 +1,269 @@
+"""The "Caption generated images" section of txt2img/img2img: its controls, its arguments, and its infotext entries.
+
+One list of controls is the section's argument list everywhere the host passes it: the UI, the host's API
+(``"alwayson_scripts": {"ClipCap": {"args": [...]}}``) and the infotext paste. The order, fixed here as
+:data:`ARG_NAMES`, is::
+
+    enabled, model, preset, outputs, caption_ext, existing, prefix, suffix, prompt_mode
+
+API callers may instead pass one JSON object with any of these names as the only argument
+(``"args": [{"enabled": true, "outputs": ["sidecar"]}]``); missing names take their defaults.
+
+The settings are recorded in the infotext as ``ClipCap ...`` entries (:func:`infotext_entries`), and
+:func:`infotext_fields` maps them back onto the controls, so PNG Info / "send to" / the API's ``infotext`` field
+restore the section as it was.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+TITLE = "ClipCap"
+LABEL = "Caption generated images (ClipCap)"
+
+OUTPUTS = ("sidecar", "metadata", "panel")
+OUTPUT_LABELS = {"sidecar": "Sidecar file", "metadata": "Image metadata (PNG Info)", "panel": "Results panel"}
+DEFAULT_OUTPUTS = ("sidecar", "metadata")
+PROMPT_MODE_LABELS = {"off": "Off", "replace": "Caption only", "append": "Prompt, then caption",
+                      "prepend": "Caption, then prompt"}
+
+ARG_NAMES = ("enabled", "model", "preset", "outputs", "caption_ext", "existing", "prefix", "suffix", "prompt_mode")
+
+# Infotext keys (the host parses "key: value" pairs of the last infotext line).
+KEY_MODEL = "ClipCap model"
+KEY_PRESET = "ClipCap preset"
+KEY_OUTPUTS = "ClipCap output"
+KEY_EXT = "ClipCap sidecar ext"
+KEY_EXISTING = "ClipCap existing"
+KEY_PREFIX = "ClipCap prefix"
+KEY_SUFFIX = "ClipCap suffix"
+KEY_PROMPT = "ClipCap prompt"
+KEY_CAPTION = "ClipCap caption"  # per image: the caption itself
+SETTING_KEYS = (KEY_MODEL, KEY_PRESET, KEY_OUTPUTS, KEY_EXT, KEY_EXISTING, KEY_PREFIX, KEY_SUFFIX, KEY_PROMPT)
+
+
+def _default_model() -> str:
+    from lib_clipcap.options_table import get_option
+
+    from . import host
+
+    return str(host.opt("clipcap_model", "") or get_option("model").default)
+
+
+@dataclass
+class GenerationSettings:
+    """The section's values, checked. Build with :meth:`from_args`."""
+
+    enabled: bool = False
+    model: str = ""
+    preset: str = "settings"
+    outputs: tuple[str, ...] = DEFAULT_OUTPUTS
+    caption_ext: str = ".txt"
+    existing: str = "skip"
+    prefix: str = ""
+    suffix: str = ""
+    prompt_mode: str = "off"
+    problems: list[str] = field(default_factory=list)
+
+    @classmethod
+    def from_args(cls, args: Sequence[Any]) -> "GenerationSettings":
+        """Settings from the script arguments: positional (:data:`ARG_NAMES`) or one dict.
+
+        Never raises: ``None`` (a control the API left out) takes the default; a bad value takes the default too and
+        is listed in ``problems``, so generation is never stopped by this section.
+        """
+        from lib_clipcap.batch.options import EXISTING_POLICIES
+        from lib_clipcap.presets import DECODING_PRESETS
+        from lib_clipcap.prompting import PROMPT_MODES
+
+        args = list(args or ())
+        if args and isinstance(args[0], dict):
+            named = dict(args[0])
+        else:
+            named = dict(zip(ARG_NAMES, args))
+        s = cls(model=_default_model())
+        for name in named:
+            if name not in ARG_NAMES:
+                s.problems.append(f"unknown argument {name!r} (valid: {', '.join(ARG_NAMES)})")
+
+        def take(name: str, check: Callable[[Any], Any]) -> None:
+            value = named.get(name)
+            if value is None:
+                return
+            try:
+                setattr(s, name, check(value))
+            except (TypeError, ValueError) as e:
+                s.problems.append(f"{name}={value!r}: {e}")
+
+        def choice(options: Sequence[str]) -> Callable[[Any], str]:
+            def check(v: Any) -> str:
+                if v not in options:
+                    raise ValueError(f"must be one of {', '.join(options)}")
+                return v
+            return check
+
+        def text(v: Any) -> str:
+            if not isinstance(v, str):
+                raise TypeError("must be a string")
+            return v
+
+        def outputs(v: Any) -> tuple[str, ...]:
+            items = [v] if isinstance(v, str) else list(v)
+            bad = [x for x in items if x not in OUTPUTS]
+            if bad:
+                raise ValueError(f"unknown output {bad[0]!r}; valid: {', '.join(OUTPUTS)}")
+            return tuple(x for x in OUTPUTS if x in items)
+
+        take("enabled", lambda v: v if isinstance(v, bool) else _raise(TypeError("must be true or false")))
+        take("model", lambda v: text(v).strip() or _default_model())
+        take("preset", choice(tuple(DECODING_PRESETS)))
+        take("outputs", outputs)
+        take("caption_ext", _caption_ext)
+        take("existing", choice(EXISTING_POLICIES))
+        take("prefix", text)
+        take("suffix", text)
+        take("prompt_mode", choice(PROMPT_MODES))
+        return s
+
+    def args(self) -> list[Any]:
+        """The positional argument list (the inverse of :meth:`from_args`)."""
+        return [self.enabled, self.model, self.preset, list(self.outputs), self.caption_ext, self.existing,
+                self.prefix, self.suffix, self.prompt_mode]
+
+    @property
+    def captions_outputs(self) -> bool:
+        """Generated images get captioned (some output is chosen)."""
+        return self.enabled and bool(self.outputs)
+
+    @property
+    def captions_prompt(self) -> bool:
+        """img2img: the init image's caption becomes the prompt."""
+        return self.enabled and self.prompt_mode != "off"
+
+
+def _raise(e: Exception) -> Any:
+    raise e
+
+
+def _caption_ext(value: Any) -> str:
+    from lib_clipcap.batch.options import TagOptions
+    from lib_clipcap.errors import ClipCapError
+
+    if not isinstance(value, str):
+        raise TypeError("must be a string like .txt")
+    value = value.strip()
+    value = value if value.startswith(".") else "." + value
+    try:  # the batch tagger's rules: a plain suffix, never an image's
+        return TagOptions(inputs=["-"], caption_ext=value).caption_ext
+    except ClipCapError as e:
+        raise ValueError(getattr(e, "reason", str(e))) from None
+
+
+# ------------------------------------------------------------------------------------------------------ infotext
+def infotext_entries(s: GenerationSettings, *, is_img2img: bool) -> dict[str, str]:
+    """The ``ClipCap ...`` entries recording ``s`` (defaults of the sidecar options are left out)."""
+    out = {KEY_MODEL: s.model, KEY_PRESET: s.preset, KEY_OUTPUTS: "+".join(s.outputs) or "none"}
+    if "sidecar" in s.outputs:
+        if s.caption_ext != ".txt":
+            out[KEY_EXT] = s.caption_ext
+        if s.existing != "skip":
+            out[KEY_EXISTING] = s.existing
+        if s.prefix:
+            out[KEY_PREFIX] = s.prefix
+        if s.suffix:
+            out[KEY_SUFFIX] = s.suffix
+    if is_img2img and s.prompt_mode != "off":
+        out[KEY_PROMPT] = s.prompt_mode
+    return out
+
+
+def _from_params(key: str, default: Any, convert: Callable[[str], Any] = str) -> Callable[[dict], Any]:
+    """A paste function: the entry's value, its default when the infotext has ClipCap entries but not this one, and
+    ``None`` (leave the control alone) when the infotext has no ClipCap entries at all."""
+    def paste(params: dict) -> Any:
+        if KEY_MODEL not in params:
+            return None
+        value = params.get(key)
+        return default if value is None else convert(value)
+    return paste
+
+
+def infotext_fields(controls: Sequence[Any]) -> list[tuple[Any, Any]]:
+    """``(component, infotext key or function)`` pairs for ``Script.infotext_fields`` (the order of :data:`ARG_NAMES`)."""
+    enabled, model, preset, outputs, ext, existing, prefix, suffix, prompt_mode = controls
+    return [
+        (enabled, lambda params: KEY_MODEL in params),
+        (model, KEY_MODEL),
+        (preset, _from_params(KEY_PRESET, "settings")),
+        (outputs, _from_params(KEY_OUTPUTS, list(DEFAULT_OUTPUTS),
+                               lambda v: [x for x in v.split("+") if x in OUTPUTS])),
+        (ext, _from_params(KEY_EXT, ".txt")),
+        (existing, _from_params(KEY_EXISTING, "skip")),
+        (prefix, _from_params(KEY_PREFIX, "")),
+        (suffix, _from_params(KEY_SUFFIX, "")),
+        (prompt_mode, _from_params(KEY_PROMPT, "off")),
+    ]
+
+
+# ------------------------------------------------------------------------------------------------------------ UI
+def build(script: Any, is_img2img: bool) -> list[Any]:
+    """``Script.ui``: the accordion and its controls; sets ``infotext_fields`` and ``paste_field_names``.
+
+    Gradio 3.41 and 4.x alike (choices as ``(label, value)`` pairs, no ``.style()``). Called again by the host's API
+    to read default values, so it keeps no state besides the script's attributes.
+    """
+    import gradio as gr
+
+    from lib_clipcap.batch.options import EXISTING_POLICIES
+    from lib_clipcap.presets import PRESET_LABELS
+    from lib_clipcap.registry import list_models
+
+    models = list_models()
+    default_model = _default_model()
+    if default_model not in models:
+        models = [default_model, *models]
+    with _accordion(script) as enabled:
+        with gr.Row():
+            model = gr.Dropdown(label="Model", choices=models, value=default_model, elem_id=script.elem_id("model"))
+            preset = gr.Radio(label="Decoding", choices=[(v, k) for k, v in PRESET_LABELS.items()], value="settings",
+                              elem_id=script.elem_id("preset"))
+        outputs = gr.CheckboxGroup(label="Write the caption to", value=list(DEFAULT_OUTPUTS),
+                                   choices=[(OUTPUT_LABELS[k], k) for k in OUTPUTS], elem_id=script.elem_id("outputs"))
+        with gr.Row():
+            ext = gr.Textbox(label="Sidecar extension", value=".txt", elem_id=script.elem_id("caption_ext"))
+            existing = gr.Radio(label="When the sidecar exists", choices=list(EXISTING_POLICIES), value="skip",
+                                elem_id=script.elem_id("existing"))
+        with gr.Row():
+            prefix = gr.Textbox(label="Sidecar prefix", value="", placeholder="e.g. a trigger word",
+                                elem_id=script.elem_id("prefix"))
+            suffix = gr.Textbox(label="Sidecar suffix", value="", elem_id=script.elem_id("suffix"))
+        prompt_mode = gr.Radio(label="Use the init image's caption as the prompt", value="off",
+                               choices=[(v, k) for k, v in PROMPT_MODE_LABELS.items()], visible=is_img2img,
+                               info="Each input image (batch folders and uploads too) is captioned first; "
+                                    "{caption} in the prompt marks where the caption goes.",
+                               elem_id=script.elem_id("prompt_mode"))
+    controls = [enabled, model, preset, outputs, ext, existing, prefix, suffix, prompt_mode]
+    script.infotext_fields = infotext_fields(controls)
+    script.paste_field_names = list(SETTING_KEYS)
+    return controls
+
+
+def _accordion(script: Any) -> Any:
+    """The host's ``InputAccordion`` (a checkbox that opens and closes the section); a checkbox inside an accordion
+    on hosts without it."""
+    try:
+        from modules.ui_components import InputAccordion
+    except ImportError:
+        InputAccordion = None
+    if InputAccordion is not None:
+        return InputAccordion(False, label=LABEL, elem_id=script.elem_id("enabled"))
+    import contextlib
+
+    import gradio as gr
+
+    @contextlib.contextmanager
+    def fallback():
+        with gr.Accordion(LABEL, open=False):
+            yield gr.Checkbox(False, label="Enable", elem_id=script.elem_id("enabled"))
+    return fallback()
