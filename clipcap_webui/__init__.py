@@ -7,8 +7,12 @@
   command-line flags) and hold the process-wide :class:`~lib_clipcap.service.ModelManager`;
 - :mod:`.memory`: the GPU-etiquette :class:`~lib_clipcap.service.DevicePolicy` for each host;
 - :mod:`.settings`: the Settings section, generated from :mod:`lib_clipcap.options_table`;
-- :mod:`.auth`: ``--api-auth`` parsing, so the extension's routes are protected like the host's;
+- :mod:`.requirements`: what ``install.py`` may install (only what is missing, never a package the host pins);
 - :mod:`.prompt_button`: the prompt-from-image buttons in the txt2img/img2img tool rows, and the "send to" buttons.
+- :mod:`.routes`: the extension's HTTP routes on the host's app, protected by ``--api-auth`` like the host's;
+- :mod:`.generation`, :mod:`.generation_ui`: captioning the images a generation saves (sidecar, metadata, results
+  panel) and the img2img caption-as-prompt, behind an always-visible txt2img/img2img section;
+- :mod:`.postprocessing`: the Extras ("Postprocessing") caption step.
 
 Importing it is cheap (no torch, no gradio at import time) and does not need the host: every host module is imported
 inside the function that uses it.
