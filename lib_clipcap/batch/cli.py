@@ -4,6 +4,9 @@ Progress (images/s, ETA) goes to stderr through tqdm; the result line ``written 
 followed on stderr by every failed file with its reason. Exit status: 0 all files fine, 1 some failed, 2 bad usage
 or a fatal error (lock held, model missing...), 130 stopped by Ctrl-C (press it once to stop after the current
 batch, twice to abort at once; either way rerunning the command resumes).
+
+``--engine ray`` runs the captioning on a Ray cluster (:mod:`lib_clipcap.distributed`; needs ``ray[data]``) with the
+same options, outputs, resume and report; it adds ``--address``, placement options and a Parquet manifest.
 """
 
 from __future__ import annotations
@@ -53,6 +56,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--workers", type=int, help="image-decoding processes (default: 0 on CPU, up to 16 on a GPU)")
     add_model_arguments(p)
     add_decoding_arguments(p)
+    g = p.add_argument_group("engine (--engine ray: Ray Data on many GPUs / machines; pip install \"ray[data]\")")
+    g.add_argument("--engine", choices=["local", "ray"], default="local",
+                   help="local: this process (default); ray: a Ray cluster (decode tasks + one model per actor)")
+    g.add_argument("--address", help="Ray cluster: 'auto', HOST:PORT of the head, or ray://HOST:10001 (default: "
+                                     "start a private Ray on this machine with all its GPUs and cores)")
+    g.add_argument("--actors", type=int, help="captioning actors, one model each (default: one per GPU, else "
+                                              "half the cluster's CPUs)")
+    g.add_argument("--gpus-per-actor", type=float, help="GPUs per actor (default 1 when the cluster has GPUs)")
+    g.add_argument("--cpus-per-actor", type=float, default=1.0, help="CPUs reserved per actor (default 1)")
+    g.add_argument("--memory-per-actor", type=int, metavar="BYTES",
+                   help="host memory reserved per actor (about one loaded model; default: none)")
+    g.add_argument("--decode-cpus", type=float, default=1.0, help="CPUs per decode task (default 1)")
+    g.add_argument("--manifest-parquet", metavar="DIR", help="also write every row as Parquet part files in DIR")
+    g.add_argument("--no-sidecars", dest="sidecars", action="store_false",
+                   help="write no caption files, only the manifests (needs --manifest-parquet, which is then "
+                        "the resume record)")
+    g.add_argument("--no-ray-progress", dest="ray_progress", action="store_false",
+                   help="hide Ray Data's own progress bars")
 
 
 def options_from_args(args: argparse.Namespace):
@@ -120,6 +141,35 @@ class _StopOnCtrlC:
         return self.requested
 
 
+def ray_options_from_args(args: argparse.Namespace):
+    """:class:`~lib_clipcap.distributed.RayOptions` from parsed arguments (no Ray import).
+
+    Raises:
+        OptionError: an invalid value.
+    """
+    from ..distributed.options import RayOptions
+
+    return RayOptions(address=args.address, actors=args.actors, gpus_per_actor=args.gpus_per_actor,
+                      cpus_per_actor=args.cpus_per_actor, memory_per_actor=args.memory_per_actor,
+                      decode_cpus=args.decode_cpus, manifest_parquet=args.manifest_parquet, sidecars=args.sidecars,
+                      progress_bars=args.ray_progress)
+
+
+def _check_engine_args(args: argparse.Namespace) -> Optional[str]:
+    """A usage error message for Ray-only options given to the local engine, else ``None``."""
+    if args.engine == "ray":
+        return None
+    ray_only = [("--address", args.address is not None), ("--actors", args.actors is not None),
+                ("--gpus-per-actor", args.gpus_per_actor is not None), ("--cpus-per-actor", args.cpus_per_actor != 1.0),
+                ("--memory-per-actor", args.memory_per_actor is not None),
+                ("--decode-cpus", args.decode_cpus != 1.0), ("--manifest-parquet", args.manifest_parquet is not None),
+                ("--no-sidecars", not args.sidecars)]
+    given = [name for name, on in ray_only if on]
+    if given:
+        return f"{', '.join(given)} only apply to --engine ray; add --engine ray or drop them"
+    return None
+
+
 def run(args: argparse.Namespace) -> int:
     """Run the ``tag`` command; returns the exit status."""
     from .runner import run_tagging
@@ -127,9 +177,40 @@ def run(args: argparse.Namespace) -> int:
     if not args.inputs and not args.list_file:
         eprint("give at least one folder or image, or --list FILE")
         return 2
+    problem = _check_engine_args(args)
+    if problem:
+        eprint(problem)
+        return 2
     options = options_from_args(args)
+    if args.engine == "ray":
+        return _run_ray(args, options)
     cap = load_captioner(args, allow_demo_fallback=False)  # never caption a training set with the toy model by accident
     eprint(f"model: {cap!r}")
+
+    def tag(progress, stop, on_file):
+        return run_tagging(options, cap, progress=progress, should_stop=stop, on_file=on_file)
+
+    return _run_and_report(options, tag)
+
+
+def _run_ray(args: argparse.Namespace, options) -> int:
+    from ..distributed import ModelSpec, require_ray
+
+    ray_options = ray_options_from_args(args)
+    require_ray()  # a clear "pip install" message before anything else
+    from ..distributed.engine import run_tagging_ray
+
+    spec = ModelSpec.from_args(args)
+    eprint(f"engine: ray ({ray_options.address or 'private Ray on this machine'}); model: {spec.describe()}")
+
+    def tag(progress, stop, on_file):
+        return run_tagging_ray(options, spec, ray_options, progress=progress, should_stop=stop, on_file=on_file)
+
+    return _run_and_report(options, tag)
+
+
+def _run_and_report(options, tag: Callable) -> int:
+    """Run ``tag(progress, should_stop, on_file)`` under Ctrl-C handling and print the report (both engines)."""
     bar = _Progress()
     plan_lines = []
 
@@ -142,8 +223,7 @@ def run(args: argparse.Namespace) -> int:
 
     with _StopOnCtrlC() as stop:
         try:
-            summary = run_tagging(options, cap, progress=None if options.dry_run else bar, should_stop=stop,
-                                  on_file=on_file)
+            summary = tag(None if options.dry_run else bar, stop, on_file)
         finally:
             bar.close()
     for line in plan_lines:

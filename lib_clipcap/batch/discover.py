@@ -10,15 +10,24 @@ from __future__ import annotations
 import fnmatch
 import logging
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, List, Optional, Sequence, Set, Tuple
+from typing import Any, Callable, Iterable, List, Optional, Sequence, Set, Tuple
 
 from ..images import is_image_path
 from .errors import BatchInputError, PathNotAllowedError
 from .options import TagFailure, TagOptions
+from .writer import caption_path
 
 log = logging.getLogger(__name__)
+
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+://")
+
+
+def is_url(path: object) -> bool:
+    """True for ``scheme://...`` strings (``s3://bucket/key``, ``gs://``, ``file:///data``...), not for local paths."""
+    return isinstance(path, str) and bool(_URL.match(path))
 
 
 @dataclass(frozen=True)
@@ -38,12 +47,24 @@ class Item:
         """``path`` relative to ``root``."""
         return self.path.relative_to(self.root)
 
+    def stat(self) -> os.stat_result:
+        """The image's size and mtime (``st_size``, ``st_mtime_ns``), for the journal.
+
+        Raises:
+            OSError: the file cannot be read.
+        """
+        return os.stat(self.path)
+
+    def caption_path(self, caption_ext: str, output_dir: Optional[Path]) -> Path:
+        """Where this image's caption file goes (see :func:`~lib_clipcap.batch.writer.caption_path`)."""
+        return caption_path(self.path, caption_ext=caption_ext, root=self.root, output_dir=output_dir)
+
 
 @dataclass
 class Discovery:
     """Images found, in a stable order (inputs as given, each folder sorted), and entries that failed."""
 
-    items: List[Item] = field(default_factory=list)
+    items: List[Any] = field(default_factory=list)  # Item, or another source's item (lib_clipcap.distributed)
     failures: List[TagFailure] = field(default_factory=list)
 
 
@@ -88,8 +109,8 @@ def matches(rel: str, patterns: Iterable[str]) -> bool:
     return any(fnmatch.fnmatchcase(rel_l, p.lower()) or fnmatch.fnmatchcase(name_l, p.lower()) for p in patterns)
 
 
-def read_list_file(path: Path) -> List[Path]:
-    """Entries of a list file (UTF-8, one path per line, ``#`` comments), relative ones made absolute.
+def read_list_entries(path: Path) -> List[str]:
+    """The entries of a list file as written (UTF-8, one per line; blank lines and ``#`` comments dropped).
 
     Raises:
         BatchInputError: the list file does not exist or cannot be read.
@@ -100,13 +121,21 @@ def read_list_file(path: Path) -> List[Path]:
         raise BatchInputError(f"list file not found: {path}") from e
     except (OSError, UnicodeDecodeError) as e:
         raise BatchInputError(f"cannot read list file {path}: {e}") from e
-    out = []
-    for line in text.splitlines():
-        entry = line.strip()
-        if entry and not entry.startswith("#"):
-            p = Path(entry).expanduser()
-            out.append(p if p.is_absolute() else path.parent / p)
-    return out
+    return [e for e in (line.strip() for line in text.splitlines()) if e and not e.startswith("#")]
+
+
+def _list_entry_path(entry: str, list_file: Path) -> Path:
+    p = Path(entry).expanduser()
+    return p if p.is_absolute() else list_file.parent / p
+
+
+def read_list_file(path: Path) -> List[Path]:
+    """Entries of a list file (UTF-8, one path per line, ``#`` comments), relative ones made absolute.
+
+    Raises:
+        BatchInputError: the list file does not exist or cannot be read.
+    """
+    return [_list_entry_path(e, path) for e in read_list_entries(path)]
 
 
 class _Walker:
@@ -172,6 +201,14 @@ class _Walker:
                     continue
                 self.add_file(full, folder)
 
+    def add_remote(self, found: Discovery) -> None:
+        self.out.failures.extend(found.failures)
+        for item in found.items:
+            key = os.fspath(item.path)
+            if key not in self._seen_files:
+                self._seen_files.add(key)
+                self.out.items.append(item)
+
     def add_input(self, raw: Path, *, listed_in: Optional[Path] = None) -> None:
         path = Path(os.path.abspath(raw.expanduser()))
         if listed_in is None:
@@ -187,12 +224,19 @@ class _Walker:
             raise BatchInputError(f"input not found: {path}; check the path (folders and image files are accepted)")
 
 
-def discover(options: TagOptions, *, allowed_roots: Optional[Sequence[Path]] = None) -> Discovery:
+#: Lists a URL input (or a URL listed in a list file, with that file's path) -> items and failures.
+RemoteLister = Callable[[str, Optional[Path]], Discovery]
+
+
+def discover(options: TagOptions, *, allowed_roots: Optional[Sequence[Path]] = None,
+             remote: Optional[RemoteLister] = None) -> Discovery:
     """Find the images ``options`` asks for.
 
     Args:
         options: Uses ``inputs``, ``list_file``, ``recursive``, ``include``, ``exclude``.
         allowed_roots: Real paths of the only folders a run may touch (job manager); ``None``: anywhere.
+        remote: Lists ``scheme://`` inputs and list entries (the Ray engine's object-storage support); ``None``: they
+            are taken as local paths, as always.
 
     Returns:
         A :class:`Discovery`: items in a stable order, each real file once, plus per-entry failures (list entries
@@ -204,10 +248,16 @@ def discover(options: TagOptions, *, allowed_roots: Optional[Sequence[Path]] = N
     """
     walker = _Walker(options, allowed_roots)
     for raw in options.inputs:
-        walker.add_input(Path(raw))
+        if remote is not None and is_url(raw):
+            walker.add_remote(remote(raw, None))
+        else:
+            walker.add_input(Path(raw))
     if options.list_file:
         list_path = Path(os.path.abspath(Path(options.list_file).expanduser()))
         check_allowed(list_path, allowed_roots, "list file")
-        for entry in read_list_file(list_path):
-            walker.add_input(entry, listed_in=list_path)
+        for entry in read_list_entries(list_path):
+            if remote is not None and is_url(entry):
+                walker.add_remote(remote(entry, list_path))
+            else:
+                walker.add_input(_list_entry_path(entry, list_path), listed_in=list_path)
     return walker.out

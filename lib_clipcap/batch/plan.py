@@ -14,7 +14,6 @@ from ..fileio import stale_temp_files
 from .discover import Item, is_within
 from .journal import Journal
 from .options import FileOutcome, TagOptions
-from .writer import caption_path
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +22,7 @@ log = logging.getLogger(__name__)
 class Task:
     """One image that gets captioned, with everything the writer needs."""
 
-    item: Item
+    item: Item  # or any item with the same interface (path, root, rel, stat(), caption_path())
     output: Path
     journal: Optional[Journal]
     size: int
@@ -41,7 +40,8 @@ def plan_tasks(items: Sequence[Item], options: TagOptions, journals: Dict[Path, 
     """Decide, per image, before decoding anything: caption it (a task), skip it, or fail it.
 
     Args:
-        items: The images found.
+        items: The images found: :class:`~lib_clipcap.batch.discover.Item` s, or items of another source with the
+            same ``path``, ``stat()`` and ``caption_path()``.
         options: The run's options.
         journals: The journal of each output root (see :func:`journal_root`).
         allowed_roots: Where captions may be written (job manager), or ``None``.
@@ -55,7 +55,7 @@ def plan_tasks(items: Sequence[Item], options: TagOptions, journals: Dict[Path, 
     claimed: Dict[str, str] = {}
     for item in items:
         path = os.fspath(item.path)
-        output = caption_path(item.path, caption_ext=options.caption_ext, root=item.root, output_dir=out_dir)
+        output = item.caption_path(options.caption_ext, out_dir)
         out_s = os.fspath(output)
 
         def fail(reason: str) -> None:
@@ -74,7 +74,7 @@ def plan_tasks(items: Sequence[Item], options: TagOptions, journals: Dict[Path, 
             fail(f"its caption file {out_s} resolves outside the allowed folders")
             continue
         try:
-            st = os.stat(item.path)
+            st = item.stat()
         except OSError as e:
             fail(f"cannot read the file: {e.strerror or e}")
             continue

@@ -10,6 +10,11 @@
 
 Only complete caption files ever appear (temporary file + rename), the journal makes an interrupted run resume
 exactly where it stopped, and a bad file fails alone with its reason.
+
+Everything around the captioning itself (discovery, planning, locks, journals, manifests, the writer) is
+:func:`execute_run`, which takes the captioning stage as a function; :func:`run_tagging` plugs in the local stage
+(decoding workers + the model in this process) and :mod:`lib_clipcap.distributed` a Ray Data pipeline, so both
+engines write, skip, resume and report exactly alike.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from pathlib import Path
 from typing import Any, Callable, ContextManager, Dict, Iterator, List, Optional, Sequence
 
 from ..fileio import atomic_write_many
-from .discover import check_allowed, discover
+from .discover import Discovery, check_allowed, discover
 from .errors import BatchError, BatchLockedError
 from .journal import Journal, run_signature, sha256_bytes
 from .loader import default_workers, iterate_batches
@@ -41,8 +46,11 @@ ProgressFn = Callable[[int, int, str], None]
 SessionFn = Callable[[], ContextManager[Any]]
 
 
-class _Recorder:
-    """Counts outcomes, keeps failures, forwards to callbacks and the manifest. Thread-safe."""
+class Recorder:
+    """Counts outcomes, keeps failures, forwards to callbacks, the manifest and any extra sinks. Thread-safe.
+
+    A sink is any object with ``write(outcomes)`` (e.g. the Ray engine's Parquet manifest).
+    """
 
     def __init__(self, summary: TagSummary, progress: Optional[ProgressFn], on_file: Optional[Callable],
                  keep_plan: bool) -> None:
@@ -53,6 +61,7 @@ class _Recorder:
         self.done = 0
         self.processed = 0  # files that went through decoding and the model (for images/s)
         self.manifest: Optional[Manifest] = None
+        self.sinks: List[Any] = []
         self._lock = threading.Lock()
 
     def record(self, outcomes: Sequence[FileOutcome], *, processed: bool = False) -> None:
@@ -61,6 +70,8 @@ class _Recorder:
                 self.processed += len(outcomes)
             if self.manifest is not None:
                 self.manifest.write(outcomes)
+            for sink in self.sinks:
+                sink.write(outcomes)
             for o in outcomes:
                 s = self.summary
                 if o.status in ("written", "would_write"):
@@ -107,9 +118,16 @@ def model_options(model: Any, options: TagOptions) -> tuple[Any, Dict[str, Any]]
 
 
 # ------------------------------------------------------------------------------------------------------- writing
-def _write_batch(tasks: Sequence[Task], batch: Any, results: Dict[int, Any], options: TagOptions,
-                 recorder: _Recorder) -> None:
-    """Post-process, journal, write and record one captioned batch (runs in the writer thread)."""
+def write_batch(tasks: Sequence[Task], batch: Any, results: Dict[int, Any], options: TagOptions,
+                recorder: Recorder) -> None:
+    """Post-process, journal, write and record one captioned batch (runs in the writer thread).
+
+    Args:
+        tasks: The run's tasks.
+        batch: Has ``indices`` (positions in ``tasks``) and ``errors`` (position -> why that file failed before the
+            model), like :class:`~lib_clipcap.batch.loader.LoadedBatch`.
+        results: Position -> the model's result (``ok``, ``error``, ``text``, ``score``, ``keywords``).
+    """
     outcomes: Dict[int, FileOutcome] = {}
     pending: List[tuple[int, bytes, str, Any]] = []
     made_dirs: Dict[Path, Optional[str]] = {}
@@ -174,10 +192,10 @@ def write_files(items: List[tuple[Path, bytes]]) -> List[Optional[OSError]]:
     return atomic_write_many(items)
 
 
-class _Writer(threading.Thread):
+class BatchWriter(threading.Thread):
     """Writes captioned batches in order while the model works on the next one (fsyncs are slow on real disks)."""
 
-    def __init__(self, tasks: Sequence[Task], options: TagOptions, recorder: _Recorder) -> None:
+    def __init__(self, tasks: Sequence[Task], options: TagOptions, recorder: Recorder) -> None:
         super().__init__(name="clipcap-batch-writer", daemon=True)
         self.tasks, self.options, self.recorder = tasks, options, recorder
         self.queue: "queue.Queue[Any]" = queue.Queue(maxsize=2)
@@ -191,7 +209,7 @@ class _Writer(threading.Thread):
             if self.error is not None:
                 continue  # drain without writing: the run is failing
             try:
-                _write_batch(self.tasks, job[0], job[1], self.options, self.recorder)
+                write_batch(self.tasks, job[0], job[1], self.options, self.recorder)
             except BaseException as e:  # noqa: BLE001 - re-raised in the model thread
                 self.error = e
 
@@ -242,15 +260,49 @@ def run_tagging(options: TagOptions, captioner: Any, *, progress: Optional[Progr
         model_name = getattr(model, "name", "") or type(model).__name__
         device = getattr(model, "device", None)
         device_type = getattr(device, "type", "cpu")
-    summary = TagSummary(dry_run=options.dry_run, model=model_name)
     if allowed_roots is not None:
         _check_outputs(options, allowed_roots)
     found = discover(options, allowed_roots=allowed_roots)
+
+    def caption(tasks: List[Task], recorder: Recorder) -> None:
+        _caption_tasks(tasks, options, session, opts, extra, preprocess, device_type, recorder, should_stop)
+
+    return execute_run(options, model_name, found, caption, progress=progress, on_file=on_file,
+                       allowed_roots=allowed_roots, started=t0)
+
+
+#: The captioning stage of a run: caption ``tasks`` and hand each batch to :func:`write_batch` (through a
+#: :class:`BatchWriter`) with ``recorder``; may stop early (files left unrecorded count as not done).
+CaptionStage = Callable[[List[Task], Recorder], None]
+
+
+def execute_run(options: TagOptions, model_name: str, found: Discovery, caption: CaptionStage, *,
+                progress: Optional[ProgressFn] = None, on_file: Optional[Callable[[FileOutcome], None]] = None,
+                allowed_roots: Optional[Sequence[Path]] = None, started: Optional[float] = None,
+                sinks: Sequence[Any] = ()) -> TagSummary:
+    """Everything of a run but the captioning: journals, locks, plan, stale temporary files, manifests, summary.
+
+    Args:
+        options: The run's options.
+        model_name: Goes into the journal signature and the manifests.
+        found: The images (from :func:`~lib_clipcap.batch.discover.discover`).
+        caption: The captioning stage, called once with the tasks left to caption (not in a dry run, not when
+            nothing is left).
+        progress, on_file, allowed_roots: As for :func:`run_tagging`.
+        started: ``time.perf_counter()`` when the run started (default: now).
+        sinks: Extra manifests (``write(outcomes)``, ``close()``), written like the JSONL/CSV ones and closed at the
+            end; not used in a dry run.
+
+    Returns:
+        The :class:`TagSummary`.
+    """
+    t0 = time.perf_counter() if started is None else started
+    summary = TagSummary(dry_run=options.dry_run, model=model_name)
     summary.total = len(found.items) + len(found.failures)
     signature = run_signature(options.signature_fields(), model_name)
     journals = {root: Journal(root, signature, resume=options.resume).load()
                 for root in dict.fromkeys(journal_root(i, options) for i in found.items)}
-    recorder = _Recorder(summary, progress, on_file, keep_plan=options.dry_run)
+    recorder = Recorder(summary, progress, on_file, keep_plan=options.dry_run)
     with contextlib.ExitStack() as stack:
         if not options.dry_run:
             for root in journals:
@@ -267,13 +319,15 @@ def run_tagging(options: TagOptions, captioner: Any, *, progress: Optional[Progr
             recorder.manifest = stack.enter_context(contextlib.closing(Manifest(
                 Path(options.manifest_jsonl) if options.manifest_jsonl else None,
                 Path(options.manifest_csv) if options.manifest_csv else None, model=model_name)))
+            for sink in sinks:
+                recorder.sinks.append(stack.enter_context(contextlib.closing(sink)))
             recorder.record(settled)
             if tasks:
                 remove_stale_temps(tasks, list(journals.values()))
                 for journal in {id(t.journal): t.journal for t in tasks if t.journal}.values():
                     journal.open()
                     stack.callback(journal.close)
-                _caption_tasks(tasks, options, session, opts, extra, preprocess, device_type, recorder, should_stop)
+                caption(tasks, recorder)
     summary.elapsed_s = time.perf_counter() - t0
     if not options.dry_run:
         summary.images_per_s = recorder.processed / summary.elapsed_s if summary.elapsed_s else 0.0
@@ -307,13 +361,13 @@ def _lock(root: Path) -> Iterator[None]:
 
 
 def _caption_tasks(tasks: List[Task], options: TagOptions, session: SessionFn, opts: Any, extra: Dict[str, Any],
-                   preprocess: Callable, device_type: str, recorder: _Recorder,
+                   preprocess: Callable, device_type: str, recorder: Recorder,
                    should_stop: Optional[Callable[[], bool]]) -> None:
     """Decode in workers, caption batch by batch, hand results to the writer thread."""
     batch_size = options.batch_size or (16 if device_type == "cpu" else 64)
     workers = options.workers if options.workers is not None else default_workers(device_type, len(tasks), batch_size)
     log.info("captioning %d images: batch size %d, %d worker processes", len(tasks), batch_size, workers)
-    writer = _Writer(tasks, options, recorder)
+    writer = BatchWriter(tasks, options, recorder)
     writer.start()
     batches = iterate_batches([os.fspath(t.item.path) for t in tasks], preprocess, batch_size=batch_size,
                               workers=workers, pin_memory=device_type == "cuda", max_pixels=options.max_pixels)
