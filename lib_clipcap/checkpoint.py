@@ -85,14 +85,47 @@ def read_saved_config(path: str | Path) -> dict[str, Any] | None:
         except Exception:  # the full read reports a corrupt file with a better message
             meta = {}
         if CONFIG_METADATA_KEY in meta:
-            return json.loads(meta[CONFIG_METADATA_KEY])
+            return _resolve_relative_paths(json.loads(meta[CONFIG_METADATA_KEY]), p.parent)
     side = p.with_suffix(".json")
     if side.is_file():
         try:
-            return json.loads(side.read_text(encoding="utf-8"))
+            return _resolve_relative_paths(json.loads(side.read_text(encoding="utf-8")), p.parent)
         except ValueError as e:
             raise CheckpointError(f"config {side} is not valid JSON: {e}") from e
     return None
+
+
+# Config fields that may name a file or folder. A path near the checkpoint is saved relative to the checkpoint's
+# folder ("./tokenizer.json", "../tokenizer.json"), so a trained model folder can be moved or shared; absolute paths
+# and names ("gpt2", "bundled:...") are kept as they are.
+_PATH_FIELDS = ("tokenizer", "gpt2_base")
+
+
+def _resolve_relative_paths(config: dict[str, Any], folder: Path) -> dict[str, Any]:
+    """Saved ``./``/``../`` paths made absolute against the checkpoint's folder."""
+    for key in _PATH_FIELDS:
+        v = config.get(key)
+        if isinstance(v, str) and v.startswith(("./", "../")):
+            config[key] = str((folder / v).resolve())
+    return config
+
+
+def _relative_paths(config: ClipCapConfig, folder: Path) -> ClipCapConfig:
+    """Absolute paths to existing files in ``folder``, or beside it (one level up), made relative to ``folder``."""
+    import os
+
+    changes = {}
+    for key in _PATH_FIELDS:
+        v = getattr(config, key, None)
+        if not (isinstance(v, str) and os.path.isabs(v) and Path(v).exists()):
+            continue
+        try:
+            rel = Path(os.path.relpath(Path(v).resolve(), folder.resolve())).as_posix()
+        except ValueError:  # another drive (Windows)
+            continue
+        if not rel.startswith("../.."):
+            changes[key] = rel if rel.startswith("../") else "./" + rel
+    return config.replace(**changes) if changes else config
 
 
 def _layer_count(sd: dict[str, torch.Tensor], pattern: str) -> int:
@@ -294,6 +327,7 @@ def _write(sd: dict[str, torch.Tensor], config: ClipCapConfig, dst: Path) -> Pat
     if dst.suffix != ".safetensors":
         dst = dst.with_suffix(".safetensors")
     dst.parent.mkdir(parents=True, exist_ok=True)
+    config = _relative_paths(config, dst.parent)
     text = json.dumps(config.to_dict())
     tmp = dst.with_name(f".{dst.name}.tmp")
     save_file(sd, str(tmp), metadata={CONFIG_METADATA_KEY: text})

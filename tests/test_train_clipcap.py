@@ -92,6 +92,16 @@ def test_custom_tokenizer_variant_trains(world, tiny_clip, tmp_path):
     test = fs.select("test")
     texts = [r.text for r in cap.caption_features(test.features, cap.decoding_options(max_new_tokens=24))]
     assert bleu(texts, test.captions)[3] > 0.3
+    # The tokenizer is recorded relative to the checkpoint, so the trained folder can be moved or shared.
+    assert json.loads((tmp_path / "run" / "clipcap.json").read_text())["tokenizer"] == "./tokenizer.json"
+    step = json.loads((tmp_path / "run" / "checkpoints" / "step-0000100.json").read_text())
+    assert step["tokenizer"] == "../tokenizer.json"
+    moved = (tmp_path / "run").rename(tmp_path / "moved")
+    again = Captioner.from_checkpoint(moved / "clipcap.safetensors", clip_model=CLIP_MODEL,
+                                      clip_pretrained=CLIP_WEIGHTS, device="cpu")
+    assert again.config.tokenizer == str((moved / "tokenizer.json").resolve())
+    assert [r.text for r in again.caption_features(test.features[:5], again.decoding_options(max_new_tokens=24))] \
+        == texts[:5]
 
 
 def _gpt2_folder(path):

@@ -3,6 +3,6 @@ reinforcement learning, with the same model code inference uses.
 
     python -m lib_clipcap train features|clipcap|sbg|grammar|rl ...
 
-Modules (imported lazily; importing this package is cheap): :mod:`.features`, :mod:`.data`, :mod:`.clipcap`,
-:mod:`.sbg`, :mod:`.rl`, :mod:`.grammar`, :mod:`.cli`.
+Modules (imported lazily; importing this package is cheap): :mod:`.features`, :mod:`.data`, :mod:`.loop` (the step
+bookkeeping the trainers share), :mod:`.clipcap`, :mod:`.sbg`, :mod:`.rl`, :mod:`.grammar`, :mod:`.cli`.
 """

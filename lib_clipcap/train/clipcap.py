@@ -21,14 +21,13 @@ from __future__ import annotations
 
 import json
 import logging
-import math
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ClipCapError
-from .data import CaptionPairs, collate, epoch_batches, make_pairs, train_bpe_tokenizer
+from .data import CaptionPairs, collate, make_pairs, train_bpe_tokenizer
+from .loop import EpochBatches, MetricsLog, Progress, optimizer_step, warmup_linear_schedule
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -119,13 +118,11 @@ def resolve_train_tokenizer(spec: str, captions: list[str], out: Path, *, vocab_
         if path.is_file():  # resuming: the tokenizer must not change under the checkpoint
             from ..tokenizer import Tokenizer
 
-            return Tokenizer.from_path(path), str(path.resolve())
+            return Tokenizer.from_path(path), _path_or_name(str(path))
         tok = train_bpe_tokenizer(captions, path, vocab_size=vocab_size, lowercase=lowercase)
         log.info("trained a custom BPE tokenizer: %d tokens -> %s", tok.vocab_size, path)
-        return tok, str(path.resolve())
-    tok = resolve_tokenizer(spec, models_dir=models_dir)
-    p = Path(spec).expanduser()
-    return tok, (str(p.resolve()) if p.exists() else spec)
+        return tok, _path_or_name(str(path))
+    return resolve_tokenizer(spec, models_dir=models_dir), _path_or_name(spec)
 
 
 def _gpt2_base(cfg: ClipCapTrainConfig, tok, models_dir: Path | None):
@@ -146,13 +143,14 @@ def _gpt2_base(cfg: ClipCapTrainConfig, tok, models_dir: Path | None):
     return GPT2Config(**{**gcfg.to_dict(), "eos_token_id": tok.eos_token_id}), sd
 
 
-def _load_gpt_weights(model, sd: dict[str, torch.Tensor]) -> None:
+def load_gpt_weights(gpt, sd: dict[str, torch.Tensor]) -> None:
+    """Load pretrained GPT-2 tensors (any key layout) into a :class:`~lib_clipcap.gpt2.GPT2LMHead`, strictly."""
     from ..checkpoint import normalize_gpt2_keys
     from ..gpt2 import GPT2LMHead
 
     sd = {k: v for k, v in normalize_gpt2_keys(sd).items() if not k.endswith(GPT2LMHead.IGNORED_KEY_SUFFIXES)}
     sd.setdefault("lm_head.weight", sd["transformer.wte.weight"])
-    model.gpt.load_state_dict(sd, strict=True)
+    gpt.load_state_dict(sd, strict=True)
 
 
 def build_clipcap_config(cfg: ClipCapTrainConfig, *, prefix_size: int, gpt2_config, tokenizer_spec: str,
@@ -170,20 +168,16 @@ def build_clipcap_config(cfg: ClipCapTrainConfig, *, prefix_size: int, gpt2_conf
                      mapper_heads=cfg.mapper_heads)
     return ClipCapConfig(mapping=cfg.mapping, prefix_length=cfg.prefix_length, prefix_size=prefix_size,
                          gpt2=gpt2_config, has_gpt_weights=not frozen_base,
-                         gpt2_base=cfg.gpt2 if cfg.gpt2 != "scratch" else "gpt2", normalize=cfg.normalize,
+                         gpt2_base=_path_or_name(cfg.gpt2) if cfg.gpt2 != "scratch" else "gpt2",
+                         normalize=cfg.normalize,
                          clip_model=clip_model, clip_pretrained=clip_pretrained, tokenizer=tokenizer_spec,
                          stop_token=cfg.stop_token, **extra)
 
 
-def lr_lambda(warmup: int, total: int) -> Callable[[int], float]:
-    """Linear warm-up over ``warmup`` steps, then linear decay to 0 at ``total`` (the original's schedule)."""
-
-    def f(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / max(1, warmup)
-        return max(0.0, (total - step) / max(1, total - warmup))
-
-    return f
+def _path_or_name(spec: str) -> str:
+    """An existing file/folder as an absolute path (saved relative to the checkpoint when near it), else the name."""
+    p = Path(spec).expanduser()
+    return str(p.resolve()) if p.exists() else spec
 
 
 def _amp_context(device, enabled: bool):
@@ -304,14 +298,13 @@ def train_clipcap(cfg: ClipCapTrainConfig, *, resume: bool = False, features=Non
     pairs: CaptionPairs = make_pairs(train_fs.captions, tok, max_tokens=max_tokens, lowercase=cfg.lowercase)
     mcfg = build_clipcap_config(cfg, prefix_size=train_fs.dim, gpt2_config=gcfg, tokenizer_spec=tok_spec,
                                 clip_model=fs.meta.get("clip_model"), clip_pretrained=fs.meta.get("clip_pretrained"))
-    steps_per_epoch = math.ceil(len(pairs) / cfg.batch_size)
-    total = cfg.max_steps or cfg.epochs * steps_per_epoch
-    warmup = min(cfg.warmup_steps, total)
+    batches = EpochBatches(len(pairs), cfg.batch_size, seed=cfg.seed)
+    total = cfg.max_steps or cfg.epochs * batches.steps_per_epoch
 
     torch.manual_seed(cfg.seed)
     model = ClipCapModel(mcfg)
     if gpt_sd is not None:
-        _load_gpt_weights(model, gpt_sd)
+        load_gpt_weights(model.gpt, gpt_sd)
     start_step = 0
     ckpt = latest_checkpoint(out) if resume else None
     if ckpt is not None:
@@ -323,7 +316,7 @@ def train_clipcap(cfg: ClipCapTrainConfig, *, resume: bool = False, features=Non
         model.gpt.requires_grad_(False).eval()
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(warmup, total))
+    scheduler = warmup_linear_schedule(optimizer, cfg.warmup_steps, total)
     amp_ctx, scaler = _amp_context(dev, cfg.amp)
     if ckpt is not None:
         state = torch.load(ckpt.with_suffix(".state.pt"), map_location="cpu", weights_only=True)
@@ -333,66 +326,33 @@ def train_clipcap(cfg: ClipCapTrainConfig, *, resume: bool = False, features=Non
             scaler.load_state_dict(state["scaler"])
     feats = train_fs.features.to(dev)
     include_gpt = mcfg.has_gpt_weights
-    log_path = out / "metrics.jsonl"
-    if start_step == 0 and log_path.exists():
-        log_path.unlink()
-    history: list[dict[str, Any]] = []
-    bar = None
-    if cfg.progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=total, initial=start_step, desc="clipcap", unit="step")
-    t0 = time.perf_counter()
-    run_loss, run_n, last_loss, grad_norm = 0.0, 0, float("nan"), float("nan")
+    metrics = MetricsLog(out, cfg.log_every, fresh=start_step == 0)
     end = total if stop_after is None else min(total, stop_after)
+    bar = Progress(cfg.progress, total, "clipcap", initial=start_step)
+    last_loss, grad_norm = float("nan"), None
     step = start_step
-    batches: list = []
-    cur_epoch = -1
     while step < end:
-        epoch, k = divmod(step, steps_per_epoch)
-        if epoch != cur_epoch:
-            batches, cur_epoch = epoch_batches(len(pairs), cfg.batch_size, seed=cfg.seed, epoch=epoch), epoch
-        idx = batches[k]
+        epoch, idx = batches(step)
         tokens, labels = collate([pairs.tokens[j] for j in idx.tolist()], pad_id=tok.eos_token_id)
         tokens, labels = tokens.to(dev), labels.to(dev)
         with amp_ctx:
             loss = caption_loss(model, tokens, labels, feats[pairs.image_index[idx].to(dev)])
-        optimizer.zero_grad(set_to_none=True)
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.unscale_(optimizer)
-        else:
-            loss.backward()
-        if cfg.grad_clip is not None:
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip))
-        if scaler is not None:
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            optimizer.step()
-        scheduler.step()
+        grad_norm = optimizer_step(loss, optimizer, params, grad_clip=cfg.grad_clip, scheduler=scheduler,
+                                   scaler=scaler)
         step += 1
         last_loss = float(loss.detach())
-        run_loss += last_loss
-        run_n += 1
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix(loss=f"{last_loss:.3f}")
-        if step % cfg.log_every == 0 or step == end:
-            rec = {"step": step, "epoch": epoch, "loss": run_loss / run_n, "lr": scheduler.get_last_lr()[0],
-                   "seconds": round(time.perf_counter() - t0, 2)}
-            if cfg.grad_clip is not None:
-                rec["grad_norm"] = grad_norm
+        metrics.add(loss=last_loss)
+        bar.update(loss=f"{last_loss:.3f}")
+        if metrics.due(step, end):
+            extra: dict[str, Any] = {"lr": scheduler.get_last_lr()[0]}
+            if grad_norm is not None:
+                extra["grad_norm"] = grad_norm
             if cfg.val_split:
-                rec["val_loss"] = evaluate_loss(model, fs.select(cfg.val_split), tok, cfg, dev)
-            history.append(rec)
-            with log_path.open("a", encoding="utf-8") as f:
-                f.write(json.dumps(rec) + "\n")
-            run_loss, run_n = 0.0, 0
+                extra["val_loss"] = evaluate_loss(model, fs.select(cfg.val_split), tok, cfg, dev)
+            metrics.write(step, epoch, **extra)
         if (cfg.save_every and step % cfg.save_every == 0) or step == end:
             _save_state(model, optimizer, scheduler, scaler, step, out, cfg.keep_checkpoints, include_gpt)
-    if bar is not None:
-        bar.close()
+    bar.close()
     model.eval()
     from ..checkpoint import save_checkpoint
 
@@ -401,7 +361,7 @@ def train_clipcap(cfg: ClipCapTrainConfig, *, resume: bool = False, features=Non
         final = save_checkpoint(model, final, include_gpt=include_gpt)
     else:
         final = _checkpoints(out)[-1][1]
-    return TrainResult(final, step, last_loss, history, tok_spec)
+    return TrainResult(final, step, last_loss, metrics.history, tok_spec)
 
 
 def evaluate_loss(model, fs, tok, cfg: ClipCapTrainConfig, device, *, batch_size: int = 256) -> float:

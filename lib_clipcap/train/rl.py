@@ -4,11 +4,22 @@ As in Cho et al. (2022), "Fine-grained Image Captioning with CLIP Reward", on to
 
 - for each training image, ``samples`` captions are drawn from the model (our batched, KV-cached sampler) and one
   greedy caption is decoded as the baseline (``baseline="greedy"``, SCST); ``baseline="mean"`` uses the mean reward
-  of the image's other samples instead (Luo 2020), which stays unbiased when samples are much worse than greedy;
-- the reward of a caption is ``CLIP-S = 2.5 * max(cos(image, caption), 0)``, plus ``grammar_weight * P(grammatical)``
-  from the grammar head when one is given (the paper's fix for the disfluent text a pure CLIP reward produces);
+  of the image's other samples instead (Luo 2020): both are unbiased, the mean has less variance when samples
+  are much worse than the greedy caption;
+- the reward of a caption is ``clip_weight * CLIP-S + grammar_weight * P(grammatical)``, with
+  ``CLIP-S = 2.5 * max(cos(image, "A photo depicts " + caption), 0)`` and the grammar head's probability when one is
+  given (the paper's fix for the disfluent text a pure CLIP reward produces). The defaults are the paper's
+  (``clipscore_reward_weight: 2.0``, grammar weight 1, Hessel's text prefix, as ``eval`` computes CLIP-S); with a
+  greedy baseline the grammar term is the paper's ``P(sample) - P(greedy)`` (``use_grammar_baseline``);
 - the loss is ``-(r(sample) - r(greedy)) * log p(sample)``, averaged over the sampled tokens (stop token included,
-  padding excluded), with teacher-forced log-probabilities under the current weights.
+  padding excluded), with teacher-forced log-probabilities under the current weights, of the distribution the
+  candidates were drawn from (the same temperature and top-k/top-p): a sampler at temperature 0.7 scored with
+  temperature-1 log-probabilities is off-policy, and on the shapes world that bias wrecked the model.
+
+SCST starts from a captioner trained to convergence with cross-entropy (as in the papers): when the sampled candidates
+are much worse than the greedy caption, nearly every advantage is negative and the update mostly pushes probability
+away from samples, which adds noise rather than reward. ``metrics.jsonl`` logs ``advantage_positive`` (the share of
+samples that beat their baseline) and the greedy/sampled CLIP-S to watch for this.
 
 Image features come from a features folder (:mod:`.features`); they must be from the reward CLIP (the captioner's
 own backbone, as for the shapes world; for a real run extract features with the CLIP you reward with).
@@ -18,13 +29,12 @@ from __future__ import annotations
 
 import json
 import logging
-import math
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ..errors import ClipCapError
+from .loop import EpochBatches, MetricsLog, Progress, optimizer_step
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -34,7 +44,11 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class RLTrainConfig:
-    """Settings of a CLIP-S SCST run (saved as ``train_config.json``)."""
+    """Settings of a CLIP-S SCST run (saved as ``train_config.json``).
+
+    The defaults follow the CLIP-S paper's SCST configuration (``configs/phase2/clipRN50_clips_grammar.yml``): five
+    sampled candidates per image, greedy baseline, reward ``2 * CLIP-S + P(grammatical)``, learning rate 5e-6.
+    """
 
     checkpoint: str
     features: str
@@ -44,8 +58,9 @@ class RLTrainConfig:
     clip_pretrained: str | None = None
     tokenizer: str | None = None
     grammar: str | None = None
-    grammar_weight: float = 2.0
-    clip_prefix: str = ""
+    clip_weight: float = 2.0
+    grammar_weight: float = 1.0
+    clip_prefix: str = "A photo depicts "
     samples: int = 5
     baseline: str = "greedy"
     temperature: float = 1.0
@@ -55,7 +70,7 @@ class RLTrainConfig:
     epochs: int = 1
     max_steps: int | None = None
     batch_size: int = 16
-    lr: float = 2e-6
+    lr: float = 5e-6
     weight_decay: float = 0.0
     grad_clip: float | None = 1.0
     train_gpt: bool = True
@@ -76,18 +91,20 @@ class RLTrainConfig:
 
 
 def caption_rewards(clip, image_feats: torch.Tensor, texts: list[str], *, grammar=None, grammar_weight: float = 0.0,
-                    prefix: str = "") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """``(reward, clip_s, p_grammatical or None)`` for each ``(image_feats[i], texts[i])``, all ``[n]`` on the CPU.
+                    clip_weight: float = 1.0, prefix: str = ""
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """``(reward, clip_s, p_grammatical or None)`` for each ``(image_feats[i], texts[i])``, all ``[n]`` on the CPU;
+    ``reward = clip_weight * clip_s + grammar_weight * p_grammatical`` (the grammar term only with a ``grammar`` head).
 
     Empty captions get CLIP-S 0 (and grammar probability 0) without being encoded.
     """
     import torch
 
     with torch.inference_mode():
-        return _caption_rewards(clip, image_feats, texts, grammar, grammar_weight, prefix)
+        return _caption_rewards(clip, image_feats, texts, grammar, grammar_weight, clip_weight, prefix)
 
 
-def _caption_rewards(clip, image_feats, texts, grammar, grammar_weight, prefix):
+def _caption_rewards(clip, image_feats, texts, grammar, grammar_weight, clip_weight, prefix):
     import torch
 
     from ..scoring import clip_score_from_cosine, text_features
@@ -100,7 +117,7 @@ def _caption_rewards(clip, image_feats, texts, grammar, grammar_weight, prefix):
         img = img / img.norm(dim=-1, keepdim=True).clamp_min(1e-12)
         txt = text_features(clip, [texts[i] for i in keep], prefix=prefix)
         cs[keep] = clip_score_from_cosine((img * txt).sum(-1)).cpu()
-    reward = cs.clone()
+    reward = clip_weight * cs
     probs = None
     if grammar is not None:
         probs = torch.zeros(n)
@@ -110,10 +127,19 @@ def _caption_rewards(clip, image_feats, texts, grammar, grammar_weight, prefix):
     return reward, cs, probs
 
 
-def _sequence_logprobs(model, features: torch.Tensor, seqs: list[list[int]], pad_id: int
+def _sequence_logprobs(model, features: torch.Tensor, seqs: list[list[int]], pad_id: int, *,
+                       temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0
                        ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Token log-probabilities ``[n, T]`` of ``seqs`` under ``model`` (with grad) and their mask ``[n, T]``."""
+    """Token log-probabilities ``[n, T]`` of ``seqs`` under ``model`` (with grad) and their mask ``[n, T]``.
+
+    The log-probabilities are those of the distribution the candidates were sampled from (logits divided by
+    ``temperature``, then top-k/top-p filtered, as :func:`~lib_clipcap.decoding.decode` samples), so the policy
+    gradient is on-policy; with temperature 1 and no filtering it is the model's own distribution. The mask covers
+    each caption's tokens up to and including its stop token, never the padding after it.
+    """
     import torch
+
+    from ..decoding import _filter_top_k_top_p
 
     width = max(1, max(len(s) for s in seqs))
     tokens = torch.full((len(seqs), width), pad_id, dtype=torch.long)
@@ -126,8 +152,15 @@ def _sequence_logprobs(model, features: torch.Tensor, seqs: list[list[int]], pad
     tokens, mask = tokens.to(dev), mask.to(dev)
     p = model.config.prefix_length
     logits = model(tokens, features)[:, p - 1:-1].float()
+    if temperature != 1.0:
+        logits = logits / temperature
+    if top_k > 0 or top_p < 1.0:
+        n, t, v = logits.shape
+        logits = _filter_top_k_top_p(logits.reshape(n * t, v), top_k, top_p).view(n, t, v)
     logp = logits.log_softmax(-1).gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
-    return logp, mask
+    # Padding, and (in a numerical tie at the top-k/top-p edge) a token the recomputed filter dropped, count 0.
+    keep = (mask > 0) & torch.isfinite(logp)
+    return torch.where(keep, logp, torch.zeros_like(logp)), mask
 
 
 def train_rl(cfg: RLTrainConfig, *, captioner=None, grammar=None, features=None) -> Path:
@@ -149,7 +182,6 @@ def train_rl(cfg: RLTrainConfig, *, captioner=None, grammar=None, features=None)
     from ..checkpoint import save_checkpoint
     from ..decoding import DecodingOptions, decode
     from ..fileio import atomic_write_text
-    from .data import epoch_batches
     from .features import load_features
 
     out = Path(cfg.out)
@@ -179,30 +211,20 @@ def train_rl(cfg: RLTrainConfig, *, captioner=None, grammar=None, features=None)
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     greedy_opts = DecodingOptions(mode="greedy", max_new_tokens=cfg.max_new_tokens)
     feats_all = fs.features.to(dev)
-    steps_per_epoch = math.ceil(len(fs) / cfg.batch_size)
-    total = cfg.max_steps or cfg.epochs * steps_per_epoch
-    log_path = out / "metrics.jsonl"
-    log_path.unlink(missing_ok=True)
-    bar = None
-    if cfg.progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=total, desc="clip-s scst", unit="step")
-    t0 = time.perf_counter()
-    acc: dict[str, float] = {}
-    n_acc = 0
-    batches: list = []
-    cur = -1
+    batches = EpochBatches(len(fs), cfg.batch_size, seed=cfg.seed)
+    total = cfg.max_steps or cfg.epochs * batches.steps_per_epoch
+    metrics = MetricsLog(out, cfg.log_every)
+    bar = Progress(cfg.progress, total, "clip-s scst")
     k = cfg.samples
+    weights = dict(grammar=grammar, grammar_weight=cfg.grammar_weight, clip_weight=cfg.clip_weight,
+                   prefix=cfg.clip_prefix)
     for step in range(total):
-        epoch, j = divmod(step, steps_per_epoch)
-        if epoch != cur:
-            batches, cur = epoch_batches(len(fs), cfg.batch_size, seed=cfg.seed, epoch=epoch), epoch
-        idx = batches[j].to(dev)
-        feats = feats_all[idx]
+        epoch, idx = batches(step)
+        feats = feats_all[idx.to(dev)]
         sample_opts = DecodingOptions(mode="sample", num_candidates=k, temperature=cfg.temperature, top_k=cfg.top_k,
                                       top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens,
                                       seed=cfg.seed * 100_003 + step)
+        # The greedy baseline and the candidates come from the current weights, without grad.
         model.eval()
         with torch.inference_mode():
             prefix = model.prefix_embeddings(feats)
@@ -215,46 +237,37 @@ def train_rl(cfg: RLTrainConfig, *, captioner=None, grammar=None, features=None)
         seqs = [h.tokens for row in sampled for h in row]  # [b * k], image-major
         s_text = [tok.decode(s).strip() for s in seqs]
         rep = torch.arange(len(idx)).repeat_interleave(k)
-        r_greedy, cs_greedy, _ = caption_rewards(clip, feats, g_text, grammar=grammar,
-                                                 grammar_weight=cfg.grammar_weight, prefix=cfg.clip_prefix)
-        r_sample, cs_sample, p_sample = caption_rewards(clip, feats[rep.to(dev)], s_text, grammar=grammar,
-                                                        grammar_weight=cfg.grammar_weight, prefix=cfg.clip_prefix)
-        if cfg.baseline == "greedy":
-            base = r_greedy[rep]
-        else:  # the mean reward of the image's other samples (Luo 2020), unbiased when samples trail greedy
-            grid = r_sample.view(-1, k)
-            base = ((grid.sum(1, keepdim=True) - grid) / (k - 1)).reshape(-1)
-        advantage = (r_sample - base).to(dev)
-        logp, mask = _sequence_logprobs(model, feats[rep.to(dev)], seqs, tok.eos_token_id)
-        loss = -(advantage.unsqueeze(1) * logp * mask).sum() / mask.sum().clamp_min(1.0)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if cfg.grad_clip:
-            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-        optimizer.step()
+        r_greedy, cs_greedy, p_greedy = caption_rewards(clip, feats, g_text, **weights)
+        r_sample, cs_sample, p_sample = caption_rewards(clip, feats[rep.to(dev)], s_text, **weights)
+        advantage = scst_advantage(r_sample, r_greedy, k, cfg.baseline)
+        logp, mask = _sequence_logprobs(model, feats[rep.to(dev)], seqs, tok.eos_token_id,
+                                        temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p)
+        loss = -(advantage.to(dev).unsqueeze(1) * logp * mask).sum() / mask.sum().clamp_min(1.0)
+        optimizer_step(loss, optimizer, params, grad_clip=cfg.grad_clip)
         stats = {"loss": float(loss.detach()), "reward_sample": float(r_sample.mean()),
                  "reward_greedy": float(r_greedy.mean()), "clip_s_greedy": float(cs_greedy.mean()),
-                 "clip_s_sample": float(cs_sample.mean())}
+                 "clip_s_sample": float(cs_sample.mean()), "advantage_positive": float((advantage > 0).float().mean())}
         if p_sample is not None:
-            stats["grammar_sample"] = float(p_sample.mean())
-        for key, v in stats.items():
-            acc[key] = acc.get(key, 0.0) + v
-        n_acc += 1
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix(clip_s=f"{stats['clip_s_greedy']:.3f}")
-        if (step + 1) % cfg.log_every == 0 or step + 1 == total:
-            rec: dict[str, Any] = {"step": step + 1, "epoch": epoch, **{kk: v / n_acc for kk, v in acc.items()},
-                                   "seconds": round(time.perf_counter() - t0, 2), "example": g_text[0]}
-            with log_path.open("a", encoding="utf-8") as f:
-                f.write(json.dumps(rec) + "\n")
-            acc, n_acc = {}, 0
+            stats["grammar_greedy"] = float((p_greedy > 0.5).float().mean())
+            stats["grammar_sample"] = float((p_sample > 0.5).float().mean())
+        metrics.add(**stats)
+        bar.update(clip_s=f"{stats['clip_s_greedy']:.3f}")
+        if metrics.due(step + 1, total):
+            metrics.write(step + 1, epoch, example=g_text[0])
         if cfg.save_every and (step + 1) % cfg.save_every == 0:
             save_checkpoint(model, out / "checkpoints" / f"step-{step + 1:07d}.safetensors", include_gpt=include_gpt)
-    if bar is not None:
-        bar.close()
+    bar.close()
     model.eval().requires_grad_(False)
     return save_checkpoint(model, out / "clipcap.safetensors", include_gpt=include_gpt)
+
+
+def scst_advantage(r_sample: torch.Tensor, r_greedy: torch.Tensor, k: int, baseline: str) -> torch.Tensor:
+    """``r(sample) - baseline`` for ``b * k`` image-major samples: the image's greedy reward (``"greedy"``, SCST), or
+    the mean reward of the image's other ``k - 1`` samples (``"mean"``)."""
+    if baseline == "greedy":
+        return r_sample - r_greedy.repeat_interleave(k)
+    grid = r_sample.view(-1, k)
+    return (grid - (grid.sum(1, keepdim=True) - grid) / (k - 1)).reshape(-1)
 
 
 # ------------------------------------------------------------------------------------------------------ CLI
@@ -267,7 +280,14 @@ def add_arguments(p) -> None:
     add_dataclass_arguments(p, RLTrainConfig, required=("checkpoint", "features", "out", "clip_model"), help={
         "checkpoint": "ClipCap checkpoint to start from", "features": "features folder of the reward CLIP",
         "clip_model": "the reward CLIP (the features' backbone)", "grammar": "grammar head folder (train grammar)",
-        "baseline": "greedy (SCST) or mean (mean reward of the other samples)"})
+        "baseline": "greedy (SCST, the default) or mean (mean reward of the image's other samples)",
+        "samples": "sampled candidates per image (default: 5)",
+        "temperature": "sampling temperature of the candidates; the loss uses the same tempered distribution "
+                       "(default: 1.0)",
+        "clip_weight": "reward = this * CLIP-S + grammar weight * P(grammatical) (default: 2.0, the paper's)",
+        "grammar_weight": "weight of P(grammatical) in the reward when --grammar is given (default: 1.0)",
+        "clip_prefix": "text before each caption for CLIP-S (default: 'A photo depicts ', as the paper and eval; "
+                       "'' for a CLIP trained without it)"})
 
 
 def run(args) -> int:

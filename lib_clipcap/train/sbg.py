@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 from ..errors import ClipCapError
-from .data import collate, epoch_batches, normalize_caption
+from .data import collate, normalize_caption
+from .loop import EpochBatches, MetricsLog, Progress, optimizer_step, warmup_linear_schedule
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +98,7 @@ def train_sbg(cfg: SbgTrainConfig, *, clip=None, features=None) -> Path:
     from ..gpt2 import GPT2LMHead
     from ..sbg.generator import SbgGenerator
     from ..sbg.keywords import KeywordExtractor
-    from .clipcap import _gpt2_base, lr_lambda, resolve_train_tokenizer
+    from .clipcap import _gpt2_base, load_gpt_weights, resolve_train_tokenizer
     from .features import load_features
 
     out = Path(cfg.out)
@@ -122,11 +121,7 @@ def train_sbg(cfg: SbgTrainConfig, *, clip=None, features=None) -> Path:
     torch.manual_seed(cfg.seed)
     gpt = GPT2LMHead(gcfg)
     if gpt_sd is not None:
-        from ..checkpoint import normalize_gpt2_keys
-
-        sd = {k: v for k, v in normalize_gpt2_keys(gpt_sd).items() if not k.endswith(GPT2LMHead.IGNORED_KEY_SUFFIXES)}
-        sd.setdefault("lm_head.weight", sd["transformer.wte.weight"])
-        gpt.load_state_dict(sd, strict=True)
+        load_gpt_weights(gpt, gpt_sd)
     generator = SbgGenerator(gpt, tok, separator=cfg.separator, name=out.name)
     extractor = KeywordExtractor(clip, cfg.vocabulary)
     t0 = time.perf_counter()
@@ -150,50 +145,28 @@ def train_sbg(cfg: SbgTrainConfig, *, clip=None, features=None) -> Path:
         raise ClipCapError(f"split {cfg.split!r} of {cfg.features} has no captions")
     (out / "pairs-sample.txt").write_text("\n".join(f"{prompts[i]} {fs.captions[i][0]}"
                                                     for i in range(min(20, len(prompts)))) + "\n", encoding="utf-8")
-    steps_per_epoch = math.ceil(len(seqs) / cfg.batch_size)
-    total = cfg.max_steps or cfg.epochs * steps_per_epoch
+    batches = EpochBatches(len(seqs), cfg.batch_size, seed=cfg.seed)
+    total = cfg.max_steps or cfg.epochs * batches.steps_per_epoch
     gpt.to(dev).train().requires_grad_(True)
     params = list(gpt.parameters())
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(min(cfg.warmup_steps, total), total))
-    log_path = out / "metrics.jsonl"
-    log_path.unlink(missing_ok=True)
-    bar = None
-    if cfg.progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=total, desc="sbg generator", unit="step")
-    run_loss, run_n = 0.0, 0
-    batches: list = []
-    cur = -1
+    scheduler = warmup_linear_schedule(optimizer, cfg.warmup_steps, total)
+    metrics = MetricsLog(out, cfg.log_every)
+    bar = Progress(cfg.progress, total, "sbg generator")
     for step in range(total):
-        epoch, k = divmod(step, steps_per_epoch)
-        if epoch != cur:
-            batches, cur = epoch_batches(len(seqs), cfg.batch_size, seed=cfg.seed, epoch=epoch), epoch
-        idx = batches[k].tolist()
-        tokens, labels = collate([seqs[j] for j in idx], pad_id=eos, label_from=[starts[j] for j in idx])
+        epoch, idx = batches(step)
+        tokens, labels = collate([seqs[j] for j in idx.tolist()], pad_id=eos,
+                                 label_from=[starts[j] for j in idx.tolist()])
         tokens, labels = tokens.to(dev), labels.to(dev)
         logits = gpt(gpt.embed_tokens(tokens[:, :-1]))
         loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), labels[:, 1:].reshape(-1),
                                ignore_index=-100)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if cfg.grad_clip:
-            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-        optimizer.step()
-        scheduler.step()
-        run_loss += float(loss.detach())
-        run_n += 1
-        if bar is not None:
-            bar.update(1)
-        if (step + 1) % cfg.log_every == 0 or step + 1 == total:
-            rec: dict[str, Any] = {"step": step + 1, "epoch": epoch, "loss": run_loss / run_n,
-                                   "lr": scheduler.get_last_lr()[0], "seconds": round(time.perf_counter() - t0, 2)}
-            with log_path.open("a", encoding="utf-8") as f:
-                f.write(json.dumps(rec) + "\n")
-            run_loss, run_n = 0.0, 0
-    if bar is not None:
-        bar.close()
+        optimizer_step(loss, optimizer, params, grad_clip=cfg.grad_clip, scheduler=scheduler)
+        metrics.add(loss=float(loss.detach()))
+        bar.update()
+        if metrics.due(step + 1, total):
+            metrics.write(step + 1, epoch, lr=scheduler.get_last_lr()[0])
+    bar.close()
     gpt.eval()
     generator.save(out)
     return out

@@ -1,0 +1,149 @@
+"""The step bookkeeping every trainer shares: batch order by global step, the optimizer step (with gradient
+clipping and, on CUDA fp16, loss scaling), the progress bar and the ``metrics.jsonl`` log of running means.
+
+Each trainer keeps its own loss (ClipCap's prefix loss, the SBG generator's prompt-masked loss, SCST's policy
+gradient); this module holds the loop around it, so a fix here reaches all of them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Iterable
+
+from .data import epoch_batches
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+METRICS_NAME = "metrics.jsonl"
+
+
+class EpochBatches:
+    """Batch ``k`` of epoch ``e`` for a global step: ``step = e * steps_per_epoch + k``.
+
+    The order of an epoch depends only on ``(seed, epoch)`` (:func:`~.data.epoch_batches`), so a run resumed at any
+    step sees the same batches as an uninterrupted one.
+    """
+
+    def __init__(self, n: int, batch_size: int, *, seed: int) -> None:
+        self.n, self.batch_size, self.seed = n, batch_size, seed
+        self.steps_per_epoch = math.ceil(n / batch_size)
+        self._epoch, self._batches = -1, []
+
+    def __call__(self, step: int) -> tuple[int, torch.Tensor]:
+        """``(epoch, indices [B] long)`` of global ``step``."""
+        epoch, k = divmod(step, self.steps_per_epoch)
+        if epoch != self._epoch:
+            self._batches = epoch_batches(self.n, self.batch_size, seed=self.seed, epoch=epoch)
+            self._epoch = epoch
+        return epoch, self._batches[k]
+
+
+def lr_lambda(warmup: int, total: int) -> Callable[[int], float]:
+    """Linear warm-up over ``warmup`` steps, then linear decay to 0 at ``total`` (the original's schedule)."""
+
+    def f(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / max(1, warmup)
+        return max(0.0, (total - step) / max(1, total - warmup))
+
+    return f
+
+
+def warmup_linear_schedule(optimizer, warmup: int, total: int):
+    """A ``LambdaLR`` with :func:`lr_lambda` (``get_linear_schedule_with_warmup`` in the original ClipCap)."""
+    import torch
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(min(warmup, total), total))
+
+
+def optimizer_step(loss: torch.Tensor, optimizer, params: Iterable[torch.Tensor], *, grad_clip: float | None = None,
+                   scheduler=None, scaler=None) -> float | None:
+    """Backward, optional gradient-norm clipping, optimizer (and scheduler) step.
+
+    With a ``GradScaler`` (CUDA fp16) the loss is scaled and the gradients are unscaled before clipping.
+
+    Returns:
+        The gradient norm before clipping, or ``None`` when ``grad_clip`` is off.
+    """
+    import torch
+
+    optimizer.zero_grad(set_to_none=True)
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)
+    else:
+        loss.backward()
+    norm = float(torch.nn.utils.clip_grad_norm_(params, grad_clip)) if grad_clip else None
+    if scaler is not None:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
+    if scheduler is not None:
+        scheduler.step()
+    return norm
+
+
+class MetricsLog:
+    """Running means of per-step statistics, written every ``every`` steps (and at the last step) as one JSON line
+    of ``<out>/metrics.jsonl``: ``{"step", "epoch", <means>, <extra>, "seconds"}``.
+
+    Args:
+        fresh: start a new log (a resumed run appends to the old one).
+    """
+
+    def __init__(self, out: str | Path, every: int, *, fresh: bool = True) -> None:
+        self.path = Path(out) / METRICS_NAME
+        self.every = max(1, int(every))
+        if fresh:
+            self.path.unlink(missing_ok=True)
+        self.history: list[dict[str, Any]] = []
+        self._sums: dict[str, float] = {}
+        self._n = 0
+        self._t0 = time.perf_counter()
+
+    def add(self, **stats: float) -> None:
+        """Accumulate one step's statistics (averaged until the next write)."""
+        for k, v in stats.items():
+            self._sums[k] = self._sums.get(k, 0.0) + float(v)
+        self._n += 1
+
+    def due(self, step: int, end: int) -> bool:
+        """Whether the record of (1-based) ``step`` is written: every ``every`` steps and at ``end``."""
+        return step % self.every == 0 or step == end
+
+    def write(self, step: int, epoch: int, **extra: Any) -> dict[str, Any]:
+        """Append the means since the last write, plus ``extra`` values as they are; reset the means."""
+        rec: dict[str, Any] = {"step": step, "epoch": epoch, **{k: v / max(1, self._n) for k, v in self._sums.items()},
+                               **extra, "seconds": round(time.perf_counter() - self._t0, 2)}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("a", encoding="utf-8") as f:
+            f.write(json.dumps(rec) + "\n")
+        self.history.append(rec)
+        self._sums, self._n = {}, 0
+        return rec
+
+
+class Progress:
+    """A tqdm bar when ``enabled``, else nothing (tqdm is imported only when shown)."""
+
+    def __init__(self, enabled: bool, total: int, desc: str, *, initial: int = 0) -> None:
+        self._bar = None
+        if enabled:
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=total, initial=initial, desc=desc, unit="step")
+
+    def update(self, **postfix: str) -> None:
+        if self._bar is not None:
+            self._bar.update(1)
+            if postfix:
+                self._bar.set_postfix(**postfix)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
