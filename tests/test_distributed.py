@@ -14,6 +14,7 @@ Ray process of the user).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -41,8 +42,14 @@ ROOT = Path(__file__).resolve().parents[1]
 N_IMAGES = 300
 BAD = {"broken.png": b"this is not an image", "empty.jpg": b""}
 # Small logical slices, so that all actors plus the decode tasks still fit on the head alone once the worker node is
-# gone (Ray restarts the dead node's actor there).
-PLACEMENT = dict(actors=2, cpus_per_actor=0.5, decode_cpus=0.5, batch_size=10, progress_bars=False)
+# gone (Ray restarts the dead node's actor there). Each actor also reserves one SLOT of Ray's logical ``memory``
+# resource: the head has two slots, the worker node one, which is how the tests decide where actors go (below). Both
+# nodes have MARGIN more, less than a slot: Ray Data asks for some memory for every decode task too (its estimate of
+# the task's output), and those tasks must never wait for an actor to end.
+SLOT = 256 * 2**20
+MARGIN = 64 * 2**20
+PLACEMENT = dict(actors=2, cpus_per_actor=0.5, decode_cpus=0.5, batch_size=10, progress_bars=False,
+                 memory_per_actor=SLOT)
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -98,7 +105,7 @@ def cluster():
 
     env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
            "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    c = LocalCluster(head_cpus=2, object_store_memory=200_000_000, env=env)
+    c = LocalCluster(head_cpus=2, object_store_memory=200_000_000, head_memory=2 * SLOT + MARGIN, env=env)
     saved = {k: os.environ.get(k) for k in c.driver_env()}
     try:
         c.start()
@@ -121,10 +128,44 @@ def ensure_worker(cluster):
 
     live = [w for w in cluster.workers if w.alive()]
     if not live:
-        live = [cluster.add_worker(num_cpus=1)]
+        live = [cluster.add_worker(num_cpus=1, memory=SLOT + MARGIN)]
     cluster.wait_for_nodes(2)
     assert sum(1 for n in ray.nodes() if n.get("Alive")) == 2
     return live[0]
+
+
+def head_node_id() -> str:
+    import ray
+
+    return next(n["NodeID"] for n in ray.nodes() if n.get("Alive") and "node:__internal_head__" in n["Resources"])
+
+
+@contextlib.contextmanager
+def one_actor_on_each_node():
+    """Hold one of the head's two actor slots while the body runs, so that Ray must place one captioning actor on the
+    head and one on the worker node. Ray Data spreads actors only as best it can: which node has room when an actor is
+    scheduled depends on the decode tasks running at that moment, and in one CI run both actors went to the head.
+    Yields a function that gives the slot back early (then the head can take a restarted actor)."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    class SlotHolder:  # defined here so that it travels by value (the test module is not importable on the nodes)
+        def ready(self) -> bool:
+            return True
+
+    holder = ray.remote(num_cpus=0, memory=SLOT)(SlotHolder).options(
+        scheduling_strategy=NodeAffinitySchedulingStrategy(head_node_id(), soft=False)).remote()
+    assert ray.get(holder.ready.remote(), timeout=120)
+    held = [holder]
+
+    def release() -> None:
+        while held:
+            ray.kill(held.pop())
+
+    try:
+        yield release
+    finally:
+        release()
 
 
 def ray_options(cluster, **kw) -> RayOptions:
@@ -252,9 +293,10 @@ def test_ray_run_equals_single_machine_run_and_resumes(cluster, dataset, referen
 
     seen = []
     try:
-        s = run_tagging_ray(TagOptions(inputs=[str(folder)], manifest_jsonl=str(tmp_path / "m.jsonl")),
-                            "shapes-demo", ray_options(cluster, manifest_parquet=str(tmp_path / "pq")),
-                            progress=lambda done, total, path: seen.append((done, total)))
+        with one_actor_on_each_node():
+            s = run_tagging_ray(TagOptions(inputs=[str(folder)], manifest_jsonl=str(tmp_path / "m.jsonl")),
+                                together_spec(tmp_path), ray_options(cluster, manifest_parquet=str(tmp_path / "pq")),
+                                progress=lambda done, total, path: seen.append((done, total)))
     finally:
         ray_data_log.removeHandler(caplog.handler)
     assert (s.total, s.written, s.skipped, s.failed) == (N_IMAGES + len(BAD), N_IMAGES, 0, len(BAD))
@@ -311,8 +353,9 @@ def test_manifest_only_url_run_stops_and_the_cli_resumes_it(cluster, dataset, re
     out, err = capsys.readouterr()
     assert code == 1, err  # 1: some files failed (the bad ones), as with the local engine
     rest = N_IMAGES - first.written
+    # the summary line ends the output (Ray may print notes of its own before it, e.g. about the first run's actors)
     assert re.fullmatch(rf"written {rest}, skipped {first.written}, failed {len(BAD)} in [0-9.]+ s "
-                        rf"\([0-9.]+ images/s\)\n", out), out
+                        rf"\([0-9.]+ images/s\)", out.splitlines()[-1]), out
     assert f"failed: {url}/empty.jpg:" in err
     import pyarrow.parquet as pq
 
@@ -325,30 +368,42 @@ def test_manifest_only_url_run_stops_and_the_cli_resumes_it(cluster, dataset, re
 
 
 @dataclasses.dataclass(frozen=True)
-class SlowSpec(ModelSpec):
-    """The demo model, slowed to 0.5 s per batch, whose actors all start captioning together (a barrier of files in
-    ``barrier``), so that both nodes are working when the test kills one, however long each took to start."""
+class TogetherSpec(ModelSpec):
+    """The demo model, whose actors all start captioning together (a barrier of files in ``barrier``), so that every
+    node works on the job however long each actor took to start (on two loaded cores, the worker node's actor can
+    take longer to load than the head's needs for the whole job), optionally slowed to ``delay_s`` per batch.
+    Captions are the demo model's own."""
 
     barrier: str = ""
     actors: int = 2
+    delay_s: float = 0.0
 
     def load(self, **kw):
         model = super().load(**kw)
         original = model.caption_pixels
         started = []
 
-        def slow(*a, **k):
+        def together(*a, **k):
             if not started:  # first batch of this actor (the driver's probe never captions)
                 started.append(1)
                 Path(self.barrier, str(os.getpid())).touch()
                 deadline = time.monotonic() + 180
                 while len(os.listdir(self.barrier)) < self.actors and time.monotonic() < deadline:
                     time.sleep(0.05)
-            time.sleep(0.5)
+            time.sleep(self.delay_s)
             return original(*a, **k)
 
-        model.caption_pixels = slow
+        model.caption_pixels = together
         return model
+
+
+def together_spec(tmp_path: Path, delay_s: float = 0.0) -> TogetherSpec:
+    import ray
+
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the spec travels by value to the actors
+    barrier = tmp_path / "barrier"
+    barrier.mkdir()
+    return TogetherSpec(model="shapes-demo", barrier=str(barrier), actors=PLACEMENT["actors"], delay_s=delay_s)
 
 
 @pytest.mark.ray
@@ -357,14 +412,12 @@ def test_killing_the_worker_node_mid_run_completes_on_the_head(cluster, dataset,
 
     from lib_clipcap.distributed import run_tagging_ray
 
-    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # SlowSpec travels by value to the actors
     worker = ensure_worker(cluster)
     folder = copy_of(dataset, tmp_path / "ds")
-    barrier = tmp_path / "barrier"
-    barrier.mkdir()
+    spec = together_spec(tmp_path, delay_s=0.5)
     caplog.set_level(logging.INFO, logger="lib_clipcap.distributed")
     result: dict = {}
-    head = ray.get_runtime_context().get_node_id()  # the driver (this process) is attached to the head node
+    head = head_node_id()
     by_node: dict = {}
 
     def count(node: str, n: int) -> None:
@@ -372,25 +425,26 @@ def test_killing_the_worker_node_mid_run_completes_on_the_head(cluster, dataset,
 
     def run() -> None:
         try:
-            spec = SlowSpec(model="shapes-demo", barrier=str(barrier), actors=PLACEMENT["actors"])
             result["summary"] = run_tagging_ray(TagOptions(inputs=[str(folder)]), spec, ray_options(cluster),
                                                 on_batch=count)
         except BaseException as e:  # noqa: BLE001 - reported by the test thread
             result["error"] = e
 
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 240
-    # kill once the worker node has captioned batches of its own and files are being written
-    while time.monotonic() < deadline and thread.is_alive():
-        on_worker = sum(n for node, n in dict(by_node).items() if node != head)
-        if on_worker >= 10 and len(list(folder.rglob("*.txt"))) >= 40:
-            break
-        time.sleep(0.1)
-    done_before = len(list(folder.rglob("*.txt")))
-    assert thread.is_alive() and 40 <= done_before < N_IMAGES, (done_before, by_node, result)
-    assert any("CaptionActor" in t for t in worker.process_titles())
-    cluster.kill(worker)  # SIGKILL every process of the node: raylet, object store, its actor and tasks
+    with one_actor_on_each_node() as release_head_slot:
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        deadline = time.monotonic() + 240
+        # kill once the worker node has captioned batches of its own and files are being written
+        while time.monotonic() < deadline and thread.is_alive():
+            on_worker = sum(n for node, n in dict(by_node).items() if node != head)
+            if on_worker >= 10 and len(list(folder.rglob("*.txt"))) >= 40:
+                break
+            time.sleep(0.1)
+        done_before = len(list(folder.rglob("*.txt")))
+        assert thread.is_alive() and 40 <= done_before < N_IMAGES, (done_before, by_node, result)
+        assert any("CaptionActor" in t for t in worker.process_titles())
+        release_head_slot()  # room on the head for the actor Ray restarts there
+        cluster.kill(worker)  # SIGKILL every process of the node: raylet, object store, its actor and tasks
     thread.join(timeout=300)
     assert not thread.is_alive(), "the run did not finish after the worker node died"
     assert "error" not in result, result.get("error")

@@ -109,6 +109,8 @@ class LocalCluster:
         head_cpus: Logical CPUs of the head node.
         head_gpus: GPUs of the head node (0: none, even on a GPU machine).
         object_store_memory: Object store size per node, bytes (small: the machine is shared).
+        head_memory: The head's logical ``memory`` resource, bytes (default: Ray's, from the machine's RAM). Together
+            with :class:`RayOptions` ``memory_per_actor`` it decides how many captioning actors a node may hold.
         temp_dir: Ray's temporary root (short path!); default a new ``/tmp/rayXXXX`` removed at shutdown.
         env: Extra environment for the node processes (their Ray workers inherit it), e.g. ``PYTHONPATH``.
             ``RAY_AUTH_MODE`` defaults to ``disabled`` (the nodes listen on this machine only; Ray 2.5x would otherwise
@@ -118,11 +120,12 @@ class LocalCluster:
     """
 
     def __init__(self, *, head_cpus: int = 2, head_gpus: int = 0, object_store_memory: int = 200_000_000,
-                 temp_dir: Optional[str] = None, env: Optional[Dict[str, str]] = None,
+                 head_memory: Optional[int] = None, temp_dir: Optional[str] = None, env: Optional[Dict[str, str]] = None,
                  start_timeout_s: float = 120.0) -> None:
         self.head_cpus = head_cpus
         self.head_gpus = head_gpus
         self.object_store_memory = object_store_memory
+        self.head_memory = head_memory
         self._own_temp = temp_dir is None
         self.temp_dir = temp_dir or tempfile.mkdtemp(prefix="ray", dir="/tmp")
         self.env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled", **(env or {})}
@@ -140,8 +143,8 @@ class LocalCluster:
         """The GCS address to pass to ``ray.init`` / ``--address``."""
         return f"127.0.0.1:{self.port}"
 
-    def _common(self, num_cpus: int, num_gpus: int = 0) -> List[str]:
-        return ["--block", "--node-ip-address", "127.0.0.1", "--num-cpus", str(num_cpus), "--num-gpus", str(num_gpus),
+    def _common(self, num_cpus: int, num_gpus: int = 0, memory: Optional[int] = None) -> List[str]:
+        return [*(["--memory", str(int(memory))] if memory is not None else []), "--block", "--node-ip-address", "127.0.0.1", "--num-cpus", str(num_cpus), "--num-gpus", str(num_gpus),
                 "--object-store-memory", str(self.object_store_memory), "--temp-dir", self.temp_dir,
                 "--disable-usage-stats", "--node-manager-port", str(free_port()),
                 "--object-manager-port", str(free_port()), "--dashboard-agent-listen-port", str(free_port()),
@@ -171,15 +174,18 @@ class LocalCluster:
         self.port = free_port()
         self.head = self._launch("head", ["--head", "--port", str(self.port), "--include-dashboard", "false",
                                           "--dashboard-port", str(free_port()),
-                                          *self._common(self.head_cpus, self.head_gpus)])
+                                          *self._common(self.head_cpus, self.head_gpus, self.head_memory)])
         return self
 
-    def add_worker(self, num_cpus: int = 1, num_gpus: int = 0) -> Node:
-        """Start one more worker node (returns when its raylet runs; it registers with the head right after)."""
+    def add_worker(self, num_cpus: int = 1, num_gpus: int = 0, memory: Optional[int] = None) -> Node:
+        """Start one more worker node (returns when its raylet runs; it registers with the head right after).
+
+        ``memory``: the node's logical ``memory`` resource in bytes (default: Ray's, from the machine's RAM).
+        """
         if self.head is None:
             raise RuntimeError("start the head node first")
         node = self._launch(f"worker{len(self.workers) + 1}",
-                            ["--address", self.address, *self._common(num_cpus, num_gpus)])
+                            ["--address", self.address, *self._common(num_cpus, num_gpus, memory)])
         self.workers.append(node)
         return node
 
