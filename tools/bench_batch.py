@@ -21,19 +21,15 @@ Prints a Markdown table (medians over ``--repeats``) and writes JSON to artifact
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
-import platform
 import shutil
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+import _bench_common as common  # first: puts the repository on sys.path
+
+ROOT = common.ROOT
 
 
 def make_jpegs(folder: Path, n: int, size: int, seed: int = 0) -> list[Path]:
@@ -83,25 +79,8 @@ def build_captioner(clip_name: str, device: str, dtype: str):
     return Captioner(clip, model, tok, name=f"random-{clip_name}")
 
 
-def hardware(device: str) -> str:
-    import torch
-
-    if device.startswith("cuda"):
-        return f"{torch.cuda.get_device_name(0)}, {os.cpu_count()} CPU cores, torch {torch.__version__}"
-    return f"{platform.processor() or platform.machine()} CPU, {os.cpu_count()} cores, torch {torch.__version__}"
-
-
-def sync(device: str) -> None:
-    import torch
-
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-
-
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--device", default="cpu")
-    ap.add_argument("--dtype", default="fp32", choices=["fp32", "fp16", "bf16"])
+    ap = common.parser(__doc__)
     ap.add_argument("--clip", default="ViT-B-32", help="open_clip architecture (ViT-L-14 for the Flickr models)")
     ap.add_argument("--images", type=int, default=64, help="JPEGs tagged by the batched pipeline")
     ap.add_argument("--seq-images", type=int, default=8, help="JPEGs tagged by the sequential loop")
@@ -113,6 +92,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--out", type=Path, default=ROOT / "artifacts" / "bench_batch.json")
     args = ap.parse_args()
+    device, _ = common.device_and_dtype(args)
 
     import torch
 
@@ -121,7 +101,7 @@ def main() -> None:
     from lib_clipcap.images import load_image
     from lib_clipcap.reference import original_greedy
 
-    on_gpu = args.device.startswith("cuda")
+    on_gpu = device.type == "cuda"
     batch_size = args.batch_size or (256 if on_gpu else 32)
     work = Path(tempfile.mkdtemp(prefix="clipcap-bench-"))
     try:
@@ -136,13 +116,13 @@ def main() -> None:
                          workers=args.workers, max_new_tokens=args.tokens, min_new_tokens=args.tokens)
 
         def batched() -> float:
-            sync(args.device)
+            common.sync(device)
             s = run_tagging(tag, cap)
             assert s.written == len(imgs) and s.failed == 0, s.failures[:3]
             return len(imgs) / s.elapsed_s
 
         def sequential(paths: list[Path], original: bool) -> float:
-            sync(args.device)
+            common.sync(device)
             t0 = time.perf_counter()
             for p in paths:  # one image at a time: load, preprocess, caption, write
                 pixels = cap.clip.preprocess(load_image(str(p))).unsqueeze(0)
@@ -154,7 +134,7 @@ def main() -> None:
                 else:
                     text = cap.caption_pixels(pixels, opts)[0].text
                 atomic_write_text(p.with_suffix(".txt"), text)
-            sync(args.device)
+            common.sync(device)
             return len(paths) / (time.perf_counter() - t0)
 
         sequential(seq[:1], False)  # warm-up: allocator, kernels, forkserver
@@ -172,7 +152,7 @@ def main() -> None:
 
     med = {k: statistics.median(v) for k, v in rates.items()}
     result = {
-        "hardware": hardware(args.device), "device": args.device, "dtype": args.dtype, "clip": args.clip,
+        "hardware": common.hardware(device), "device": args.device, "dtype": args.dtype, "clip": args.clip,
         "model": f"{args.clip} + MLP prefix 10 + GPT-2 small (random weights), GPT-2 tokenizer",
         "image_size": args.size, "tokens": args.tokens, "batch_size": batch_size, "workers": args.workers,
         "images": args.images, "seq_images": args.seq_images, "original_images": args.original_images,
@@ -182,8 +162,7 @@ def main() -> None:
         "speedup_vs_sequential": med["batched"] / med["sequential"],
         "speedup_vs_original": (med["batched"] / original) if original else None,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2))
+    common.write_json(args.out, result)
     print(f"\n{result['hardware']}; {args.clip} + GPT-2 small, {args.dtype}, {args.size}x{args.size} JPEGs, "
           f"{args.tokens}-token captions, batch {batch_size}; medians of {args.repeats}\n")
     print("| loop | images | images/s | speed-up of batched |")
