@@ -40,6 +40,8 @@ class RayOptions:
         cpus_per_actor: CPUs reserved per actor (default 1; a CPU actor uses that many threads).
         memory_per_actor: Bytes of host memory reserved per actor (default: none reserved). Reserving about what one
             loaded model takes (Ray Data logs its estimate) keeps Ray from packing more actors on a node than fit.
+            Leave part of each node's ``memory`` resource unreserved: Ray Data reserves some for every decode task
+            too, and those tasks wait (the run stalls) while actors hold all of it.
         decode_cpus: CPUs per decode/preprocess task (default 1).
         batch_size: Images per actor call (default: ``TagOptions.batch_size``, else 16 on CPU, 64 on GPU).
 
