@@ -33,6 +33,7 @@ saved by the host regardless, since captioning only starts after the save. Model
 
 from __future__ import annotations
 
+import glob
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -164,21 +165,18 @@ def locate_saved_file(item: Item) -> Path | None:
     path = Path(item.path)
     if item.saved_info is None or path.suffix.lower() not in (".png", ".jpg", ".jpeg", ".webp"):
         return path if path.exists() else None
-    siblings = sorted(path.parent.glob(f"{_glob_escape(path.stem)}-*{_glob_escape(path.suffix)}"),
-                      key=lambda p: p.stat().st_mtime, reverse=True)
-    for candidate in [path, *siblings]:
+
+    def holds_this_image(candidate: Path) -> bool:
         try:
-            if read_parameters(candidate) == item.saved_info:
-                return candidate
+            return read_parameters(candidate) == item.saved_info
         except (OSError, ClipCapError):
-            continue
-    return None
+            return False
 
-
-def _glob_escape(text: str) -> str:
-    import glob
-
-    return glob.escape(text)
+    if holds_this_image(path):  # the usual case: no clash, so no listing of a possibly large output folder
+        return path
+    siblings = sorted(path.parent.glob(f"{glob.escape(path.stem)}-*{glob.escape(path.suffix)}"),
+                      key=lambda p: p.stat().st_mtime, reverse=True)
+    return next((c for c in siblings if holds_this_image(c)), None)
 
 
 def _write_files(state: State, item: Item) -> None:
