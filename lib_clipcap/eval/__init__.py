@@ -7,7 +7,8 @@
 
 Modules: :mod:`.datasets` (readers for the formats datasets are distributed in), :mod:`.metrics` (pycocoevalcap's
 BLEU/METEOR/ROUGE-L/CIDEr/SPICE with its PTB tokenizer, plus CLIP-S/RefCLIP-S), :mod:`.runner` (caption + score),
-:mod:`.report` (tables in the papers' format, JSON), :mod:`.cli` (``python -m lib_clipcap eval``).
+:mod:`.report` (tables in the papers' format, JSON), :mod:`.baselines` (retrieval baselines: nearest neighbour and
+consensus captions copied from the training split), :mod:`.cli` (``python -m lib_clipcap eval``).
 Importing this package is cheap: torch and pycocoevalcap load only when a function needs them.
 """
 
@@ -28,6 +29,8 @@ _LAZY = {
     "evaluate": ("runner", "evaluate"),
     "EvalResult": ("runner", "EvalResult"),
     "format_table": ("report", "format_table"),
+    "evaluate_baseline": ("runner", "evaluate_baseline"),
+    "retrieve_captions": ("baselines", "retrieve_captions"),
 }
 
 __all__ = sorted(_LAZY)
@@ -40,4 +43,5 @@ if TYPE_CHECKING:  # pragma: no cover
     from .datasets import DatasetError, EvalDataset, EvalItem, load_dataset
     from .metrics import MetricResult, clip_metrics, compute_metrics
     from .report import format_table
-    from .runner import EvalResult, evaluate
+    from .baselines import retrieve_captions
+    from .runner import EvalResult, evaluate, evaluate_baseline

@@ -4,6 +4,8 @@
     python -m lib_clipcap eval flickr8k/captions.txt --sbg sbg-flickr8k --sbg-top-k 1 2 5
     python -m lib_clipcap eval data/references.jsonl --model shapes-demo --style all
     python -m lib_clipcap eval --from-json a.json b.json --style flickr --markdown table.md
+    python -m lib_clipcap eval data/captions.txt --checkpoint run/clipcap.safetensors --clip-model ... \
+        --baseline nearest consensus --features run-features       # + "did training beat copying?" rows
 
 Imports nothing heavy at module level (the command list is built on every ``--help``).
 """
@@ -36,6 +38,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     s.add_argument("--sbg-vocabulary", default="natural", help="SBG vocabulary: natural, shapes or a JSON file")
     s.add_argument("--sbg-top-k", type=int, nargs="+", default=[1], metavar="K",
                    help="candidates per image; one table row per K (the paper: 1 2 5)")
+    from .baselines import DEFAULT_K, METHODS
+
+    b = p.add_argument_group("retrieval baselines (rows beside the model's, or alone without a model)")
+    b.add_argument("--baseline", nargs="+", choices=METHODS, default=[], metavar="METHOD",
+                   help="nearest: the caption of the most similar training image (CLIP cosine); consensus: among "
+                        "the k nearest training images' captions, the one most similar to the others (CIDEr-style "
+                        "n-gram TF-IDF cosine; Devlin et al. 2015). Without --model/--checkpoint/--sbg only these "
+                        "rows are computed")
+    b.add_argument("--baseline-k", type=int, default=DEFAULT_K, help=f"consensus: neighbours (default {DEFAULT_K})")
+    b.add_argument("--features", type=Path, help="features folder from `train features` (whole dataset) to retrieve "
+                                                 "with; default: encode the training and test images with the "
+                                                 "model's CLIP or --clip-model")
     add_decoding_arguments(p)
     p.set_defaults(decoding=None, top_k=None)  # model-dependent defaults (SBG samples with top-k 50)
     m = p.add_argument_group("metrics and output")
@@ -115,30 +129,37 @@ def run(args: argparse.Namespace) -> int:
         data = load_dataset(args.dataset, format=args.format, split=args.split, images=args.images, limit=args.limit)
     eprint(f"dataset: {data.name} ({data.format}, split {data.split}): {len(data)} images")
     sbg = bool(args.sbg or args.sbg_dir)
+    with_model = sbg or bool(args.model or args.checkpoint) or not args.baseline
+    model = None
     if sbg:
         model = _load_sbg(args)
-    else:
+    elif with_model:
         from ..cli import load_captioner
 
         model = load_captioner(args)
-    eprint(f"model: {model!r}")
+    if model is not None:
+        eprint(f"model: {model!r}")
     score_clip = None
     if args.score_clip_model:
         from ..clip import ClipBackbone
 
         score_clip = ClipBackbone.load(args.score_clip_model, args.score_clip_pretrained,
-                                       device=model.clip.device, dtype=model.clip.dtype)
-    kw = _caption_kwargs(args, sbg=sbg)
+                                       device=model.clip.device if model is not None else args.device,
+                                       dtype=model.clip.dtype if model is not None else None)
     batch_size = args.batch_size
     settings = {"model": args.model or args.sbg or str(args.checkpoint or args.sbg_dir or ""), "dataset_file":
                 str(args.dataset)}
     results = []
-    for k in (args.sbg_top_k if sbg else [None]):
-        run_kw = dict(kw, top_k_candidates=k) if sbg else kw
-        name = args.name or (f"{model.name} top-{k}" if sbg else model.name)
-        results.append(evaluate(model, data, metrics=metrics, tokenizer=args.metric_tokenizer, score_clip=score_clip,
-                                clip_prefix=args.clip_prefix, batch_size=batch_size, name=name,
-                                progress=args.progress, settings=settings, **run_kw))
+    if model is not None:
+        kw = _caption_kwargs(args, sbg=sbg)
+        for k in (args.sbg_top_k if sbg else [None]):
+            run_kw = dict(kw, top_k_candidates=k) if sbg else kw
+            name = args.name or (f"{model.name} top-{k}" if sbg else model.name)
+            results.append(evaluate(model, data, metrics=metrics, tokenizer=args.metric_tokenizer,
+                                    score_clip=score_clip, clip_prefix=args.clip_prefix, batch_size=batch_size,
+                                    name=name, progress=args.progress, settings=settings, **run_kw))
+    if args.baseline:
+        results += _baselines(args, data, model, score_clip, metrics, kwargs)
     print(format_table(results, style=args.style))
     if args.json_out:
         save_json(results if len(results) > 1 else results[0], args.json_out)
@@ -152,6 +173,40 @@ def run(args: argparse.Namespace) -> int:
     if failed:
         eprint(f"{failed} image(s) could not be read; they were scored as empty captions (see the JSON 'error' fields)")
     return 1 if failed else 0
+
+
+def _baselines(args: argparse.Namespace, data, model, score_clip, metrics: list[str], reader_kwargs: dict) -> list:
+    """The retrieval-baseline rows (:mod:`.baselines`) for ``data``, from --features or computed with a CLIP."""
+    from ..cli import eprint
+    from .baselines import retrieval_inputs
+    from .datasets import load_dataset
+    from .runner import evaluate_baseline
+
+    clip = model.clip if model is not None else None
+    if clip is None and args.clip_model:
+        from ..captioner import _device_and_dtype
+        from ..clip import ClipBackbone
+
+        dev, dt = _device_and_dtype(args.device, args.dtype)
+        clip = ClipBackbone.load(args.clip_model, args.clip_pretrained, device=dev, dtype=dt)
+    train_data = None
+    if args.features is None:
+        try:
+            train_data = load_dataset(args.dataset, format=args.format, split="train", images=args.images,
+                                      **reader_kwargs)
+        except TypeError:
+            train_data = load_dataset(args.dataset, format=args.format, split="train", images=args.images)
+        eprint(f"baselines: encoding {len(train_data)} training and {len(data)} evaluated images")
+    inputs = retrieval_inputs(data, features=args.features, train_dataset=train_data, clip=clip,
+                              batch_size=args.batch_size)
+    score = score_clip if score_clip is not None else clip
+    settings = {"dataset_file": str(args.dataset), "features": str(args.features or "")}
+    return [evaluate_baseline(data, method, train_features=inputs.train_features,
+                              train_captions=inputs.train_captions, train_ids=inputs.train_ids,
+                              query_features=inputs.query_features, valid=inputs.query_valid, k=args.baseline_k,
+                              metrics=metrics, tokenizer=args.metric_tokenizer, clip=score,
+                              clip_prefix=args.clip_prefix, batch_size=args.batch_size, settings=settings)
+            for method in args.baseline]
 
 
 def main(argv: list[str] | None = None) -> int:  # pragma: no cover - `python -m lib_clipcap eval` is the entry

@@ -115,6 +115,24 @@ def evaluate(model, dataset: EvalDataset, *, metrics: Sequence[str] = (*TEXT_MET
     """
     t0 = time.perf_counter()
     results = generate_captions(model, dataset, batch_size=batch_size, progress=progress, **caption_kwargs)
+    clip = score_clip if score_clip is not None else model.clip
+    return score_results(dataset, results, metrics=metrics, tokenizer=tokenizer, clip=clip, clip_prefix=clip_prefix,
+                         batch_size=batch_size,
+                         name=name or getattr(model, "name", "") or type(model).__name__, lowercase=lowercase,
+                         settings={**(settings or {}),
+                                   **{k: v for k, v in caption_kwargs.items() if _jsonable(v)}}, started=t0)
+
+
+def score_results(dataset: EvalDataset, results: Sequence, *, metrics: Sequence[str] = (*TEXT_METRICS, "clip"),
+                  tokenizer: str = "ptb", clip=None, clip_prefix: str = "A photo depicts ", batch_size: int = 16,
+                  name: str = "", lowercase: bool = False, settings: dict[str, Any] | None = None,
+                  extra: Sequence[dict[str, Any]] | None = None, started: float | None = None) -> EvalResult:
+    """Score one caption per dataset item (CaptionResults, in the dataset's order) and build the :class:`EvalResult`.
+
+    ``clip`` is the backbone for CLIP-S / RefCLIP-S; without one those two are skipped (with the reason).
+    ``extra``: per item, more fields for its ``per_image`` row (e.g. the training images a baseline copied from).
+    """
+    t0 = time.perf_counter() if started is None else started
     ids = [it.image_id for it in dataset.items]
     texts = [r.text.lower() if lowercase else r.text for r in results]
     refs = dataset.references()
@@ -122,8 +140,10 @@ def evaluate(model, dataset: EvalDataset, *, metrics: Sequence[str] = (*TEXT_MET
     scored = MetricResult(tokenizer=tokenizer)
     if text_metrics:
         scored = compute_metrics(refs, dict(zip(ids, texts)), metrics=text_metrics, tokenizer=tokenizer)
-    if "clip" in metrics:
-        clip = score_clip if score_clip is not None else model.clip
+    if "clip" in metrics and clip is None:
+        why = "no CLIP model to score with (give --clip-model/--clip-pretrained or --score-clip-model)"
+        scored.skipped.update({"CLIP-S": why, "RefCLIP-S": why})
+    elif "clip" in metrics:
         ok = [i for i, r in enumerate(results) if r.ok]
         if ok:
             from ..scoring import image_features
@@ -139,7 +159,7 @@ def evaluate(model, dataset: EvalDataset, *, metrics: Sequence[str] = (*TEXT_MET
     if any(it.criteria for it in dataset.items):
         scored.merge(finecap_scores(dict(zip(ids, texts)), {it.image_id: it.criteria for it in dataset.items}))
     per_image = []
-    for it, r, text in zip(dataset.items, results, texts):
+    for j, (it, r, text) in enumerate(zip(dataset.items, results, texts)):
         row: dict[str, Any] = {"image_id": it.image_id, "file": str(it.path), "caption": text,
                                "references": it.references, "scores": scored.per_image.get(it.image_id, {})}
         if len(r.candidates) > 1:
@@ -149,17 +169,56 @@ def evaluate(model, dataset: EvalDataset, *, metrics: Sequence[str] = (*TEXT_MET
             row["keywords"] = r.keywords
         if r.error:
             row["error"] = r.error
+        if extra is not None:
+            row.update(extra[j])
         per_image.append(row)
     failed = sum(1 for r in results if not r.ok)
     if failed:
         log.warning("%d of %d images could not be captioned (scored as empty captions)", failed, len(results))
     return EvalResult(
-        name=name or getattr(model, "name", "") or type(model).__name__, dataset=dataset.name, split=dataset.split,
-        images=len(dataset), scores=scored.scores, skipped=scored.skipped,
-        settings={**(settings or {}), **{k: v for k, v in caption_kwargs.items() if _jsonable(v)},
-                  "clip_prefix": clip_prefix, "tokenizer": tokenizer},
+        name=name, dataset=dataset.name, split=dataset.split, images=len(dataset), scores=scored.scores,
+        skipped=scored.skipped, settings={**(settings or {}), "clip_prefix": clip_prefix, "tokenizer": tokenizer},
         per_image=per_image, failed=failed, seconds=time.perf_counter() - t0, tokenizer=tokenizer,
     )
+
+
+def evaluate_baseline(dataset: EvalDataset, method: str, *, train_features, train_captions: Sequence[Sequence[str]],
+                      query_features, valid=None, k: int | None = None, train_ids: Sequence[str] | None = None,
+                      metrics: Sequence[str] = (*TEXT_METRICS, "clip"), tokenizer: str = "ptb", clip=None,
+                      clip_prefix: str = "A photo depicts ", batch_size: int = 16, name: str | None = None,
+                      settings: dict[str, Any] | None = None) -> EvalResult:
+    """Caption ``dataset`` by retrieval from the training images (:mod:`.baselines`) and score it like a model.
+
+    Args:
+        method: ``"nearest"`` or ``"consensus"``.
+        train_features: ``[N, D]`` features of the training images; ``train_captions`` their references.
+        query_features: ``[len(dataset), D]`` features of the dataset's images, same backbone and order.
+        valid: optional ``[len(dataset)]`` bools; an image whose features could not be computed (False) is scored
+            as an empty caption, as a model's unreadable image is.
+        k: neighbours of the consensus baseline (default :data:`~.baselines.DEFAULT_K`).
+        train_ids: the training images' ids, to record which image each caption was copied from.
+        clip: backbone for CLIP-S / RefCLIP-S (None: skipped).
+    """
+    from ..captioner import CaptionResult
+    from .baselines import DEFAULT_K, baseline_name, retrieve_captions
+
+    t0 = time.perf_counter()
+    k = DEFAULT_K if k is None else k
+    picks = retrieve_captions(train_features, train_captions, query_features, method=method, k=k)
+    results, extra = [], []
+    for j, (it, p) in enumerate(zip(dataset.items, picks)):
+        if valid is not None and not bool(valid[j]):
+            results.append(CaptionResult(text="", score=None, source=str(it.path), error="image could not be read"))
+            extra.append({})
+            continue
+        results.append(CaptionResult(text=p.caption, score=None, source=str(it.path)))
+        extra.append({"copied_from": train_ids[p.source] if train_ids is not None else p.source})
+    run_settings = {**(settings or {}), "baseline": method, "train_images": len(train_captions)}
+    if method == "consensus":
+        run_settings.update(k=k, similarity="CIDEr-style TF-IDF n-gram cosine, n=1..4")
+    return score_results(dataset, results, metrics=metrics, tokenizer=tokenizer, clip=clip, clip_prefix=clip_prefix,
+                         batch_size=batch_size, name=name or baseline_name(method, k), settings=run_settings,
+                         extra=extra, started=t0)
 
 
 def _jsonable(v: Any) -> bool:
