@@ -108,10 +108,10 @@ def gallery_image(value: Any) -> Any:
 
 def merge_prompt(prompt: str | None, caption: str, mode: str) -> str:
     """``caption`` replacing ``prompt`` (``"replace"``) or appended after a comma (``"append"``)."""
-    caption, prompt = caption.strip(), (prompt or "").rstrip()
-    if mode != "append" or not prompt:
-        return caption
-    return f"{prompt} {caption}" if prompt.endswith(",") else f"{prompt}, {caption}"
+    from lib_clipcap.prompting import join_phrases
+
+    caption = caption.strip()
+    return join_phrases((prompt or "", caption)) if mode == "append" else caption
 
 
 # --------------------------------------------------------------------------------------------------- captioning
@@ -141,7 +141,7 @@ def _warn(text: str) -> None:
     print(f"{LOG_PREFIX} {text}")
     warn = getattr(gr, "Warning", None)
     if warn is not None:
-        warn(text)
+        warn(f"ClipCap: {text}")
 
 
 def prompt_from(image_value: Any, prompt: str | None, *, gallery: bool) -> str:
@@ -155,8 +155,10 @@ def prompt_from(image_value: Any, prompt: str | None, *, gallery: bool) -> str:
     except (ValueError, ClipCapError) as e:
         raise gr.Error(f"ClipCap: {e}") from None
     if image is None:
-        what = "No image in the gallery: generate one first" if gallery else "No init image: add one first"
-        raise gr.Error(f"ClipCap: {what}.")
+        # An ordinary user action, not a failure: a warning toast, and the prompt stays as it is (gr.Error would
+        # print a traceback in the host's console).
+        _warn("No image in the gallery: generate one first." if gallery else "No init image: add one first.")
+        return prompt or ""
     try:
         caption = caption_image(image)
     except ClipCapError as e:
@@ -255,3 +257,9 @@ class HostHooks:
 
     def option_values(self) -> dict[str, Any]:
         return settings.option_values()
+
+    def batch_unavailable_message(self) -> str:
+        """Why the tab's batch section is off, naming the setting that turns it on."""
+        from . import host
+
+        return host.batch_unavailable_message()

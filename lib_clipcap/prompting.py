@@ -8,22 +8,57 @@
 - ``prepend``: the caption, then the typed prompt (the typed text is a suffix).
 
 Parts are joined with ``", "`` unless the first already ends with a comma; an empty typed prompt gives the caption.
+A caption's closing period is dropped wherever other text follows it ("a red circle on a white background, oil
+painting", not "background., oil"): :func:`join_phrases` is the one rule for every joined caption (prompts, sidecar
+prefix/suffix, existing-caption append/prepend).
 """
 
 from __future__ import annotations
 
-__all__ = ["PLACEHOLDER", "PROMPT_MODES", "caption_prompt"]
+__all__ = ["PLACEHOLDER", "PROMPT_MODES", "caption_prompt", "join_phrases", "strip_end_period"]
 
 PLACEHOLDER = "{caption}"
 #: ``off`` leaves the prompt alone; see the module docstring for the others.
 PROMPT_MODES = ("off", "replace", "append", "prepend")
 
 
+def strip_end_period(text: str) -> str:
+    """``text`` without surrounding whitespace and without the period(s) that end it (``"a dog."`` -> ``"a dog"``)."""
+    return text.strip().rstrip(".").rstrip()
+
+
+def join_phrases(parts: "list[str] | tuple[str, ...]", separator: str = ", ") -> str:
+    """Join the non-empty ``parts`` with ``separator``; each part followed by another loses its closing period.
+
+    A part that already ends with the separator's punctuation (``"masterpiece,"``) is followed by a space only.
+    """
+    kept = [p.strip() for p in parts if p and p.strip()]
+    out = ""
+    for i, part in enumerate(kept):
+        if i + 1 < len(kept):
+            part = strip_end_period(part) or part
+        if not out:
+            out = part
+        elif separator.strip() and out.endswith(separator.strip()):
+            out = f"{out} {part}"
+        else:
+            out = f"{out}{separator}{part}"
+    return out
+
+
 def _join(first: str, second: str) -> str:
-    first, second = first.strip(), second.strip()
-    if not first or not second:
-        return first or second
-    return f"{first} {second}" if first.endswith(",") else f"{first}, {second}"
+    return join_phrases((first, second))
+
+
+def _fill_placeholder(typed: str, caption: str) -> str:
+    """``typed`` with every ``{caption}`` replaced; the caption keeps its period only where nothing follows it."""
+    pieces = typed.split(PLACEHOLDER)
+    out = pieces[0]
+    for i, rest in enumerate(pieces[1:]):
+        last = i == len(pieces) - 2
+        text = caption if last and not rest.strip() else (strip_end_period(caption) or caption)
+        out += text + rest
+    return out
 
 
 def caption_prompt(typed: str | None, caption: str, mode: str) -> str:
@@ -47,7 +82,7 @@ def caption_prompt(typed: str | None, caption: str, mode: str) -> str:
     if mode == "off":
         return typed
     if PLACEHOLDER in typed:
-        return typed.replace(PLACEHOLDER, caption)
+        return _fill_placeholder(typed, caption)
     if mode == "replace":
         return caption
     return _join(typed, caption) if mode == "append" else _join(caption, typed)

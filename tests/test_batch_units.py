@@ -110,6 +110,19 @@ def test_prefix_suffix_and_existing_policies():
         == ("a dog", "old, sks, a dog")
 
 
+def test_a_caption_followed_by_other_text_loses_its_period():
+    """The sidecar of a generated image read "mytrigger, a ... background., best quality"."""
+    o = lambda **kw: TagOptions(inputs=["x"], **kw)  # noqa: E731
+    caption = "a large blue circle on a white background."
+    assert decorate(caption, o(prefix="mytrigger", suffix="best quality")) \
+        == "mytrigger, a large blue circle on a white background, best quality"
+    assert decorate(caption, o(prefix="mytrigger")) == "mytrigger, a large blue circle on a white background."
+    assert decorate(caption, o(prefix="mytrigger, ")) == "mytrigger, a large blue circle on a white background."
+    assert combine("old caption.", "a dog.", o(existing="append")) == "old caption, a dog."
+    assert combine("old caption", "a dog.", o(existing="prepend")) == "a dog, old caption"
+    assert final_text(None, "A dog.", o(suffix="best quality"))[1] == "A dog, best quality"
+
+
 # ------------------------------------------------------------------------------------------------------ naming
 _name_chars = st.characters(blacklist_categories=("Cs",), blacklist_characters="/\0")
 file_names = st.text(_name_chars, min_size=1, max_size=40).filter(lambda s: s not in (".", ".."))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from typing import Optional
 
+from ..prompting import join_phrases
 from .options import TagOptions
 
 _SPACE = re.compile(r"\s+")
@@ -59,8 +60,9 @@ def clean_caption(text: str, options: TagOptions) -> str:
 
 
 def decorate(caption: str, options: TagOptions) -> str:
-    """Join ``prefix``, ``caption`` and ``suffix`` (those not empty) with the separator."""
-    return options.separator.join(p for p in (options.prefix, caption, options.suffix) if p)
+    """Join ``prefix``, ``caption`` and ``suffix`` (those not empty) with the separator; a caption followed by a
+    suffix loses its closing period (:func:`lib_clipcap.prompting.join_phrases`)."""
+    return join_phrases((options.prefix, caption, options.suffix), options.separator)
 
 
 def combine(existing: Optional[str], new: str, options: TagOptions) -> str:
@@ -79,8 +81,8 @@ def combine(existing: Optional[str], new: str, options: TagOptions) -> str:
     if not old or options.existing in ("skip", "overwrite"):
         return new
     if options.existing == "append":
-        return f"{old}{options.separator}{new}"
-    return f"{new}{options.separator}{old}"  # prepend
+        return join_phrases((old, new), options.separator)
+    return join_phrases((new, old), options.separator)  # prepend
 
 
 def final_text(existing: Optional[str], generated: str, options: TagOptions) -> tuple[str, str]:

@@ -317,7 +317,7 @@ def api(mode, make_webui, fake_models):
     webui = make_webui(mode, argv=["--api"])
     webui.create_ui()
     loader = fake_models()
-    client = TestClient(webui.start())
+    client = TestClient(webui.start(), base_url="http://127.0.0.1:7860")
     client.webui, client.loader = webui, loader
     return client
 
@@ -414,6 +414,40 @@ def test_img2img_prompt_modes(webui, ui, tmp_path, typed, prompt_mode, expected)
     assert first["ClipCap prompt"] == prompt_mode
 
 
+def _captions_end_with_a_period(loader, monkeypatch) -> None:
+    """Make the fake model end its captions with a period, as real models do."""
+    load = type(loader).__call__
+
+    def load_with_periods(self, name):
+        model = load(self, name)
+        caption = model.caption
+
+        def with_period(images, **kwargs):
+            results = caption(images, **kwargs)
+            for r in results:
+                r.text += "."
+            return results
+        model.caption = with_period
+        return model
+    monkeypatch.setattr(type(loader), "__call__", load_with_periods)
+
+
+def test_joined_captions_lose_the_inner_period(webui, ui, tmp_path, monkeypatch):
+    """Was: prompt "a ... picture., oil painting" and sidecar "mytrigger, a ... picture., best quality"."""
+    from modules import infotext_utils
+
+    _captions_end_with_a_period(ui, monkeypatch)
+    _inputs(tmp_path / "in")
+    processed = _img2img_batch("from dir", str(tmp_path / "in"), "oil painting",
+                               section(outputs=["sidecar"], prompt_mode="prepend", prefix="mytrigger",
+                                       suffix="best quality"), tmp_path / "out")
+    prompts = [infotext_utils.parse_generation_parameters(t)["Prompt"] for t in processed.infotexts]
+    assert prompts == ["a 40x30 picture, oil painting", "a 20x10 picture, oil painting"]
+    sidecars = sorted(p.read_text(encoding="utf-8") for p in (tmp_path / "out").glob("*.txt"))
+    assert sidecars == ["mytrigger, a 32x32 picture, best quality"] * 2
+    assert webui.errors() == []
+
+
 def test_img2img_batch_with_png_info_prompts(webui, ui, tmp_path):
     """With "use PNG info" the host resets the prompt per image (typed + the file's prompt); the caption joins that."""
     from PIL import PngImagePlugin
@@ -504,7 +538,7 @@ def test_generated_caption_route_honours_api_auth(mode, make_webui, fake_models)
 
     webui = make_webui(mode, argv=["--api", "--api-auth", "u:p"])
     fake_models()
-    client = TestClient(webui.start())
+    client = TestClient(webui.start(), base_url="http://127.0.0.1:7860")
     plain = {"image": _b64_png(Image.new("RGB", (4, 4)))}
     assert client.post("/clipcap/v1/generated-caption", json=plain).status_code == 401
     auth = {"Authorization": "Basic " + base64.b64encode(b"u:p").decode()}

@@ -197,6 +197,19 @@ def test_caption_prompt(typed, mode, expected):
     assert caption_prompt(typed, " a dog ", mode) == expected
 
 
+@pytest.mark.parametrize("typed, mode, expected", [
+    ("oil painting", "append", "oil painting, a large blue circle on a white background."),
+    ("oil painting", "prepend", "a large blue circle on a white background, oil painting"),
+    ("oil painting of {caption}, dramatic", "replace", "oil painting of a large blue circle on a white background, "
+                                                       "dramatic"),
+    ("oil painting of {caption}", "replace", "oil painting of a large blue circle on a white background."),
+    ("masterpiece.", "append", "masterpiece, a large blue circle on a white background."),
+])
+def test_joined_captions_keep_no_inner_period(typed, mode, expected):
+    """A caption followed by other text loses its closing period (was "... background., oil painting")."""
+    assert caption_prompt(typed, "a large blue circle on a white background.", mode) == expected
+
+
 def test_caption_prompt_rejects_unknown_modes():
     with pytest.raises(ValueError, match="valid: off, replace, append, prepend"):
         caption_prompt("x", "y", "merge")

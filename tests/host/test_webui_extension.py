@@ -127,14 +127,28 @@ def test_txt2img_button_captions_the_selected_gallery_image(webui, fake_models):
     assert event["fn"](wd.gallery_value(gallery, images, None), "") == "a 64x48 picture"  # no JS: the first
 
 
-def test_txt2img_button_errors_without_an_image(webui, fake_models):
+def test_txt2img_button_without_an_image_warns_and_keeps_the_prompt(webui, fake_models, monkeypatch, capsys):
+    """An empty gallery is an ordinary user action: a warning toast, not gr.Error (a traceback in the console)."""
     import gradio as gr
 
     webui.create_ui()
-    fake_models()
+    loader = fake_models()
+    toasts = []
+    monkeypatch.setattr(gr, "Warning", toasts.append)
     event = _button_event(webui, "txt2img")
-    with pytest.raises(gr.Error, match="No image in the gallery"):
-        event["fn"]([], "keep")
+    assert event["fn"]([], "keep") == "keep"
+    assert event["fn"](None, None) == ""
+    assert toasts == ["ClipCap: No image in the gallery: generate one first."] * 2
+    assert "Traceback" not in capsys.readouterr().out
+    assert loader.loaded == []  # no model was loaded for nothing
+
+
+def test_prompt_button_joins_like_every_other_face():
+    from clipcap_webui.prompt_button import merge_prompt
+
+    assert merge_prompt("oil painting.", " a dog. ", "append") == "oil painting, a dog."
+    assert merge_prompt("masterpiece,", "a dog.", "append") == "masterpiece, a dog."
+    assert merge_prompt("", "a dog.", "append") == merge_prompt("old", "a dog.", "replace") == "a dog."
 
 
 def test_gallery_file_outside_the_temp_folders_is_refused(webui, fake_models, tmp_path):
@@ -242,5 +256,5 @@ def test_callback_errors_do_not_leak_and_nowebui_builds_no_page(mode, make_webui
     app = webui.start(demo=None)
     from fastapi.testclient import TestClient
 
-    assert TestClient(app).get("/clipcap/v1/models").status_code == 200
+    assert TestClient(app, base_url="http://127.0.0.1:7860").get("/clipcap/v1/models").status_code == 200
     assert webui.errors() == []
