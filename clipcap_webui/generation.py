@@ -89,9 +89,10 @@ def _report(state: State | None, message: str, *, exc_info: bool = True) -> None
 
 
 def _note_once(state: State, text: str) -> None:
+    """One line for the results panel (``ClipCap: ...``) and the console (``[ClipCap] ...``), once per generation."""
     if text not in state.notes:
         state.notes.append(text)
-        print(f"{LOG_PREFIX} {text}")
+        print(f"{LOG_PREFIX} {text.removeprefix('ClipCap: ')}")
 
 
 def _state(p: Any) -> State | None:

@@ -7,6 +7,7 @@ All live in one section with a tuple id, as the host requires (``Options.dumpjso
 
 from __future__ import annotations
 
+import html
 from typing import Any
 
 from . import host
@@ -63,7 +64,8 @@ def register() -> None:
     def add(key: str, default: Any, label: str, kind: str, args: Any, help_text: str) -> None:
         info = shared.OptionInfo(default, label, _component(gr, kind), args, section=SECTION)
         if help_text:
-            info = info.info(help_text)
+            # The host puts the help into HTML as it is: "<models>/clipcap" would lose "<models>" as a tag.
+            info = info.info(html.escape(help_text, quote=False))
         shared.opts.add_option(key, info)
 
     for e in settings_entries():

@@ -243,11 +243,13 @@ def test_unknown_model_is_reported_not_raised(webui, ui, out):
     assert len([r for r in webui.errors() if "[ClipCap]" in r]) == 1
 
 
-def test_bad_arguments_fall_back_to_defaults(webui, ui, out):
+def test_bad_arguments_fall_back_to_defaults(webui, ui, out, capsys):
     processed = txt2img(out, section(preset="turbo", ext=".png", existing="merge"))
     (f,) = images_in(out, "png")
     assert f.with_suffix(".txt").read_text(encoding="utf-8") == "a 64x48 picture"  # defaults: .txt, skip, settings
-    assert "ignored invalid settings" in processed.comments and "turbo" in processed.comments
+    assert "ClipCap: ignored invalid settings" in processed.comments and "turbo" in processed.comments
+    console = capsys.readouterr().out
+    assert "[ClipCap] ignored invalid settings" in console and "ClipCap: ignored" not in console  # one prefix
     assert webui.errors() == []
 
 

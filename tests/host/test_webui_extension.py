@@ -92,6 +92,33 @@ def test_settings_section_matches_the_options_table(webui):
         shared.opts.clipcap_no_such_setting
 
 
+def test_settings_help_renders_as_written(webui):
+    """The host puts each help text into the page as HTML: "empty: <models>/clipcap" showed as "empty: /clipcap"."""
+    from html.parser import HTMLParser
+
+    from modules import shared
+
+    from clipcap_webui import settings
+    from lib_clipcap.options_table import OPTIONS
+
+    class Text(HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.parts = []
+
+        def handle_data(self, data):
+            self.parts.append(data)
+
+    webui.create_ui()
+    helps = {o.settings_key: o.help for o in OPTIONS} | {k: v[4] for k, v in settings.HOST_SETTINGS.items()}
+    for key, help_text in helps.items():
+        page = Text()
+        page.feed(shared.opts.data_labels[key].comment_after)
+        page.close()
+        assert "".join(page.parts) == f"({help_text})", key
+    assert "<models>/clipcap" in helps[settings.MODELS_DIR]
+
+
 @pytest.mark.parametrize("tab", ["txt2img", "img2img"])
 def test_button_sits_right_after_the_style_anchor(webui, tab):
     webui.create_ui()
