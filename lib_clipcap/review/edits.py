@@ -1,0 +1,345 @@
+"""Saving reviewed captions: atomic writes through batch tagging's writer and journal, an undo log, bulk edits.
+
+A save goes exactly the way a ``tag`` run writes (:mod:`lib_clipcap.batch.runner`): under the output root's lock
+(so it cannot interleave with a running batch job), the journal records the new content's hash first (fsynced), then
+the files are written through the batch writer (temporary file, fsync, rename): a crash at any point leaves each
+caption with its old or its complete new text, never a partial one. The journal record also means that resuming an
+interrupted ``tag`` run with the same settings treats an edited caption as finished and does not overwrite it.
+
+Before any file changes, the old bytes of every file of the save are appended (fsynced) to the undo log
+``.clipcap-review-undo.jsonl`` in the output root, one line per save, so :func:`undo_last` can restore them, even in
+a later session. Undo restores a file only if it still holds what the save wrote; a file changed since is left alone
+and reported.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import logging
+import os
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+from ..batch.discover import is_within
+from ..batch.journal import JOURNAL_NAME, Journal, sha256_bytes
+from ..batch.lock import FolderLock
+from ..errors import ClipCapError
+from ..fileio import atomic_write_bytes, stale_temp_files
+from .flags import check_caption_text, decode_caption
+from .table import ReviewRow, ReviewTable
+
+log = logging.getLogger(__name__)
+
+__all__ = ["UNDO_NAME", "EditOutcome", "ReviewEditError", "plan_bulk", "save_captions", "undo_depth", "undo_last"]
+
+UNDO_NAME = ".clipcap-review-undo.jsonl"
+#: Journal signature used when a folder has no batch journal yet (a later ``tag`` run starts its own).
+REVIEW_SIGNATURE = "review"
+
+
+class ReviewEditError(ClipCapError, ValueError):
+    """An edit that cannot be made (an image not in the review, a caption outside the allowed folders)."""
+
+
+@dataclass
+class EditOutcome:
+    """What happened to one caption file: ``saved``, ``unchanged``, ``restored``, ``removed``, ``conflict`` or
+    ``failed`` (with ``reason``)."""
+
+    image: str
+    caption_file: str
+    status: str
+    reason: str = ""
+    text: Optional[str] = None
+
+
+def table_root(table: ReviewTable) -> Path:
+    """The output root of a review table (where its journal, lock, undo log and feature cache are)."""
+    return Path(os.path.abspath(os.path.expanduser(table.output_dir or table.folder)))
+
+
+def _journal_signature(root: Path) -> str:
+    # Append under the existing journal's signature so a resumed `tag` run sees the edit as finished; a journal we
+    # cannot read is left for `tag` to replace.
+    try:
+        with open(root / JOURNAL_NAME, "rb") as f:
+            header = json.loads(f.readline() or b"{}")
+        sig = header.get("signature")
+        return sig if isinstance(sig, str) and sig else REVIEW_SIGNATURE
+    except (OSError, ValueError, AttributeError):
+        return REVIEW_SIGNATURE
+
+
+def _append_line(path: Path, record: Dict[str, Any]) -> None:
+    data = (json.dumps(record, ensure_ascii=True) + "\n").encode("ascii")
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _read_undo(path: Path) -> List[Dict[str, Any]]:
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return []
+    groups = []
+    for line in raw.split(b"\n"):
+        try:
+            g = json.loads(line)
+        except ValueError:
+            continue  # a line torn by a power loss
+        if isinstance(g, dict) and isinstance(g.get("edits"), list):
+            groups.append(g)
+    return groups
+
+
+def undo_depth(table: ReviewTable) -> int:
+    """How many saves :func:`undo_last` can still undo in this table's output root."""
+    return len(_read_undo(table_root(table) / UNDO_NAME))
+
+
+def _journal_records(journal: Journal, root: Path, pairs: Sequence[Tuple[ReviewRow, bytes]]) -> List[Dict[str, Any]]:
+    records = []
+    for row, data in pairs:
+        try:
+            st = os.stat(row.image)
+        except OSError:
+            continue  # the image is gone: nothing for a tag run to resume; the caption is still written
+        records.append({"out": journal.key(Path(row.caption_file)), "image": row.rel, "size": st.st_size,
+                        "mtime_ns": st.st_mtime_ns, "sha256": sha256_bytes(data)})
+    return records
+
+
+def _write(root: Path, pairs: Sequence[Tuple[ReviewRow, bytes]]) -> List[Optional[OSError]]:
+    """Journal (fsynced), then the batch writer's atomic writes, as a tag run does. Caller holds the lock."""
+    from ..batch.runner import write_files
+
+    journal = Journal(root, _journal_signature(root)).load()
+    journal.open()
+    try:
+        journal.append(_journal_records(journal, root, pairs))
+    finally:
+        journal.close()
+    return write_files([(Path(row.caption_file), data) for row, data in pairs])
+
+
+def _rows_for(table: ReviewTable, edits: Sequence[Tuple[str, str]]) -> List[Tuple[ReviewRow, str]]:
+    out = []
+    seen = set()
+    for image, text in edits:
+        try:
+            row = table.row(os.fspath(image))
+        except KeyError:
+            raise ReviewEditError(f"{image} is not an image of the reviewed folder {table.folder}; rescan the "
+                                  f"folder or pick an image from the table") from None
+        if row.image in seen:
+            raise ReviewEditError(f"{image} is edited twice in one save; give each image once")
+        seen.add(row.image)
+        out.append((row, check_caption_text(text)))
+    return out
+
+
+def _remove_stale_temps(rows: Sequence[ReviewRow]) -> None:
+    """Delete temporary files a killed earlier save (or tag run) left beside these captions; we hold the lock."""
+    by_dir: Dict[Path, set] = {}
+    for row in rows:
+        p = Path(row.caption_file)
+        by_dir.setdefault(p.parent, set()).add(p.name)
+    for folder, names in by_dir.items():
+        for tmp in stale_temp_files(folder, names):
+            try:
+                tmp.unlink()
+            except OSError as e:
+                log.warning("cannot remove leftover temporary file %s: %s", tmp, e)
+
+
+def save_captions(table: ReviewTable, edits: Sequence[Tuple[str, str]], *,
+                  allowed_roots: Optional[Sequence[Path]] = None) -> List[EditOutcome]:
+    """Write new caption texts atomically (journal, batch writer), recording the old ones for :func:`undo_last`.
+
+    Args:
+        table: The scanned folder the images belong to (its rows are updated: text, flags; scores cleared).
+        edits: ``(image path, new caption)`` pairs. The caption is written as given (UTF-8, no newline added).
+        allowed_roots: Real paths of the folders a server may write (``None``: anywhere).
+
+    Returns:
+        One :class:`EditOutcome` per edit: ``saved``, ``unchanged`` (the file already held that text) or ``failed``.
+
+    Raises:
+        CaptionTextError: a caption holds a control character (newline included) or cannot be encoded; nothing is
+            written then.
+        ReviewEditError: an image is not in ``table``, or a caption file is outside ``allowed_roots``.
+        BatchLockedError: a batch run holds the folder's lock (try again when it has finished).
+    """
+    pairs = _rows_for(table, edits)
+    root = table_root(table)
+    if allowed_roots is not None:
+        for row, _ in pairs:
+            if not is_within(row.caption_file, allowed_roots):
+                raise ReviewEditError(f"the caption file {row.caption_file} resolves outside the allowed folders")
+    outcomes: Dict[str, EditOutcome] = {}
+    todo: List[Tuple[ReviewRow, bytes, Optional[bytes]]] = []
+    root.mkdir(parents=True, exist_ok=True)
+    with FolderLock(root):
+        _remove_stale_temps([row for row, _ in pairs])
+        for row, text in pairs:
+            data = text.encode("utf-8")
+            try:
+                old: Optional[bytes] = Path(row.caption_file).read_bytes()
+            except FileNotFoundError:
+                old = None
+            except OSError as e:
+                outcomes[row.image] = EditOutcome(row.image, row.caption_file, "failed",
+                                                  f"cannot read the current caption file: {e.strerror or e}")
+                continue
+            if old == data:
+                outcomes[row.image] = EditOutcome(row.image, row.caption_file, "unchanged", text=text)
+                continue
+            try:
+                Path(row.caption_file).parent.mkdir(parents=True, exist_ok=True)  # a mirrored output folder
+            except OSError as e:
+                outcomes[row.image] = EditOutcome(row.image, row.caption_file, "failed",
+                                                  f"cannot create the folder: {e.strerror or e}")
+                continue
+            todo.append((row, data, old))
+        if todo:
+            _append_line(root / UNDO_NAME, {"v": 1, "time": time.time(), "edits": [
+                {"file": os.path.relpath(row.caption_file, root), "image": row.rel,
+                 "old": None if old is None else base64.b64encode(old).decode("ascii"),
+                 "new_sha256": sha256_bytes(data)} for row, data, old in todo]})
+            errors = _write(root, [(row, data) for row, data, _ in todo])
+            for (row, data, _), err in zip(todo, errors):
+                if err is None:
+                    table.set_caption(row, data.decode("utf-8"), refresh=False)
+                    outcomes[row.image] = EditOutcome(row.image, row.caption_file, "saved", text=row.caption)
+                else:
+                    outcomes[row.image] = EditOutcome(row.image, row.caption_file, "failed",
+                                                      f"cannot write the caption file: {err.strerror or err}")
+            table.refresh_flags()
+    return [outcomes[row.image] for row, _ in pairs]
+
+
+def undo_last(table: ReviewTable, *, allowed_roots: Optional[Sequence[Path]] = None) -> List[EditOutcome]:
+    """Undo the most recent save in this table's output root (one save: one edit, or one bulk operation).
+
+    Each file gets its old bytes back (a caption that did not exist before is removed) when it still holds what the
+    save wrote; a file changed since then is left as it is (``conflict``). Restores are written like saves (lock,
+    journal, atomic writes).
+
+    Returns:
+        One :class:`EditOutcome` per file of the undone save; empty when there is nothing to undo.
+
+    Raises:
+        BatchLockedError: a batch run holds the folder's lock.
+    """
+    root = table_root(table)
+    path = root / UNDO_NAME
+    with FolderLock(root):
+        groups = _read_undo(path)
+        if not groups:
+            return []
+        outcomes: List[EditOutcome] = []
+        restore: List[Tuple[ReviewRow, bytes]] = []
+        for e in groups[-1]["edits"]:
+            cap = Path(os.path.normpath(root / str(e.get("file", ""))))
+            try:
+                row = next(r for r in table.rows if os.path.normpath(r.caption_file) == os.fspath(cap))
+            except StopIteration:  # the image is gone since: a stand-in row, for the file alone
+                row = ReviewRow(image="", rel=str(e.get("image", "")), caption_file=os.fspath(cap),
+                                journal_root=os.fspath(root))
+            if allowed_roots is not None and not is_within(cap, allowed_roots):
+                outcomes.append(EditOutcome(row.image, os.fspath(cap), "failed", "outside the allowed folders"))
+                continue
+            try:
+                current: Optional[bytes] = cap.read_bytes()
+            except FileNotFoundError:
+                current = None
+            except OSError as err:
+                outcomes.append(EditOutcome(row.image, os.fspath(cap), "failed", f"cannot read it: {err}"))
+                continue
+            if current is None or hashlib.sha256(current).hexdigest() != e.get("new_sha256"):
+                outcomes.append(EditOutcome(row.image, os.fspath(cap), "conflict",
+                                            "changed since that save; left as it is"))
+                continue
+            old = e.get("old")
+            if old is None:
+                try:
+                    cap.unlink()
+                    outcomes.append(EditOutcome(row.image, os.fspath(cap), "removed"))
+                    if row.image:
+                        table.set_caption(row, None, refresh=False)
+                except OSError as err:
+                    outcomes.append(EditOutcome(row.image, os.fspath(cap), "failed", f"cannot remove it: {err}"))
+                continue
+            restore.append((row, base64.b64decode(old)))
+        if restore:
+            # A stand-in row (image gone) gets no journal record: _journal_records skips what it cannot stat.
+            errors = _write(root, restore)
+            for (row, data), err in zip(restore, errors):
+                if err is None:
+                    text, ok = decode_caption(data)
+                    if row.image:
+                        table.set_caption(row, text, utf8=ok, refresh=False)
+                    outcomes.append(EditOutcome(row.image, row.caption_file, "restored", text=text))
+                else:
+                    outcomes.append(EditOutcome(row.image, row.caption_file, "failed",
+                                                f"cannot write it: {err.strerror or err}"))
+        table.refresh_flags()
+        # The save is undone (or could not be, for files changed since): drop it from the log either way, so the
+        # next undo goes one step further back instead of failing on the same conflict for ever.
+        rest = b"".join((json.dumps(g, ensure_ascii=True) + "\n").encode("ascii") for g in groups[:-1])
+        atomic_write_bytes(path, rest)
+    return outcomes
+
+
+def plan_bulk(rows: Sequence[ReviewRow], *, find: Optional[str] = None, replace: str = "", regex: bool = False,
+              prefix: Optional[str] = None, separator: str = ", ") -> List[Tuple[ReviewRow, str]]:
+    """The captions a bulk edit would change, with their new text (nothing is written: a preview).
+
+    Find/replace runs first (literal text, or a regular expression with ``\\1`` group references), then the prefix
+    (trigger word) is put before captions that do not start with it yet, joined by ``separator``. Missing, blank and
+    non-UTF-8 captions are left out: they need a look of their own.
+
+    Returns:
+        ``(row, new caption)`` for every row whose caption would change; ``len()`` of it is the preview count.
+
+    Raises:
+        OptionError: an invalid regular expression or an empty find text.
+    """
+    from ..options_table import OptionError
+
+    pattern = None
+    if find is not None and find != "":
+        try:
+            pattern = re.compile(find if regex else re.escape(find))
+        except re.error as e:
+            raise OptionError("find", find, f"is not a valid regular expression ({e})") from None
+    elif prefix is None or not prefix.strip():
+        raise OptionError("find", find, "give a text to find, or a prefix to add")
+    out = []
+    for row in rows:
+        if row.caption is None or not row.caption.strip() or not row.utf8:
+            continue
+        text = row.caption
+        if pattern is not None:
+            try:
+                text = pattern.sub(replace if regex else replace.replace("\\", "\\\\"), text)
+            except (re.error, IndexError) as e:
+                raise OptionError("replace", replace, f"is not a valid replacement ({e})") from None
+        if prefix is not None and prefix.strip():
+            p = prefix.strip()
+            if not text.casefold().startswith(p.casefold()):
+                text = p + separator + text.lstrip()
+        if text != row.caption:
+            out.append((row, text))
+    return out

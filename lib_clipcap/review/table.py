@@ -1,0 +1,290 @@
+"""Scanning a tagged folder into a review table: each image with its caption file, text facts and flags.
+
+Discovery and caption-file naming are batch tagging's own (:func:`lib_clipcap.batch.discover.discover` and
+:meth:`~lib_clipcap.batch.discover.Item.caption_path`), so the review sees exactly the files a ``tag`` run with the
+same ``caption_ext`` / ``output_dir`` wrote, mirrored layouts included. Nothing here loads a model: scores are added
+by :mod:`lib_clipcap.review.scoring`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence
+
+from ..batch.discover import discover
+from ..batch.options import TagFailure, TagOptions
+from ..batch.plan import journal_root
+from .flags import (
+    DEFAULT_DUPLICATE_MIN,
+    DEFAULT_TOKEN_LIMIT,
+    FLAGS,
+    clip_token_counter,
+    decode_caption,
+    detect_trigger,
+    duplicate_keys,
+    flags_for,
+)
+
+__all__ = ["SORT_KEYS", "ReviewRow", "ReviewTable", "filter_rows", "scan_folder", "sort_rows"]
+
+#: How :func:`sort_rows` can order rows, worst first.
+SORT_KEYS = ("clip", "grammar", "ref", "length", "path")
+
+
+@dataclass
+class ReviewRow:
+    """One image and its caption.
+
+    Attributes:
+        image: Absolute path of the image (as found, symlinks not resolved).
+        rel: ``image`` relative to the folder it was found under (posix).
+        caption_file: Where its caption file is (or would be).
+        journal_root: The output root whose journal and feature cache this row belongs to.
+        caption: The caption text (``None``: no caption file; non-UTF-8 bytes shown as U+FFFD).
+        utf8: The caption file is valid UTF-8.
+        length: Characters in the caption (0 when missing).
+        tokens: CLIP tokens in the caption (``None`` when missing).
+        flags: See :mod:`lib_clipcap.review.flags`.
+        clip_score: CLIP-S of (image, caption), ``None`` until scored or when there is nothing to score.
+        grammar: P(grammatical) from the grammar head, ``None`` until scored / without a head.
+        ref_caption: The second caption source's text, when one was given and it exists.
+        ref_clip_score: RefCLIP-S against ``ref_caption``.
+        error: Why the image or the caption file could not be read (the row stays in the table).
+    """
+
+    image: str
+    rel: str
+    caption_file: str
+    journal_root: str
+    caption: Optional[str] = None
+    utf8: bool = True
+    length: int = 0
+    tokens: Optional[int] = None
+    flags: List[str] = field(default_factory=list)
+    clip_score: Optional[float] = None
+    grammar: Optional[float] = None
+    ref_caption: Optional[str] = None
+    ref_clip_score: Optional[float] = None
+    error: Optional[str] = None
+
+    def to_dict(self) -> Dict[str, Any]:
+        """The row as JSON-friendly data (the CLI's ``--json`` rows and the API's)."""
+        return asdict(self)
+
+
+@dataclass
+class ReviewTable:
+    """A scanned folder: rows in discovery order, entries that could not be listed, and the scan's settings."""
+
+    folder: str
+    rows: List[ReviewRow]
+    failures: List[TagFailure]
+    caption_ext: str = ".txt"
+    output_dir: Optional[str] = None
+    triggers: List[str] = field(default_factory=list)
+    triggers_given: bool = False
+    token_limit: int = DEFAULT_TOKEN_LIMIT
+    duplicate_min: int = DEFAULT_DUPLICATE_MIN
+
+    def row(self, image: str) -> ReviewRow:
+        """The row of an image (by its path as listed, or its real path).
+
+        Raises:
+            KeyError: the image is not part of this table.
+        """
+        for r in self.rows:
+            if r.image == image:
+                return r
+        real = os.path.realpath(image)
+        for r in self.rows:
+            if os.path.realpath(r.image) == real:
+                return r
+        raise KeyError(image)
+
+    def set_caption(self, row: ReviewRow, text: Optional[str], *, utf8: bool = True, refresh: bool = True) -> None:
+        """Record a caption's new text (after a save) and refresh the text facts (and, with ``refresh``, every
+        row's flags: pass ``False`` when setting many rows, then call :meth:`refresh_flags` once).
+
+        Scores that depend on the text are cleared; rescoring (cheap: image features are cached) fills them again.
+        """
+        row.caption, row.utf8 = text, utf8
+        row.clip_score = row.grammar = row.ref_clip_score = None
+        _text_facts(row)
+        if refresh:
+            self.refresh_flags()
+
+    def refresh_flags(self) -> None:
+        """Recompute every row's flags (duplicates and the detected trigger depend on the whole folder)."""
+        if not self.triggers_given:
+            self.triggers = detect_trigger(r.caption for r in self.rows)
+        dups = duplicate_keys((r.caption for r in self.rows), duplicate_min=self.duplicate_min)
+        for r in self.rows:
+            r.flags = flags_for(r.caption, utf8=r.utf8, tokens=r.tokens, token_limit=self.token_limit,
+                                triggers=self.triggers, duplicates=dups)
+
+    def summary(self) -> Dict[str, int]:
+        """How many rows carry each flag (every flag listed, zeros included), plus ``rows``."""
+        out = {"rows": len(self.rows)}
+        for f in FLAGS:
+            out[f] = sum(f in r.flags for r in self.rows)
+        return out
+
+
+def _read_text(path: Path) -> tuple[Optional[str], bool, Optional[str]]:
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return None, True, None
+    except IsADirectoryError:
+        return None, True, f"a folder is in the way of the caption file {path}"
+    except OSError as e:
+        return None, True, f"cannot read the caption file {path}: {e.strerror or e}"
+    text, ok = decode_caption(data)
+    return text, ok, None
+
+
+def _text_facts(row: ReviewRow) -> None:
+    if row.caption is None:
+        row.length, row.tokens = 0, None
+    else:
+        row.length = len(row.caption)
+        row.tokens = clip_token_counter()(row.caption)
+
+
+def scan_folder(folder: str | os.PathLike, *, caption_ext: str = ".txt", output_dir: Optional[str] = None,
+                recursive: bool = True, include: Sequence[str] = (), exclude: Sequence[str] = (),
+                triggers: Optional[Sequence[str]] = None, token_limit: int = DEFAULT_TOKEN_LIMIT,
+                duplicate_min: int = DEFAULT_DUPLICATE_MIN, ref_ext: Optional[str] = None,
+                ref_dir: Optional[str] = None, allowed_roots: Optional[Sequence[Path]] = None) -> ReviewTable:
+    """Pair every image of ``folder`` with its caption file and flag what is wrong with the text.
+
+    Args:
+        folder: The dataset folder (searched like ``tag`` searches it).
+        caption_ext, output_dir: Where the captions are, as given to ``tag`` (sidecars, or a mirror folder).
+        recursive, include, exclude: As for ``tag``.
+        triggers: The trigger word(s)/prefix segments for ``trigger_only``; ``None``: detected (the leading
+            comma-separated segment most captions share, see :func:`~lib_clipcap.review.flags.detect_trigger`).
+        token_limit: The trainer's CLIP token limit for ``too_long``.
+        duplicate_min: Images that must share a caption for ``duplicate``.
+        ref_ext, ref_dir: A second caption source for RefCLIP-S: sidecars with this suffix and/or mirrored under
+            this folder (either defaults to the captions' own).
+        allowed_roots: Real paths of the folders a server may touch (``None``: anywhere); see batch jobs.
+
+    Returns:
+        A :class:`ReviewTable`, rows in discovery order (unscored).
+
+    Raises:
+        OptionError: a bad ``caption_ext`` or other option (named in the message).
+        BatchInputError: ``folder`` does not exist.
+        PathNotAllowedError: ``folder`` is outside ``allowed_roots``.
+    """
+    if token_limit < 1 or duplicate_min < 2:
+        from ..options_table import OptionError
+
+        bad = ("token_limit", token_limit) if token_limit < 1 else ("duplicate_min", duplicate_min)
+        raise OptionError(bad[0], bad[1], "must be >= 1" if bad[0] == "token_limit" else "must be >= 2")
+    options = TagOptions(inputs=[os.path.expanduser(os.fspath(folder))], recursive=recursive, include=list(include),
+                         exclude=list(exclude), caption_ext=caption_ext, output_dir=output_dir)
+    if ref_ext is not None:
+        TagOptions._check_ext(ref_ext)
+    out_dir = Path(os.path.abspath(options.output_dir)) if options.output_dir else None
+    r_dir = Path(os.path.abspath(ref_dir)) if ref_dir else out_dir
+    found = discover(options, allowed_roots=allowed_roots)
+    rows: List[ReviewRow] = []
+    for item in found.items:
+        cap = item.caption_path(options.caption_ext, out_dir)
+        row = ReviewRow(image=os.fspath(item.path), rel=item.rel.as_posix(), caption_file=os.fspath(cap),
+                        journal_root=os.fspath(journal_root(item, options)))
+        row.caption, row.utf8, row.error = _read_text(cap)
+        _text_facts(row)
+        if ref_ext is not None or ref_dir is not None:
+            ref = item.caption_path(ref_ext or options.caption_ext, r_dir)
+            if os.path.realpath(ref) != os.path.realpath(cap):
+                text, _, _ = _read_text(ref)
+                row.ref_caption = text if text is not None and text.strip() else None
+        rows.append(row)
+    table = ReviewTable(folder=os.path.abspath(os.path.expanduser(folder)), rows=rows, failures=list(found.failures),
+                        caption_ext=options.caption_ext, output_dir=options.output_dir,
+                        triggers=list(triggers or []), triggers_given=triggers is not None, token_limit=token_limit,
+                        duplicate_min=duplicate_min)
+    table.refresh_flags()
+    return table
+
+
+def _worst_key(by: str) -> Callable[[ReviewRow], tuple]:
+    if by not in SORT_KEYS:
+        from ..options_table import OptionError
+
+        raise OptionError("sort", by, f"must be one of {', '.join(SORT_KEYS)}")
+    if by == "path":
+        return lambda r: (r.rel,)
+    if by == "length":
+        return lambda r: (r.caption is not None, r.length, r.rel)
+    attr = {"clip": "clip_score", "grammar": "grammar", "ref": "ref_clip_score"}[by]
+
+    def key(r: ReviewRow) -> tuple:
+        v = getattr(r, attr)
+        # Rows with nothing to score (missing, empty, unreadable) are the worst of all: they come first.
+        return (v is not None, v if v is not None else 0.0, r.rel)
+
+    return key
+
+
+def sort_rows(rows: Iterable[ReviewRow], by: str = "clip", *, descending: bool = False) -> List[ReviewRow]:
+    """Rows worst first by ``by`` (``clip``: lowest CLIP-S first; ``grammar``: least grammatical; ``ref``: lowest
+    RefCLIP-S; ``length``: shortest; ``path``: by path); ``descending`` reverses. Rows without a value come first.
+
+    Raises:
+        OptionError: an unknown key.
+    """
+    return sorted(rows, key=_worst_key(by), reverse=descending)
+
+
+def filter_rows(rows: Iterable[ReviewRow], *, flags: Sequence[str] = (), text: Optional[str] = None,
+                regex: bool = False, min_score: Optional[float] = None, max_score: Optional[float] = None,
+                score: str = "clip") -> List[ReviewRow]:
+    """Rows that match every given condition.
+
+    Args:
+        flags: Keep rows carrying at least one of these flags (``"any"``: any flag at all; ``"none"``: no flag).
+        text: Keep rows whose caption contains this text (case-insensitive), or matches it as a regular expression.
+        min_score, max_score: Keep rows whose ``score`` (``clip``, ``grammar``, ``ref``) is within the range (rows
+            without that score are dropped when a bound is given).
+
+    Raises:
+        OptionError: an unknown flag or score name, or an invalid regular expression.
+    """
+    from ..options_table import OptionError
+
+    for f in flags:
+        if f not in FLAGS and f not in ("any", "none"):
+            raise OptionError("flags", f, f"must be one of {', '.join(FLAGS)}, any, none")
+    attr = {"clip": "clip_score", "grammar": "grammar", "ref": "ref_clip_score"}.get(score)
+    if attr is None:
+        raise OptionError("score", score, "must be clip, grammar or ref")
+    pattern = None
+    if text:
+        try:
+            pattern = re.compile(text if regex else re.escape(text), re.IGNORECASE)
+        except re.error as e:
+            raise OptionError("text", text, f"is not a valid regular expression ({e})") from None
+    out = []
+    for r in rows:
+        if flags:
+            ok = any((f == "any" and r.flags) or (f == "none" and not r.flags) or f in r.flags for f in flags)
+            if not ok:
+                continue
+        if pattern is not None and not pattern.search(r.caption or ""):
+            continue
+        v = getattr(r, attr)
+        if (min_score is not None or max_score is not None) and v is None:
+            continue
+        if min_score is not None and v < min_score:
+            continue
+        if max_score is not None and v > max_score:
+            continue
+        out.append(r)
+    return out
