@@ -46,6 +46,7 @@ log = logging.getLogger(__name__)
 
 STATE_ATTR = "_clipcap_generation"
 API_KEY = "ClipCap captions"  # processed.extra_generation_params: one caption (or None) per returned image
+NOTES_KEY = "ClipCap notes"  # processed.extra_generation_params: what the results panel says (fallbacks, problems)
 
 
 @dataclass
@@ -66,14 +67,18 @@ class State:
     settings: GenerationSettings
     items: list[Item] = field(default_factory=list)
     failed: bool = False
-    notes: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # results panel, console and the API's info
+    panel: list[str] = field(default_factory=list)  # the captions' lines in the results panel
     typed_prompt: Any = None
     prompt_written: Any = None
 
 
 # ------------------------------------------------------------------------------------------------------ reporting
 def _report(state: State | None, message: str, *, exc_info: bool = True) -> None:
-    """Log a failure in the host's console (once per generation) and keep one line for the results panel."""
+    """Log a failure in the host's console (once per generation) and keep one line for the results panel.
+
+    ``exc_info``: add the traceback (for bugs; a ``ClipCapError`` already says what is wrong and what to do).
+    """
     if state is not None:
         if state.failed:
             return
@@ -93,6 +98,13 @@ def _note_once(state: State, text: str) -> None:
     if text not in state.notes:
         state.notes.append(text)
         print(f"{LOG_PREFIX} {text.removeprefix('ClipCap: ')}")
+
+
+def _user_error(e: BaseException) -> bool:
+    """A failure the message explains (model not installed, bad option): no traceback in the console."""
+    from lib_clipcap.errors import ClipCapError
+
+    return isinstance(e, ClipCapError)
 
 
 def _state(p: Any) -> State | None:
@@ -221,7 +233,7 @@ def flush(p: Any) -> None:
     try:
         captions = _caption_texts(state, [it.image for it in pending])
     except Exception as e:
-        _report(state, f"captioning failed: {type(e).__name__}: {e}")
+        _report(state, f"captioning failed: {type(e).__name__}: {e}", exc_info=not _user_error(e))
         return
     for it, caption in zip(pending, captions):
         it.caption = caption
@@ -254,9 +266,24 @@ def _before_process(p: Any, args: Sequence[Any], *, is_img2img: bool) -> None:
     setattr(p, STATE_ATTR, state)
     if s.problems:
         _note_once(state, "ClipCap: ignored invalid settings: " + "; ".join(s.problems))
+    _resolve_model(state)
     p.extra_generation_params.update(infotext_entries(s, is_img2img=is_img2img))
     if is_img2img and s.captions_prompt:
         _prompt_from_init_image(p, state)
+
+
+def _resolve_model(state: State) -> None:
+    """The section's model as it runs now: "Settings default" is the setting's model, or the bundled demo model (with
+    a note) when that one is not installed -- the rule of every other face."""
+    from lib_clipcap.options_table import resolve_model
+
+    from . import host, settings
+
+    model, notice = resolve_model(state.settings.model, default=settings.option_values()["model"],
+                                  models_dir=host.models_dir())
+    state.settings.model = model
+    if notice:
+        _note_once(state, f"ClipCap: {notice}")
 
 
 def _prompt_from_init_image(p: Any, state: State) -> None:
@@ -276,7 +303,7 @@ def _prompt_from_init_image(p: Any, state: State) -> None:
     try:
         caption = _caption_texts(state, [images[0]])[0]
     except Exception as e:
-        _report(state, f"captioning the init image failed: {type(e).__name__}: {e}")
+        _report(state, f"captioning the init image failed: {type(e).__name__}: {e}", exc_info=not _user_error(e))
         return
     if caption is None:
         return
@@ -341,9 +368,13 @@ def postprocess(p: Any, processed: Any) -> None:
         _into_results(state, processed)
     except Exception as e:
         _report(state, f"finishing failed: {type(e).__name__}: {e}")
-    if state.notes:
-        processed.comments = (getattr(processed, "comments", "") or "") + "".join(f"{n}\n" for n in state.notes)
-    state.items = []  # the images belong to the results now
+    lines = state.panel + state.notes
+    if lines:
+        processed.comments = (getattr(processed, "comments", "") or "") + "".join(f"{n}\n" for n in lines)
+    if state.notes:  # API callers get what the panel says in the info's extra_generation_params (a copy: see below)
+        processed.extra_generation_params = {**(processed.extra_generation_params or {}),
+                                             NOTES_KEY: list(state.notes)}
+    state.items, state.panel = [], []  # the images belong to the results now
 
 
 def _into_results(state: State, processed: Any) -> None:
@@ -374,5 +405,5 @@ def _into_results(state: State, processed: Any) -> None:
         # A copy: the host's p keeps its own dict (an img2img batch reuses p, and a list there would be indexed
         # into the next image's infotext).
         processed.extra_generation_params = {**(processed.extra_generation_params or {}), API_KEY: captions}
-    if "panel" in state.settings.outputs and panel:
-        state.notes[:0] = panel
+    if "panel" in state.settings.outputs:
+        state.panel = panel

@@ -7,7 +7,8 @@ One list of controls is the section's argument list everywhere the host passes i
     enabled, model, preset, outputs, caption_ext, existing, prefix, suffix, prompt_mode
 
 API callers may instead pass one JSON object with any of these names as the only argument
-(``"args": [{"enabled": true, "outputs": ["sidecar"]}]``); missing names take their defaults.
+(``"args": [{"enabled": true, "outputs": ["sidecar"]}]``); missing names take their defaults. ``model`` ``""`` (the
+default) means the ``clipcap_model`` setting as it is when the generation runs.
 
 The settings are recorded in the infotext as ``ClipCap ...`` entries (:func:`infotext_entries`), and
 :func:`infotext_fields` maps them back onto the controls, so PNG Info / "send to" / the API's ``infotext`` field
@@ -43,12 +44,11 @@ KEY_CAPTION = "ClipCap caption"  # per image: the caption itself
 SETTING_KEYS = (KEY_MODEL, KEY_PRESET, KEY_OUTPUTS, KEY_EXT, KEY_EXISTING, KEY_PREFIX, KEY_SUFFIX, KEY_PROMPT)
 
 
-def _default_model() -> str:
-    from lib_clipcap.options_table import get_option
-
-    from . import host
-
-    return str(host.opt("clipcap_model", "") or get_option("model").default)
+#: The model control's value for "the Settings' model, read when the generation runs". A concrete name here would be
+#: frozen: the host's API caches each script's default arguments at its first request, so a later change of the
+#: setting would never reach short positional ``alwayson_scripts`` args.
+SETTINGS_MODEL = ""
+SETTINGS_MODEL_LABEL = "Settings default"
 
 
 @dataclass
@@ -56,7 +56,7 @@ class GenerationSettings:
     """The section's values, checked. Build with :meth:`from_args`."""
 
     enabled: bool = False
-    model: str = ""
+    model: str = SETTINGS_MODEL  # resolved when the generation starts (lib_clipcap.options_table.resolve_model)
     preset: str = "settings"
     outputs: tuple[str, ...] = DEFAULT_OUTPUTS
     caption_ext: str = ".txt"
@@ -82,7 +82,7 @@ class GenerationSettings:
             named = dict(args[0])
         else:
             named = dict(zip(ARG_NAMES, args))
-        s = cls(model=_default_model())
+        s = cls()
         for name in named:
             if name not in ARG_NAMES:
                 s.problems.append(f"unknown argument {name!r} (valid: {', '.join(ARG_NAMES)})")
@@ -116,7 +116,7 @@ class GenerationSettings:
             return tuple(x for x in OUTPUTS if x in items)
 
         take("enabled", lambda v: v if isinstance(v, bool) else _raise(TypeError("must be true or false")))
-        take("model", lambda v: text(v).strip() or _default_model())
+        take("model", lambda v: text(v).strip())
         take("preset", choice(tuple(DECODING_PRESETS)))
         take("outputs", outputs)
         take("caption_ext", _caption_ext)
@@ -219,13 +219,12 @@ def build(script: Any, is_img2img: bool) -> list[Any]:
     from lib_clipcap.presets import PRESET_LABELS
     from lib_clipcap.registry import list_models
 
-    models = list_models()
-    default_model = _default_model()
-    if default_model not in models:
-        models = [default_model, *models]
+    models = [(SETTINGS_MODEL_LABEL, SETTINGS_MODEL), *((m, m) for m in list_models())]
     with _accordion(script) as enabled:
         with gr.Row():
-            model = gr.Dropdown(label="Model", choices=models, value=default_model, elem_id=script.elem_id("model"))
+            model = gr.Dropdown(label="Model", choices=models, value=SETTINGS_MODEL, elem_id=script.elem_id("model"),
+                                info="Settings default: the model chosen in Settings when the generation runs "
+                                     "(the bundled demo model when that one is not installed).")
             preset = gr.Radio(label="Decoding", choices=[(v, k) for k, v in PRESET_LABELS.items()], value="settings",
                               elem_id=script.elem_id("preset"))
         outputs = gr.CheckboxGroup(label="Write the caption to", value=list(DEFAULT_OUTPUTS),

@@ -32,12 +32,11 @@ def build() -> dict[str, Any]:
     from lib_clipcap.presets import PRESET_LABELS
     from lib_clipcap.registry import list_models
 
-    from .generation_ui import _default_model
+    from .generation_ui import SETTINGS_MODEL, SETTINGS_MODEL_LABEL
 
-    models = list_models()
-    default = _default_model()
-    if default not in models:
-        models = [default, *models]
+    # "Settings default" (""), not the setting's current name: the host's API caches the UI's default values.
+    models = [(SETTINGS_MODEL_LABEL, SETTINGS_MODEL), *((m, m) for m in list_models())]
+    default = SETTINGS_MODEL
     try:
         from modules.ui_components import InputAccordion
     except ImportError:
@@ -52,7 +51,7 @@ def build() -> dict[str, Any]:
     return {"enable": enable, "model": model, "preset": preset}
 
 
-def _controls(gr: Any, models: list[str], default: str, labels: dict[str, str]) -> tuple[Any, Any]:
+def _controls(gr: Any, models: list[Any], default: str, labels: dict[str, str]) -> tuple[Any, Any]:
     with gr.Row():
         model = gr.Dropdown(label="Model", choices=models, value=default, elem_id="extras_clipcap_model")
         preset = gr.Radio(label="Decoding", choices=[(v, k) for k, v in labels.items()], value="settings",
@@ -68,10 +67,15 @@ def process(pp: Any, enable: Any = False, model: Any = None, preset: Any = None,
     try:
         caption = caption_image(pp.image, model=model, preset=preset or "settings")
     except Exception as e:
-        _report(f"Extras caption failed: {type(e).__name__}: {e}")
+        from lib_clipcap.errors import ClipCapError
+
+        # A ClipCapError says what is wrong and what to do; a traceback is for bugs.
+        _report(f"Extras caption failed: {type(e).__name__}: {e}", exc_info=not isinstance(e, ClipCapError))
         return
     if caption:
-        pp.caption = ", ".join(c for c in (getattr(pp, "caption", None), caption) if c)
+        from lib_clipcap.prompting import join_phrases
+
+        pp.caption = join_phrases((getattr(pp, "caption", None) or "", caption))
 
 
 def caption_image(image: Any, *, model: str | None, preset: str) -> str:
@@ -81,24 +85,27 @@ def caption_image(image: Any, *, model: str | None, preset: str) -> str:
         lib_clipcap.ClipCapError: bad model or options, missing model files; the message says what to do.
     """
     from lib_clipcap.errors import ClipCapError
-    from lib_clipcap.options_table import caption_kwargs
+    from lib_clipcap.options_table import caption_kwargs, resolve_model
     from lib_clipcap.presets import apply_preset
 
     from . import host, memory, settings
 
     values = apply_preset(settings.option_values(), preset)
     manager = host.get_manager()
+    name, notice = resolve_model(model, default=values["model"], models_dir=manager.models_dir)
+    if notice:
+        print(f"{LOG_PREFIX} {notice}")
     with memory.inside_generation():  # Extras runs under the host's queue lock (wrap_gradio_gpu_call / the API)
-        result = memory.run_caption(manager, [image], model=model or values["model"], **caption_kwargs(values))[0]
+        result = memory.run_caption(manager, [image], model=name, **caption_kwargs(values))[0]
     if result.error:
         raise ClipCapError(result.error)
     return " ".join(result.text.split())
 
 
-def _report(message: str) -> None:
+def _report(message: str, *, exc_info: bool = True) -> None:
     try:
         from modules import errors
 
-        errors.report(f"{LOG_PREFIX} {message}", exc_info=True)
+        errors.report(f"{LOG_PREFIX} {message}", exc_info=exc_info)
     except Exception:
-        log.error("%s %s", LOG_PREFIX, message, exc_info=True)
+        log.error("%s %s", LOG_PREFIX, message, exc_info=exc_info)

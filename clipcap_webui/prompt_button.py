@@ -122,11 +122,11 @@ def caption_image(image: Any) -> str:
         lib_clipcap.ClipCapError: The model cannot load or the options are invalid (message for the user).
     """
     from lib_clipcap.errors import ClipCapError
-    from lib_clipcap.options_table import caption_kwargs, pick_default_model
+    from lib_clipcap.options_table import caption_kwargs, resolve_model
 
     values = settings.option_values()
     manager = host.get_manager()
-    model, notice = pick_default_model(models_dir=manager.models_dir, preferred=values.get("model"))
+    model, notice = resolve_model(None, default=values.get("model"), models_dir=manager.models_dir)
     if notice:
         _warn(notice)
     result = memory.run_caption(manager, [image], model=model, **caption_kwargs(values))[0]

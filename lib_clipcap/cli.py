@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Callable
 
 from .errors import ClipCapError, MissingFileError
+from .options_table import DEMO_MODEL, demo_fallback_notice
 
 PREFIX = "clipcap:"
 log = logging.getLogger("lib_clipcap")
@@ -71,9 +72,6 @@ def decoding_kwargs(args: argparse.Namespace) -> dict:
                 banned_words=args.ban)
 
 
-DEMO_MODEL = "shapes-demo"
-
-
 def load_captioner(args: argparse.Namespace, *, allow_demo_fallback: bool = True):
     """Build the captioner the arguments ask for.
 
@@ -96,16 +94,14 @@ def load_captioner(args: argparse.Namespace, *, allow_demo_fallback: bool = True
                                          gpt2=args.gpt2, normalize=args.normalize, **common)
     if args.model:
         return Captioner.from_pretrained(args.model, **common)
+    # The default is tried for real (unlike resolve_model, which never downloads): online, the first run downloads it.
     try:
         return Captioner.from_pretrained(DEFAULT_MODEL, **common)
     except MissingFileError as e:
         if not allow_demo_fallback:
             raise
         eprint(f"the default model '{DEFAULT_MODEL}' is not available here: {e}")
-        eprint(f"falling back to the bundled demo model '{DEMO_MODEL}' (a tiny model trained on synthetic "
-               f"shapes: it only describes coloured shapes). For real captions, run with network access once "
-               f"(`python -m lib_clipcap caption --model {DEFAULT_MODEL} IMAGE`) or put the checkpoint where the "
-               f"message above says.")
+        eprint(demo_fallback_notice(DEFAULT_MODEL))
         return Captioner.from_pretrained(DEMO_MODEL, **common)
 
 

@@ -19,6 +19,7 @@ from .errors import ClipCapError, DecodingError
 
 __all__ = [
     "DECODING_CHOICES",
+    "DEMO_MODEL",
     "OPTIONS",
     "RERANK_CHOICES",
     "SETTINGS_PREFIX",
@@ -27,8 +28,12 @@ __all__ = [
     "caption_kwargs",
     "decoding_options",
     "defaults",
+    "demo_fallback_notice",
     "from_settings",
     "get_option",
+    "model_installed",
+    "pick_default_model",
+    "resolve_model",
     "settings_entries",
     "validate_options",
 ]
@@ -346,26 +351,52 @@ def model_installed(name: str, *, models_dir: Any = None) -> bool:
         return False
 
 
-def pick_default_model(*, models_dir: Any = None, preferred: str | None = None) -> tuple[str, str | None]:
-    """The model the UI and API preselect, and a notice when it is a fallback.
+def demo_fallback_notice(want: str) -> str:
+    """What every face says when the bundled demo model stands in for ``want`` (not installed, not downloadable)."""
+    return (
+        f"The model {want!r} is not installed here, so ClipCap is falling back to the bundled demo model "
+        f"{DEMO_MODEL!r} (a tiny model trained on synthetic shapes: it only describes coloured shapes). To get "
+        f"{want!r}: download it in the Caption tab's Models section, or run `python -m lib_clipcap caption --model "
+        f"{want} IMAGE` once with network access (its message says where a hand-downloaded checkpoint goes)."
+    )
 
-    ``preferred`` (a setting or ``--model``), else the table's default, is used when its checkpoint is installed;
-    otherwise the bundled demo model, with a notice that says so and how to get the real one.
+
+def resolve_model(requested: str | None = None, *, default: str | None = None,
+                  models_dir: Any = None) -> tuple[str, str | None]:
+    """The model to load, and a notice when it is not the one asked for: the one model-resolution rule of every face
+    (Caption tab, prompt buttons, generation section, HTTP API, standalone server, command line).
+
+    Args:
+        requested: A model the user named for this call. Empty or ``None`` means "the default", resolved now (not
+            when a UI was built): ``default``, else the table's default.
+        default: The configured default (the WebUI's ``clipcap_model`` setting, ``serve --model``).
+        models_dir: The models folder to look in (never downloads).
 
     Returns:
-        ``(model name, notice or None)``.
+        ``(model name, notice or None)``. A named model is returned as it is (loading it raises
+        ``MissingFileError`` saying what to download, or ``UnknownModelError`` listing the names). The default falls
+        back to the bundled demo model when it is not installed or not in the registry, with a notice that says so
+        and how to get the real one.
     """
+    if requested and requested.strip():
+        return requested.strip(), None
     from .registry import get_model
 
-    want = preferred or get_option("model").default
+    want = (default or "").strip() or get_option("model").default
     try:
         want = get_model(want).name
     except ClipCapError:
         return DEMO_MODEL, f"Model {want!r} is not in the registry; using the bundled demo model {DEMO_MODEL!r}."
     if want == DEMO_MODEL or model_installed(want, models_dir=models_dir):
         return want, None
-    return DEMO_MODEL, (
-        f"The default model {want!r} is not installed, so the bundled demo model {DEMO_MODEL!r} is selected (a tiny "
-        f"model trained on synthetic shapes: it only describes coloured shapes). Download {want!r} in the Models "
-        f"section (or with `python -m lib_clipcap caption --model {want}` once online), then pick it above."
-    )
+    return DEMO_MODEL, demo_fallback_notice(want)
+
+
+def pick_default_model(*, models_dir: Any = None, preferred: str | None = None) -> tuple[str, str | None]:
+    """The model the UI and API preselect, and a notice when it is a fallback: :func:`resolve_model` of the default
+    ``preferred`` (a setting or ``--model``).
+
+    Returns:
+        ``(model name, notice or None)``.
+    """
+    return resolve_model(None, default=preferred, models_dir=models_dir)

@@ -88,7 +88,7 @@ def test_section_builds_in_both_tabs(webui):
         assert len(controls) == 9
         enabled, model, preset, outputs, ext, existing, prefix, suffix, prompt_mode = controls
         assert isinstance(enabled, gr.Checkbox) and enabled.value is False  # the host's InputAccordion
-        assert model.value == "shapes-demo"  # the settings' model
+        assert model.value == ""  # "Settings default": the setting as it is when the generation runs
         assert outputs.value == ["sidecar", "metadata"] and existing.value == "skip" and ext.value == ".txt"
         assert prompt_mode.visible is (tab == "img2img")
         ids = {getattr(b, "elem_id", None) for b in wd.walk(webui.demo)}
@@ -343,6 +343,66 @@ def test_api_alwayson_scripts_args(api):
     assert "ClipCap caption" not in info["infotexts"][-1]  # metadata not asked for
     assert api.loader.loaded[0].calls[-1]["kwargs"]["decoding"] == "beam"
     assert api.webui.errors() == []
+
+
+def test_api_short_positional_args_follow_a_changed_model_setting(api):
+    """The host caches the section's default args at the first API call; the model default must not be a name frozen
+    then: after POST /sdapi/v1/options {"clipcap_model": ...}, ``"args": [true]`` uses the new setting."""
+    from modules import shared
+
+    body = {"prompt": "a red ball", "width": 24, "height": 24,
+            "alwayson_scripts": {"ClipCap": {"args": [True]}}}
+    info = json.loads(api.post("/sdapi/v1/txt2img", json=body).json()["info"])
+    assert info["extra_generation_params"]["ClipCap model"] == "shapes-demo"
+    assert [m.name for m in api.loader.loaded] == ["shapes-demo"]
+
+    shared.opts.set("clipcap_model", "shapes-sbg")  # what the host's options route does
+    info = json.loads(api.post("/sdapi/v1/txt2img", json=body).json()["info"])
+    assert info["extra_generation_params"]["ClipCap model"] == "shapes-sbg"
+    assert [m.name for m in api.loader.loaded] == ["shapes-demo", "shapes-sbg"]
+    assert "ClipCap caption: a 24x24 picture" in info["infotexts"][0]
+    assert api.webui.errors() == []
+
+
+def test_offline_default_model_falls_back_to_the_demo_and_says_so(mode, make_webui, fake_models):
+    """Settings model flickr8k, not installed: the section captions with the bundled demo model (as the tab, the
+    prompt button and the API do), says so in the results panel and in the API's info, and logs no error."""
+    from fastapi.testclient import TestClient
+
+    webui = make_webui(mode, argv=["--api"], config={"clipcap_model": "flickr8k"})
+    from modules import processing, scripts
+
+    webui.create_ui()
+    loader = fake_models()
+    client = TestClient(webui.start(), base_url="http://127.0.0.1:7860")
+    body = {"prompt": "a red ball", "width": 24, "height": 24,
+            "alwayson_scripts": {"ClipCap": {"args": [{"enabled": True, "outputs": ["panel"]}]}}}
+    r = client.post("/sdapi/v1/txt2img", json=body)
+    assert r.status_code == 200, r.text
+    info = json.loads(r.json()["info"])
+    (note,) = info["extra_generation_params"]["ClipCap notes"]
+    assert "'flickr8k' is not installed" in note and "'shapes-demo'" in note
+    assert info["extra_generation_params"]["ClipCap model"] == "shapes-demo"
+    assert info["extra_generation_params"]["ClipCap captions"] == ["a 24x24 picture"]
+    assert [m.name for m in loader.loaded] == ["shapes-demo"]
+
+    args = wd.script_args(scripts.scripts_txt2img, TITLE, section(model="", outputs=["panel"]))
+    processed = processing.txt2img("a castle", *args, width=16, height=16)
+    assert "ClipCap caption 1: a 16x16 picture" in processed.comments
+    assert "ClipCap: The model 'flickr8k' is not installed here" in processed.comments
+    assert webui.errors() == []
+
+
+def test_a_named_missing_model_is_one_line_without_a_traceback(mode, make_webui, out):
+    """A model picked explicitly is not replaced; its MissingFileError (what to download) is reported once, without
+    a traceback."""
+    webui = make_webui(mode)
+    webui.create_ui()
+    processed = txt2img(out, section(model="flickr8k"))
+    assert len(images_in(out, "png")) == 1
+    assert "MissingFileError" in processed.comments and "flickr8k" in processed.comments
+    reports = [r for r in webui.errors() if "[ClipCap]" in r]
+    assert len(reports) == 1 and "Traceback" not in reports[0]
 
 
 def test_api_infotext_field_restores_the_section(api):
