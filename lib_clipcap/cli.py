@@ -412,6 +412,7 @@ COMMAND_MODULES: dict[str, str] = {
     "train": "lib_clipcap.train.cli",
     "eval": "lib_clipcap.eval.cli",
     "sbg": "lib_clipcap.sbg.cli",
+    "review": "lib_clipcap.review.cli",
 }
 
 

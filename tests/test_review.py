@@ -156,6 +156,20 @@ def test_scores_agree_with_lib_clipcap_scoring(shapes_folder, tiny_clip, grammar
     expect_ref = scoring.ref_clip_score(tiny_clip, [r.image for r in with_ref], [r.caption for r in with_ref],
                                         [[r.ref_caption] for r in with_ref])
     assert [r.ref_clip_score for r in with_ref] == pytest.approx(expect_ref.tolist(), abs=1e-5)
+    # A head on CLIP's own text features (not fine-tuned) is fed the features CLIP-S encoded: same probabilities.
+    import torch
+
+    from lib_clipcap.grammar import GrammarConfig, GrammarHead, GrammarScorer
+
+    torch.manual_seed(0)
+    plain = GrammarScorer(GrammarHead(tiny_clip.embed_dim, 32), tiny_clip,
+                          GrammarConfig(clip_model=tiny_clip.name, clip_pretrained=None, embed_dim=tiny_clip.embed_dim,
+                                        hidden=32))
+    table3 = scan_folder(folder)
+    ReviewScorer(tiny_clip, plain).score(table3)
+    rows3 = [r for r in table3.rows if r.caption]
+    assert [r.grammar for r in rows3] == pytest.approx(plain.probability([r.caption for r in rows3]).tolist(),
+                                                       abs=1e-5)
     # The same holds with Hessel's prefix.
     table2 = scan_folder(folder)
     ReviewScorer(tiny_clip, None, prefix=scoring.HESSEL_PREFIX, use_cache=False).score(table2)

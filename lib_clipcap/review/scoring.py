@@ -29,6 +29,12 @@ __all__ = ["ReviewScorer", "load_review_clip"]
 ProgressFn = Callable[[int, int], None]
 
 
+def _inference():
+    import torch
+
+    return torch.inference_mode()
+
+
 def load_review_clip(*, model: Optional[str] = None, clip_model: Optional[str] = None,
                      clip_pretrained: Optional[str] = None, device: Any = None, dtype: Any = None,
                      models_dir: Optional[str] = None) -> Any:
@@ -164,7 +170,17 @@ class ReviewScorer:
         """P(grammatical) per text (memoised per text)."""
         new = list(dict.fromkeys(t for t in texts if t not in self._gram))
         if new:
-            self._gram.update(zip(new, self.grammar.probability(new).cpu().tolist()))
+            g = self.grammar
+            if getattr(g, "text_model", None) is None and not self.prefix and getattr(g, "clip", None) is self.clip:
+                # The head reads CLIP's own normalised text features: the very ones CLIP-S just encoded, so the
+                # text tower (most of the cost once images are cached) runs once per caption, not twice.
+                head = g.head
+                p = next(head.parameters())
+                with _inference():
+                    probs = head(self.text_features(new).to(p.device, p.dtype)).float().softmax(-1)[:, 1]
+            else:
+                probs = g.probability(new)
+            self._gram.update(zip(new, probs.cpu().tolist()))
         return [self._gram[t] for t in texts]
 
     # --------------------------------------------------------------------------------------------------- rows
