@@ -19,8 +19,11 @@ import os
 import re
 import string
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from lib_clipcap.security import is_loopback_host
 
 from . import LOG_PREFIX
 
@@ -84,25 +87,125 @@ def models_dir() -> Path:
     return Path(custom).expanduser() if custom else Path(models_path()) / "clipcap"
 
 
-def batch_roots() -> list[Path] | None:
-    """Folders batch tagging may use: the ``clipcap_batch_roots`` setting; else every folder when the WebUI serves
-    only this machine; ``None`` (batch tagging off) when it is shared (``--listen``/``--share`` without
-    ``--enable-insecure-extension-access``, the host's own rule for risky features) or ``--hide-ui-dir-config``."""
+@dataclass(frozen=True)
+class Exposure:
+    """Who can reach the host's server, read from the flags that decide what it binds.
+
+    Attributes:
+        local: Only this computer (bound to a loopback address, no tunnel).
+        bind: The address the server binds (``None``: every interface), for the Host-header check.
+        reason: The flags that expose it (``"--listen"``, ``"--nowebui"``...), empty when local.
+    """
+
+    local: bool
+    bind: str | None
+    reason: str
+
+
+def exposure() -> Exposure:
+    """How exposed the WebUI is: ``--share``/``--ngrok`` tunnel it to the internet; ``--listen`` binds 0.0.0.0;
+    ``--server-name NAME`` binds NAME (a loopback name stays local, whatever the host's own ``webui_is_non_local``
+    says); ``--nowebui`` without ``--listen``/``--server-name`` serves the API on every interface (uvicorn is given
+    no host, so it binds them all); else gradio binds ``$GRADIO_SERVER_NAME`` or 127.0.0.1."""
+    server_name = str(cmd_opt("server_name", "") or "").strip() or None
+    bind = server_name or ("0.0.0.0" if cmd_opt("listen", False) else None)
+    if cmd_opt("nowebui", False):
+        reason = "" if bind else "--nowebui (its API server binds every interface)"
+    else:
+        bind = bind or os.environ.get("GRADIO_SERVER_NAME") or "127.0.0.1"
+        reason = ""
+    if bind and not is_loopback_host(bind):
+        reason = f"--server-name {bind}" if server_name else ("--listen" if cmd_opt("listen", False)
+                                                               else f"GRADIO_SERVER_NAME={bind}")
+    for flag in ("share", "ngrok"):
+        if cmd_opt(flag, None):
+            reason = f"--{flag}"
+    return Exposure(local=not reason, bind=bind, reason=reason)
+
+
+def _setting_roots() -> list[Path]:
     text = str(opt("clipcap_batch_roots", "") or "")
-    roots = [Path(p.strip()).expanduser() for p in re.split(r"[,\n]", text) if p.strip()]
+    return [Path(p.strip()).expanduser() for p in re.split(r"[,\n]", text) if p.strip()]
+
+
+def default_batch_roots() -> list[Path]:
+    """The WebUI's own folders, where batch tagging over the HTTP API may work without a setting: its outputs
+    (``<data>/outputs`` and every ``outdir_*`` setting) and ``<data>/train`` (a place for training sets)."""
+    from modules import paths_internal
+
+    data = Path(getattr(paths_internal, "data_path", ".") or ".")
+    roots = [Path(getattr(paths_internal, "default_output_dir", data / "outputs")), data / "train"]
+    try:
+        from modules import shared
+
+        keys = [k for k in getattr(shared.opts, "data_labels", {}) if k.startswith("outdir_")]
+    except ImportError:
+        keys = []
+    for key in keys:
+        value = str(opt(key, "") or "").strip()
+        if value:  # the host resolves a relative output folder against its working folder
+            folder = Path(value).expanduser()
+            roots.append(folder if folder.is_absolute() else Path(getattr(paths_internal, "cwd", data)) / folder)
+    unique: list[Path] = []
+    for r in roots:
+        if r not in unique:
+            unique.append(r)
+    return unique
+
+
+def batch_roots(*, for_api: bool = False) -> list[Path] | None:
+    """Folders batch tagging may use (``None``: batch tagging is off).
+
+    The ``clipcap_batch_roots`` setting wins: the user named those folders. Without it:
+
+    - the HTTP API (``for_api``) gets only the WebUI's own folders (:func:`default_batch_roots`), and only while the
+      WebUI serves this computer alone (:func:`exposure`), or when ``--enable-insecure-extension-access`` says the
+      user trusts whoever can reach it;
+    - the Caption tab (same-origin gradio) gets every local folder while the WebUI is local; none when it is exposed
+      (unless ``--enable-insecure-extension-access``) or with ``--hide-ui-dir-config``.
+    """
+    roots = _setting_roots()
     if roots:
         return roots
-    if cmd_opt("disable_extension_access", False) or cmd_opt("hide_ui_dir_config", False):
+    if cmd_opt("hide_ui_dir_config", False):
         return None
+    if not exposure().local and not cmd_opt("enable_insecure_extension_access", False):
+        return None
+    if for_api:
+        return default_batch_roots()
     if os.name == "nt":
         return [Path(f"{d}:\\") for d in string.ascii_uppercase if os.path.exists(f"{d}:\\")]
     return [Path(os.sep)]
 
 
+def batch_unavailable_message() -> str:
+    """Why batch tagging is off here, naming what would turn it on (for the API's 503 and the tab)."""
+    if cmd_opt("hide_ui_dir_config", False):
+        why = "the WebUI runs with --hide-ui-dir-config"
+    else:
+        why = f"the WebUI is reachable from other computers ({exposure().reason})"
+    return (f"batch tagging is off because {why} and no folders are set for it: name the folders it may use in "
+            f"Settings > Caption (ClipCap) > Batch tagging folders (clipcap_batch_roots)")
+
+
+def caption_exts() -> list[str]:
+    """Caption-file suffixes batch tagging may write: the defaults plus the ``clipcap_caption_exts`` setting."""
+    from lib_clipcap.batch.jobs import DEFAULT_CAPTION_EXTS, parse_caption_exts
+    from lib_clipcap.options_table import OptionError
+
+    exts = list(DEFAULT_CAPTION_EXTS)
+    try:
+        extra = parse_caption_exts(str(opt("clipcap_caption_exts", "") or ""))
+    except OptionError as e:
+        log.warning("%s ignored the caption suffixes setting: %s", LOG_PREFIX, e)
+        extra = []
+    return exts + [e for e in extra if e.lower() not in exts]
+
+
 # ------------------------------------------------------------------------------------------------- model manager
 _adopt_lock = threading.Lock()
 _pending_free: threading.Timer | None = None
-_jobs: tuple[Any, Any, Any] | None = None  # (manager, roots, JobManager)
+_jobs: tuple[Any, Any] | None = None  # (manager, the JobManager whose queue every face's scope shares)
 
 
 def get_manager() -> Any:
@@ -123,13 +226,15 @@ def get_manager() -> Any:
     return mgr
 
 
-def get_job_manager() -> Any:
-    """The batch-tagging :class:`~lib_clipcap.batch.jobs.JobManager` (``None``: batch tagging is off here).
+def get_job_manager(*, for_api: bool = False) -> Any:
+    """The batch-tagging jobs of the Caption tab, or (``for_api``) of the HTTP API; ``None``: off for that face.
 
-    One per manager and folder list, kept across UI reloads like the models (a running job keeps going).
+    Both are views (:class:`~lib_clipcap.batch.jobs.JobScope`) with their own folders (:func:`batch_roots`) over one
+    queue per model manager, kept across UI reloads like the models (a running job keeps going), so jobs from the
+    tab and the API still run one at a time.
     """
     global _jobs
-    roots = batch_roots()
+    roots = batch_roots(for_api=for_api)
     if roots is None:
         return None
     try:
@@ -137,11 +242,12 @@ def get_job_manager() -> Any:
     except ImportError:
         return None
     manager = get_manager()
-    key = tuple(str(r) for r in roots)
     with _adopt_lock:
-        if _jobs is None or _jobs[0] is not manager or _jobs[1] != key:
-            _jobs = (manager, key, JobManager(manager, roots))
-        return _jobs[2]
+        if _jobs is None or _jobs[0] is not manager:
+            _jobs = (manager, JobManager(manager, []))
+        queue = _jobs[1]
+    return queue.scope(roots, caption_exts=caption_exts(),
+                       caption_exts_hint="Settings > Caption (ClipCap) > Caption file suffixes (clipcap_caption_exts)")
 
 
 def adopt() -> None:

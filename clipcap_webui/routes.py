@@ -1,8 +1,15 @@
 """The HTTP API in the WebUI: mount ``/clipcap/v1`` on the host's FastAPI app, protected like the host's own API.
 
 The host adds HTTP Basic auth (``--api-auth user:pass,...``) only to its own ``/sdapi`` routes; routes an extension
-adds are open unless the extension checks the credentials itself (HOST_API.md §5). So the flag is parsed here and
-handed to :func:`lib_clipcap.api.mount_api`. A malformed ``--api-auth`` fails closed: the routes are not mounted.
+adds with ``app.add_api_route`` are open unless the extension checks the credentials itself. So the flag is parsed
+here and handed to :func:`lib_clipcap.api.mount_api`. A malformed ``--api-auth`` fails closed: the routes are not
+mounted.
+
+Every route also passes :func:`request_policy` (see :mod:`lib_clipcap.security` and docs/security.md): JSON bodies
+only, no request from a page of another site unless the host's ``--cors-allow-origins`` /
+``--cors-allow-origins-regex`` allow it, and, while the WebUI is bound to this computer only, no host name but a
+local one (DNS rebinding). Batch tagging over HTTP may use only the folders :func:`clipcap_webui.host.batch_roots`
+allows for the API.
 
 The routes exist when the host serves an API (``--api``, or ``--nowebui`` where the API is all there is), like
 ``/sdapi/v1/*``: without ``--api`` a ``--gradio-auth``-protected UI must not gain an unprotected side door.
@@ -16,6 +23,7 @@ section's recorded settings, without running a model; for API users who post-pro
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 from . import LOG_PREFIX, host
@@ -43,19 +51,36 @@ def api_credentials() -> dict[str, str] | None:
         raise ValueError(f"--api-auth: {e}") from None
 
 
+def request_policy() -> Any:
+    """The :class:`~lib_clipcap.security.RequestPolicy` of the host's flags: its CORS origins are the origins whose
+    pages may call the routes; the Host check applies while the WebUI is bound to a loopback address only."""
+    from lib_clipcap.security import RequestPolicy
+
+    exp = host.exposure()
+    origins = [o for o in str(host.cmd_opt("cors_allow_origins", "") or "").split(",") if o.strip()]
+    return RequestPolicy.for_bind(
+        exp.bind if exp.local else None, allowed_origins=origins,
+        allowed_origin_regex=host.cmd_opt("cors_allow_origins_regex", None) or None,
+        extra_hosts=[h for h in (host.cmd_opt("server_name", None),) if h],
+        origin_hint="the WebUI's --cors-allow-origins ORIGIN (or --cors-allow-origins-regex)",
+        host_hint="--server-name NAME")
+
+
 def mount(app: Any) -> bool:
     """``on_app_started``: add the routes to ``app`` (idempotent across UI reloads). Returns whether it did."""
     if app is None or not api_enabled():
         return False
     try:
         credentials = api_credentials()
-    except ValueError as e:
+        policy = request_policy()
+    except (ValueError, re.error) as e:
         print(f"{LOG_PREFIX} API not mounted: {e}")
         return False
     from lib_clipcap.api import mount_api
 
-    mount_api(app, host.get_manager(), credentials=credentials, job_manager=host.get_job_manager())
-    app.include_router(generated_caption_router(credentials))  # mount_api drops it again on the next mount
+    mount_api(app, host.get_manager(), credentials=credentials, job_manager=host.get_job_manager(for_api=True),
+              request_policy=policy, batch_unavailable=host.batch_unavailable_message())
+    app.include_router(generated_caption_router(credentials, policy))  # mount_api drops it on the next mount
     app.openapi_schema = None
     return True
 
@@ -79,10 +104,13 @@ def read_generated_caption(raw: bytes) -> dict[str, Any]:
     return {"caption": infotext_param(text, KEY_CAPTION), "settings": settings or None, "parameters": text}
 
 
-def generated_caption_router(credentials: dict[str, str] | None) -> Any:
-    """The router of ``POST /clipcap/v1/generated-caption`` (HTTP Basic auth with ``credentials`` when given)."""
+def generated_caption_router(credentials: dict[str, str] | None, policy: Any = None) -> Any:
+    """The router of ``POST /clipcap/v1/generated-caption`` (HTTP Basic auth with ``credentials`` when given; the
+    request rules of ``policy``, a :class:`~lib_clipcap.security.RequestPolicy`, default: same origin only)."""
     from fastapi import APIRouter, Request
     from fastapi.responses import JSONResponse
+
+    from lib_clipcap.security import RequestPolicy
 
     from lib_clipcap.api import (
         API_PREFIX,
@@ -91,20 +119,22 @@ def generated_caption_router(credentials: dict[str, str] | None) -> Any:
         ApiError,
         credentials_ok,
         decode_image_data,
+        read_json,
     )
     from lib_clipcap.metadata import MetadataError
 
     router = APIRouter(prefix=API_PREFIX, tags=["clipcap"])
+    policy = policy or RequestPolicy()
 
     async def generated_caption(request: Request) -> Any:
         try:
+            refusal = policy.check(request.method, request.headers)
+            if refusal is not None:
+                raise ApiError(refusal.status, refusal.type, refusal.message)
             if credentials and not credentials_ok(request.headers.get("authorization"), credentials):
                 raise ApiError(401, "unauthorized", "HTTP Basic authentication required (--api-auth credentials)",
                                headers=dict(UNAUTHORIZED_HEADERS))
-            try:
-                body = await request.json()
-            except ValueError:
-                raise ApiError(400, "invalid_json", "the request body is not valid JSON") from None
+            body = await read_json(request, DEFAULT_MAX_IMAGE_BYTES * 4 // 3 + 64 * 1024)
             if not isinstance(body, dict) or set(body) - {"image"}:
                 raise ApiError(422, "invalid_request", 'the body must be {"image": base64 or data URL}')
             raw = decode_image_data(body.get("image"), max_bytes=DEFAULT_MAX_IMAGE_BYTES)

@@ -18,6 +18,7 @@ KEEP_IN_VRAM = "clipcap_keep_in_vram"
 INSERT_MODE = "clipcap_insert_mode"
 MODELS_DIR = "clipcap_models_dir"
 BATCH_ROOTS = "clipcap_batch_roots"
+CAPTION_EXTS = "clipcap_caption_exts"
 INSERT_MODES = ("replace", "append")
 
 #: Host-only settings: key -> (default, label, component kind, component args, help).
@@ -31,8 +32,14 @@ HOST_SETTINGS: dict[str, tuple[Any, str, str, dict[str, Any], str]] = {
     MODELS_DIR: ("", "Models folder", "textbox", {},
                  "Where captioning models are stored and downloaded; empty: <models>/clipcap."),
     BATCH_ROOTS: ("", "Batch tagging folders", "textbox", {"lines": 2},
-                  "Folders batch tagging may read and write (Caption tab and API), one per line or comma-separated; "
-                  "empty: any folder when the WebUI is local, none with --listen/--share or --hide-ui-dir-config."),
+                  "Folders batch tagging may read and write (Caption tab and HTTP API), one per line or "
+                  "comma-separated. Empty: the Caption tab may use any folder and the HTTP API only the WebUI's "
+                  "outputs and train folders, while the WebUI serves this computer only; with --listen, --share, "
+                  "--ngrok, a non-local --server-name or --nowebui, neither may (unless "
+                  "--enable-insecure-extension-access). See docs/security.md."),
+    CAPTION_EXTS: ("", "Caption file suffixes", "textbox", {},
+                   "Suffixes batch tagging may write besides .txt, .caption, .tags and .json (e.g. .cap); image "
+                   "suffixes are always refused."),
 }
 
 

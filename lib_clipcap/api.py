@@ -45,6 +45,7 @@ from .errors import (
     UnknownModelError,
 )
 from .options_table import OPTIONS, OptionError, caption_kwargs, pick_default_model
+from .security import RequestPolicy, is_json_media_type
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,8 @@ __all__ = [
     "credentials_ok",
     "mount_api",
     "parse_credentials",
+    "read_json",
+    "request_guard",
 ]
 
 API_PREFIX = "/clipcap/v1"
@@ -197,6 +200,18 @@ def _auth_dependency(credentials: Mapping[str, str]) -> Callable:
     return require_basic_auth
 
 
+def request_guard(policy: RequestPolicy) -> Callable:
+    """A FastAPI dependency that refuses what :meth:`RequestPolicy.check <lib_clipcap.security.RequestPolicy.check>`
+    refuses (403 for a foreign host or origin, 415 for a body that is not JSON), before auth and before the route
+    reads anything."""
+    async def check_request(request: Request) -> None:
+        refusal = policy.check(request.method, request.headers)
+        if refusal is not None:
+            raise ApiError(refusal.status, refusal.type, refusal.message)
+
+    return check_request
+
+
 # ------------------------------------------------------------------------------------------------------------ models
 def _python_type(opt) -> Any:
     t = {int: int, float: float, str: str, bool: bool, list: List[str]}[opt.type]
@@ -284,13 +299,22 @@ class ErrorResponse(BaseModel):
     error: ErrorBody
 
 
-_ERRORS = {code: {"model": ErrorResponse} for code in (400, 401, 403, 404, 413, 422, 503)}
+_ERRORS = {code: {"model": ErrorResponse} for code in (400, 401, 403, 404, 413, 415, 422, 503)}
 
 
 # ------------------------------------------------------------------------------------------------------ input checks
-async def _read_json(request: Request, limit: int) -> Dict[str, Any]:
-    """The request's JSON object, refusing bodies over ``limit`` bytes before reading them whole."""
+async def read_json(request: Request, limit: int) -> Dict[str, Any]:
+    """The request's JSON object, refusing bodies over ``limit`` bytes before reading them whole.
+
+    A body is parsed only when the request says ``Content-Type: application/json``: forms and text bodies are what
+    any web page can send cross-site without a preflight, so they are refused (415) whatever they hold (the route's
+    :func:`request_guard` says the same earlier; this keeps the rule for routers built without one).
+    """
+    content_type = request.headers.get("content-type")
     length = request.headers.get("content-length")
+    if content_type and not is_json_media_type(content_type):
+        raise ApiError(415, "unsupported_media_type", f"the request body must be JSON sent with 'Content-Type: "
+                                                      f"application/json' (got {content_type.split(';')[0]!r})")
     if length and length.isdigit() and int(length) > limit:
         raise ApiError(413, "request_too_large", f"request body of {int(length):,} bytes exceeds the limit of "
                                                  f"{limit:,} bytes")
@@ -303,6 +327,9 @@ async def _read_json(request: Request, limit: int) -> Dict[str, Any]:
     raw = b"".join(chunks)
     if not raw.strip():
         return {}
+    if not content_type:
+        raise ApiError(415, "unsupported_media_type", "the request has a body but no 'Content-Type: "
+                                                      "application/json' header; send JSON with that header")
     try:
         data = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as e:
@@ -404,9 +431,15 @@ def _finite(x: Any) -> Optional[float]:
 
 
 # ------------------------------------------------------------------------------------------------------------ router
+#: The 503 of the batch routes when no job manager was given (the standalone server's wording; hosts pass their own).
+BATCH_UNAVAILABLE = ("batch tagging is not enabled on this server: no folders are allowed for it; start the server "
+                     "with --batch-root FOLDER to allow one")
+
+
 def create_router(manager: Any, *, credentials: Optional[Mapping[str, str]] = None, job_manager: Any = None,
                   max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES, max_pixels: int = DEFAULT_MAX_PIXELS,
-                  default_model: Optional[str] = None) -> APIRouter:
+                  default_model: Optional[str] = None, request_policy: Optional[RequestPolicy] = None,
+                  batch_unavailable: str = BATCH_UNAVAILABLE) -> APIRouter:
     """Build the ``/clipcap/v1`` router.
 
     Args:
@@ -419,11 +452,18 @@ def create_router(manager: Any, *, credentials: Optional[Mapping[str, str]] = No
         max_pixels: Largest accepted image, in pixels (413 above; checked before decoding pixels).
         default_model: Model used when a request names none; default: :func:`options_table.pick_default_model` for
             the manager's models folder (the demo model when the table's default is not installed), computed once.
+        request_policy: Host, origin and content-type rules checked before every route (see
+            :mod:`lib_clipcap.security`); default: only the server's own origin, any ``Host`` (the bound address is
+            unknown here: servers pass :meth:`RequestPolicy.for_bind`).
+        batch_unavailable: The 503 message of the batch routes when ``job_manager`` is ``None``: it should name the
+            setting that allows folders.
 
     Returns:
         An ``APIRouter`` with prefix ``/clipcap/v1``; add it with ``app.include_router`` or :func:`mount_api`.
     """
-    deps = [Depends(_auth_dependency(dict(credentials)))] if credentials else []
+    deps = [Depends(request_guard(request_policy or RequestPolicy()))]
+    if credentials:
+        deps.append(Depends(_auth_dependency(dict(credentials))))
     router = APIRouter(prefix=API_PREFIX, tags=["clipcap"], route_class=_ClipCapRoute, dependencies=deps)
     body_limit = max_image_bytes * 4 // 3 + _JSON_OVERHEAD
     caption_fields = ["image"] + [o.api_field for o in OPTIONS]
@@ -442,7 +482,7 @@ def create_router(manager: Any, *, credentials: Optional[Mapping[str, str]] = No
                                                 "content": {"application/json": {"schema": caption_schema}}}})
     async def caption(request: Request) -> Any:
         t0 = time.perf_counter()
-        data = await _read_json(request, body_limit)
+        data = await read_json(request, body_limit)
         _check_fields(data, caption_fields)
         model = _resolve_model(data.get("model"), current_default())
         kwargs = caption_kwargs({k: v for k, v in data.items() if k not in ("image", "model")})
@@ -481,14 +521,14 @@ def create_router(manager: Any, *, credentials: Optional[Mapping[str, str]] = No
     @router.post("/unload", response_model=UnloadResponse, responses=_ERRORS,
                  summary="Unload one model (body {\"model\": name}) or all (empty body)")
     async def unload(request: Request) -> Any:
-        data = await _read_json(request, _JSON_OVERHEAD)
+        data = await read_json(request, _JSON_OVERHEAD)
         _check_fields(data, ["model"])
         name = data.get("model")
         if name is not None:
             name = _resolve_model(name, "")
         return {"unloaded": await run_in_threadpool(manager.unload, name)}
 
-    _add_batch_routes(router, manager, job_manager, current_default)
+    _add_batch_routes(router, manager, job_manager, current_default, batch_unavailable)
     return router
 
 
@@ -501,12 +541,11 @@ def _tag_options_fields(cls: Any) -> List[str]:
     return [p for p in inspect.signature(cls).parameters if p not in ("self", "args", "kwargs")]
 
 
-def _add_batch_routes(router: APIRouter, manager: Any, job_manager: Any, current_default: Callable[[], str]) -> None:
+def _add_batch_routes(router: APIRouter, manager: Any, job_manager: Any, current_default: Callable[[], str],
+                      unavailable: str) -> None:
     def require_jobs() -> Any:
         if job_manager is None:
-            raise ApiError(503, "batch_unavailable",
-                           "batch tagging is not enabled on this server (no folders are allowed for it; the "
-                           "standalone server enables it with --batch-root FOLDER)")
+            raise ApiError(503, "batch_unavailable", unavailable)
         return job_manager
 
     def job_status(job_id: str) -> Dict[str, Any]:
@@ -525,7 +564,7 @@ def _add_batch_routes(router: APIRouter, manager: Any, job_manager: Any, current
             from .batch import TagOptions
         except ImportError as e:
             raise ApiError(503, "batch_unavailable", f"batch tagging is not available in this build ({e})") from None
-        data = await _read_json(request, _JSON_OVERHEAD * 16)
+        data = await read_json(request, _JSON_OVERHEAD * 16)
         allowed = ["model"] + _tag_options_fields(TagOptions)
         _check_fields(data, allowed)
         model = _resolve_model(data.get("model"), current_default())
@@ -587,7 +626,7 @@ def mount_api(app: FastAPI, manager: Any, **kwargs: Any) -> APIRouter:
         app: The FastAPI app (the WebUI's, from ``on_app_started(demo, app)``, or the standalone server's).
         manager: The model manager.
         **kwargs: As for :func:`create_router` (``credentials``, ``job_manager``, ``max_image_bytes``,
-            ``max_pixels``, ``default_model``).
+            ``max_pixels``, ``default_model``, ``request_policy``, ``batch_unavailable``).
 
     Returns:
         The router that was added.

@@ -2,7 +2,10 @@
 
 One FastAPI app: the API under ``/clipcap/v1`` (:mod:`lib_clipcap.api`), its docs at ``/docs``, and the gradio UI
 (:func:`lib_clipcap.ui.build_ui`, the same Blocks as the WebUI tab) at ``/``. Bound to 127.0.0.1 unless told
-otherwise; ``--auth user:pass`` puts HTTP Basic auth in front of everything (UI and API alike).
+otherwise; ``--auth user:pass`` puts HTTP Basic auth in front of everything (UI and API alike). Every request, UI
+and API alike, passes :class:`RequestGuardMiddleware` first: on a loopback bind only loopback host names are
+answered (DNS rebinding), and no page of another site can make the server act (``--cors-allow-origin`` names the
+sites that may); the API additionally takes JSON bodies only (see :mod:`lib_clipcap.security` and docs/security.md).
 
 Importing this module is cheap (the CLI imports it for ``--help``); gradio, fastapi and uvicorn load in :func:`run`.
 """
@@ -10,8 +13,8 @@ Importing this module is cheap (the CLI imports it for ``--help``); gradio, fast
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -19,7 +22,7 @@ from typing import Any, Mapping, Sequence
 HELP = "serve the captioning web UI and HTTP API (standalone, http://127.0.0.1:7861)"
 PREFIX = "clipcap:"
 
-__all__ = ["HELP", "BasicAuthMiddleware", "add_arguments", "create_app", "run"]
+__all__ = ["HELP", "BasicAuthMiddleware", "RequestGuardMiddleware", "add_arguments", "create_app", "run"]
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -38,6 +41,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--offline", action="store_true", help="never download (same as HF_HUB_OFFLINE=1)")
     p.add_argument("--batch-root", action="append", type=Path, metavar="FOLDER",
                    help="allow batch tagging of folders under FOLDER (repeatable); without it batch tagging is off")
+    p.add_argument("--caption-ext", action="append", default=[], metavar="EXT",
+                   help="allow batch tagging to write caption files with this suffix too (repeatable; always "
+                        "allowed: .txt .caption .tags .json)")
+    p.add_argument("--cors-allow-origin", action="append", default=[], metavar="ORIGIN",
+                   help="let pages of ORIGIN (e.g. https://tool.example) call the API from the browser "
+                        "(repeatable); by default only this server's own pages may")
+    p.add_argument("--cors-allow-origin-regex", metavar="REGEX",
+                   help="let pages of every origin that matches REGEX in full call the API")
+    p.add_argument("--allow-host", action="append", default=[], metavar="NAME",
+                   help="on a 127.0.0.1 bind, also answer requests for host NAME (e.g. a name in /etc/hosts); "
+                        "by default only localhost names are answered, against DNS rebinding")
     p.add_argument("--max-image-mb", type=float, default=32.0, help="largest image file the API accepts (MB)")
     p.add_argument("--no-ui", action="store_true", help="serve the HTTP API only")
     p.add_argument("--no-preload", action="store_true",
@@ -73,9 +87,39 @@ class BasicAuthMiddleware:
         await self.app(scope, receive, send)
 
 
+class RequestGuardMiddleware:
+    """ASGI middleware: :meth:`RequestPolicy.check <lib_clipcap.security.RequestPolicy.check>` in front of every
+    HTTP request and websocket of the app (host and origin rules; the API's routes add the JSON rule themselves,
+    since the UI uploads files as forms)."""
+
+    def __init__(self, app: Any, policy: Any) -> None:
+        self.app = app
+        self.policy = policy
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        kind = scope.get("type")
+        if kind in ("http", "websocket"):
+            headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers") or ()}
+            method = "WEBSOCKET" if kind == "websocket" else scope.get("method", "GET")
+            refusal = self.policy.check(method, headers, require_json=False)
+            if refusal is not None:
+                if kind == "websocket":
+                    await send({"type": "websocket.close", "code": 1008})
+                    return
+                import json
+
+                body = json.dumps({"error": {"type": refusal.type, "message": refusal.message}}).encode()
+                await send({"type": "http.response.start", "status": refusal.status,
+                            "headers": [(b"content-type", b"application/json"),
+                                        (b"content-length", str(len(body)).encode())]})
+                await send({"type": "http.response.body", "body": body})
+                return
+        await self.app(scope, receive, send)
+
+
 def create_app(manager: Any, *, credentials: Mapping[str, str] | None = None, job_manager: Any = None,
                ui: bool = True, default_model: str | None = None, notice: str | None = None,
-               max_image_bytes: int | None = None) -> Any:
+               max_image_bytes: int | None = None, request_policy: Any = None) -> Any:
     """The standalone FastAPI app: API at ``/clipcap/v1``, docs at ``/docs``, UI at ``/``.
 
     Args:
@@ -86,6 +130,8 @@ def create_app(manager: Any, *, credentials: Mapping[str, str] | None = None, jo
         default_model, notice: The preselected model and a notice shown above the UI (see
             :func:`lib_clipcap.options_table.pick_default_model`); default: picked for ``manager.models_dir``.
         max_image_bytes: API upload limit (default :data:`lib_clipcap.api.DEFAULT_MAX_IMAGE_BYTES`).
+        request_policy: A :class:`lib_clipcap.security.RequestPolicy` (default: for a 127.0.0.1 bind, no other
+            origin allowed). Its allowed origins also get CORS headers, so their pages can read the answers.
 
     Returns:
         A ``fastapi.FastAPI`` to serve with uvicorn (or to test with ``fastapi.testclient.TestClient``).
@@ -95,14 +141,17 @@ def create_app(manager: Any, *, credentials: Mapping[str, str] | None = None, jo
     from . import __version__
     from .api import DEFAULT_MAX_IMAGE_BYTES, mount_api
     from .options_table import pick_default_model
+    from .security import RequestPolicy
 
+    policy = request_policy or RequestPolicy.for_bind("127.0.0.1", origin_hint="--cors-allow-origin ORIGIN",
+                                                      host_hint="--allow-host NAME")
     if default_model is None:
         default_model, picked_notice = pick_default_model(models_dir=getattr(manager, "models_dir", None))
         notice = notice if notice is not None else picked_notice
     app = FastAPI(title="ClipCap captioning", version=__version__,
                   description="CLIP-prefix image captioning: HTTP API under /clipcap/v1, web UI at /.")
     mount_api(app, manager, job_manager=job_manager, default_model=default_model,
-              max_image_bytes=max_image_bytes or DEFAULT_MAX_IMAGE_BYTES)
+              max_image_bytes=max_image_bytes or DEFAULT_MAX_IMAGE_BYTES, request_policy=policy)
     if ui:
         import gradio as gr
 
@@ -113,6 +162,13 @@ def create_app(manager: Any, *, credentials: Mapping[str, str] | None = None, jo
         app = gr.mount_gradio_app(app, demo, path="/")
     if credentials:
         app.add_middleware(BasicAuthMiddleware, credentials=credentials)
+    if policy.allowed_origins or policy.allowed_origin_regex:  # let the allowed sites' pages read the answers
+        from starlette.middleware.cors import CORSMiddleware
+
+        app.add_middleware(CORSMiddleware, allow_origins=list(policy.allowed_origins),
+                           allow_origin_regex=policy.allowed_origin_regex, allow_methods=["*"], allow_headers=["*"],
+                           allow_credentials=bool(credentials))
+    app.add_middleware(RequestGuardMiddleware, policy=policy)  # added last: runs first
     return app
 
 
@@ -129,14 +185,18 @@ def _enable_queue(demo: Any) -> None:
         demo.queue()
 
 
-def _make_job_manager(manager: Any, roots: Sequence[Path] | None) -> tuple[Any, str | None]:
+def _make_job_manager(manager: Any, roots: Sequence[Path] | None,
+                      extra_exts: Sequence[str] = ()) -> tuple[Any, str | None]:
     if not roots:
         return None, None
     try:
-        from .batch.jobs import JobManager
+        from .batch.jobs import DEFAULT_CAPTION_EXTS, JobManager, parse_caption_exts
     except ImportError as e:
         return None, f"batch tagging is not available in this build ({e})"
-    return JobManager(manager, [Path(r).expanduser().resolve() for r in roots]), None
+    exts = list(DEFAULT_CAPTION_EXTS) + [e for e in parse_caption_exts(list(extra_exts))
+                                         if e.lower() not in DEFAULT_CAPTION_EXTS]
+    return JobManager(manager, [Path(r).expanduser().resolve() for r in roots], caption_exts=exts,
+                      caption_exts_hint="--caption-ext EXT"), None
 
 
 def _preload(manager: Any, model: str) -> None:
@@ -157,15 +217,6 @@ def _preload(manager: Any, model: str) -> None:
     threading.Thread(target=load, name="clipcap-preload", daemon=True).start()
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def run(args: argparse.Namespace) -> int:
     """Start the server (blocks until Ctrl-C). Returns the exit code."""
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no phoning home from a local tool
@@ -175,6 +226,7 @@ def run(args: argparse.Namespace) -> int:
 
     from .api import parse_credentials
     from .options_table import DEMO_MODEL, pick_default_model
+    from .security import is_loopback_host as _is_loopback
     from .service import LocalDevicePolicy, ModelManager
 
     credentials = parse_credentials(",".join(args.auth)) if args.auth else None
@@ -186,14 +238,26 @@ def run(args: argparse.Namespace) -> int:
         model, notice = pick_default_model(models_dir=args.models_dir, preferred=args.model)
     if notice:
         print(PREFIX, notice, file=sys.stderr)
-    job_manager, why = _make_job_manager(manager, args.batch_root)
+    from .options_table import OptionError
+    from .security import RequestPolicy
+
+    try:
+        job_manager, why = _make_job_manager(manager, args.batch_root, args.caption_ext)
+        policy = RequestPolicy.for_bind(args.host, allowed_origins=args.cors_allow_origin,
+                                        allowed_origin_regex=args.cors_allow_origin_regex, extra_hosts=args.allow_host,
+                                        origin_hint="--cors-allow-origin ORIGIN", host_hint="--allow-host NAME")
+    except (OptionError, re.error) as e:
+        print(PREFIX, f"error: {e}", file=sys.stderr)
+        return 2
     if why:
         print(PREFIX, why, file=sys.stderr)
     if not _is_loopback(args.host) and not credentials:
-        print(PREFIX, f"warning: listening on {args.host} without --auth: anyone who can reach this port can use it",
+        print(PREFIX, f"warning: listening on {args.host} without --auth: anyone who can reach this port can use it"
+                      + (" and write captions under the --batch-root folders" if job_manager else ""),
               file=sys.stderr)
     app = create_app(manager, credentials=credentials, job_manager=job_manager, ui=not args.no_ui,
-                     default_model=model, notice=notice or "", max_image_bytes=int(args.max_image_mb * 1024 * 1024))
+                     default_model=model, notice=notice or "", max_image_bytes=int(args.max_image_mb * 1024 * 1024),
+                     request_policy=policy)
     if not args.no_preload:
         _preload(manager, model)
     shown = f"[{args.host}]" if ":" in args.host else args.host

@@ -49,11 +49,14 @@ class CaptionUI:
         manager: The :class:`~lib_clipcap.service.ModelManager`.
         job_manager: A :class:`lib_clipcap.batch.jobs.JobManager`, or ``None`` (the batch section then says why it is
             unavailable).
+        batch_unavailable: What the batch section says when ``job_manager`` is ``None`` (it should name the setting
+            that allows folders); default: the standalone server's ``--batch-root``.
     """
 
-    def __init__(self, manager: Any, *, job_manager: Any = None) -> None:
+    def __init__(self, manager: Any, *, job_manager: Any = None, batch_unavailable: str | None = None) -> None:
         self.manager = manager
         self.job_manager = job_manager
+        self.batch_unavailable_text = batch_unavailable
         self.option_keys = [o.key for o in decoding_options()]
 
     # ------------------------------------------------------------------------------------------------ caption
@@ -161,6 +164,8 @@ class CaptionUI:
     def batch_unavailable(self) -> str | None:
         """Why batch tagging cannot run here, or ``None``."""
         if self.job_manager is None:
+            if self.batch_unavailable_text:
+                return self.batch_unavailable_text[0].upper() + self.batch_unavailable_text[1:] + "."
             return ("Batch tagging is not enabled here (no folders are allowed for it; the standalone server enables "
                     "it with `--batch-root FOLDER`).")
         try:
@@ -367,7 +372,8 @@ def build_ui(manager: Any, *, host: Any = None, job_manager: Any = None, values:
     from . import compat
     from .registry import list_models
 
-    ctl = CaptionUI(manager, job_manager=job_manager)
+    unavailable = getattr(host, "batch_unavailable_message", None)
+    ctl = CaptionUI(manager, job_manager=job_manager, batch_unavailable=unavailable() if callable(unavailable) else None)
     initial = defaults()
     if host is not None and callable(getattr(host, "option_values", None)):
         try:

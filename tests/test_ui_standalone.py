@@ -267,13 +267,13 @@ def test_standalone_app_serves_ui_and_api_with_optional_auth(manager):
 
     from lib_clipcap.server import create_app
 
-    with TestClient(create_app(manager, default_model=DEMO)) as client:
+    with TestClient(create_app(manager, default_model=DEMO), base_url="http://127.0.0.1:7861") as client:
         page = client.get("/")
         assert page.status_code == 200 and "<html" in page.text.lower()
         assert client.get("/clipcap/v1/models").json()["default"] == DEMO
     app = create_app(manager, default_model=DEMO, credentials={"ann": "pw"})
     good = {"Authorization": "Basic " + base64.b64encode(b"ann:pw").decode()}
-    with TestClient(app) as client:
+    with TestClient(app, base_url="http://127.0.0.1:7861") as client:
         for path in ("/", "/clipcap/v1/models", "/docs"):
             r = client.get(path)
             assert r.status_code == 401 and r.headers["www-authenticate"].startswith("Basic")
@@ -288,12 +288,15 @@ def test_standalone_app_serves_ui_and_api_with_optional_auth(manager):
 
 def test_serve_command_is_registered_and_imports_cheaply():
     from lib_clipcap.cli import build_parser
-    from lib_clipcap.server import _is_loopback
+    from lib_clipcap.security import is_loopback_host as _is_loopback
 
-    args = build_parser().parse_args(["serve", "--auth", "a:b", "--batch-root", "/data", "--demo"])
+    args = build_parser().parse_args(["serve", "--auth", "a:b", "--batch-root", "/data", "--demo",
+                                      "--cors-allow-origin", "https://a.example", "--caption-ext", ".cap"])
     assert (args.host, args.port, args.auth, args.demo) == ("127.0.0.1", 7861, ["a:b"], True)
+    assert (args.cors_allow_origin, args.caption_ext, args.allow_host) == (["https://a.example"], [".cap"], [])
     assert _is_loopback("127.0.0.1") and _is_loopback("localhost") and _is_loopback("::1")
-    assert not _is_loopback("0.0.0.0") and not _is_loopback("192.168.1.5")
+    assert _is_loopback("[::1]") and _is_loopback("127.0.0.2") and _is_loopback("app.localhost")
+    assert not _is_loopback("0.0.0.0") and not _is_loopback("192.168.1.5") and not _is_loopback("localhost.evil.io")
     code = ("import sys, lib_clipcap.server, lib_clipcap.options_table, lib_clipcap.compat; "
             "print(sorted(m for m in ('gradio', 'fastapi', 'uvicorn', 'torch', 'pydantic') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)

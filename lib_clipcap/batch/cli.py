@@ -48,6 +48,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--separator", default=", ", help="joins prefix, caption, suffix and old text (default ', ')")
     g.add_argument("--prefix", default="", help="text before every caption, e.g. a trigger word")
     g.add_argument("--suffix", default="", help="text after every caption")
+    g.add_argument("--multiline", action="store_true",
+                   help="allow line breaks in --prefix/--suffix/--separator (refused otherwise)")
     g.add_argument("--lowercase", action="store_true", help="lower-case the generated caption")
     g.add_argument("--strip-period", action="store_true", help="remove the trailing period")
     g.add_argument("--max-length", type=int, help="cut captions to this many characters (at a word boundary)")
@@ -84,13 +86,14 @@ def options_from_args(args: argparse.Namespace):
     """
     from .options import TagOptions
 
-    kw = decoding_kwargs(args)
+    # Greedy unless --decoding says otherwise: one deterministic caption per file, the same however files are batched.
+    kw = decoding_kwargs(args, decoding="greedy")
     return TagOptions(
         inputs=args.inputs, recursive=args.recursive, include=args.include, exclude=args.exclude,
         list_file=args.list_file, max_pixels=args.max_pixels, caption_ext=args.caption_ext, output_dir=args.output_dir,
         manifest_jsonl=args.manifest_jsonl, manifest_csv=args.manifest_csv, dry_run=args.dry_run, resume=args.resume,
         existing=args.existing, separator=args.separator, prefix=args.prefix, suffix=args.suffix,
-        lowercase=args.lowercase, strip_period=args.strip_period, max_length=args.max_length,
+        multiline=args.multiline, lowercase=args.lowercase, strip_period=args.strip_period, max_length=args.max_length,
         replace=[tuple(p) for p in args.replace], banned_words=kw.pop("banned_words"), batch_size=args.batch_size,
         workers=args.workers, **kw,
     )

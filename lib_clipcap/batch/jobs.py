@@ -12,7 +12,13 @@ cores or GPU). Each batch takes the model through ``manager.using(model)``, so i
 served between batches instead of waiting for the whole job.
 
 Every path of a job (inputs, list file, output folder, manifests, and every file and folder found, symlinks
-resolved) must lie inside one of ``allowed_roots``; relative paths are taken relative to the first root.
+resolved) must lie inside one of ``allowed_roots``; relative paths are taken relative to the first root. Caption
+files get one of ``caption_exts`` only (:data:`DEFAULT_CAPTION_EXTS` unless the operator adds more): a job started
+over the network must not be able to write a ``.desktop`` launcher, a ``.sh`` or a ``.bashrc``.
+
+Different faces may allow different folders (the WebUI lets its own Caption tab use any local folder but the HTTP API
+only the folders named in its settings): :meth:`JobManager.scope` gives each face a view with its own folders and
+suffixes over the one queue, so jobs still run one at a time.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
 from ..errors import ClipCapError
+from ..options_table import OptionError
 from .discover import check_allowed
 from .errors import BatchInputError
 from .options import FileOutcome, TagOptions
@@ -38,6 +45,26 @@ log = logging.getLogger(__name__)
 #: Failures listed in a status (the ``failed`` count is always complete).
 MAX_LISTED_FAILURES = 200
 STATES = ("queued", "running", "done", "cancelled", "failed")
+#: Caption-file suffixes a job may write unless the operator allows more (trainers read .txt, .caption and .tags
+#: sidecars; .json for tools that keep captions as JSON).
+DEFAULT_CAPTION_EXTS = (".txt", ".caption", ".tags", ".json")
+_MANAGER_DEFAULT: Any = object()  # "the manager's own setting" (None already means "any suffix")
+
+
+def parse_caption_exts(text: Any) -> List[str]:
+    """Suffixes from a setting such as ``".md, .cap"`` (commas, spaces or new lines; a missing dot is added).
+
+    Raises:
+        OptionError: a suffix holds a path separator or is an image suffix (see :class:`TagOptions`).
+    """
+    if isinstance(text, str):
+        text = text.replace(",", " ").split()
+    out = []
+    for ext in text or ():
+        ext = str(ext).strip()
+        if ext:
+            out.append(TagOptions._check_ext(ext if ext.startswith(".") else "." + ext))
+    return out
 
 
 @dataclasses.dataclass
@@ -59,6 +86,7 @@ class _Job:
     error: Optional[str] = None
     images_per_s: Optional[float] = None
     cancel: threading.Event = dataclasses.field(default_factory=threading.Event)
+    roots: List[Path] = dataclasses.field(default_factory=list)
 
 
 class JobManager:
@@ -67,12 +95,19 @@ class JobManager:
     Args:
         manager: The :class:`~lib_clipcap.service.ModelManager` the models come from.
         allowed_roots: Folders jobs may read and write (resolved to real paths here).
+        caption_exts: Caption-file suffixes jobs may write (case-insensitive); ``None``: any suffix that is not an
+            image's (for a caller that trusts every request, like a local command line).
+        caption_exts_hint: How the operator allows another suffix, quoted when one is refused.
         keep_finished: Finished jobs remembered for :meth:`status` (oldest forgotten first).
     """
 
-    def __init__(self, manager: Any, allowed_roots: Sequence[Path], *, keep_finished: int = 100) -> None:
+    def __init__(self, manager: Any, allowed_roots: Sequence[Path], *,
+                 caption_exts: Optional[Sequence[str]] = DEFAULT_CAPTION_EXTS,
+                 caption_exts_hint: str = "the server's allowed caption suffixes", keep_finished: int = 100) -> None:
         self.manager = manager
-        self.allowed_roots = [Path(os.path.realpath(Path(r).expanduser())) for r in allowed_roots]
+        self.allowed_roots = _real_roots(allowed_roots)
+        self.caption_exts = None if caption_exts is None else tuple(e.lower() for e in caption_exts)
+        self.caption_exts_hint = caption_exts_hint
         self.keep_finished = keep_finished
         self._jobs: Dict[str, _Job] = {}
         self._lock = threading.Lock()
@@ -81,8 +116,19 @@ class JobManager:
         self._ids = itertools.count(1)
 
     # -------------------------------------------------------------------------------------------- public API
-    def check_options(self, options: TagOptions) -> TagOptions:
-        """``options`` with every path absolute and checked against the allowed roots.
+    def scope(self, allowed_roots: Sequence[Path], *, caption_exts: Optional[Sequence[str]] = DEFAULT_CAPTION_EXTS,
+              caption_exts_hint: Optional[str] = None) -> "JobScope":
+        """A view of this queue whose jobs are confined to other folders and suffixes (see the module docstring)."""
+        return JobScope(self, allowed_roots, caption_exts=caption_exts,
+                        caption_exts_hint=caption_exts_hint or self.caption_exts_hint)
+
+    def check_options(self, options: TagOptions, *, allowed_roots: Optional[Sequence[Path]] = None,
+                      caption_exts: Any = _MANAGER_DEFAULT, caption_exts_hint: Optional[str] = None) -> TagOptions:
+        """``options`` with every path absolute and checked against the allowed roots and suffixes.
+
+        Args:
+            options: The job's options.
+            allowed_roots, caption_exts, caption_exts_hint: Override this manager's (used by :class:`JobScope`).
 
         Returns:
             A copy with absolute paths (relative ones resolved against the first allowed root).
@@ -90,16 +136,26 @@ class JobManager:
         Raises:
             PathNotAllowedError: a path is outside the allowed roots (message names it and the roots).
             BatchInputError: an input or the list file does not exist.
+            OptionError: the caption suffix is not allowed, or a path holds a control character.
         """
-        def absolute(p: str) -> str:
+        roots = self.allowed_roots if allowed_roots is None else _real_roots(allowed_roots)
+        exts = self.caption_exts if caption_exts is _MANAGER_DEFAULT else caption_exts
+        if exts is not None and options.caption_ext.lower() not in [e.lower() for e in exts]:
+            raise OptionError("caption_ext", options.caption_ext,
+                              f"not an allowed caption suffix (allowed: {', '.join(exts)}); allow it with "
+                              f"{caption_exts_hint or self.caption_exts_hint}")
+
+        def absolute(p: str, what: str) -> str:
+            if any(ord(c) < 32 or ord(c) == 127 for c in p):
+                raise OptionError(what, p, "the path holds a control character; give a plain path")
             q = Path(p).expanduser()
-            if not q.is_absolute() and self.allowed_roots:
-                q = self.allowed_roots[0] / q
+            if not q.is_absolute() and roots:
+                q = roots[0] / q
             return os.path.abspath(q)
 
-        inputs = [absolute(p) for p in options.inputs]
+        inputs = [absolute(p, "inputs") for p in options.inputs]
         for p in inputs:
-            check_allowed(p, self.allowed_roots, "input")
+            check_allowed(p, roots, "input")
             if not os.path.exists(p):
                 raise BatchInputError(f"input not found: {p}")
         changes: Dict[str, Any] = {"inputs": inputs}
@@ -107,29 +163,31 @@ class JobManager:
                            ("manifest_jsonl", "manifest"), ("manifest_csv", "manifest")):
             value = getattr(options, name)
             if value:
-                changes[name] = absolute(value)
-                check_allowed(changes[name], self.allowed_roots, what)
+                changes[name] = absolute(value, name)
+                check_allowed(changes[name], roots, what)
         if options.list_file and not os.path.isfile(changes["list_file"]):
             raise BatchInputError(f"list file not found: {changes['list_file']}")
         return dataclasses.replace(options, **changes)
 
-    def start(self, options: TagOptions, model: str) -> str:
+    def start(self, options: TagOptions, model: str, **scope: Any) -> str:
         """Queue a job and return its id.
 
         Args:
             options: What to tag (paths checked by :meth:`check_options`).
             model: Registry name of the model (loaded when the job starts).
+            **scope: ``allowed_roots``, ``caption_exts``, ``caption_exts_hint`` overriding this manager's.
 
         Returns:
             The job id (a short string).
 
         Raises:
-            PathNotAllowedError, BatchInputError: as :meth:`check_options`; nothing is queued then.
+            PathNotAllowedError, BatchInputError, OptionError: as :meth:`check_options`; nothing is queued then.
         """
-        options = self.check_options(options)
+        options = self.check_options(options, **scope)
+        roots = self.allowed_roots if scope.get("allowed_roots") is None else _real_roots(scope["allowed_roots"])
         job_id = f"{next(self._ids)}-{uuid.uuid4().hex[:8]}"
         with self._lock:
-            self._jobs[job_id] = _Job(job_id, model, options)
+            self._jobs[job_id] = _Job(job_id, model, options, roots=roots)
             self._forget_old()
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._work, name="clipcap-batch-jobs", daemon=True)
@@ -235,7 +293,7 @@ class JobManager:
 
         try:
             summary = run_tagging(job.options, lambda: self.manager.using(job.model), progress=progress,
-                                  should_stop=job.cancel.is_set, on_file=on_file, allowed_roots=self.allowed_roots)
+                                  should_stop=job.cancel.is_set, on_file=on_file, allowed_roots=job.roots)
         except Exception as e:  # noqa: BLE001 - any failure ends this job, never the worker thread
             log.warning("batch job %s failed: %s", job.id, e, exc_info=not isinstance(e, ClipCapError))
             with self._lock:
@@ -248,3 +306,52 @@ class JobManager:
             job.state = "cancelled" if summary.stopped else "done"
             job.finished = time.time()
         log.info("batch job %s %s: %s", job.id, job.state, summary.line())
+
+
+def _real_roots(roots: Sequence[Path]) -> List[Path]:
+    return [Path(os.path.realpath(Path(r).expanduser())) for r in roots]
+
+
+class JobScope:
+    """One face's view of a :class:`JobManager`: its own folders and caption suffixes, the shared queue.
+
+    It has the manager's interface (``start``, ``status``, ``cancel``, ``jobs``, ``wait``, ``check_options``,
+    ``allowed_roots``), so the HTTP API and the UI take either.
+    """
+
+    def __init__(self, jobs: JobManager, allowed_roots: Sequence[Path], *,
+                 caption_exts: Optional[Sequence[str]] = DEFAULT_CAPTION_EXTS,
+                 caption_exts_hint: str = "the server's allowed caption suffixes") -> None:
+        self.base = jobs
+        self.manager = jobs.manager
+        self.allowed_roots = _real_roots(allowed_roots)
+        self.caption_exts = None if caption_exts is None else tuple(e.lower() for e in caption_exts)
+        self.caption_exts_hint = caption_exts_hint
+
+    def _scope(self) -> Dict[str, Any]:
+        return {"allowed_roots": self.allowed_roots, "caption_exts": self.caption_exts,
+                "caption_exts_hint": self.caption_exts_hint}
+
+    def check_options(self, options: TagOptions) -> TagOptions:
+        """As :meth:`JobManager.check_options`, with this scope's folders and suffixes."""
+        return self.base.check_options(options, **self._scope())
+
+    def start(self, options: TagOptions, model: str) -> str:
+        """As :meth:`JobManager.start`, with this scope's folders and suffixes."""
+        return self.base.start(options, model, **self._scope())
+
+    def status(self, job_id: str) -> Dict[str, Any]:
+        """As :meth:`JobManager.status`."""
+        return self.base.status(job_id)
+
+    def cancel(self, job_id: str) -> Dict[str, Any]:
+        """As :meth:`JobManager.cancel`."""
+        return self.base.cancel(job_id)
+
+    def jobs(self) -> List[Dict[str, Any]]:
+        """As :meth:`JobManager.jobs`."""
+        return self.base.jobs()
+
+    def wait(self, job_id: str, timeout: Optional[float] = None) -> Dict[str, Any]:
+        """As :meth:`JobManager.wait`."""
+        return self.base.wait(job_id, timeout)

@@ -89,6 +89,23 @@ def _int(name: str, value: Any, *, lo: int, hi: int | None = None, nullable: boo
     return value
 
 
+# Line breaks as Python's str.splitlines() knows them (a trainer or an editor may break a line at any of them).
+_LINE_BREAKS = frozenset("\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029")
+
+
+def _check_text(name: str, value: str, *, multiline: bool) -> None:
+    """Refuse control characters in caption text (line breaks and tabs only when ``multiline``)."""
+    for c in value:
+        if c in _LINE_BREAKS or c == "\t":
+            if multiline:
+                continue
+            raise OptionError(name, value, "it holds a line break or tab, but caption files hold one line of text"
+                                           + ("" if name == "replace" else
+                                              " (set multiline to allow line breaks on purpose)"))
+        if ord(c) < 32 or 127 <= ord(c) < 160:
+            raise OptionError(name, value, f"it holds the control character U+{ord(c):04X}; remove it")
+
+
 def _bool(name: str, value: Any) -> bool:
     if not isinstance(value, bool):
         raise OptionError(name, value, "must be true or false")
@@ -125,6 +142,10 @@ class TagOptions:
         existing: ``skip`` (default), ``overwrite``, ``append`` or ``prepend`` when a caption file exists.
         separator: Joins prefix, caption and suffix, and old and new text for append/prepend.
         prefix, suffix: Text (e.g. a trigger word) put before / after every generated caption, verbatim.
+        multiline: Allow line breaks and tabs in ``prefix``, ``suffix`` and ``separator`` (for trainers that read
+            multi-line caption files). Off by default: a caption file holds one line, and text with line breaks is
+            how a request could shape a file into something else (a launcher, a script). The generated caption
+            and ``replace`` texts are always one line, and other control characters are always refused.
         lowercase: Lower-case the generated caption (not the prefix/suffix).
         strip_period: Remove trailing periods from the generated caption.
         max_length: Cut the generated caption to at most this many characters, at a word boundary when possible
@@ -164,6 +185,7 @@ class TagOptions:
     separator: str = ", "
     prefix: str = ""
     suffix: str = ""
+    multiline: bool = False
     lowercase: bool = False
     strip_period: bool = False
     max_length: Optional[int] = None
@@ -196,11 +218,12 @@ class TagOptions:
             raise OptionError("inputs", self.inputs, "give at least one folder or image, or a list_file")
         self.include = _strings("include", self.include)
         self.exclude = _strings("exclude", self.exclude)
-        for name in ("recursive", "dry_run", "resume", "lowercase", "strip_period"):
+        for name in ("recursive", "dry_run", "resume", "multiline", "lowercase", "strip_period"):
             setattr(self, name, _bool(name, getattr(self, name)))
         for name in ("separator", "prefix", "suffix"):
             if not isinstance(getattr(self, name), str):
                 raise OptionError(name, getattr(self, name), "must be a string")
+            _check_text(name, getattr(self, name), multiline=self.multiline)
         if self.existing not in EXISTING_POLICIES:
             raise OptionError("existing", self.existing, f"must be one of {', '.join(EXISTING_POLICIES)}")
         self.caption_ext = self._check_ext(self.caption_ext)
@@ -209,6 +232,9 @@ class TagOptions:
         self.batch_size = _int("batch_size", self.batch_size, lo=1, hi=_MAX_BATCH)
         self.workers = _int("workers", self.workers, lo=0, hi=_MAX_WORKERS)
         self.replace = _pairs(self.replace)
+        for find, repl in self.replace:  # replacements act on the one-line caption: never line breaks
+            _check_text("replace", find, multiline=False)
+            _check_text("replace", repl, multiline=False)
         self.banned_words = list(get_option("banned_words").coerce(self.banned_words or []))
         if self.rerank is not None:
             self.rerank = get_option("rerank").coerce(self.rerank)
@@ -248,6 +274,7 @@ class TagOptions:
     def signature_fields(self) -> Dict[str, Any]:
         """The settings that decide a caption file's content: a journal only resumes a run with the same ones."""
         keep = ("caption_ext", "existing", "separator", "prefix", "suffix", "lowercase", "strip_period", "max_length")
+        # multiline is not part of it: it only widens what prefix/suffix/separator may hold, which are compared
         out: Dict[str, Any] = {name: getattr(self, name) for name in keep}
         out["output_dir"] = os.path.abspath(self.output_dir) if self.output_dir else None
         out["replace"] = [list(p) for p in self.replace]

@@ -15,6 +15,8 @@ from ..prompting import join_phrases
 from .options import TagOptions
 
 _SPACE = re.compile(r"\s+")
+# Control characters a model could emit (C0 and C1, DEL); whitespace among them is collapsed by _SPACE first.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 # Punctuation left dangling when a caption is cut at a word boundary ("a red circle," -> "a red circle").
 _DANGLING = " ,;:-"
 
@@ -54,6 +56,7 @@ def clean_caption(text: str, options: TagOptions) -> str:
         text = text.replace(find, repl)
     text = remove_words(text, options.banned_words)
     text = _SPACE.sub(" ", text).strip()  # also turns newlines into spaces: a caption file holds one line
+    text = _CONTROL.sub("", text)
     if options.strip_period:
         text = text.rstrip(". ").rstrip()
     return truncate(text, options.max_length).strip()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import io
+import os
+from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
@@ -38,7 +40,7 @@ def test_routes_answer_without_auth(mode, make_webui, fake_models):
     webui = make_webui(mode, argv=["--api"])
     webui.create_ui()
     fake_models()
-    client = TestClient(webui.start())
+    client = TestClient(webui.start(), base_url="http://127.0.0.1:7860")
     r = client.get("/clipcap/v1/models")
     assert r.status_code == 200 and "shapes-demo" in [m["name"] for m in r.json()["models"]]
     r = client.post("/clipcap/v1/caption", json={"image": b64_png(), "model": "shapes-demo", "decoding": "greedy"})
@@ -53,7 +55,7 @@ def test_api_auth_protects_our_routes_like_the_hosts(mode, make_webui, fake_mode
     webui = make_webui(mode, argv=["--api", "--api-auth", "alice:s3cret,bob:other"])
     webui.create_ui()
     fake_models()
-    client = TestClient(webui.start())
+    client = TestClient(webui.start(), base_url="http://127.0.0.1:7860")
     host_route = {"image": b64_png()}
     for path, body in (("/clipcap/v1/caption", {"image": b64_png(), "model": "shapes-demo"}),
                        ("/sdapi/v1/interrogate", host_route)):
@@ -73,14 +75,14 @@ def test_no_routes_without_the_api_flag(mode, make_webui):
     webui = make_webui(mode)
     app = webui.start()
     assert routes(app) == []
-    assert TestClient(app).get("/clipcap/v1/models").status_code == 404
+    assert TestClient(app, base_url="http://127.0.0.1:7860").get("/clipcap/v1/models").status_code == 404
 
 
 def test_nowebui_mounts_with_demo_none(mode, make_webui, fake_models):
     webui = make_webui(mode, argv=["--nowebui", "--api-auth", "u:p"])
     webui.create_ui()
     fake_models()
-    client = TestClient(webui.start(demo=None))
+    client = TestClient(webui.start(demo=None), base_url="http://127.0.0.1:7861")
     assert client.get("/clipcap/v1/models").status_code == 401
     assert client.get("/clipcap/v1/models", headers=basic("u", "p")).status_code == 200
 
@@ -110,17 +112,55 @@ def test_reload_does_not_duplicate_routes(mode, make_webui, fake_models):
     assert routes(app) == before and len(before) == len(set(before))
 
 
-@pytest.mark.parametrize("argv, enabled", [
+@pytest.mark.parametrize("argv, local", [
     ([], True),
-    (["--listen"], False),  # shared WebUI: off unless folders are configured (the host's rule for risky features)
-    (["--listen", "--enable-insecure-extension-access"], True),
-    (["--hide-ui-dir-config"], False),
+    (["--server-name", "127.0.0.1"], True),  # the host calls any --server-name "non-local"; a loopback bind is local
+    (["--nowebui", "--server-name", "localhost"], True),
+    (["--listen"], False),
+    (["--server-name", "0.0.0.0"], False),
+    (["--nowebui"], False),  # the API-only server binds every interface without --listen
+    (["--share"], False),
+    (["--ngrok", "token"], False),
 ])
-def test_batch_tagging_default_folders(mode, make_webui, argv, enabled):
+def test_exposure_is_read_from_what_the_host_binds(mode, make_webui, argv, local):
     make_webui(mode, argv=argv)
     from clipcap_webui import host
 
-    assert (host.get_job_manager() is not None) is enabled
+    exp = host.exposure()
+    assert exp.local is local, exp
+    assert (exp.reason == "") is local and (local or exp.reason.split()[0].split("=")[0] in " ".join(argv)
+                                             or exp.reason.startswith("--nowebui"))
+
+
+@pytest.mark.parametrize("argv, tab, api", [
+    ([], "everywhere", "own"),
+    (["--server-name", "127.0.0.1"], "everywhere", "own"),
+    (["--listen"], None, None),  # exposed: off unless folders are configured (the host's rule for risky features)
+    (["--nowebui"], None, None),
+    (["--share"], None, None),
+    (["--listen", "--enable-insecure-extension-access"], "everywhere", "own"),
+    (["--hide-ui-dir-config"], None, None),
+])
+def test_batch_tagging_default_folders(mode, make_webui, argv, tab, api):
+    """Without the setting the tab may use any local folder, the HTTP API only the WebUI's outputs and train
+    folders (never '/'), and neither while the WebUI is exposed."""
+    webui = make_webui(mode, argv=argv)
+    from clipcap_webui import host
+
+    expected = {None: None, "everywhere": [Path(os.sep)],
+                "own": [webui.root / "outputs", webui.root / "train"]}
+    assert host.batch_roots() == expected[tab]
+    got = host.batch_roots(for_api=True)
+    assert got is None if api is None else (got[:2] == expected["own"] and Path(os.sep) not in got), got
+    assert (host.get_job_manager() is not None) is (tab is not None)
+    assert (host.get_job_manager(for_api=True) is not None) is (api is not None)
+
+
+def test_configured_folders_win_for_every_face(mode, make_webui, tmp_path):
+    make_webui(mode, argv=["--listen"], config={"clipcap_batch_roots": f"{tmp_path / 'a'}\n{tmp_path / 'b'}"})
+    from clipcap_webui import host
+
+    assert host.batch_roots() == host.batch_roots(for_api=True) == [tmp_path / "a", tmp_path / "b"]
 
 
 def test_batch_tagging_through_the_webui_api(mode, make_webui, tmp_path):
@@ -141,7 +181,7 @@ def test_batch_tagging_through_the_webui_api(mode, make_webui, tmp_path):
 
     (tab,) = [blocks for blocks, _, elem_id in ui.tabs_built["interfaces"] if elem_id == "clipcap"]
     assert tab.clipcap.batch_unavailable() is None  # the tab's batch section is live
-    client = TestClient(webui.start())
+    client = TestClient(webui.start(), base_url="http://127.0.0.1:7860")
     assert client.post("/clipcap/v1/batch", json={"inputs": [str(elsewhere)]}).status_code == 403
     r = client.post("/clipcap/v1/batch", json={"model": "shapes-demo", "inputs": [str(folder)]})
     assert r.status_code == 202, r.text
