@@ -4,7 +4,7 @@ Features are detected by importing what they need, never from version strings:
 
 - Forge's memory manager: ``backend.memory_management`` (with ``load_models_gpu``) and ``backend.patcher.base``;
 - Forge's UI (ForgeCanvas, Forge defaults): the ``modules_forge`` package;
-- everything else is the A1111 v1.10 API, which Forge keeps (HOST_API.md §6).
+- everything else is the A1111 v1.10 API, which Forge keeps (docs/hosts.md).
 
 The model cache is :func:`lib_clipcap.service.default_manager`: it lives in a package module, so a WebUI "Reload UI"
 (which re-imports the script files as new module objects) finds the same manager and the same loaded models.

@@ -1,6 +1,6 @@
 """Prompt-from-image buttons in the txt2img/img2img prompt tool rows, and the Caption tab's "send to" buttons.
 
-Placement (HOST_API.md §3.1): a global ``after_component`` hook sees every component the host builds. On
+Placement (docs/hosts.md, prompt button): a global ``after_component`` hook sees every component the host builds. On
 ``{tab}_style_apply`` (the last fixed button of ``gr.Row(elem_id="{tab}_tools")``) it creates the host's
 ``ToolButton`` with ``elem_id="{tab}_clipcap_button"``, which lands right after the anchor. The inputs it needs are
 built later (the prompt before, the init image and the gallery after), so the click is wired when ``{tab}_gallery``,

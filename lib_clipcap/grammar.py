@@ -101,6 +101,21 @@ def make_negatives(captions: Sequence[str], rng: random.Random, *, per_caption: 
 
 
 # ----------------------------------------------------------------------------------------------------- model
+def portable_weights_name(pretrained: str | None) -> str | None:
+    """How a saved config names the CLIP weights it was trained on, without a path of this machine: a file shipped
+    in the package as ``bundled:<path>``, any other file by its name, a tag (``"openai"``) as it is."""
+    if not pretrained:
+        return pretrained
+    path = Path(pretrained)
+    if not path.is_absolute():
+        return pretrained
+    package = Path(__file__).resolve().parent
+    try:
+        return "bundled:" + path.resolve().relative_to(package).as_posix()
+    except ValueError:
+        return path.name
+
+
 @dataclass
 class GrammarConfig:
     """What a saved grammar head needs to be rebuilt, and how it was trained."""
@@ -362,8 +377,8 @@ def train_grammar_head(clip, captions: Sequence[str], *, val_captions: Sequence[
         loss_v = float(loss.detach())
         if log_every and (step % log_every == 0 or step == steps - 1):
             say(f"grammar step {step} loss {loss_v:.4f}")
-    config = GrammarConfig(clip_model=clip.name, clip_pretrained=clip.pretrained, embed_dim=dim,
-                           hidden=hidden or dim, finetuned_text=finetune_text)
+    config = GrammarConfig(clip_model=clip.name, clip_pretrained=portable_weights_name(clip.pretrained),
+                           embed_dim=dim, hidden=hidden or dim, finetuned_text=finetune_text)
     if text_model is not None:
         text_model.to(dtype=clip.dtype)
     scorer = GrammarScorer(head, clip, config, text_model=text_model)

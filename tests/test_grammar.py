@@ -124,3 +124,14 @@ def test_train_grammar_cli(tmp_path, capsys):
     assert cli.run(args) == 0
     assert (tmp_path / "head" / "grammar.safetensors").is_file()
     assert "val_accuracy" in capsys.readouterr().out
+
+
+def test_saved_config_names_clip_weights_without_a_machine_path(tmp_path):
+    from lib_clipcap.grammar import portable_weights_name
+    from lib_clipcap.registry import package_path
+
+    bundled = package_path("bundled:assets/shapes/clip.safetensors")
+    assert portable_weights_name(str(bundled)) == "bundled:assets/shapes/clip.safetensors"
+    assert package_path(portable_weights_name(str(bundled))) == bundled  # and it resolves back
+    assert portable_weights_name(str(tmp_path / "my_clip.safetensors")) == "my_clip.safetensors"
+    assert portable_weights_name("openai") == "openai" and portable_weights_name(None) is None

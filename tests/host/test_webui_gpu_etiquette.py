@@ -1,4 +1,4 @@
-"""GPU etiquette (HOST_API.md §4): the A1111 recipe and Forge's memory manager, seen from the host double.
+"""GPU etiquette (docs/hosts.md, GPU etiquette): the A1111 recipe and Forge's memory manager, seen from the host double.
 
 The fake model records every ``.to(device, dtype)``; the double records ``lowvram.send_everything_to_cpu``,
 ``devices.torch_gc`` and Forge's ``load_models_gpu``/``soft_empty_cache``. "cuda" is only a name here: the fake

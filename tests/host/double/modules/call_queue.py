@@ -1,4 +1,4 @@
-"""modules/call_queue.py: ``queue_lock`` and the gradio wrappers (HOST_API.md §2.7)."""
+"""modules/call_queue.py: ``queue_lock`` and the gradio wrappers (docs/hosts.md, GPU etiquette)."""
 
 import html
 import time

@@ -1,6 +1,6 @@
 """modules/gradio_extensons.py (Forge: gradio_extensions.py): every gradio component and layout fires the hooks.
 
-As in the host (HOST_API.md §2.3): pop ``tooltip``; ``scripts_current.before_component`` then the global
+As in the host (docs/hosts.md, loading): pop ``tooltip``; ``scripts_current.before_component`` then the global
 ``before_component`` callbacks; the original ``__init__``; the ``gradio-<block>`` class; the global
 ``after_component`` callbacks then ``scripts_current.after_component``, all with the kwargs the gradio subclass
 passes up. gradio 3 patches ``IOComponent``, gradio 4 ``Component``; both patch ``BlockContext``.

@@ -1,4 +1,4 @@
-"""modules/options.py: settings with the host's semantics (HOST_API.md §2.4).
+"""modules/options.py: settings with the host's semantics (docs/hosts.md, settings).
 
 Unknown keys raise AttributeError; a registered key falls back to its default; ``set`` returns whether the value
 changed and runs ``onchange`` (rolling back if it raises); ``onchange(..., call=True)`` calls at once; ``dumpjson``

@@ -1,4 +1,4 @@
-"""modules/script_callbacks.py (HOST_API.md §2.2): named callbacks, each run in its own try/except.
+"""modules/script_callbacks.py (docs/hosts.md, loading): named callbacks, each run in its own try/except.
 
 Names are ``"{extension canonical name}/{caller file}/{category}[/{name}]"``, made unique with ``-1``, ``-2``...;
 ``before_ui`` and ``script_unloaded`` run in reverse order. ``load_scripts`` clears everything first.

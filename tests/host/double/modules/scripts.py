@@ -1,4 +1,4 @@
-"""modules/scripts.py (HOST_API.md §2.1): script discovery, by-path loading, Script classes and runners.
+"""modules/scripts.py (docs/hosts.md, loading): script discovery, by-path loading, Script classes and runners.
 
 Loading as the host does: ``<ext>/scripts/*.py`` of every active extension, sorted; for each file the extension
 folder is prepended to ``sys.path`` and ``current_basedir`` set to it, the file is loaded by path under the name

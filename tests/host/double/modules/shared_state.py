@@ -1,4 +1,4 @@
-"""modules/shared_state.py: progress and interruption flags (HOST_API.md §2.5)."""
+"""modules/shared_state.py: progress and interruption flags (docs/hosts.md, GPU etiquette)."""
 
 import time
 

@@ -1,6 +1,6 @@
 """modules/ui.py ``create_ui``: a minimal txt2img/img2img with the real elem_ids, Settings, and extension tabs.
 
-Order as in the host (HOST_API.md §1.8): ``on_ui_settings``; txt2img (``scripts_current`` set; toprow with the
+Order as in the host (docs/hosts.md, loading): ``on_ui_settings``; txt2img (``scripts_current`` set; toprow with the
 prompt and the tools row ``paste``, ``txt2img_clear_prompt``, ``txt2img_style_apply``...; the scripts' UI; the output
 gallery); img2img likewise with ``interrogate``/``deepbooru`` and the init image (A1111 ``gr.Image``; Forge a
 ForgeCanvas: ``gr.HTML`` + hidden foreground/background textboxes); Settings; ``on_ui_tabs``; the root Blocks

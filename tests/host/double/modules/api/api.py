@@ -1,4 +1,4 @@
-"""modules/api/api.py: ``Api`` with the host's auth semantics, ``/sdapi/v1/interrogate`` (HOST_API.md §5), and
+"""modules/api/api.py: ``Api`` with the host's auth semantics, ``/sdapi/v1/interrogate`` (docs/hosts.md, HTTP routes), and
 ``/sdapi/v1/txt2img`` / ``img2img`` with the host's script-argument handling (A1111 v1.10 = Forge): default script
 arguments read from a second call of each script's ``ui()``, ``alwayson_scripts`` args laid over them by position,
 and the request's ``infotext`` applied through the tab's paste fields (``apply_infotext``)."""
