@@ -529,6 +529,9 @@ def create_router(manager: Any, *, credentials: Optional[Mapping[str, str]] = No
         return {"unloaded": await run_in_threadpool(manager.unload, name)}
 
     _add_batch_routes(router, manager, job_manager, current_default, batch_unavailable)
+    from .review.routes import add_review_routes  # caption review: the same folders and rules as batch tagging
+
+    add_review_routes(router, manager, job_manager, current_default, batch_unavailable)
     return router
 
 

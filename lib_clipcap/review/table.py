@@ -88,6 +88,8 @@ class ReviewTable:
     triggers_given: bool = False
     token_limit: int = DEFAULT_TOKEN_LIMIT
     duplicate_min: int = DEFAULT_DUPLICATE_MIN
+    #: How the table was last scored (model, grammar, prefix), set by the review service; ``None``: not scored.
+    scoring: Optional[Dict[str, Any]] = None
 
     def row(self, image: str) -> ReviewRow:
         """The row of an image (by its path as listed, or its real path).

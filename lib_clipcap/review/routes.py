@@ -1,0 +1,232 @@
+"""HTTP routes of caption review under ``/clipcap/v1``: scan a folder into a scored, paged table; save one caption;
+undo the last save.
+
+- ``POST /review``: body ``{"folder": ..., options}`` -> ``{"total", "offset", "limit", "rows": [...], "summary",
+  ...}``, rows worst first (``sort``: clip, grammar, ref, length, path), filtered (``flags``, ``text``/``regex``,
+  ``min_score``/``max_score``), paged (``offset``, ``limit`` <= 1000). ``"rescan": false`` reuses the server's last
+  scan of the same folder (for paging); scores come from CLIP (the ``model``'s, default: the server's default model)
+  with image features cached on disk, so a re-scan after edits is cheap.
+- ``PUT /review/caption``: ``{"folder", "image", "caption"}`` -> the saved row, rescored. The caption must be one line:
+  control characters (newlines included) are refused with 422. Saved atomically through the batch writer and journal.
+- ``POST /review/undo``: ``{"folder"}`` -> the files the last save changed, restored.
+
+The same rules as batch tagging: the folders a job manager allows, nothing without one (503); 403 outside them.
+"""
+
+# No ``from __future__ import annotations``: FastAPI 0.94 (A1111) resolves route annotations at creation.
+
+import math
+from typing import Any, Callable, Dict, List, Optional
+
+from fastapi import APIRouter, Request
+from starlette.concurrency import run_in_threadpool
+
+from ..options_table import OptionError
+
+__all__ = ["add_review_routes"]
+
+_BODY_LIMIT = 256 * 1024
+_MAX_LIMIT = 1000
+_SCAN_FIELDS = ["folder", "caption_ext", "output_dir", "recursive", "triggers", "token_limit", "duplicate_min",
+                "ref_ext", "ref_dir"]
+_REVIEW_FIELDS = _SCAN_FIELDS + ["rescan", "model", "scores", "grammar", "clip_prefix", "sort", "descending", "flags",
+                                 "text", "regex", "min_score", "max_score", "score", "offset", "limit"]
+
+
+def _str(data: Dict[str, Any], name: str, default: Optional[str] = None) -> Optional[str]:
+    v = data.get(name, default)
+    if v is not None and not isinstance(v, str):
+        raise OptionError(name, v, "must be a string")
+    return v
+
+
+def _bool(data: Dict[str, Any], name: str, default: bool) -> bool:
+    v = data.get(name, default)
+    if not isinstance(v, bool):
+        raise OptionError(name, v, "must be true or false")
+    return v
+
+
+def _int(data: Dict[str, Any], name: str, default: int, lo: int, hi: Optional[int] = None) -> int:
+    v = data.get(name, default)
+    if isinstance(v, float) and v.is_integer():
+        v = int(v)
+    if isinstance(v, bool) or not isinstance(v, int) or v < lo or (hi is not None and v > hi):
+        raise OptionError(name, v, f"must be an integer between {lo} and {hi}" if hi is not None
+                          else f"must be an integer >= {lo}")
+    return v
+
+
+def _num(data: Dict[str, Any], name: str) -> Optional[float]:
+    v = data.get(name)
+    if v is None:
+        return None
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        raise OptionError(name, v, "must be a finite number")
+    return float(v)
+
+
+def _strings(data: Dict[str, Any], name: str) -> Optional[List[str]]:
+    v = data.get(name)
+    if v is None:
+        return None
+    if isinstance(v, str):
+        v = [v]
+    if not isinstance(v, list) or not all(isinstance(s, str) for s in v):
+        raise OptionError(name, v, "must be a list of strings")
+    return v
+
+
+def add_review_routes(router: APIRouter, manager: Any, job_manager: Any, current_default: Callable[[], str],
+                      unavailable: Optional[str] = None) -> None:
+    """Add the review routes to the ``/clipcap/v1`` router (called at the end of ``api.create_router``).
+
+    Args:
+        router: The API router (its route class answers errors as JSON).
+        manager: The model manager (scoring uses the model's CLIP through it).
+        job_manager: The batch job manager whose ``allowed_roots`` limit the folders; ``None``: the routes answer
+            503, as the batch routes do.
+        current_default: The server's default model name.
+        unavailable: The batch routes' 503 message when ``job_manager`` is ``None`` (it names the setting that
+            allows folders); review says the same.
+    """
+    from ..api import _ERRORS, ApiError, _check_fields, _resolve_model
+    from ..api import read_json as _read_json
+    from ..batch.errors import BatchInputError, BatchLockedError, PathNotAllowedError
+    from .edits import ReviewEditError, undo_depth
+    from .flags import CaptionTextError
+    from .service import ReviewService
+
+    state: Dict[str, Any] = {}
+
+    def service() -> ReviewService:
+        if job_manager is None:
+            raise ApiError(503, "review_unavailable", "caption review uses the folders allowed for batch tagging: "
+                           + (unavailable or "batch tagging is not enabled on this server (the standalone server "
+                                             "enables it with --batch-root FOLDER)"))
+        if "svc" not in state:
+            state["svc"] = ReviewService.for_jobs(manager, job_manager)
+        return state["svc"]
+
+    def params(svc: ReviewService, data: Dict[str, Any]) -> Any:
+        folder = _str(data, "folder")
+        if not folder:
+            raise OptionError("folder", folder, "is required: the folder of images to review")
+        return svc.params(folder, caption_ext=_str(data, "caption_ext", ".txt"), output_dir=_str(data, "output_dir"),
+                          recursive=_bool(data, "recursive", True), triggers=_strings(data, "triggers"),
+                          token_limit=_int(data, "token_limit", 75, 1), duplicate_min=_int(data, "duplicate_min", 3, 2),
+                          ref_ext=_str(data, "ref_ext"), ref_dir=_str(data, "ref_dir"))
+
+    def run(fn: Callable[[], Any]) -> Any:
+        try:
+            return fn()
+        except PathNotAllowedError as e:
+            raise ApiError(403, "forbidden_path", str(e)) from None
+        except BatchInputError as e:
+            raise ApiError(404, "folder_not_found", str(e)) from None
+        except CaptionTextError as e:
+            raise ApiError(422, "invalid_caption", str(e), field="caption") from None
+        except ReviewEditError as e:
+            raise ApiError(404 if "not an image" in str(e) else 403, "unknown_image" if "not an image" in str(e)
+                           else "forbidden_path", str(e)) from None
+        except BatchLockedError as e:
+            raise ApiError(409, "folder_busy", str(e)) from None
+
+    @router.post("/review", responses=_ERRORS, summary="Scan a tagged folder: scored caption table, worst first, paged")
+    async def review(request: Request) -> Any:
+        svc = service()
+        data = await _read_json(request, _BODY_LIMIT)
+        _check_fields(data, _REVIEW_FIELDS)
+        p = run(lambda: params(svc, data))
+        rescan = _bool(data, "rescan", True)
+        scores = _bool(data, "scores", True)
+        model = _resolve_model(data.get("model"), current_default()) if scores else None
+        grammar = _str(data, "grammar", "bundled")
+        if grammar not in ("bundled", "none"):
+            raise OptionError("grammar", grammar, "must be 'bundled' or 'none' over the API")
+        prefix = _str(data, "clip_prefix", "")
+        sort = _str(data, "sort", "clip")
+        descending = _bool(data, "descending", False)
+        flags = _strings(data, "flags") or []
+        text, regex = _str(data, "text"), _bool(data, "regex", False)
+        lo, hi = _num(data, "min_score"), _num(data, "max_score")
+        score_name = _str(data, "score", "clip")
+        offset = _int(data, "offset", 0, 0)
+        limit = _int(data, "limit", 100, 1, _MAX_LIMIT)
+
+        def work() -> Dict[str, Any]:
+            from .table import filter_rows, sort_rows
+
+            table = svc.table(p, rescan=rescan)
+            stats = None
+            wanted = {"model": model, "grammar": grammar, "prefix": prefix}
+            done = table.scoring and {k: table.scoring.get(k) for k in wanted} == wanted
+            if scores and (rescan or not done):
+                stats = svc.score(table, model, grammar=grammar, prefix=prefix)
+            elif scores:  # the kept scan: score only rows a rescan or an edit left without scores (cheap: cached)
+                pending = [r for r in table.rows if r.caption and r.caption.strip() and r.clip_score is None
+                           and not r.error]
+                if pending:
+                    stats = svc.score(table, model, grammar=grammar, prefix=prefix, rows=pending)
+            rows = sort_rows(filter_rows(table.rows, flags=flags, text=text, regex=regex, min_score=lo, max_score=hi,
+                                         score=score_name), sort, descending=descending)
+            return {"folder": table.folder, "total": len(rows), "offset": offset, "limit": limit, "sort": sort,
+                    "summary": table.summary(), "triggers": table.triggers, "model": model,
+                    "grammar": bool(table.scoring and table.scoring.get("has_grammar")),
+                    "undo_depth": undo_depth(table), "scoring": stats,
+                    "failures": [{"path": f.path, "reason": f.reason} for f in table.failures],
+                    "rows": [r.to_dict() for r in rows[offset:offset + limit]]}
+
+        return await run_in_threadpool(run, work)
+
+    @router.put("/review/caption", responses=_ERRORS, summary="Save one caption (atomic, journaled, undoable)")
+    async def save_caption(request: Request) -> Any:
+        svc = service()
+        data = await _read_json(request, _BODY_LIMIT)
+        _check_fields(data, _SCAN_FIELDS + ["image", "caption", "rescore"])
+        p = run(lambda: params(svc, data))
+        image = _str(data, "image")
+        if not image:
+            raise OptionError("image", image, "is required: the image whose caption to save (a path in the folder)")
+        if "caption" not in data or not isinstance(data["caption"], str):
+            raise ApiError(422, "invalid_caption", "caption is required and must be a string", field="caption")
+        caption = data["caption"]
+        rescore = _bool(data, "rescore", True)
+
+        def work() -> Dict[str, Any]:
+            from .flags import check_caption_text
+
+            check_caption_text(caption)  # before anything is scanned or locked
+            table = svc.table(p)
+            try:
+                row = svc.image_row(table, image)
+            except KeyError:
+                table = svc.table(p, rescan=True)  # a file added since the last scan
+                try:
+                    row = svc.image_row(table, image)
+                except KeyError:
+                    raise ReviewEditError(f"{image} is not an image of the reviewed folder {table.folder}") from None
+            out = svc.save(table, [(row.image, caption)], rescore=rescore)[0]
+            if out.status == "failed":
+                raise ApiError(500, "write_failed", f"{row.caption_file}: {out.reason}")
+            return {"status": out.status, "row": row.to_dict(), "undo_depth": undo_depth(table)}
+
+        return await run_in_threadpool(run, work)
+
+    @router.post("/review/undo", responses=_ERRORS, summary="Undo the last caption save in a folder")
+    async def undo(request: Request) -> Any:
+        svc = service()
+        data = await _read_json(request, _BODY_LIMIT)
+        _check_fields(data, _SCAN_FIELDS)
+        p = run(lambda: params(svc, data))
+
+        def work() -> Dict[str, Any]:
+            table = svc.table(p)
+            out = svc.undo(table)
+            by_image = {r.image: r for r in table.rows}
+            return {"undone": [{"image": o.image, "caption_file": o.caption_file, "status": o.status,
+                                "reason": o.reason or None} for o in out],
+                    "rows": [by_image[o.image].to_dict() for o in out if o.image in by_image],
+                    "undo_depth": undo_depth(table)}
+
+        return await run_in_threadpool(run, work)

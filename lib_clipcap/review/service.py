@@ -1,0 +1,207 @@
+"""Review for servers and UIs: folder permissions, scanned tables kept between requests, scoring through the model
+manager.
+
+The HTTP API (:mod:`.routes`) and the gradio section (:mod:`.ui`) both go through :class:`ReviewService`, so they
+follow the same rules as batch tagging: a folder must resolve inside the job manager's allowed folders (relative
+folders are taken relative to the first one), and model calls go through the :class:`~lib_clipcap.service.ModelManager`
+(one at a time, under the host's device policy). Scanned tables are kept (a few, least recently used dropped) so that
+saving one caption does not rescan a folder of thousands of files.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import weakref
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+from ..batch.discover import check_allowed
+from ..batch.errors import BatchInputError
+from .edits import EditOutcome, save_captions, undo_last
+from .flags import DEFAULT_DUPLICATE_MIN, DEFAULT_TOKEN_LIMIT
+from .table import ReviewRow, ReviewTable, scan_folder
+
+__all__ = ["ReviewService", "ScanParams"]
+
+
+@dataclass(frozen=True)
+class ScanParams:
+    """Where the captions of a folder are and how to flag them (a scan's identity in :class:`ReviewService`)."""
+
+    folder: str
+    caption_ext: str = ".txt"
+    output_dir: Optional[str] = None
+    recursive: bool = True
+    triggers: Optional[Tuple[str, ...]] = None
+    token_limit: int = DEFAULT_TOKEN_LIMIT
+    duplicate_min: int = DEFAULT_DUPLICATE_MIN
+    ref_ext: Optional[str] = None
+    ref_dir: Optional[str] = None
+
+
+class ReviewService:
+    """Scans, scores and edits review tables on behalf of a server or UI.
+
+    Args:
+        manager: The :class:`~lib_clipcap.service.ModelManager` (scoring uses the named model's CLIP).
+        allowed_roots: Real paths of the folders that may be reviewed and edited (a batch job manager's
+            ``allowed_roots``); ``None``: anywhere (a local, single-user tool).
+        max_tables: Scanned tables kept in memory.
+    """
+
+    def __init__(self, manager: Any, *, allowed_roots: Optional[Sequence[Path]] = None,
+                 check_options: Optional[Callable[[Any], Any]] = None, max_tables: int = 4) -> None:
+        self.manager = manager
+        self.allowed_roots = list(allowed_roots) if allowed_roots is not None else None
+        self.check_options = check_options
+        self.max_tables = max_tables
+        self._tables: "OrderedDict[ScanParams, ReviewTable]" = OrderedDict()
+        self._lock = threading.RLock()
+        self._scorers: "weakref.WeakKeyDictionary[Any, Dict[Tuple[str, str], Any]]" = weakref.WeakKeyDictionary()
+
+    @classmethod
+    def for_jobs(cls, manager: Any, job_manager: Any, **kw: Any) -> "ReviewService":
+        """A service with batch tagging's permissions: ``job_manager``'s folders, and its ``check_options`` for the
+        folder, the output folder and the caption suffix (its allow-list included)."""
+        return cls(manager, allowed_roots=job_manager.allowed_roots, check_options=job_manager.check_options, **kw)
+
+    # ------------------------------------------------------------------------------------------------ folders
+    def resolve(self, path: Optional[str], what: str) -> Optional[str]:
+        """An absolute path for ``path`` (relative ones under the first allowed folder), checked to be allowed.
+
+        Raises:
+            PathNotAllowedError: outside the allowed folders.
+            OptionError: the path holds a control character.
+        """
+        if path is None or str(path).strip() == "":
+            return None
+        text = str(path).strip()
+        if any(ord(c) < 32 or ord(c) == 127 for c in text):
+            from ..options_table import OptionError
+
+            raise OptionError(what, text, "the path holds a control character; give a plain path")
+        p = Path(text).expanduser()
+        if not p.is_absolute() and self.allowed_roots:
+            p = self.allowed_roots[0] / p
+        out = os.path.abspath(p)
+        check_allowed(out, self.allowed_roots, what)
+        return out
+
+    def params(self, folder: str, **kw: Any) -> ScanParams:
+        """Checked :class:`ScanParams`: every path absolute and inside the allowed folders; with ``check_options``
+        (batch tagging's check), the folder, output folder and caption suffix pass exactly the rules a batch job's do.
+
+        Raises:
+            PathNotAllowedError: a path is outside the allowed folders.
+            BatchInputError: the folder does not exist or is not a folder.
+            OptionError: a bad or disallowed caption suffix, a control character in a path.
+        """
+        from ..batch.options import TagOptions
+
+        if folder is None or not str(folder).strip():
+            raise BatchInputError("give the folder to review")
+        opts = TagOptions(inputs=[str(folder).strip()], caption_ext=kw.get("caption_ext") or ".txt",
+                          output_dir=kw.get("output_dir") or None)
+        if self.check_options is not None:
+            opts = self.check_options(opts)
+            resolved, out_dir = opts.inputs[0], opts.output_dir
+        else:
+            resolved, out_dir = self.resolve(opts.inputs[0], "folder"), self.resolve(opts.output_dir, "output folder")
+        if not os.path.isdir(resolved):
+            raise BatchInputError(f"folder not found: {resolved}; give an existing folder of images")
+        kw["caption_ext"], kw["output_dir"] = opts.caption_ext, out_dir
+        if kw.get("ref_dir"):
+            kw["ref_dir"] = self.resolve(kw["ref_dir"], "reference folder")
+        if kw.get("triggers") is not None:
+            kw["triggers"] = tuple(kw["triggers"])
+        return ScanParams(folder=resolved, **{k: v for k, v in kw.items() if v is not None})
+
+    # ------------------------------------------------------------------------------------------------- tables
+    def table(self, params: ScanParams, *, rescan: bool = False) -> ReviewTable:
+        """The table of ``params``: kept from an earlier scan, or scanned now (``rescan``: always scanned)."""
+        with self._lock:
+            if not rescan and params in self._tables:
+                self._tables.move_to_end(params)
+                return self._tables[params]
+        table = scan_folder(params.folder, caption_ext=params.caption_ext, output_dir=params.output_dir,
+                            recursive=params.recursive, triggers=params.triggers, token_limit=params.token_limit,
+                            duplicate_min=params.duplicate_min, ref_ext=params.ref_ext, ref_dir=params.ref_dir,
+                            allowed_roots=self.allowed_roots)
+        with self._lock:
+            old = self._tables.get(params)
+            if old is not None:  # keep the scoring settings: edits on the new scan are rescored like before
+                table.scoring = old.scoring
+            self._tables[params] = table
+            self._tables.move_to_end(params)
+            while len(self._tables) > self.max_tables:
+                self._tables.popitem(last=False)
+        return table
+
+    # ------------------------------------------------------------------------------------------------ scoring
+    def _scorer(self, clip: Any, grammar: str, prefix: str) -> Any:
+        from .scoring import ReviewScorer, default_grammar
+
+        per_clip = self._scorers.setdefault(clip, {})
+        key = (grammar, prefix)
+        if key not in per_clip:
+            per_clip[key] = ReviewScorer(clip, default_grammar(clip, grammar), prefix=prefix)
+        return per_clip[key]
+
+    def score(self, table: ReviewTable, model: str, *, grammar: str = "bundled", prefix: str = "",
+              rows: Optional[Sequence[ReviewRow]] = None,
+              progress: Optional[Callable[[int, int], None]] = None) -> Dict[str, int]:
+        """Score ``rows`` (default: all) of ``table`` with ``model``'s CLIP, through the model manager.
+
+        The scoring settings are remembered on the table (``table.scoring``), so :meth:`rescore` after an edit uses
+        the same ones.
+
+        Returns:
+            The scorer's counters (images encoded / from the cache, texts encoded).
+        """
+        with self.manager.using(model) as m:
+            scorer = self._scorer(m.clip, grammar, prefix)
+            before = dict(scorer.stats)
+            scorer.score(list(rows) if rows is not None else table, progress=progress)
+        table.scoring = {"model": model, "grammar": grammar, "prefix": prefix,
+                         "has_grammar": scorer.grammar is not None}
+        return {k: scorer.stats[k] - before.get(k, 0) for k in scorer.stats}
+
+    def rescore(self, table: ReviewTable, rows: Sequence[ReviewRow]) -> None:
+        """Score ``rows`` again with the table's last scoring settings (after an edit); nothing if never scored."""
+        s = getattr(table, "scoring", None)
+        if s and rows:
+            self.score(table, s["model"], grammar=s["grammar"], prefix=s["prefix"], rows=rows)
+
+    # -------------------------------------------------------------------------------------------------- edits
+    def save(self, table: ReviewTable, edits: Sequence[Tuple[str, str]], *, rescore: bool = True
+             ) -> List[EditOutcome]:
+        """Save captions (see :func:`~lib_clipcap.review.edits.save_captions`) and rescore the saved rows."""
+        with self._lock:
+            out = save_captions(table, edits, allowed_roots=self.allowed_roots)
+        if rescore:
+            saved = {o.image for o in out if o.status == "saved"}
+            self.rescore(table, [r for r in table.rows if r.image in saved])
+        return out
+
+    def undo(self, table: ReviewTable, *, rescore: bool = True) -> List[EditOutcome]:
+        """Undo the last save in the table's folder (see :func:`~lib_clipcap.review.edits.undo_last`)."""
+        with self._lock:
+            out = undo_last(table, allowed_roots=self.allowed_roots)
+        if rescore:
+            changed = {o.image for o in out if o.status == "restored"}
+            self.rescore(table, [r for r in table.rows if r.image in changed])
+        return out
+
+    def image_row(self, table: ReviewTable, image: str) -> ReviewRow:
+        """The row of ``image`` (absolute, or relative to the folder).
+
+        Raises:
+            KeyError: not an image of the table.
+        """
+        p = Path(str(image)).expanduser()
+        if not p.is_absolute():
+            p = Path(table.folder) / p
+        return table.row(os.path.abspath(p))
