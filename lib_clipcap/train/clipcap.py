@@ -14,7 +14,14 @@ What it covers (ClipCap, Mokady et al.; the CLIP-prefix paper's variants, Huynh 
 - a checkpoint every ``save_every`` steps (safetensors + JSON config that :meth:`Captioner.from_checkpoint` reads with
   strict key matching, plus an optimizer/scheduler/step state loaded with ``weights_only=True``), and ``resume``;
 - a tqdm bar and a ``metrics.jsonl`` log; batches, initialisation and results depend only on ``seed``: a resumed run
-  ends with the same weights as an uninterrupted one.
+  ends with the same weights as an uninterrupted one;
+- validation (:mod:`.validation`): ``val_images`` held out from the training split (or a ``val_split`` of the
+  features), its loss and greedy captions' BLEU-4/CIDEr every ``eval_every`` steps in the log, the best checkpoint
+  by ``select_by`` kept as the final model, and early stopping after ``patience`` evaluations without improvement;
+- ``tokenizer="auto"`` (custom for a GPT-2 trained from scratch, GPT-2's otherwise); ``"custom"`` is sized to the
+  captions by default (``custom_vocab_size=0``): BPE merges until every caption
+  word that occurs twice is one token, a few hundred tokens on a synthetic world instead of GPT-2's 50257, whose
+  output layer would dominate the step time of a small model.
 """
 
 from __future__ import annotations
@@ -27,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import ClipCapError
 from .data import CaptionPairs, collate, make_pairs, train_bpe_tokenizer
-from .loop import EpochBatches, MetricsLog, Progress, optimizer_step, warmup_linear_schedule
+from .loop import SCHEDULES, EpochBatches, MetricsLog, Progress, optimizer_step, warmup_schedule
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -36,6 +43,8 @@ log = logging.getLogger(__name__)
 
 FINAL_NAME = "clipcap.safetensors"
 CHECKPOINT_DIR = "checkpoints"
+CUSTOM_VOCAB_CAP = 50257  # custom_vocab_size=0: as many tokens as the captions need, at most GPT-2's count
+BEST_NAME = "best.safetensors"  # in CHECKPOINT_DIR: the best validated weights so far
 
 
 @dataclass
@@ -43,7 +52,8 @@ class ClipCapTrainConfig:
     """Every setting of a ClipCap training run (saved as ``train_config.json`` in the output folder).
 
     The defaults are the original's for Flickr/COCO: MLP mapper, prefix 10, GPT-2 small fine-tuned, batch 40,
-    lr 2e-5, 5000 warm-up steps, 10 epochs, features L2-normalised (Huynh et al.), captions lower-cased.
+    lr 2e-5, 5000 warm-up steps, linear decay, 10 epochs, features L2-normalised (Huynh et al.), captions
+    lower-cased, no validation (the final weights are the last step's).
     """
 
     features: str
@@ -62,8 +72,8 @@ class ClipCapTrainConfig:
     gpt2_width: int = 768
     gpt2_heads: int = 12
     gpt2_positions: int = 1024
-    tokenizer: str = "gpt2"
-    custom_vocab_size: int = 50257
+    tokenizer: str = "auto"
+    custom_vocab_size: int = 0
     lowercase: bool = True
     normalize: bool = True
     max_tokens: int = 40
@@ -74,13 +84,20 @@ class ClipCapTrainConfig:
     lr: float = 2e-5
     weight_decay: float = 0.01
     warmup_steps: int = 5000
+    schedule: str = "linear"
     grad_clip: float | None = None
+    standardize_init: bool = False
     amp: bool = True
     save_every: int = 1000
     keep_checkpoints: int = 2
     seed: int = 0
     device: str | None = None
     log_every: int = 50
+    val_images: int = 0
+    eval_every: int = 0
+    val_caption_images: int = 500
+    select_by: str = "cider"
+    patience: int = 0
     progress: bool = True
     models_dir: str | None = None
 
@@ -92,6 +109,15 @@ class ClipCapTrainConfig:
                 raise ClipCapError(f"{name} must be >= 1; got {getattr(self, name)}")
         if self.grad_clip is not None and not self.grad_clip > 0:
             raise ClipCapError(f"grad_clip must be > 0 (or None to disable); got {self.grad_clip}")
+        if self.schedule not in SCHEDULES:
+            raise ClipCapError(f"schedule must be one of {', '.join(SCHEDULES)}; got {self.schedule!r}")
+        from .validation import SELECT_METRICS
+
+        if self.select_by not in SELECT_METRICS:
+            raise ClipCapError(f"select_by must be one of {', '.join(SELECT_METRICS)}; got {self.select_by!r}")
+        for name in ("val_images", "eval_every", "patience", "custom_vocab_size"):
+            if getattr(self, name) < 0:
+                raise ClipCapError(f"{name} must be >= 0; got {getattr(self, name)}")
         if self.prefix_only and self.gpt2 == "scratch":
             log.warning("prefix_only with a GPT-2 trained from scratch: GPT-2 stays at its random initialisation")
 
@@ -105,6 +131,9 @@ class TrainResult:
     final_loss: float
     history: list[dict[str, Any]] = field(default_factory=list)
     tokenizer: str = ""
+    best_step: int | None = None  # the step whose weights were kept (validation runs)
+    best_value: float | None = None
+    stopped_early: bool = False
 
 
 # ------------------------------------------------------------------------------------------------ building
@@ -119,7 +148,7 @@ def resolve_train_tokenizer(spec: str, captions: list[str], out: Path, *, vocab_
             from ..tokenizer import Tokenizer
 
             return Tokenizer.from_path(path), _path_or_name(str(path))
-        tok = train_bpe_tokenizer(captions, path, vocab_size=vocab_size, lowercase=lowercase)
+        tok = train_bpe_tokenizer(captions, path, vocab_size=vocab_size or CUSTOM_VOCAB_CAP, lowercase=lowercase)
         log.info("trained a custom BPE tokenizer: %d tokens -> %s", tok.vocab_size, path)
         return tok, _path_or_name(str(path))
     return resolve_tokenizer(spec, models_dir=models_dir), _path_or_name(spec)
@@ -220,7 +249,8 @@ def latest_checkpoint(out: str | Path) -> Path | None:
     return None
 
 
-def _save_state(model, optimizer, scheduler, scaler, step: int, out: Path, keep: int, include_gpt: bool) -> Path:
+def _save_state(model, optimizer, scheduler, scaler, step: int, out: Path, keep: int, include_gpt: bool,
+                best: dict | None = None) -> Path:
     import torch
 
     from ..checkpoint import save_checkpoint
@@ -230,7 +260,7 @@ def _save_state(model, optimizer, scheduler, scaler, step: int, out: Path, keep:
     folder.mkdir(parents=True, exist_ok=True)
     path = save_checkpoint(model, folder / f"step-{step:07d}.safetensors", include_gpt=include_gpt)
     state = {"step": step, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-             "scaler": scaler.state_dict() if scaler is not None else {}}
+             "scaler": scaler.state_dict() if scaler is not None else {}, "best": best or {}}
     tmp = folder / f".step-{step:07d}.state.pt.tmp"
     torch.save(state, tmp)
     atomic_replace(tmp, path.with_suffix(".state.pt"))
@@ -289,9 +319,15 @@ def train_clipcap(cfg: ClipCapTrainConfig, *, resume: bool = False, features=Non
     train_fs = fs.select(cfg.split)
     if len(train_fs) == 0:
         raise ClipCapError(f"split {cfg.split!r} of {cfg.features} is empty")
+    from .validation import BestTracker, split_off_validation
+
+    train_fs, val_fs = split_off_validation(train_fs, cfg.val_images)
+    if val_fs is None and cfg.val_split:
+        val_fs = fs.select(cfg.val_split)
     dev, _ = _device_and_dtype(cfg.device, None)
     all_caps = [c for caps in train_fs.captions for c in caps]
-    tok, tok_spec = resolve_train_tokenizer(cfg.tokenizer, all_caps, out, vocab_size=cfg.custom_vocab_size,
+    tok_choice = cfg.tokenizer if cfg.tokenizer != "auto" else ("custom" if cfg.gpt2 == "scratch" else "gpt2")
+    tok, tok_spec = resolve_train_tokenizer(tok_choice, all_caps, out, vocab_size=cfg.custom_vocab_size,
                                             lowercase=cfg.lowercase, models_dir=models_dir)
     gcfg, gpt_sd = _gpt2_base(cfg, tok, models_dir)
     max_tokens = min(cfg.max_tokens, gcfg.n_positions - cfg.prefix_length)
@@ -305,6 +341,8 @@ def train_clipcap(cfg: ClipCapTrainConfig, *, resume: bool = False, features=Non
     model = ClipCapModel(mcfg)
     if gpt_sd is not None:
         load_gpt_weights(model.gpt, gpt_sd)
+    if cfg.standardize_init:
+        standardize_first_layer(model, train_fs.features)
     start_step = 0
     ckpt = latest_checkpoint(out) if resume else None
     if ckpt is not None:
@@ -316,21 +354,29 @@ def train_clipcap(cfg: ClipCapTrainConfig, *, resume: bool = False, features=Non
         model.gpt.requires_grad_(False).eval()
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    scheduler = warmup_linear_schedule(optimizer, cfg.warmup_steps, total)
+    scheduler = warmup_schedule(optimizer, cfg.warmup_steps, total, cfg.schedule)
     amp_ctx, scaler = _amp_context(dev, cfg.amp)
+    tracker = BestTracker.for_metric(cfg.select_by, patience=cfg.patience) if val_fs is not None else None
     if ckpt is not None:
         state = torch.load(ckpt.with_suffix(".state.pt"), map_location="cpu", weights_only=True)
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         if scaler is not None and state.get("scaler"):
             scaler.load_state_dict(state["scaler"])
+        if tracker is not None and state.get("best"):
+            tracker.load_state_dict(state["best"])
     feats = train_fs.features.to(dev)
     include_gpt = mcfg.has_gpt_weights
     metrics = MetricsLog(out, cfg.log_every, fresh=start_step == 0)
     end = total if stop_after is None else min(total, stop_after)
+    eval_every = cfg.eval_every or cfg.log_every
+    best_path = out / CHECKPOINT_DIR / BEST_NAME
+    if start_step == 0:
+        best_path.unlink(missing_ok=True)
     bar = Progress(cfg.progress, total, "clipcap", initial=start_step)
     last_loss, grad_norm = float("nan"), None
     step = start_step
+    stopped_early = False
     while step < end:
         epoch, idx = batches(step)
         tokens, labels = collate([pairs.tokens[j] for j in idx.tolist()], pad_id=tok.eos_token_id)
@@ -343,25 +389,86 @@ def train_clipcap(cfg: ClipCapTrainConfig, *, resume: bool = False, features=Non
         last_loss = float(loss.detach())
         metrics.add(loss=last_loss)
         bar.update(loss=f"{last_loss:.3f}")
-        if metrics.due(step, end):
+        validate = val_fs is not None and (step % eval_every == 0 or step == end)
+        if metrics.due(step, end) or validate:
             extra: dict[str, Any] = {"lr": scheduler.get_last_lr()[0]}
             if grad_norm is not None:
                 extra["grad_norm"] = grad_norm
-            if cfg.val_split:
-                extra["val_loss"] = evaluate_loss(model, fs.select(cfg.val_split), tok, cfg, dev)
+            if validate:
+                extra.update(validation_record(model, val_fs, tok, cfg, dev))
+                if tracker.update(step, extra):
+                    from ..checkpoint import save_checkpoint
+
+                    best_path.parent.mkdir(parents=True, exist_ok=True)
+                    save_checkpoint(model, best_path, include_gpt=include_gpt)
+                extra.update(best_step=tracker.best_step, best=tracker.best)
+                stopped_early = tracker.should_stop
             metrics.write(step, epoch, **extra)
-        if (cfg.save_every and step % cfg.save_every == 0) or step == end:
-            _save_state(model, optimizer, scheduler, scaler, step, out, cfg.keep_checkpoints, include_gpt)
+        if (cfg.save_every and step % cfg.save_every == 0) or step == end or stopped_early:
+            _save_state(model, optimizer, scheduler, scaler, step, out, cfg.keep_checkpoints, include_gpt,
+                        tracker.state_dict() if tracker is not None else None)
+        if stopped_early:
+            log.info("early stop at step %d: %s has not improved for %d evaluations (best %.4f at step %s)", step,
+                     tracker.key, tracker.bad_evals, tracker.best, tracker.best_step)
+            break
     bar.close()
     model.eval()
     from ..checkpoint import save_checkpoint
 
     final = out / FINAL_NAME
-    if step >= total:
+    if step >= total or stopped_early:
+        if tracker is not None and best_path.is_file():
+            # The kept model is the best validated one, not the last step's (re-saved here so its tokenizer path
+            # is recorded relative to the final file).
+            model = _load_model_file(best_path, gpt_sd)
         final = save_checkpoint(model, final, include_gpt=include_gpt)
     else:
         final = _checkpoints(out)[-1][1]
-    return TrainResult(final, step, last_loss, metrics.history, tok_spec)
+    return TrainResult(final, step, last_loss, metrics.history, tok_spec,
+                       best_step=tracker.best_step if tracker else None, best_value=tracker.best if tracker else None,
+                       stopped_early=stopped_early)
+
+
+def standardize_first_layer(model, features: "torch.Tensor") -> None:
+    """Data-dependent initialisation of an MLP mapper: rescale its first layer so that it sees the training features
+    standardised (zero mean, unit variance per dimension, after the model's own L2-normalisation).
+
+    CLIP features share a large common direction (on the tiny shapes CLIP the mean vector has half the norm of a
+    feature), so at the default initialisation the first layer's outputs are dominated by what all images have in
+    common, and the image-specific part is a small signal the optimiser must first amplify. Folding
+    ``(x - mean) / std`` into the layer's weight and bias keeps the architecture a plain Linear: nothing changes at
+    inference, and checkpoints stay compatible with every loader.
+    """
+    import torch
+
+    first = model.clip_project.model[0] if hasattr(model.clip_project, "model") else None
+    if first is None or not isinstance(first, torch.nn.Linear):
+        log.warning("standardize_init applies to the MLP mapper only; left the default initialisation")
+        return
+    with torch.no_grad():
+        x = features.float()
+        if model.config.normalize:
+            x = x / x.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+        mean, std = x.mean(0), x.std(0).clamp_min(1e-6)
+        w = first.weight / std.to(first.weight)
+        first.weight.copy_(w)
+        first.bias.sub_(w @ mean.to(w))
+
+
+def validation_record(model, val_fs, tok, cfg: ClipCapTrainConfig, device) -> dict[str, float]:
+    """``{"val_loss", "val_BLEU-4", "val_CIDEr"}``: the loss on every validation caption, and the greedy captions of
+    the first ``cfg.val_caption_images`` validation images scored against their references."""
+    from .validation import caption_scores, greedy_captions
+
+    rec = {"val_loss": evaluate_loss(model, val_fs, tok, cfg, device)}
+    n = min(len(val_fs), cfg.val_caption_images) if cfg.val_caption_images else len(val_fs)
+    if n:
+        texts = greedy_captions(model, tok, val_fs.features[:n], stop_token=cfg.stop_token,
+                                max_new_tokens=cfg.max_tokens)
+        rec.update({f"val_{k}": v for k, v in caption_scores(texts, val_fs.captions[:n]).items()})
+        if cfg.prefix_only:
+            model.gpt.eval()
+    return rec
 
 
 def evaluate_loss(model, fs, tok, cfg: ClipCapTrainConfig, device, *, batch_size: int = 256) -> float:
@@ -402,11 +509,24 @@ def add_arguments(p) -> None:
     add_dataclass_arguments(p, ClipCapTrainConfig, required=("features", "out"), help={
         "features": "features folder from `train features`", "out": "output folder (checkpoints, log, model)",
         "gpt2": "GPT-2 base: 'gpt2' (registry), an HF-format folder, or 'scratch' (random, sized by --gpt2-*)",
-        "tokenizer": "'gpt2', a tokenizer file/folder, or 'custom' (BPE trained on the captions: the paper's "
-                     "custom-tokenizer variant)",
+        "tokenizer": "'gpt2', a tokenizer file/folder, 'custom' (BPE trained on the captions: the paper's "
+                     "custom-tokenizer variant) or 'auto' (the default: custom with --gpt2 scratch, whose GPT-2 "
+                     "has no vocabulary to keep; else gpt2)",
         "grad_clip": "clip the gradient norm to this (the paper's gradient-clipping variant; default off)",
         "prefix_only": "freeze GPT-2 and train only the mapper", "max_steps": "stop after N steps (default: epochs)",
-        "mapping": "mlp (the papers') or transformer"})
+        "mapping": "mlp (the papers') or transformer",
+        "custom_vocab_size": "--tokenizer custom: vocabulary size (0, the default: as many tokens as the captions "
+                             "need, at most 50257)",
+        "standardize_init": "initialise the MLP mapper's first layer on standardised training features "
+                            "(data-dependent; inference unchanged)",
+        "schedule": "learning rate after warm-up: linear (the original's), cosine (both decay to 0 at the last "
+                    "step) or constant",
+        "val_images": "hold out the last N training images for validation (loss, BLEU-4 and CIDEr of greedy "
+                      "captions in metrics.jsonl; the best checkpoint becomes the final model)",
+        "eval_every": "validate every N steps (default: every --log-every steps)",
+        "val_caption_images": "validation images captioned for the caption metrics (default 500; 0: all)",
+        "select_by": "what picks the best checkpoint: cider (default), bleu4 or loss (validation values)",
+        "patience": "stop after N validations without improvement (0, the default: never stop early)"})
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
 
 

@@ -53,6 +53,35 @@ def lr_lambda(warmup: int, total: int) -> Callable[[int], float]:
     return f
 
 
+SCHEDULES = ("linear", "cosine", "constant")
+
+
+def schedule_lambda(kind: str, warmup: int, total: int) -> Callable[[int], float]:
+    """Linear warm-up over ``warmup`` steps, then ``linear`` decay to 0 at ``total`` (the original's), ``cosine``
+    decay to 0 at ``total``, or ``constant``."""
+    if kind == "linear":
+        return lr_lambda(warmup, total)
+    if kind not in SCHEDULES:
+        raise ValueError(f"unknown learning-rate schedule {kind!r}; use one of {', '.join(SCHEDULES)}")
+
+    def f(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / max(1, warmup)
+        if kind == "constant":
+            return 1.0
+        progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return f
+
+
+def warmup_schedule(optimizer, warmup: int, total: int, kind: str = "linear"):
+    """A ``LambdaLR`` with :func:`schedule_lambda` (warm-up capped at ``total``)."""
+    import torch
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, schedule_lambda(kind, min(warmup, total), total))
+
+
 def warmup_linear_schedule(optimizer, warmup: int, total: int):
     """A ``LambdaLR`` with :func:`lr_lambda` (``get_linear_schedule_with_warmup`` in the original ClipCap)."""
     import torch
