@@ -21,8 +21,12 @@ from typing import Any, Callable, Iterable, Sequence
 import torch
 
 from .errors import ClipCapError, IncompatibleCheckpointError, MissingFileError
+from .options_table import defaults as _table_defaults
 
 log = logging.getLogger(__name__)
+
+#: The decoding defaults of every face (torch-free table; see lib_clipcap.options_table).
+_D = _table_defaults()
 
 
 @dataclass
@@ -295,14 +299,20 @@ class Captioner:
     def config(self):
         return self.model.config
 
-    def decoding_options(self, *, decoding: str = "greedy", beam_size: int = 5, num_candidates: int = 1,
-                         temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
-                         repetition_penalty: float = 1.0, no_repeat_ngram_size: int = 0, max_new_tokens: int = 67,
-                         min_new_tokens: int = 0, seed: int | None = None,
-                         banned_words: Sequence[str] = ()):
-        """Validated :class:`~lib_clipcap.decoding.DecodingOptions`, with ``banned_words`` tokenised."""
+    def decoding_options(self, *, decoding: str = _D["decoding"], beam_size: int = _D["beam_size"],
+                         num_candidates: int | None = None, temperature: float = _D["temperature"],
+                         top_k: int = _D["top_k"], top_p: float = _D["top_p"],
+                         repetition_penalty: float = _D["repetition_penalty"],
+                         no_repeat_ngram_size: int = _D["no_repeat_ngram_size"],
+                         max_new_tokens: int = _D["max_new_tokens"], min_new_tokens: int = _D["min_new_tokens"],
+                         seed: int | None = _D["seed"], banned_words: Sequence[str] = ()):
+        """Validated :class:`~lib_clipcap.decoding.DecodingOptions`, with ``banned_words`` tokenised (defaults: the
+        options table's, as :meth:`caption`)."""
         from .decoding import DecodingOptions
+        from .options_table import default_num_candidates
 
+        if num_candidates is None:
+            num_candidates = default_num_candidates(decoding, beam_size)
         return DecodingOptions(
             mode=decoding, beam_size=beam_size, num_candidates=num_candidates, temperature=temperature,
             top_k=top_k, top_p=top_p, repetition_penalty=repetition_penalty,
@@ -314,19 +324,26 @@ class Captioner:
         """Token sequences for each word as it may appear (with/without a leading space, lower/capitalised)."""
         return ban_token_ids(self.tokenizer, words)
 
-    def caption(self, images: Sequence | Any, *, decoding: str = "greedy", beam_size: int = 5,
-                num_candidates: int = 1, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
-                repetition_penalty: float = 1.0, no_repeat_ngram_size: int = 0, max_new_tokens: int = 67,
-                min_new_tokens: int = 0, batch_size: int = 16, seed: int | None = None,
-                banned_words: Sequence[str] = (), rerank: str = "none") -> list[CaptionResult]:
+    def caption(self, images: Sequence | Any, *, decoding: str = _D["decoding"], beam_size: int = _D["beam_size"],
+                num_candidates: int | None = None, temperature: float = _D["temperature"],
+                top_k: int = _D["top_k"], top_p: float = _D["top_p"],
+                repetition_penalty: float = _D["repetition_penalty"],
+                no_repeat_ngram_size: int = _D["no_repeat_ngram_size"], max_new_tokens: int = _D["max_new_tokens"],
+                min_new_tokens: int = _D["min_new_tokens"], batch_size: int = 16, seed: int | None = _D["seed"],
+                banned_words: Sequence[str] = (), rerank: str = _D["rerank"]) -> list[CaptionResult]:
         """Caption images.
+
+        The decoding defaults are :mod:`lib_clipcap.options_table`'s, the same as the WebUI settings, the Caption
+        tab, the HTTP API and ``python -m lib_clipcap caption`` (beam search, 5 beams, 3 candidates, 40 tokens).
+        Pass ``decoding="greedy"`` for the fastest single caption (``num_candidates`` not given is then 1).
 
         Args:
             images: PIL images, paths, bytes or arrays (one, or a list). A bad input yields a result with ``error``
                 set; the others are captioned normally.
             decoding: ``"greedy"``, ``"beam"`` or ``"sample"``.
             beam_size: beams per image (beam search).
-            num_candidates: candidates returned per image (beam: best beams; sample: independent samples).
+            num_candidates: candidates returned per image (beam: best beams; sample: independent samples); ``None``:
+                :func:`~lib_clipcap.options_table.default_num_candidates` (3, or 1 with greedy decoding).
             temperature, top_k, top_p: sampling controls (temperature also sharpens/flattens beam scores).
             repetition_penalty: > 1 discourages tokens already generated.
             no_repeat_ngram_size: forbid repeating any n-gram of this size (0: off).

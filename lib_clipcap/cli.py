@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Callable
 
 from .errors import ClipCapError, MissingFileError
-from .options_table import DEMO_MODEL, demo_fallback_notice
+from .options_table import DEMO_MODEL, demo_fallback_notice, get_option
 
 PREFIX = "clipcap:"
 log = logging.getLogger("lib_clipcap")
@@ -44,32 +44,52 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def add_decoding_arguments(p: argparse.ArgumentParser) -> None:
+    """The decoding options. Each one not given stays ``None`` and takes the options table's default in
+    :func:`decoding_kwargs` (the one set of defaults the library, the UIs, the API and the WebUI settings share), or
+    the method's own (``--method sbg``: the SBG procedure)."""
+    from .options_table import defaults
+
+    d = defaults()
     g = p.add_argument_group("decoding")
     g.add_argument("--decoding", choices=["greedy", "beam", "sample"], default=None,
-                   help="default: greedy (caption --method sbg: sample, as the SBG procedure)")
-    g.add_argument("--beam-size", type=int, default=5, help="beams per image in beam search (default 5; SBG: k)")
-    g.add_argument("--num-candidates", type=int, default=1, help="captions per image (default 1; --method sbg: "
-                                                                  "the same as --top-k-candidates)")
-    g.add_argument("--temperature", type=float, default=1.0)
-    g.add_argument("--top-k", type=int, default=0, help="sampling: keep the k likeliest tokens (0: off, the default; "
-                                                         "SBG: 50)")
-    g.add_argument("--top-p", type=float, default=1.0)
-    g.add_argument("--repetition-penalty", type=float, default=1.0)
-    g.add_argument("--no-repeat-ngram-size", type=int, default=0)
-    g.add_argument("--max-new-tokens", type=int, default=67)
-    g.add_argument("--min-new-tokens", type=int, default=0)
+                   help=f"default: {d['decoding']} (tag and eval: greedy; caption --method sbg: sample, as the SBG "
+                        "procedure)")
+    g.add_argument("--beam-size", type=int, help=f"beams per image in beam search (default {d['beam_size']}; SBG: k)")
+    g.add_argument("--num-candidates", type=int,
+                   help=f"captions per image (default {d['num_candidates']} in beam search and sampling, 1 with "
+                        "greedy; --method sbg: the same as --top-k-candidates)")
+    g.add_argument("--temperature", type=float, help=f"default {d['temperature']}")
+    g.add_argument("--top-k", type=int,
+                   help=f"sampling: keep the k likeliest tokens (default {d['top_k']}: off; SBG: 50)")
+    g.add_argument("--top-p", type=float, help=f"default {d['top_p']}")
+    g.add_argument("--repetition-penalty", type=float, help=f"default {d['repetition_penalty']}")
+    g.add_argument("--no-repeat-ngram-size", type=int, help=f"default {d['no_repeat_ngram_size']}")
+    g.add_argument("--max-new-tokens", type=int, help=f"default {d['max_new_tokens']} (SBG: 67)")
+    g.add_argument("--min-new-tokens", type=int, help=f"default {d['min_new_tokens']}")
     g.add_argument("--seed", type=int)
     g.add_argument("--batch-size", type=int, default=16)
     g.add_argument("--ban", action="append", default=[], metavar="WORD", help="a word the caption must not contain")
 
 
-def decoding_kwargs(args: argparse.Namespace) -> dict:
-    """:meth:`Captioner.caption` keywords from :func:`add_decoding_arguments`' options (no ``--decoding``: greedy)."""
-    return dict(decoding=args.decoding or "greedy", beam_size=args.beam_size, num_candidates=args.num_candidates,
-                temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
-                repetition_penalty=args.repetition_penalty, no_repeat_ngram_size=args.no_repeat_ngram_size,
-                max_new_tokens=args.max_new_tokens, min_new_tokens=args.min_new_tokens, seed=args.seed,
-                banned_words=args.ban)
+def decoding_kwargs(args: argparse.Namespace, *, decoding: str | None = None) -> dict:
+    """:meth:`Captioner.caption` keywords from :func:`add_decoding_arguments`' options.
+
+    An option not given takes the options table's default; ``--num-candidates`` not given is 1 with greedy decoding.
+
+    Args:
+        args: Parsed arguments.
+        decoding: This command's mode when ``--decoding`` is not given (default: the table's).
+    """
+    from .options_table import default_num_candidates, defaults
+
+    d = defaults()
+    mode = args.decoding or decoding or d["decoding"]
+    pick = lambda name: d[name] if getattr(args, name) is None else getattr(args, name)  # noqa: E731
+    n = args.num_candidates if args.num_candidates is not None else default_num_candidates(mode, pick("beam_size"))
+    return dict(decoding=mode, beam_size=pick("beam_size"), num_candidates=n, temperature=pick("temperature"),
+                top_k=pick("top_k"), top_p=pick("top_p"), repetition_penalty=pick("repetition_penalty"),
+                no_repeat_ngram_size=pick("no_repeat_ngram_size"), max_new_tokens=pick("max_new_tokens"),
+                min_new_tokens=pick("min_new_tokens"), seed=args.seed, banned_words=args.ban)
 
 
 def load_captioner(args: argparse.Namespace, *, allow_demo_fallback: bool = True):
@@ -246,8 +266,6 @@ def _caption_args(p: argparse.ArgumentParser) -> None:
                    help="clipcap: CLIP-prefix captioning; sbg: Selective Blind Guessing (keywords -> caption)")
     add_model_arguments(p)
     add_decoding_arguments(p)
-    # Not set: the method's own default (ClipCap: DecodingOptions'; SBG: its procedure's), so a choice always wins.
-    p.set_defaults(num_candidates=None, beam_size=None, top_k=None)
     g = p.add_argument_group("re-ranking")
     g.add_argument("--rerank", choices=["none", "clip", "clip+grammar"], default=None,
                    help="re-rank the candidates by CLIP-S (optionally with the grammar head); default: none for "
@@ -277,23 +295,16 @@ def check_caption_args(args: argparse.Namespace) -> None:
             raise ClipCapError(f"{option} {getattr(args, name)} only applies to --method sbg{hint}; add --method "
                                f"sbg or drop {option}")
     n = args.num_candidates
-    if n is not None and n > 1 and (args.decoding or "greedy") == "greedy":
+    if n is not None and n > 1 and (args.decoding or get_option("decoding").default) == "greedy":
         raise ClipCapError(f"--num-candidates {n}: greedy decoding gives one caption; add --decoding beam or "
                            f"--decoding sample, or drop --num-candidates")
     check_rerank_args(args, default="none")
 
 
 def clipcap_caption_kwargs(args: argparse.Namespace) -> dict:
-    """:meth:`Captioner.caption` keywords for the ``caption`` command: the options given, else ClipCap's defaults."""
-    from dataclasses import fields
-
-    from .decoding import DecodingOptions
-
-    defaults = {f.name: f.default for f in fields(DecodingOptions)}
+    """:meth:`Captioner.caption` keywords for the ``caption`` command: the options given, else the options table's
+    defaults (as :meth:`Captioner.caption` itself)."""
     kw = decoding_kwargs(args)
-    for name in ("num_candidates", "beam_size", "top_k"):
-        if kw[name] is None:
-            kw[name] = defaults[name]
     kw["rerank"] = args.rerank or "none"
     return kw
 

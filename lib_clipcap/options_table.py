@@ -27,6 +27,7 @@ __all__ = [
     "OptionError",
     "caption_kwargs",
     "decoding_options",
+    "default_num_candidates",
     "defaults",
     "demo_fallback_notice",
     "from_settings",
@@ -256,6 +257,15 @@ def decoding_options() -> tuple[Option, ...]:
 def defaults() -> dict[str, Any]:
     """``{key: default}`` for every option (lists as new lists)."""
     return {o.key: list(o.default) if o.type is list else o.default for o in OPTIONS}
+
+
+def default_num_candidates(decoding: str, beam_size: int | None = None) -> int:
+    """Candidates per image when none were asked for: 1 with greedy decoding (it has one caption), else the table's
+    default, at most ``beam_size`` in beam search (``beam_size=2`` alone must not be an error)."""
+    if decoding == "greedy":
+        return 1
+    n = get_option("num_candidates").default
+    return min(n, beam_size) if decoding == "beam" and beam_size else n
 
 
 def validate_options(values: Mapping[str, Any], *, keys: Iterable[str] | None = None) -> dict[str, Any]:

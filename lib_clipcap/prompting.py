@@ -27,27 +27,36 @@ def strip_end_period(text: str) -> str:
     return text.strip().rstrip(".").rstrip()
 
 
+def _inner(part: str) -> str:
+    """A part followed by another: its closing period goes (nothing else changes, so deliberate whitespace stays)."""
+    if not part.rstrip().endswith("."):
+        return part
+    return strip_end_period(part) or part
+
+
 def join_phrases(parts: "list[str] | tuple[str, ...]", separator: str = ", ") -> str:
     """Join the non-empty ``parts`` with ``separator``; each part followed by another loses its closing period.
 
-    A part that already ends with the separator's punctuation (``"masterpiece,"``) is followed by a space only.
+    A part that already ends with the separator's punctuation (``"masterpiece,"``, ``"mytrigger, "``) is followed by
+    one space only, not a second separator.
     """
-    kept = [p.strip() for p in parts if p and p.strip()]
+    kept = [p for p in parts if p and p.strip()]
+    mark = separator.strip()
     out = ""
     for i, part in enumerate(kept):
         if i + 1 < len(kept):
-            part = strip_end_period(part) or part
+            part = _inner(part)
         if not out:
             out = part
-        elif separator.strip() and out.endswith(separator.strip()):
-            out = f"{out} {part}"
+        elif mark and out.rstrip().endswith(mark):
+            out = f"{out.rstrip()} {part.lstrip()}"
         else:
             out = f"{out}{separator}{part}"
     return out
 
 
 def _join(first: str, second: str) -> str:
-    return join_phrases((first, second))
+    return join_phrases((first.strip(), second.strip()))
 
 
 def _fill_placeholder(typed: str, caption: str) -> str:

@@ -52,7 +52,8 @@ def snapshot(folder: Path) -> dict:
 
 def reference(cap, paths) -> dict:
     """What the model says for each image, captioned alone through the plain API."""
-    return {Path(r.source) if r.source else p: r.text for p, r in zip(paths, cap.caption([str(p) for p in paths]))}
+    results = cap.caption([str(p) for p in paths], decoding="greedy")  # what batch tagging uses
+    return {Path(r.source) if r.source else p: r.text for p, r in zip(paths, results)}
 
 
 def opts(folder, **kw) -> TagOptions:
@@ -64,7 +65,7 @@ def opts(folder, **kw) -> TagOptions:
 # ---------------------------------------------------------------------------------------------------- the basics
 def test_tags_folder_with_prefix_manifests_and_leaves_images_untouched(cap, tmp_path):
     imgs = make_images(tmp_path / "ds", 5) + make_images(tmp_path / "ds" / "sub", 2, start=5)
-    ref = {p: t for p, t in zip(imgs, [r.text for r in cap.caption([str(p) for p in imgs])])}
+    ref = {p: t for p, t in zip(imgs, [r.text for r in cap.caption([str(p) for p in imgs], decoding="greedy")])}
     before = snapshot(tmp_path / "ds")
     calls = []
     s = run_tagging(opts(tmp_path / "ds", prefix="sks", manifest_jsonl=str(tmp_path / "m.jsonl"),
@@ -93,7 +94,7 @@ def test_tags_folder_with_prefix_manifests_and_leaves_images_untouched(cap, tmp_
 
 def test_text_options_are_applied(cap, tmp_path):
     img = make_images(tmp_path, 1)[0]
-    raw = cap.caption([str(img)])[0].text  # e.g. "a large red circle on a white background."
+    raw = cap.caption([str(img)], decoding="greedy")[0].text  # e.g. "a large red circle on a white background."
     first = raw.split()[1]
     s = run_tagging(opts(tmp_path, lowercase=True, strip_period=True, suffix="photo", separator=" | ",
                          replace=[(first, "XX")], max_length=40), cap)
@@ -124,18 +125,18 @@ def test_banned_words_are_passed_to_the_decoder_and_removed(cap, tmp_path, monke
     ("skip", "old caption\n"),  # untouched, byte for byte
     ("overwrite", "{new}"),
     ("append", "old caption, {new}"),
-    ("prepend", "{new}, old caption"),
+    ("prepend", "{inner}, old caption"),  # followed by text: no closing period
 ])
 def test_existing_caption_policies_and_no_double_append_on_rerun(cap, tmp_path, policy, expected):
     img = make_images(tmp_path, 1)[0]
-    new = cap.caption([str(img)])[0].text
+    new = cap.caption([str(img)], decoding="greedy")[0].text
     side = img.with_suffix(".txt")
     side.write_text("old caption\n", encoding="utf-8")
     s = run_tagging(opts(tmp_path, existing=policy), cap)
     assert (s.written, s.skipped) == ((0, 1) if policy == "skip" else (1, 0))
-    assert side.read_text(encoding="utf-8") == expected.format(new=new)
+    assert side.read_text(encoding="utf-8") == expected.format(new=new, inner=new.rstrip("."))
     s = run_tagging(opts(tmp_path, existing=policy), cap)  # resuming the same run never adds the caption twice
-    assert s.written == 0 and side.read_text(encoding="utf-8") == expected.format(new=new)
+    assert s.written == 0 and side.read_text(encoding="utf-8") == expected.format(new=new, inner=new.rstrip("."))
     if policy != "skip":
         assert "journal" in run_tagging(opts(tmp_path, existing=policy, dry_run=True), cap).plan[0].reason
         s = run_tagging(opts(tmp_path, existing=policy, resume=False), cap)  # explicitly not resuming
@@ -243,7 +244,7 @@ def test_worker_processes_give_the_same_captions(cap, tmp_path, monkeypatch):
     monkeypatch.setattr(loader, "START_METHOD", "fork")
     s = run_tagging(opts(tmp_path / "a", workers=2, batch_size=2), cap)
     assert (s.written, s.failed) == (5, 1)
-    ref = [r.text for r in cap.caption([str(p) for p in imgs])]
+    ref = [r.text for r in cap.caption([str(p) for p in imgs], decoding="greedy")]
     assert [p.with_suffix(".txt").read_text() for p in imgs] == ref
 
 

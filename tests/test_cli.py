@@ -47,7 +47,7 @@ def test_sbg_defaults_to_the_sbg_procedure_sampling_k_candidates():
     lib = _defaults(BlindGuesser.caption)
     for name in ("decoding", "threshold", "max_keywords", "top_k", "rerank", "temperature", "top_p",
                  "max_new_tokens"):
-        assert kw[name] == lib[name], name
+        assert kw.get(name, lib[name]) == lib[name], name  # absent: the guesser's own default applies
     assert kw["top_k_candidates"] == _defaults(BlindGuesser.decoding_options)["top_k_candidates"]
 
 
@@ -56,10 +56,11 @@ def test_clipcap_defaults_are_the_captioners():
 
     kw = _kwargs()
     assert (kw["decoding"], kw["num_candidates"], kw["beam_size"], kw["top_k"], kw["rerank"]) == (
-        "greedy", 1, 5, 0, "none")
+        "beam", 3, 5, 0, "none")  # the options table's, as the WebUI settings and the Caption tab
     lib = _defaults(Captioner.caption)
-    assert {k: v for k, v in kw.items() if k != "banned_words"} == {
-        k: lib[k] for k in kw if k != "banned_words"}
+    assert lib.pop("num_candidates") is None  # None: default_num_candidates, 3 in beam search
+    assert {k: v for k, v in kw.items() if k not in ("banned_words", "num_candidates")} == {
+        k: lib[k] for k in kw if k not in ("banned_words", "num_candidates")}
 
 
 @pytest.mark.parametrize("argv, expected", [
@@ -98,7 +99,7 @@ def test_explicit_choices_win(argv, expected):
     (["--threshold", "0.3"], r"--threshold 0.3 only applies to --method sbg"),
     (["--top-k-candidates", "3"], r"--top-k-candidates 3 only applies to --method sbg.*--num-candidates"),
     (["--vocabulary", "natural"], r"--vocabulary natural only applies to --method sbg"),
-    (["--num-candidates", "3"], r"--num-candidates 3: greedy decoding gives one caption"),
+    (["--decoding", "greedy", "--num-candidates", "3"], r"--num-candidates 3: greedy decoding gives one caption"),
     (["--grammar", "/no/such/head"], r"--grammar '/no/such/head': nothing at .*train grammar"),
     (["--grammar", "bundled", "--rerank", "clip"], r"--grammar only applies to --rerank clip\+grammar"),
     (["--method", "sbg", "--grammar-weight", "1", "--rerank", "none"], r"--grammar-weight only applies"),

@@ -207,7 +207,7 @@ def evaluate() -> float:
         device="cpu",
     )
     scenes = shapes.heldout_scenes(200)
-    res = cap.caption([s.render() for s in scenes], batch_size=64)
+    res = cap.caption([s.render() for s in scenes], decoding="greedy", batch_size=64)
     norm = lambda t: t.lower().replace(".", " .").strip()
     gts = {i: [norm(c) for c in s.captions] for i, s in enumerate(scenes)}
     out = {i: [norm(r.text)] for i, r in enumerate(res)}

@@ -74,10 +74,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def _caption_kwargs(args: argparse.Namespace, *, sbg: bool) -> dict:
     from ..cli import decoding_kwargs
 
-    kw = decoding_kwargs(args)
-    kw["decoding"] = args.decoding or ("sample" if sbg else "greedy")
-    if kw["top_k"] is None:
-        kw["top_k"] = 50 if sbg else 0
+    kw = decoding_kwargs(args, decoding="sample" if sbg else "greedy")  # greedy: the published ClipCap figures
+    if args.top_k is None and sbg:
+        kw["top_k"] = 50  # the SBG procedure
     if sbg:
         kw.pop("num_candidates", None)
     return kw
