@@ -48,4 +48,5 @@ def caption_texts(model, tokenizer, clip, features, **opts) -> list[str]:
     from lib_clipcap.captioner import Captioner
 
     cap = Captioner(clip, model, tokenizer)
-    return [r.text for r in cap.caption_features(features, cap.decoding_options(max_new_tokens=24, **opts))]
+    opts = {"decoding": "greedy", "max_new_tokens": 24, **opts}
+    return [r.text for r in cap.caption_features(features, cap.decoding_options(**opts))]

@@ -11,6 +11,8 @@ from _train_world import (ASSETS, CLIP_MODEL, CLIP_WEIGHTS, TOKENIZER, bleu, cap
 
 from lib_clipcap.errors import ClipCapError
 
+GREEDY = dict(decoding="greedy", max_new_tokens=24)  # the captions BLEU is computed on
+
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory, tiny_clip):
@@ -90,7 +92,7 @@ def test_custom_tokenizer_variant_trains(world, tiny_clip, tmp_path):
                                     device="cpu")
     assert cap.tokenizer.vocab_size <= 300 and cap.model.config.gpt2.vocab_size == cap.tokenizer.vocab_size
     test = fs.select("test")
-    texts = [r.text for r in cap.caption_features(test.features, cap.decoding_options(max_new_tokens=24))]
+    texts = [r.text for r in cap.caption_features(test.features, cap.decoding_options(**GREEDY))]
     assert bleu(texts, test.captions)[3] > 0.3
     # The tokenizer is recorded relative to the checkpoint, so the trained folder can be moved or shared.
     assert json.loads((tmp_path / "run" / "clipcap.json").read_text())["tokenizer"] == "./tokenizer.json"
@@ -100,7 +102,7 @@ def test_custom_tokenizer_variant_trains(world, tiny_clip, tmp_path):
     again = Captioner.from_checkpoint(moved / "clipcap.safetensors", clip_model=CLIP_MODEL,
                                       clip_pretrained=CLIP_WEIGHTS, device="cpu")
     assert again.config.tokenizer == str((moved / "tokenizer.json").resolve())
-    assert [r.text for r in again.caption_features(test.features[:5], again.decoding_options(max_new_tokens=24))] \
+    assert [r.text for r in again.caption_features(test.features[:5], again.decoding_options(**GREEDY))] \
         == texts[:5]
 
 
@@ -140,7 +142,7 @@ def test_prefix_only_transformer_trains_only_the_mapper(world, tmp_path):
     log = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert log[-1]["loss"] < log[0]["loss"] * 0.5
     test = fs.select("test")
-    texts = [r.text for r in cap.caption_features(test.features, cap.decoding_options(max_new_tokens=24))]
+    texts = [r.text for r in cap.caption_features(test.features, cap.decoding_options(**GREEDY))]
     assert bleu(texts, test.captions)[3] > 0.3
 
 

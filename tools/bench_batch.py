@@ -111,7 +111,8 @@ def main() -> None:
         print(f"generated {len(imgs) + len(seq)} {args.size}x{args.size} JPEGs in {time.perf_counter() - t:.1f} s",
               flush=True)
         cap = build_captioner(args.clip, args.device, args.dtype)
-        opts = cap.decoding_options(max_new_tokens=args.tokens, min_new_tokens=args.tokens)  # exactly N tokens
+        opts = cap.decoding_options(decoding="greedy", max_new_tokens=args.tokens,
+                                    min_new_tokens=args.tokens)  # greedy, exactly N tokens, as run_tagging
         tag = TagOptions(inputs=[str(work / "batch")], existing="overwrite", resume=False, batch_size=batch_size,
                          workers=args.workers, max_new_tokens=args.tokens, min_new_tokens=args.tokens)
 
