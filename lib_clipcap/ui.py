@@ -459,6 +459,12 @@ def build_ui(manager: Any, *, host: Any = None, job_manager: Any = None, values:
                             outputs=[job_id, progress])
             cancel_btn.click(fn=ctl.batch_cancel, inputs=[job_id], outputs=[progress])
 
+        # ----------------------------------------------------------------------------------------------- review
+        from .review.ui import build_review_section  # its own module: gallery, edits, undo, bulk edits, keys
+
+        review = build_review_section(manager, job_manager=job_manager, model=model_dd, option_inputs=option_inputs,
+                                      unavailable=ctl.batch_unavailable() if job_manager is None else None)
+
         # ----------------------------------------------------------------------------------------------- models
         with gr.Accordion("Models", open=False, elem_id="clipcap_models"):
             models_table = compat.component(gr.Dataframe, headers=MODEL_HEADERS, value=model_value(ctl.model_rows()),
@@ -495,6 +501,7 @@ def build_ui(manager: Any, *, host: Any = None, job_manager: Any = None, values:
         refresh_btn.click(fn=on_refresh, inputs=[], outputs=[models_status, models_table])
 
     demo.clipcap = ctl  # tests and hosts reach the handlers through the Blocks
+    demo.clipcap_review = review["ui"]
     demo.clipcap_components = {"image": image, "model": model_dd, "caption": caption_box, "candidates": candidates,
                                "status": status, "notice": notice_box, **option_components}
     return demo

@@ -222,6 +222,12 @@ def test_cache_reused_then_invalidated_by_an_image_change(shapes_folder, tiny_cl
     assert {k: v for k, v in after.items() if k != "im1.png"} == pytest.approx(
         {k: v for k, v in before.items() if k != "im1.png"}, abs=1e-6)
 
+    # Scoring a few rows (after an edit) leaves the other images' features in the cache.
+    ReviewScorer(tiny_clip).score(table3.rows[:2])
+    fourth = ReviewScorer(tiny_clip)
+    fourth.score(scan_folder(folder))
+    assert fourth.stats["images_encoded"] == 0 and fourth.stats["images_cached"] == 7
+
     # Another model (another preprocessing) never reads these features.
     from lib_clipcap.review.cache import cache_key
 

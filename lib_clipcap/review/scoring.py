@@ -91,8 +91,14 @@ class ReviewScorer:
         self.stats: Dict[str, int] = {"images_encoded": 0, "images_cached": 0, "texts_encoded": 0}
 
     # -------------------------------------------------------------------------------------------------- images
-    def image_features(self, rows: Sequence[ReviewRow], progress: Optional[ProgressFn] = None) -> Dict[int, Any]:
-        """Row index -> normalised image feature (1-D, CPU) for every image that loads; failures set ``row.error``."""
+    def image_features(self, rows: Sequence[ReviewRow], progress: Optional[ProgressFn] = None, *,
+                       prune: bool = False) -> Dict[int, Any]:
+        """Row index -> normalised image feature (1-D, CPU) for every image that loads; failures set ``row.error``.
+
+        Args:
+            prune: ``rows`` are a whole folder: drop cached features of images no longer in it (a subset, e.g. the
+                rows just edited, must leave the rest of the cache alone).
+        """
         from ..batch.loader import default_workers, iterate_batches
 
         caches: Dict[str, FeatureCache] = {}
@@ -149,7 +155,7 @@ class ReviewScorer:
         for r in rows:
             by_root[r.journal_root].append(r.image)
         for root, cache in caches.items():
-            cache.save(keep_paths=by_root[root])
+            cache.save(keep_paths=by_root[root] if prune else None)
         return out
 
     # --------------------------------------------------------------------------------------------------- texts
@@ -190,8 +196,9 @@ class ReviewScorer:
         Rows whose caption is missing or blank keep ``None`` (they are flagged instead); an image that cannot be
         loaded sets the row's ``error`` and leaves its scores ``None``. One bad file never stops the scan.
         """
-        rows = list(table.rows if isinstance(table, ReviewTable) else table)
-        feats = self.image_features(rows, progress)
+        whole = isinstance(table, ReviewTable)
+        rows = list(table.rows if whole else table)
+        feats = self.image_features(rows, progress, prune=whole)
         idx = [i for i, r in enumerate(rows) if i in feats and r.caption is not None and r.caption.strip()]
         for r in rows:
             r.clip_score = r.grammar = r.ref_clip_score = None

@@ -175,6 +175,24 @@ class ReviewService:
         if s and rows:
             self.score(table, s["model"], grammar=s["grammar"], prefix=s["prefix"], rows=rows)
 
+    def score_texts(self, table: ReviewTable, row: ReviewRow, texts: Sequence[str]) -> List[Optional[float]]:
+        """CLIP-S of other texts (e.g. fresh candidates) for ``row``'s image, with the table's scoring settings (the
+        server's default model's CLIP when the table was never scored); ``None`` each when the image cannot be read.
+        """
+        from ..scoring import clip_score_from_cosine
+
+        s = getattr(table, "scoring", None) or {}
+        model = s.get("model")
+        if model is None or not texts:
+            return [None] * len(texts)
+        with self.manager.using(model) as m:
+            scorer = self._scorer(m.clip, s.get("grammar", "bundled"), s.get("prefix", ""))
+            feats = scorer.image_features([row])
+            if 0 not in feats:
+                return [None] * len(texts)
+            txt = scorer.text_features(list(texts))
+            return [float(x) for x in clip_score_from_cosine((txt * feats[0]).sum(-1))]
+
     # -------------------------------------------------------------------------------------------------- edits
     def save(self, table: ReviewTable, edits: Sequence[Tuple[str, str]], *, rescore: bool = True
              ) -> List[EditOutcome]:

@@ -1,0 +1,467 @@
+"""The "Review" section of the captioning UI (standalone server and WebUI tab alike): worst captions first, fix them.
+
+A gallery of the folder's images with their captions, worst first (CLIP-S, grammar, RefCLIP-S, length); filters by
+flag, text or regular expression and score range; the selected image with its caption in an editable box, saved
+atomically through the batch writer and journal, undo of the last saves; "recaption" with the model and decoding
+options of the panel above, candidates side by side with the current caption (with their CLIP-S) to pick from; bulk
+find/replace and prefix (trigger word) with a preview of how many files change. Keyboard: Alt+→ / Alt+← next and
+previous image (also → / ← outside text boxes), Ctrl+S (⌘S) save, while the pointer or focus is in the section.
+
+It uses the folders batch tagging may use (the job manager's), and says so when there are none.
+:class:`ReviewUI` holds the handlers (plain values in and out, testable without a browser);
+:func:`build_review_section` lays out the gradio components.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+log = logging.getLogger(__name__)
+
+__all__ = ["GALLERY_LIMIT", "ReviewUI", "build_review_section"]
+
+#: Images shown in the gallery at once (the worst ones of the current view); next/previous walk the whole view.
+GALLERY_LIMIT = 60
+_THUMB = 192
+
+# Installs the section's keyboard shortcuts once per page. Gradio puts the app in a shadow root in some versions
+# (and A1111's gradioApp() looks there too), so buttons are searched in the app's root.
+KEYS_JS = """
+() => {
+  if (window.__clipcapReviewKeys) { return []; }
+  window.__clipcapReviewKeys = true;
+  const root = () => { const app = document.querySelector('gradio-app'); return (app && app.shadowRoot) || document; };
+  const click = (id) => { const b = root().querySelector('#' + id); if (b) { b.click(); } };
+  const inSection = (el) => { const s = root().querySelector('#clipcap_review'); return s && el && s.contains(el); };
+  let hovered = false;
+  document.addEventListener('mouseover', (e) => { hovered = inSection(e.composedPath()[0]); }, true);
+  document.addEventListener('keydown', (e) => {
+    const target = e.composedPath()[0];
+    if (!(inSection(target) || hovered)) { return; }
+    const typing = target && (target.tagName === 'TEXTAREA' || target.tagName === 'INPUT');
+    if ((e.ctrlKey || e.metaKey) && (e.key === 's' || e.key === 'S')) {
+      e.preventDefault(); click('clipcap_review_save');
+    } else if (e.key === 'ArrowRight' && (e.altKey || !typing)) {
+      e.preventDefault(); click('clipcap_review_next');
+    } else if (e.key === 'ArrowLeft' && (e.altKey || !typing)) {
+      e.preventDefault(); click('clipcap_review_prev');
+    }
+  }, true);
+  return [];
+}
+"""
+
+
+def _fmt(x: Optional[float]) -> str:
+    return "-" if x is None else f"{x:.2f}"
+
+
+def _error_text(e: BaseException) -> str:
+    from ..errors import ClipCapError
+
+    if isinstance(e, (ClipCapError, OSError, KeyError, ValueError)):
+        return f"**Error:** {e}"
+    log.exception("clipcap review UI: unexpected error")
+    return f"**Unexpected error** ({type(e).__name__}): {e}"
+
+
+class ReviewUI:
+    """State and handlers of the Review section; the per-browser state is a dict (``gr.State``):
+    ``{"params", "order" (image paths of the current view, worst first), "index" (the selected one)}``.
+
+    Args:
+        manager: The model manager (scores and recaptions go through it).
+        job_manager: Batch tagging's job manager: its folders (and caption suffixes) are the ones Review may use;
+            ``None``: the section says it is unavailable.
+        unavailable: Why batch tagging is unavailable (shown when ``job_manager`` is ``None``).
+    """
+
+    def __init__(self, manager: Any, *, job_manager: Any = None, unavailable: Optional[str] = None) -> None:
+        self.manager = manager
+        self.job_manager = job_manager
+        self.unavailable_text = unavailable
+        self._service: Any = None
+        self._thumbs: Dict[Tuple[str, int, int], Any] = {}
+
+    # ---------------------------------------------------------------------------------------------- plumbing
+    def unavailable(self) -> Optional[str]:
+        """Why Review cannot run here, or ``None``."""
+        if self.job_manager is None:
+            return ("Review uses the folders allowed for batch tagging. "
+                    + (self.unavailable_text or "Batch tagging is not enabled here (the standalone server enables "
+                                                "it with `--batch-root FOLDER`)."))
+        return None
+
+    @property
+    def service(self) -> Any:
+        if self._service is None:
+            from .service import ReviewService
+
+            self._service = ReviewService.for_jobs(self.manager, self.job_manager)
+        return self._service
+
+    def _table(self, state: Dict[str, Any]) -> Any:
+        if not state or state.get("params") is None:
+            raise ValueError("scan a folder first")
+        return self.service.table(state["params"])
+
+    def thumbnail(self, path: str) -> Any:
+        """A small RGB copy of an image for the gallery (grey when it cannot be read), cached per file version."""
+        from PIL import Image
+
+        try:
+            st = os.stat(path)
+            key = (path, st.st_size, st.st_mtime_ns)
+        except OSError:
+            key = (path, -1, -1)
+        if key not in self._thumbs:
+            from ..images import try_load_image
+
+            image, _ = try_load_image(path)
+            if image is None:
+                image = Image.new("RGB", (_THUMB, _THUMB), (128, 128, 128))
+            image = image.convert("RGB")
+            image.thumbnail((_THUMB, _THUMB))
+            if len(self._thumbs) > 4 * GALLERY_LIMIT:
+                self._thumbs.clear()
+            self._thumbs[key] = image
+        return self._thumbs[key]
+
+    # --------------------------------------------------------------------------------------------------- views
+    def _view(self, table: Any, sort: str, flags: Sequence[str], text: str, regex: bool, lo: Any, hi: Any,
+              score: str = "clip") -> List[Any]:
+        from .table import filter_rows, sort_rows
+
+        lo = None if lo in (None, "") else float(lo)
+        hi = None if hi in (None, "") else float(hi)
+        rows = filter_rows(table.rows, flags=list(flags or []), text=text or None, regex=bool(regex), min_score=lo,
+                           max_score=hi, score=score if score in ("clip", "grammar", "ref") else "clip")
+        return sort_rows(rows, sort or "clip")
+
+    def _gallery(self, table: Any, order: Sequence[str]) -> List[Tuple[Any, str]]:
+        by = {r.image: r for r in table.rows}
+        out = []
+        for image in order[:GALLERY_LIMIT]:
+            r = by[image]
+            cap = "(no caption file)" if r.caption is None else (r.caption[:80] + ("…" if len(r.caption) > 80 else ""))
+            flags = f" [{', '.join(r.flags)}]" if r.flags else ""
+            out.append((self.thumbnail(r.image), f"{_fmt(r.clip_score)}{flags} {cap}"))
+        return out
+
+    def _summary(self, table: Any, order: Sequence[str]) -> str:
+        s = table.summary()
+        flagged = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in s.items() if k != "rows" and v)
+        shown = min(len(order), GALLERY_LIMIT)
+        text = (f"**{s['rows']} images** in `{table.folder}`; flags: {flagged or 'none'}"
+                + (f"; trigger: `{', '.join(table.triggers)}`" if table.triggers else "")
+                + f". Showing the {shown} worst of {len(order)} in this view.")
+        sc = getattr(table, "scoring", None)
+        if sc:
+            text += f" Scores: CLIP-S with {sc['model']}'s CLIP" + (", grammar head" if sc.get("has_grammar") else "")
+        return text
+
+    def preview(self, path: str) -> Any:
+        """The selected image, at most 768 pixels wide/high (a PIL image: hosts serve no files from the dataset)."""
+        from ..images import try_load_image
+
+        image, _ = try_load_image(path)
+        if image is None:
+            return None
+        image = image.convert("RGB")
+        image.thumbnail((768, 768))
+        return image
+
+    def _selected(self, table: Any, state: Dict[str, Any]) -> Tuple[Any, str, str]:
+        """``(preview image or None, info markdown, caption text)`` of the selected row."""
+        order = state.get("order") or []
+        if not order:
+            return None, "Nothing selected (the view is empty).", ""
+        i = max(0, min(int(state.get("index", 0)), len(order) - 1))
+        state["index"] = i
+        try:
+            r = table.row(order[i])
+        except KeyError:
+            return None, "That image is no longer in the folder; scan again.", ""
+        info = (f"**{i + 1} / {len(order)}** `{r.rel}` · CLIP-S {_fmt(r.clip_score)} · grammar {_fmt(r.grammar)}"
+                + (f" · RefCLIP-S {_fmt(r.ref_clip_score)}" if r.ref_caption else "")
+                + f" · {r.tokens if r.tokens is not None else 0} tokens"
+                + (f" · flags: {', '.join(r.flags)}" if r.flags else "")
+                + (f"\n\n⚠ {r.error}" if r.error else "")
+                + f"\n\nCaption file: `{r.caption_file}`")
+        return self.preview(r.image), info, r.caption or ""
+
+    def _outputs(self, table: Any, state: Dict[str, Any], status: str) -> tuple:
+        preview, info, caption = self._selected(table, state)
+        return (state, self._gallery(table, state.get("order") or []), self._summary(table, state.get("order") or []),
+                preview, info, caption, status)
+
+    @staticmethod
+    def _empty(state: Dict[str, Any], status: str) -> tuple:
+        return state or {}, [], "", None, "", "", status
+
+    # ------------------------------------------------------------------------------------------------ handlers
+    def scan(self, folder: str, caption_ext: str, model: str, sort: str, flags: Sequence[str], text: str,
+             regex: bool, lo: Any, hi: Any, state: Optional[Dict[str, Any]] = None) -> tuple:
+        """Scan and score ``folder``; the outputs are ``(state, gallery, summary, preview, info, caption, status)``."""
+        import time
+
+        state = dict(state or {})
+        why = self.unavailable()
+        if why:
+            return self._empty(state, why)
+        try:
+            from ..registry import get_model
+
+            params = self.service.params(folder, caption_ext=(caption_ext or ".txt").strip())
+            t0 = time.perf_counter()
+            table = self.service.table(params, rescan=True)
+            stats = self.service.score(table, get_model(model).name)
+            took = time.perf_counter() - t0
+            state.update(params=params, order=[r.image for r in self._view(table, sort, flags, text, regex, lo, hi)],
+                         index=0)
+        except Exception as e:  # noqa: BLE001 - shown in the status line
+            return self._empty(state, _error_text(e))
+        status = (f"Scanned and scored {len(table.rows)} images in {took:.1f} s ({stats['images_encoded']} encoded, "
+                  f"{stats['images_cached']} from the cache).")
+        for f in table.failures[:5]:
+            status += f"\n\nLeft out: {f}"
+        return self._outputs(table, state, status)
+
+    def refilter(self, sort: str, flags: Sequence[str], text: str, regex: bool, lo: Any, hi: Any,
+                 state: Dict[str, Any]) -> tuple:
+        """Apply the sort and filters to the scanned table (no rescan)."""
+        try:
+            table = self._table(state)
+            state = dict(state, order=[r.image for r in self._view(table, sort, flags, text, regex, lo, hi)], index=0)
+        except Exception as e:  # noqa: BLE001
+            return self._empty(state, _error_text(e))
+        return self._outputs(table, state, f"{len(state['order'])} images in this view.")
+
+    def select(self, index: int, state: Dict[str, Any]) -> tuple:
+        """Select the ``index``-th image of the view (a gallery click)."""
+        return self.step(0, state, absolute=index)
+
+    def step(self, delta: int, state: Dict[str, Any], *, absolute: Optional[int] = None) -> tuple:
+        """Move the selection by ``delta`` (next: 1, previous: -1); outputs ``(state, preview, info, caption)``."""
+        try:
+            table = self._table(state)
+        except Exception as e:  # noqa: BLE001
+            return state, None, _error_text(e), ""
+        n = len(state.get("order") or [])
+        state = dict(state)
+        if n:
+            state["index"] = absolute if absolute is not None else (int(state.get("index", 0)) + delta) % n
+        preview, info, caption = self._selected(table, state)
+        return state, preview, info, caption
+
+    def save(self, text: str, state: Dict[str, Any]) -> tuple:
+        """Save the edited caption of the selected image (atomically, journaled, undoable) and rescore it."""
+        try:
+            table = self._table(state)
+            order = state.get("order") or []
+            if not order:
+                raise ValueError("no image is selected")
+            image = order[int(state.get("index", 0))]
+            out = self.service.save(table, [(image, text if text is not None else "")])[0]
+        except Exception as e:  # noqa: BLE001
+            try:
+                return self._outputs(self._table(state), state, _error_text(e))
+            except Exception:  # noqa: BLE001
+                return self._empty(state, _error_text(e))
+        status = {"saved": "Saved", "unchanged": "No change"}.get(out.status, f"Not saved: {out.reason}")
+        return self._outputs(table, state, f"{status}: `{out.caption_file}`.")
+
+    def undo(self, state: Dict[str, Any]) -> tuple:
+        """Undo the last save in the folder (an edit, or a whole bulk change)."""
+        try:
+            table = self._table(state)
+            out = self.service.undo(table)
+        except Exception as e:  # noqa: BLE001
+            return self._empty(state, _error_text(e))
+        if not out:
+            return self._outputs(table, state, "Nothing to undo.")
+        counts: Dict[str, int] = {}
+        for o in out:
+            counts[o.status] = counts.get(o.status, 0) + 1
+        return self._outputs(table, state, "Undone: " + ", ".join(f"{v} {k}" for k, v in counts.items()) + ".")
+
+    def recaption(self, model: str, state: Dict[str, Any], *option_values: Any) -> tuple:
+        """Caption the selected image with ``model`` and the panel's options; outputs ``(candidates radio update,
+        markdown comparing them with the current caption)``."""
+        from .. import compat
+
+        try:
+            from ..options_table import caption_kwargs, decoding_options
+            from ..registry import get_model
+
+            table = self._table(state)
+            order = state.get("order") or []
+            if not order:
+                raise ValueError("no image is selected")
+            row = table.row(order[int(state.get("index", 0))])
+            keys = [o.key for o in decoding_options()]
+            kwargs = caption_kwargs(dict(zip(keys, option_values)))
+            res = self.manager.caption(row.image, model=get_model(model).name, **kwargs)[0]
+            if res.error:
+                raise ValueError(res.error)
+            texts = list(dict.fromkeys(c.text for c in res.candidates if c.text.strip())) or [res.text]
+            scores = self.service.score_texts(table, row, texts + ([row.caption] if row.caption else []))
+        except Exception as e:  # noqa: BLE001
+            return compat.update(choices=[], value=None), _error_text(e)
+        lines = ["| | caption | CLIP-S |", "|---|---|---|"]
+        if row.caption:
+            lines.append(f"| current | {row.caption} | {_fmt(scores[-1])} |")
+        for i, (t, s) in enumerate(zip(texts, scores)):
+            lines.append(f"| {i + 1} | {t} | {_fmt(s)} |")
+        return compat.update(choices=texts, value=texts[0]), "\n".join(lines)
+
+    def bulk_preview(self, find: str, replace: str, regex: bool, prefix: str, state: Dict[str, Any]) -> str:
+        """How many caption files a bulk edit would change, with a few examples (nothing is written)."""
+        from .edits import plan_bulk
+
+        try:
+            table = self._table(state)
+            plan = plan_bulk(table.rows, find=find or None, replace=replace or "", regex=bool(regex),
+                             prefix=prefix or None)
+        except Exception as e:  # noqa: BLE001
+            return _error_text(e)
+        if not plan:
+            return "No caption file would change."
+        examples = "\n".join(f"- `{r.rel}`: {r.caption[:60]} → **{t[:60]}**" for r, t in plan[:3])
+        return f"**{len(plan)} caption file{'s' if len(plan) != 1 else ''} would change** (of {len(table.rows)}):\n\n" \
+               f"{examples}"
+
+    def bulk_apply(self, find: str, replace: str, regex: bool, prefix: str, state: Dict[str, Any]) -> tuple:
+        """Apply a bulk edit (one undo step) and refresh the view."""
+        from .edits import plan_bulk
+
+        try:
+            table = self._table(state)
+            plan = plan_bulk(table.rows, find=find or None, replace=replace or "", regex=bool(regex),
+                             prefix=prefix or None)
+            out = self.service.save(table, [(r.image, t) for r, t in plan]) if plan else []
+        except Exception as e:  # noqa: BLE001
+            return self._empty(state, _error_text(e))
+        saved = sum(o.status == "saved" for o in out)
+        failed = [o for o in out if o.status == "failed"]
+        status = f"Changed {saved} caption file{'s' if saved != 1 else ''}" + (
+            f"; {len(failed)} failed: " + "; ".join(f"`{o.caption_file}`: {o.reason}" for o in failed[:3])
+            if failed else "") + ". Undo reverts the whole change."
+        return self._outputs(table, state, status)
+
+
+def build_review_section(manager: Any, *, job_manager: Any, model: Any, option_inputs: Sequence[Any],
+                         unavailable: Optional[str] = None) -> Dict[str, Any]:
+    """Lay out the Review section inside the current ``gr.Blocks`` (called by :func:`lib_clipcap.ui.build_ui`).
+
+    Args:
+        manager, job_manager, unavailable: As for :class:`ReviewUI`.
+        model: The panel's model dropdown (scores use its CLIP; recaption uses the model).
+        option_inputs: The panel's decoding-option components, in the options table's order (for recaption).
+
+    Returns:
+        The section's components by name, and the handlers under ``"ui"``.
+    """
+    import gradio as gr
+
+    from .. import compat
+    from .flags import FLAGS
+    from .table import SORT_KEYS
+
+    ui = ReviewUI(manager, job_manager=job_manager, unavailable=unavailable)
+    why = ui.unavailable()
+    c: Dict[str, Any] = {"ui": ui}
+    with gr.Accordion("Review", open=False, elem_id="clipcap_review"):
+        compat.component(gr.Markdown, value=why or "See the worst captions of a tagged folder first (CLIP-S: how well "
+                         "the caption matches the image; grammar: how well it reads), fix them in place. Keys: Alt+→ "
+                         "/ Alt+← next / previous, Ctrl+S save.", elem_id="clipcap_review_info")
+        state = gr.State({})
+        with gr.Row():
+            c["folder"] = compat.component(gr.Textbox, label="Folder", placeholder="/path/to/dataset", scale=4,
+                                           elem_id="clipcap_review_folder", interactive=why is None)
+            c["caption_ext"] = compat.component(gr.Textbox, label="Caption suffix", value=".txt", scale=1,
+                                                elem_id="clipcap_review_ext", interactive=why is None)
+            c["scan"] = compat.component(gr.Button, value="Scan", variant="primary", scale=1,
+                                         elem_id="clipcap_review_scan", interactive=why is None)
+        with gr.Row():
+            c["sort"] = compat.component(gr.Dropdown, choices=list(SORT_KEYS), value="clip", label="Worst first by",
+                                         elem_id="clipcap_review_sort")
+            c["flags"] = compat.component(gr.Dropdown, choices=list(FLAGS) + ["any", "none"], value=[],
+                                          multiselect=True, label="Flags", elem_id="clipcap_review_flags")
+            c["text"] = compat.component(gr.Textbox, label="Caption contains", elem_id="clipcap_review_text")
+            c["regex"] = compat.component(gr.Checkbox, label="Regular expression", value=False,
+                                          elem_id="clipcap_review_regex")
+            c["min"] = compat.component(gr.Number, label="Min CLIP-S", value=None, elem_id="clipcap_review_min")
+            c["max"] = compat.component(gr.Number, label="Max CLIP-S", value=None, elem_id="clipcap_review_max")
+        c["summary"] = compat.component(gr.Markdown, value="", elem_id="clipcap_review_summary")
+        c["gallery"] = compat.component(gr.Gallery, label="Worst first", columns=6, height=420, allow_preview=False,
+                                        elem_id="clipcap_review_gallery", show_label=True)
+        with gr.Row():
+            with gr.Column(scale=1):
+                c["preview"] = compat.component(gr.Image, label="Selected", type="pil", interactive=False,
+                                                height=300, elem_id="clipcap_review_preview")
+            with gr.Column(scale=2):
+                c["info"] = compat.component(gr.Markdown, value="", elem_id="clipcap_review_selected")
+                c["caption"] = compat.component(gr.Textbox, label="Caption", lines=3, interactive=True,
+                                                elem_id="clipcap_review_caption")
+                with gr.Row():
+                    c["prev"] = compat.component(gr.Button, value="← Previous", elem_id="clipcap_review_prev")
+                    c["next"] = compat.component(gr.Button, value="Next →", elem_id="clipcap_review_next")
+                    c["save"] = compat.component(gr.Button, value="Save", variant="primary",
+                                                 elem_id="clipcap_review_save")
+                    c["undo"] = compat.component(gr.Button, value="Undo", elem_id="clipcap_review_undo")
+                with gr.Row():
+                    c["recaption"] = compat.component(gr.Button, value="Recaption selected",
+                                                      elem_id="clipcap_review_recaption")
+                    c["use"] = compat.component(gr.Button, value="Use candidate", elem_id="clipcap_review_use")
+                c["candidates"] = compat.component(gr.Radio, choices=[], label="Candidates (model and options of the "
+                                                   "panel above)", elem_id="clipcap_review_candidates")
+                c["compare"] = compat.component(gr.Markdown, value="", elem_id="clipcap_review_compare")
+        c["status"] = compat.component(gr.Markdown, value="", elem_id="clipcap_review_status")
+        with gr.Accordion("Bulk edit", open=False, elem_id="clipcap_review_bulk"):
+            with gr.Row():
+                c["find"] = compat.component(gr.Textbox, label="Find", elem_id="clipcap_review_find")
+                c["replace"] = compat.component(gr.Textbox, label="Replace with", elem_id="clipcap_review_replace")
+                c["bulk_regex"] = compat.component(gr.Checkbox, label="Regular expression", value=False,
+                                                   elem_id="clipcap_review_bulk_regex")
+                c["prefix"] = compat.component(gr.Textbox, label="Prefix (trigger word)",
+                                               elem_id="clipcap_review_prefix")
+            with gr.Row():
+                c["preview_bulk"] = compat.component(gr.Button, value="Preview", elem_id="clipcap_review_bulk_preview")
+                c["apply_bulk"] = compat.component(gr.Button, value="Apply", variant="stop",
+                                                   elem_id="clipcap_review_bulk_apply")
+            c["bulk_info"] = compat.component(gr.Markdown, value="", elem_id="clipcap_review_bulk_info")
+
+    view_inputs = [c["sort"], c["flags"], c["text"], c["regex"], c["min"], c["max"]]
+    outputs = [state, c["gallery"], c["summary"], c["preview"], c["info"], c["caption"], c["status"]]
+    c["scan"].click(fn=ui.scan, inputs=[c["folder"], c["caption_ext"], model, *view_inputs, state], outputs=outputs)
+    c["scan"].click(fn=None, inputs=None, outputs=None, **compat.event_js(KEYS_JS))
+    for comp in (c["sort"], c["flags"], c["regex"]):
+        comp.change(fn=ui.refilter, inputs=[*view_inputs, state], outputs=outputs)
+    for comp in (c["text"], c["min"], c["max"]):
+        comp.submit(fn=ui.refilter, inputs=[*view_inputs, state], outputs=outputs)
+
+    def on_select(st, evt):
+        return ui.select(int(evt.index if not isinstance(evt.index, (list, tuple)) else evt.index[0]), st)
+
+    # Gradio finds the event-data argument by its annotation; set the class itself (this module's annotations are
+    # strings, which gradio cannot resolve to a class it imported locally).
+    on_select.__annotations__["evt"] = gr.SelectData
+
+    selected = [state, c["preview"], c["info"], c["caption"]]
+    c["gallery"].select(fn=on_select, inputs=[state], outputs=selected)
+    c["next"].click(fn=lambda st: ui.step(1, st), inputs=[state], outputs=selected)
+    c["prev"].click(fn=lambda st: ui.step(-1, st), inputs=[state], outputs=selected)
+    c["save"].click(fn=ui.save, inputs=[c["caption"], state], outputs=outputs)
+    c["undo"].click(fn=ui.undo, inputs=[state], outputs=outputs)
+    c["recaption"].click(fn=ui.recaption, inputs=[model, state, *option_inputs],
+                         outputs=[c["candidates"], c["compare"]])
+    c["use"].click(fn=lambda chosen, current: chosen or current, inputs=[c["candidates"], c["caption"]],
+                   outputs=[c["caption"]])
+    bulk_inputs = [c["find"], c["replace"], c["bulk_regex"], c["prefix"], state]
+    c["preview_bulk"].click(fn=ui.bulk_preview, inputs=bulk_inputs, outputs=[c["bulk_info"]])
+    c["apply_bulk"].click(fn=ui.bulk_apply, inputs=bulk_inputs, outputs=outputs)
+    c["state"] = state
+    return c
