@@ -86,7 +86,7 @@ def test_transformer_layout_without_gpt_uses_the_base(tmp_path):
     cap = Captioner.from_checkpoint(path, clip_model=CLIP_CFG, clip_pretrained=CLIP_W, tokenizer=TOKENIZER,
                                     gpt2=str(hf_gpt2_folder(tmp_path)), device="cpu")
     assert cap.config.gpt2.n_layer == 3
-    res = cap.caption([torch.zeros(64, 64, 3, dtype=torch.uint8).numpy()], max_new_tokens=5)
+    res = cap.caption([torch.zeros(64, 64, 3, dtype=torch.uint8).numpy()], decoding="greedy", max_new_tokens=5)
     assert res[0].ok and len(res[0].candidates) == 1
 
 
