@@ -6,8 +6,11 @@ our speed comes from. Owning ~150 lines of GPT-2 gives one fast path for every v
 beam search can reorder in place. ``tests/test_gpt2_parity.py`` loads the same weights into transformers' model and
 checks the logits agree, so the two cannot drift apart.
 
-Parameter names match Hugging Face's (``transformer.h.0.attn.c_attn.weight`` ...), including the ``Conv1D`` layout
-(weights stored ``[in, out]``), so GPT-2 checkpoints load without renaming.
+Parameter names match Hugging Face's (``transformer.h.0.attn.c_attn.weight`` ...) and so does the layout of saved
+weights: GPT-2's checkpoints store its projections as ``Conv1D`` weights, ``[in, out]``. In memory they are plain
+``nn.Linear`` layers (``[out, in]``): :class:`Linear` transposes once when a state dict is loaded and back when one
+is saved, so checkpoints are unchanged while inference gets the standard layer that every backend optimises (and
+that :mod:`lib_clipcap.quant` can turn into int8).
 """
 
 from __future__ import annotations
@@ -49,17 +52,37 @@ class GPT2Config:
         )
 
 
-class Conv1D(nn.Module):
-    """GPT-2's linear layer with the weight stored transposed (``[in, out]``), as in the released checkpoints."""
+class Linear(nn.Linear):
+    """A GPT-2 projection: ``nn.Linear`` in memory (weight ``[out, in]``), Hugging Face's ``Conv1D`` layout
+    (``[in, out]``) in state dicts, in both directions."""
 
     def __init__(self, n_in: int, n_out: int) -> None:
-        super().__init__()
-        self.weight = nn.Parameter(torch.empty(n_in, n_out))
-        self.bias = nn.Parameter(torch.zeros(n_out))
-        nn.init.normal_(self.weight, std=0.02)
+        super().__init__(n_in, n_out)  # calls reset_parameters()
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.addmm(self.bias, x.reshape(-1, x.shape[-1]), self.weight).view(*x.shape[:-1], -1)
+    def reset_parameters(self, std: float = 0.02) -> None:
+        """GPT-2's init, N(0, std), drawn in the saved ``[in, out]`` order so that a seed gives the same weights as
+        the Conv1D layout did (trained fixtures and tests depend on it)."""
+        w = torch.empty(self.in_features, self.out_features, device=self.weight.device, dtype=self.weight.dtype)
+        nn.init.normal_(w, std=std)
+        with torch.no_grad():
+            self.weight.copy_(w.t())
+            self.bias.zero_()
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # noqa: ANN001 - torch's hook signature
+        key = prefix + "weight"
+        w = state_dict.get(key)
+        if w is not None and w.dim() == 2 and tuple(w.shape) == (self.in_features, self.out_features):
+            state_dict[key] = w.t()  # a view: load_state_dict copies it into our parameter
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def _save_to_state_dict(self, destination, prefix, keep_vars):  # noqa: ANN001
+        super()._save_to_state_dict(destination, prefix, keep_vars)
+        w = destination[prefix + "weight"]
+        destination[prefix + "weight"] = w.t() if keep_vars else w.t().contiguous()
+
+
+#: Hugging Face's name for the layer whose saved layout :class:`Linear` keeps.
+Conv1D = Linear
 
 
 class KVCache:
@@ -78,10 +101,12 @@ class KVCache:
         self.max_len = max_len
 
     def reorder(self, index: torch.Tensor) -> None:
-        """Keep rows ``index`` (a 1-D LongTensor of batch positions), e.g. surviving beams."""
-        for i in range(len(self.k)):
-            self.k[i] = self.k[i].index_select(0, index)
-            self.v[i] = self.v[i].index_select(0, index)
+        """Keep rows ``index`` (a 1-D LongTensor of batch positions, as many as the cache has rows), e.g. the
+        surviving beams. Only the filled part is gathered, and written back in place: no new cache is allocated."""
+        n = self.length
+        for cache in (self.k, self.v):
+            for layer in cache:
+                layer[:, :, :n] = layer[:, :, :n].index_select(0, index)
 
     def expand_rows(self, repeats: int) -> None:
         """Repeat every row ``repeats`` times (row-major), e.g. one prompt to many samples after the prefill."""
@@ -94,8 +119,8 @@ class Attention(nn.Module):
     def __init__(self, config: GPT2Config) -> None:
         super().__init__()
         self.n_head = config.n_head
-        self.c_attn = Conv1D(config.n_embd, 3 * config.n_embd)
-        self.c_proj = Conv1D(config.n_embd, config.n_embd)
+        self.c_attn = Linear(config.n_embd, 3 * config.n_embd)
+        self.c_proj = Linear(config.n_embd, config.n_embd)
 
     def forward(
         self, x: torch.Tensor, mask: torch.Tensor | None, cache: KVCache | None, layer: int
@@ -121,8 +146,8 @@ class Attention(nn.Module):
 class MLP(nn.Module):
     def __init__(self, config: GPT2Config) -> None:
         super().__init__()
-        self.c_fc = Conv1D(config.n_embd, 4 * config.n_embd)
-        self.c_proj = Conv1D(4 * config.n_embd, config.n_embd)
+        self.c_fc = Linear(config.n_embd, 4 * config.n_embd)
+        self.c_proj = Linear(4 * config.n_embd, config.n_embd)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.c_proj(F.gelu(self.c_fc(x), approximate="tanh"))  # GPT-2's "gelu_new"
@@ -165,9 +190,9 @@ class GPT2LMHead(nn.Module):
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         self.lm_head.weight = self.transformer.wte.weight
         # GPT-2's scaled init of residual projections (only matters when training from scratch).
-        for name, p in self.named_parameters():
-            if name.endswith("c_proj.weight"):
-                nn.init.normal_(p, std=0.02 / math.sqrt(2 * config.n_layer))
+        for name, m in self.named_modules():
+            if name.endswith("c_proj") and isinstance(m, Linear):
+                m.reset_parameters(std=0.02 / math.sqrt(2 * config.n_layer))
 
     def embed_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
         return self.transformer.wte(tokens)

@@ -1,0 +1,70 @@
+"""GPT-2's nn.Linear layout (checkpoints keep Hugging Face's Conv1D layout) and int8 weights on the CPU."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from lib_clipcap.gpt2 import GPT2Config, GPT2LMHead
+from lib_clipcap.quant import Int8Linear, int8_available, quantize_gpt2_
+
+needs_int8 = pytest.mark.skipif(not int8_available(), reason="this PyTorch has no quantized CPU engine")
+
+
+def small_gpt(seed: int = 0) -> GPT2LMHead:
+    torch.manual_seed(seed)
+    return GPT2LMHead(GPT2Config(vocab_size=300, n_positions=64, n_embd=64, n_layer=2, n_head=4)).eval()
+
+
+def test_state_dicts_keep_the_conv1d_layout_and_round_trip():
+    gpt = small_gpt()
+    sd = gpt.state_dict()
+    # Hugging Face's layout: [in, out] for the projections, so released checkpoints load without conversion
+    assert tuple(sd["transformer.h.0.attn.c_attn.weight"].shape) == (64, 192)
+    assert tuple(sd["transformer.h.0.mlp.c_proj.weight"].shape) == (256, 64)
+    assert tuple(gpt.transformer.h[0].attn.c_attn.weight.shape) == (192, 64)  # nn.Linear in memory
+    other = small_gpt(seed=1)
+    other.load_state_dict(sd, strict=True)
+    x = torch.randn(2, 5, 64)
+    assert torch.equal(gpt(x), other(x))
+    assert all(torch.equal(v, other.state_dict()[k]) for k, v in sd.items())
+
+
+@needs_int8
+def test_int8_linear_is_close_to_fp32():
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(768, 3072)
+    q = Int8Linear(lin)
+    x = torch.randn(4, 7, 768)
+    ref, got = lin(x), q(x)
+    assert got.shape == ref.shape and got.dtype == torch.float32
+    rel = (got - ref).norm() / ref.norm()
+    assert rel < 0.02, float(rel)
+
+
+@needs_int8
+def test_int8_gpt2_keeps_the_logits_and_greedy_tokens():
+    """Real-size GPT-2 small (random weights: the arithmetic of the trained model)."""
+    torch.manual_seed(0)
+    gpt = GPT2LMHead(GPT2Config()).eval()
+    q = quantize_gpt2_(copy.deepcopy(gpt))
+    assert sum(isinstance(m, Int8Linear) for m in q.modules()) == 12 * 4 + 1  # 4 per block + lm_head
+    emb = torch.randn(3, 10, 768) * 0.1
+    with torch.inference_mode():
+        ref, got = gpt(emb, last_only=True), q(emb, last_only=True)
+    corr = torch.corrcoef(torch.stack([ref.flatten(), got.flatten()]))[0, 1]
+    assert corr > 0.995, float(corr)
+
+
+def test_quantizing_refuses_what_it_cannot_serve():
+    from lib_clipcap.errors import ClipCapError
+
+    gpt = small_gpt().to(torch.bfloat16)
+    if int8_available():
+        with pytest.raises(ClipCapError, match="CPU in fp32"):
+            quantize_gpt2_(gpt)
+    else:
+        with pytest.raises(ClipCapError, match="quantized CPU engine"):
+            Int8Linear(torch.nn.Linear(4, 4))
