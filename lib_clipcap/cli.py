@@ -39,7 +39,9 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
                    help="L2-normalise CLIP features before the mapper (default: from the checkpoint)")
     g.add_argument("--models-dir", type=Path, help="models folder (default: $CLIPCAP_MODELS_DIR or ~/.cache/clipcap)")
     g.add_argument("--device", help="cpu, cuda, cuda:1, mps (default: best available)")
-    g.add_argument("--dtype", choices=["fp32", "fp16", "bf16"], help="default: fp16 on GPU, fp32 on CPU")
+    g.add_argument("--dtype", choices=["fp32", "fp16", "bf16", "int8"],
+                   help="default: fp16 on GPU, fp32 on CPU; int8: GPT-2 weights in int8 on the CPU (faster single "
+                        "captions)")
     g.add_argument("--offline", action="store_true", help="never download (same as HF_HUB_OFFLINE=1)")
 
 

@@ -37,7 +37,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--demo", action="store_true", help="preselect the bundled demo model shapes-demo")
     p.add_argument("--models-dir", type=Path, help="models folder (default: $CLIPCAP_MODELS_DIR or ~/.cache/clipcap)")
     p.add_argument("--device", help="cpu, cuda, cuda:1, mps (default: best available)")
-    p.add_argument("--dtype", choices=["fp32", "fp16", "bf16"], help="default: fp16 on GPU, fp32 on CPU")
+    p.add_argument("--dtype", choices=["fp32", "fp16", "bf16", "int8"],
+                   help="default: fp16 on GPU, fp32 on CPU; int8: GPT-2 weights in int8 on the CPU (faster single "
+                        "captions)")
     p.add_argument("--offline", action="store_true", help="never download (same as HF_HUB_OFFLINE=1)")
     p.add_argument("--batch-root", action="append", type=Path, metavar="FOLDER",
                    help="allow batch tagging of folders under FOLDER (repeatable); without it batch tagging is off")

@@ -68,3 +68,43 @@ def test_quantizing_refuses_what_it_cannot_serve():
     else:
         with pytest.raises(ClipCapError, match="quantized CPU engine"):
             Int8Linear(torch.nn.Linear(4, 4))
+
+
+@needs_int8
+def test_int8_captioner_writes_the_same_greedy_captions_on_the_samples(demo_captioner):
+    from lib_clipcap import Captioner
+    from lib_clipcap.errors import ClipCapError
+    from lib_clipcap.registry import package_path
+
+    samples = sorted(package_path("bundled:assets/samples").glob("*.*"))
+    assert len(samples) >= 6
+    q = Captioner.from_pretrained("shapes-demo", device="cpu", dtype="int8")
+    assert q.quantized and not demo_captioner.quantized
+    kw = dict(decoding="greedy", max_new_tokens=30)
+    ref = [r.text for r in demo_captioner.caption(samples, **kw)]
+    got = [r.text for r in q.caption(samples, **kw)]
+    assert got == ref
+    beams = dict(decoding="beam", beam_size=3, num_candidates=2, max_new_tokens=30)
+    assert [r.text for r in q.caption(samples, **beams)] == [r.text for r in demo_captioner.caption(samples, **beams)]
+    with pytest.raises(ClipCapError, match="CPU"):
+        q.to("cuda")
+    with pytest.raises(ClipCapError, match="int8 weights run on the CPU only"):
+        Captioner.from_pretrained("shapes-demo", device="cuda", dtype="int8")
+
+
+@needs_int8
+def test_int8_from_the_command_line(tmp_path):
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from lib_clipcap.registry import package_path
+
+    sample = str(package_path("bundled:assets/samples/shapes_00.png"))
+    out = subprocess.run([sys.executable, "-m", "lib_clipcap", "caption", sample, "--model", "shapes-demo",
+                          "--dtype", "int8", "--decoding", "greedy", "--json"],
+                         capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1], timeout=300)
+    assert out.returncode == 0, out.stderr
+    (result,) = json.loads(out.stdout)
+    assert result["error"] is None and result["text"].strip(), result

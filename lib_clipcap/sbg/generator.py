@@ -83,7 +83,7 @@ class SbgGenerator:
             MissingFileError: the folder or its weights are missing.
             IncompatibleCheckpointError: the tokenizer does not fit the model.
         """
-        from ..captioner import _device_and_dtype, resolve_tokenizer
+        from ..captioner import _device_and_dtype, is_int8, resolve_tokenizer
         from ..checkpoint import load_gpt2_weights
         from ..gpt2 import GPT2LMHead
 
@@ -101,6 +101,10 @@ class SbgGenerator:
                                               f"unexpected {unexpected[:5]}")
         dev, dt = _device_and_dtype(device, dtype)
         gpt = gpt.to(device=dev, dtype=dt)
+        if is_int8(dtype):  # CPU: int8 weights (lib_clipcap.quant)
+            from ..quant import quantize_gpt2_
+
+            quantize_gpt2_(gpt)
         if tokenizer is None:
             own = (folder / "tokenizer.json").is_file() or (folder / "vocab.json").is_file()
             tokenizer = str(folder) if own else "gpt2"

@@ -21,7 +21,7 @@ from typing import Any, Sequence
 
 import torch
 
-from ..captioner import (Candidate, CaptionResult, _device_and_dtype, ban_token_ids, caption_in_batches,
+from ..captioner import (Candidate, CaptionResult, _device_and_dtype, ban_token_ids, caption_in_batches, is_int8,
                          registry_clip)
 from ..errors import ClipCapError
 from .defaults import (DEFAULT_CANDIDATES, DEFAULT_DECODING, DEFAULT_MAX_KEYWORDS, DEFAULT_RERANK, DEFAULT_THRESHOLD,
@@ -105,7 +105,8 @@ class BlindGuesser:
         if tokenizer is not None and str(tokenizer) == "gpt2":
             own = (Path(generator_dir) / "tokenizer.json").is_file() or (Path(generator_dir) / "vocab.json").is_file()
             tokenizer = str(generator_dir) if own else "gpt2"
-        generator = SbgGenerator.load(generator_dir, tokenizer=tokenizer, models_dir=models_dir, device=dev, dtype=dt)
+        generator = SbgGenerator.load(generator_dir, tokenizer=tokenizer, models_dir=models_dir, device=dev,
+                                      dtype=dtype if is_int8(dtype) else dt)
         if clip is None:
             from .. import hub
 
