@@ -58,6 +58,16 @@ def _fmt(x: Optional[float]) -> str:
     return "-" if x is None else f"{x:.2f}"
 
 
+def _bound(name: str, value: Any) -> Optional[float]:
+    """A score bound typed in a text box: empty means none."""
+    if value is None or str(value).strip() == "":
+        return None
+    try:
+        return float(str(value).strip())
+    except ValueError:
+        raise ValueError(f"{name} {value!r} is not a number; type a number such as 0.5, or leave it empty") from None
+
+
 def _error_text(e: BaseException) -> str:
     from ..errors import ClipCapError
 
@@ -134,8 +144,7 @@ class ReviewUI:
               score: str = "clip") -> List[Any]:
         from .table import filter_rows, sort_rows
 
-        lo = None if lo in (None, "") else float(lo)
-        hi = None if hi in (None, "") else float(hi)
+        lo, hi = _bound("min score", lo), _bound("max score", hi)
         rows = filter_rows(table.rows, flags=list(flags or []), text=text or None, regex=bool(regex), min_score=lo,
                            max_score=hi, score=score if score in ("clip", "grammar", "ref") else "clip")
         return sort_rows(rows, sort or "clip")
@@ -393,10 +402,13 @@ def build_review_section(manager: Any, *, job_manager: Any, model: Any, option_i
             c["text"] = compat.component(gr.Textbox, label="Caption contains", elem_id="clipcap_review_text")
             c["regex"] = compat.component(gr.Checkbox, label="Regular expression", value=False,
                                           elem_id="clipcap_review_regex")
-            c["min"] = compat.component(gr.Number, label="Min CLIP-S", value=None, elem_id="clipcap_review_min")
-            c["max"] = compat.component(gr.Number, label="Max CLIP-S", value=None, elem_id="clipcap_review_max")
+            # Text boxes, not gr.Number: an empty number box reads as 0 in some gradio versions, and 0 is a bound.
+            c["min"] = compat.component(gr.Textbox, label="Min score", placeholder="none",
+                                        elem_id="clipcap_review_min")
+            c["max"] = compat.component(gr.Textbox, label="Max score", placeholder="none",
+                                        elem_id="clipcap_review_max")
         c["summary"] = compat.component(gr.Markdown, value="", elem_id="clipcap_review_summary")
-        c["gallery"] = compat.component(gr.Gallery, label="Worst first", columns=6, height=420, allow_preview=False,
+        c["gallery"] = compat.component(gr.Gallery, label="Images, in the chosen order", columns=6, height=420, allow_preview=False,
                                         elem_id="clipcap_review_gallery", show_label=True)
         with gr.Row():
             with gr.Column(scale=1):

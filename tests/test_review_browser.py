@@ -1,0 +1,168 @@
+"""The Review section in a real browser: `python -m lib_clipcap serve --batch-root DIR`, headless chromium driven by
+Playwright. Open a folder, see the wrong caption first, sort, move with the keyboard, edit and save with Ctrl+S, undo,
+recaption and take a candidate, bulk-prefix with a preview. Keeps a screenshot in artifacts/screenshots/review.png.
+Skips when /usr/bin/chromium or playwright is missing (tools/system_deps.sh installs chromium).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = Path("/usr/bin/chromium")
+SHOTS = ROOT / "artifacts" / "screenshots"
+
+if not CHROMIUM.exists():
+    pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium; tools/system_deps.sh does it)",
+                allow_module_level=True)
+sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+for _needed in ("gradio", "uvicorn", "fastapi"):
+    if importlib.util.find_spec(_needed) is None:
+        pytest.skip(f"{_needed} is not installed", allow_module_level=True)
+
+pytestmark = pytest.mark.slow
+
+WRONG = "a large purple triangle and a small red circle on a black background."
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    from lib_clipcap.shapes import make_scene
+
+    root = tmp_path_factory.mktemp("review_root")
+    ds = root / "set"
+    ds.mkdir()
+    for i in range(5):
+        scene = make_scene(21, i)
+        scene.render().save(ds / f"{i}.png")
+        (ds / f"{i}.txt").write_text(scene.captions[0], encoding="utf-8")
+    (ds / "3.txt").write_text(WRONG, encoding="utf-8")
+    return root, ds
+
+
+@pytest.fixture(scope="module")
+def server(dataset):
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/"
+    env = dict(os.environ, HF_HUB_OFFLINE="1", GRADIO_ANALYTICS_ENABLED="False",
+               PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    log = open(ROOT / "artifacts" / "serve-review.log", "w")
+    proc = subprocess.Popen([sys.executable, "-m", "lib_clipcap", "serve", "--port", str(port), "--demo", "--device",
+                             "cpu", "--offline", "--batch-root", str(dataset[0])], cwd=ROOT, env=env, stdout=log,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while True:
+        assert proc.poll() is None, "serve exited; see artifacts/serve-review.log"
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200:
+                    break
+        except OSError:
+            pass
+        assert time.monotonic() < deadline, "serve did not answer in time"
+        time.sleep(0.3)
+    yield url
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
+    log.close()
+
+
+@pytest.fixture(scope="module")
+def page(server):
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True,
+                                    args=["--no-sandbox", "--disable-dev-shm-usage"])
+        pg = browser.new_page(viewport={"width": 1280, "height": 1000})
+        pg.set_default_timeout(90_000)
+        pg.goto(server)
+        yield pg
+        browser.close()
+
+
+def _text(page, elem_id: str) -> str:
+    return page.locator(f"#{elem_id}").first.inner_text()
+
+
+def _wait_text(page, elem_id: str, fragment: str) -> None:
+    page.wait_for_function("([id, frag]) => { const e = document.querySelector('#' + id); "
+                           "return e && e.innerText.includes(frag); }", arg=[elem_id, fragment])
+
+
+def _caption_box(page):
+    return page.locator("#clipcap_review_caption textarea")
+
+
+def test_open_sort_edit_save_undo_recaption_bulk(page, dataset):
+    _, ds = dataset
+    page.get_by_text("Review", exact=True).first.click()  # open the accordion
+    page.locator("#clipcap_review_folder textarea, #clipcap_review_folder input").first.fill("set")
+    page.locator("#clipcap_review_scan").click()
+    _wait_text(page, "clipcap_review_status", "Scanned and scored 5 images")
+    # Worst first: the wrong caption is selected and shown, the gallery has every image.
+    assert _caption_box(page).input_value() == WRONG
+    assert "1 / 5" in _text(page, "clipcap_review_selected") and "3.png" in _text(page, "clipcap_review_selected")
+    assert page.locator("#clipcap_review_gallery img").count() >= 5
+
+    # Sort by path.
+    sort = page.locator("#clipcap_review_sort input").first
+    sort.click()
+    page.get_by_role("option", name="path", exact=True).click()
+    _wait_text(page, "clipcap_review_selected", "0.png")
+
+    # Keyboard: Alt+Right moves to the next image even from the caption box.
+    _caption_box(page).click()
+    page.keyboard.press("Alt+ArrowRight")
+    _wait_text(page, "clipcap_review_selected", "1.png")
+    assert "2 / 5" in _text(page, "clipcap_review_selected")
+
+    # Edit and save with Ctrl+S; then undo.
+    original = (ds / "1.txt").read_text(encoding="utf-8")
+    _caption_box(page).fill("a hand-written caption")
+    page.keyboard.press("Control+s")
+    _wait_text(page, "clipcap_review_status", "Saved")
+    assert (ds / "1.txt").read_text(encoding="utf-8") == "a hand-written caption"
+    page.locator("#clipcap_review_undo").click()
+    _wait_text(page, "clipcap_review_status", "Undone: 1 restored")
+    assert (ds / "1.txt").read_text(encoding="utf-8") == original
+
+    # Recaption the selected image with the demo model; take the first candidate; save it.
+    page.locator("#clipcap_review_recaption").click()
+    _wait_text(page, "clipcap_review_compare", "CLIP-S")
+    page.locator("#clipcap_review_use").click()
+    page.wait_for_function("() => { const t = document.querySelector('#clipcap_review_caption textarea'); "
+                           "return t && t.value.endsWith('.') && t.value !== 'a hand-written caption'; }")
+    chosen = _caption_box(page).input_value()
+    assert chosen in _text(page, "clipcap_review_compare")
+    page.locator("#clipcap_review_save").click()
+    # The demo model may give back exactly the caption that is there: then the save changes nothing.
+    page.wait_for_function("() => { const t = document.querySelector('#clipcap_review_status').innerText; "
+                           "return t.includes('Saved') || t.includes('No change'); }")
+    assert (ds / "1.txt").read_text(encoding="utf-8") == chosen
+
+    # Bulk prefix: preview the count, apply, every file starts with the trigger.
+    page.get_by_text("Bulk edit", exact=True).first.click()
+    page.locator("#clipcap_review_prefix textarea, #clipcap_review_prefix input").first.fill("sks")
+    page.locator("#clipcap_review_bulk_preview").click()
+    _wait_text(page, "clipcap_review_bulk_info", "5 caption files would change")
+    assert all(not p.read_text(encoding="utf-8").startswith("sks") for p in ds.glob("*.txt"))
+    page.locator("#clipcap_review_bulk_apply").click()
+    _wait_text(page, "clipcap_review_status", "Changed 5 caption files")
+    assert all(p.read_text(encoding="utf-8").startswith("sks, ") for p in ds.glob("*.txt"))
+    page.screenshot(path=str(SHOTS / "review.png"), full_page=True)
