@@ -94,18 +94,27 @@ def caption_in_batches(images: Sequence | Any, batch_size: int,
     if not isinstance(images, (list, tuple)):
         images = [images]
     results: list[CaptionResult | None] = [None] * len(images)
-    pending: list[tuple[int, Any]] = []
+    pending: list[tuple[int, Any]] = []  # at most one batch of decoded images is held at a time
+    start = 0
+
+    def flush() -> None:
+        nonlocal start
+        for (i, _), res in zip(pending, caption_batch([img for _, img in pending], start)):
+            res.source = describe_source(images[i])
+            results[i] = res
+        start += len(pending)
+        pending.clear()
+
     for i, src in enumerate(images):
         img, err = try_load_image(src)
         if err is not None:
             results[i] = CaptionResult(text="", score=None, source=describe_source(src), error=err)
-        else:
-            pending.append((i, img))
-    for start in range(0, len(pending), batch_size):
-        chunk = pending[start : start + batch_size]
-        for (i, _), res in zip(chunk, caption_batch([img for _, img in chunk], start)):
-            res.source = describe_source(images[i])
-            results[i] = res
+            continue
+        pending.append((i, img))
+        if len(pending) == batch_size:
+            flush()
+    if pending:
+        flush()
     return results  # type: ignore[return-value]
 
 
@@ -385,9 +394,13 @@ class Captioner:
             no_repeat_ngram_size=no_repeat_ngram_size, max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens,
             seed=seed, banned_words=banned_words,
         )
-        return caption_in_batches(
-            images, batch_size, lambda imgs, start: self.caption_pixels(self.clip.preprocess_images(imgs), opts,
-                                                                        rerank=rerank))
+        def caption_batch(imgs: list, start: int) -> list[CaptionResult]:
+            # Each batch draws its own samples: the seed is offset by the batch's position (as SBG does), so equal
+            # images in different batches do not get the same "random" captions, and a call stays reproducible.
+            batch_opts = opts if opts.seed is None else opts.replace(seed=opts.seed + start)
+            return self.caption_pixels(self.clip.preprocess_images(imgs), batch_opts, rerank=rerank)
+
+        return caption_in_batches(images, batch_size, caption_batch)
 
     def caption_pixels(self, pixels: torch.Tensor, options, *, rerank: str = "none") -> list[CaptionResult]:
         """Caption preprocessed pixels ``[batch, 3, H, W]`` (from ``clip.preprocess``) with ``options``."""

@@ -175,3 +175,35 @@ def test_result_json_carries_the_chosen_captions_clip_score():
     r = CaptionResult(text="b", score=-1.0, candidates=[Candidate("b", -1.0, 0.7, 0.9), Candidate("a", -0.5, 0.6)])
     assert r.chosen is r.candidates[0] and r.to_dict()["clip_score"] == 0.7
     assert CaptionResult(text="", score=None, error="x").to_dict()["clip_score"] is None
+
+
+def test_each_batch_draws_its_own_samples_and_a_call_is_reproducible(demo_captioner):
+    img = shapes.heldout_scenes(3)[2].render()
+    kw = dict(decoding="sample", temperature=3.0, num_candidates=4, seed=11, batch_size=2, max_new_tokens=20)
+    first = demo_captioner.caption([img] * 4, **kw)
+    texts = [[c.text for c in r.candidates] for r in first]
+    # positions 0 and 2 are the first row of two batches: with one seed for every batch they were identical
+    assert texts[0] != texts[2]
+    assert [[c.text for c in r.candidates] for r in demo_captioner.caption([img] * 4, **kw)] == texts
+
+
+def test_inputs_are_decoded_one_batch_at_a_time(monkeypatch):
+    from lib_clipcap import images as images_mod
+    from lib_clipcap.captioner import CaptionResult, caption_in_batches
+
+    events: list[str] = []
+    real = images_mod.try_load_image
+
+    def spy(src):
+        events.append(f"load {src}")
+        return real(Image.new("RGB", (8, 8))) if src != "bad" else (None, "not an image")
+
+    monkeypatch.setattr(images_mod, "try_load_image", spy)
+
+    def batch(imgs, start):
+        events.append(f"caption {start}+{len(imgs)}")
+        return [CaptionResult(text=str(start + i), score=0.0) for i in range(len(imgs))]
+
+    out = caption_in_batches(["a", "b", "bad", "c", "d"], 2, batch)
+    assert events == ["load a", "load b", "caption 0+2", "load bad", "load c", "load d", "caption 2+2"]
+    assert [r.text for r in out] == ["0", "1", "", "2", "3"] and out[2].error == "not an image"
