@@ -259,7 +259,8 @@ def test_save_undo_and_journal(shapes_folder):
     old = Path(row.caption_file).read_bytes()
     out = save_captions(table, [(row.image, "a better caption")])
     assert [o.status for o in out] == ["saved"]
-    assert Path(row.caption_file).read_text(encoding="utf-8") == "a better caption" and row.caption == "a better caption"
+    assert Path(row.caption_file).read_text(encoding="utf-8") == "a better caption"
+    assert row.caption == "a better caption"
     # The journal records the edit, so a resumed tag run treats the file as finished.
     header = json.loads((folder / ".clipcap-journal.jsonl").read_text().splitlines()[0])
     journal = Journal(folder, header["signature"]).load()

@@ -154,7 +154,8 @@ class ReviewUI:
         out = []
         for image in order[:GALLERY_LIMIT]:
             r = by[image]
-            cap = "(no caption file)" if r.caption is None else (r.caption[:80] + ("…" if len(r.caption) > 80 else ""))
+            cap = "(no caption file)" if r.caption is None else r.caption
+            cap = cap[:80] + ("…" if len(cap) > 80 else "")
             flags = f" [{', '.join(r.flags)}]" if r.flags else ""
             out.append((self.thumbnail(r.image), f"{_fmt(r.clip_score)}{flags} {cap}"))
         return out
@@ -408,8 +409,8 @@ def build_review_section(manager: Any, *, job_manager: Any, model: Any, option_i
             c["max"] = compat.component(gr.Textbox, label="Max score", placeholder="none",
                                         elem_id="clipcap_review_max")
         c["summary"] = compat.component(gr.Markdown, value="", elem_id="clipcap_review_summary")
-        c["gallery"] = compat.component(gr.Gallery, label="Images, in the chosen order", columns=6, height=420, allow_preview=False,
-                                        elem_id="clipcap_review_gallery", show_label=True)
+        c["gallery"] = compat.component(gr.Gallery, label="Images, in the chosen order", columns=6, height=420,
+                                        allow_preview=False, elem_id="clipcap_review_gallery", show_label=True)
         with gr.Row():
             with gr.Column(scale=1):
                 c["preview"] = compat.component(gr.Image, label="Selected", type="pil", interactive=False,
