@@ -193,3 +193,13 @@ def test_loads_an_hf_gpt2_folder_like_the_published_generator(tmp_path, gpt2_tok
         stop = next((i for i, t in enumerate(ref) if t in set(gen.stop_ids)), len(ref))
         expected = clean_caption(gen.tokenizer.decode(ref[: stop + 1]))
         assert expected and cands[0].text == expected
+
+
+def test_batch_and_api_options_reach_sbg_under_their_common_names(sbg):
+    from lib_clipcap.batch import TagOptions
+    from lib_clipcap.batch.runner import model_options
+
+    opts, extra = model_options(sbg, TagOptions(inputs=["x"], decoding="sample", num_candidates=4, seed=3,
+                                                rerank="clip"))
+    assert (opts.mode, opts.num_candidates, opts.seed, extra) == ("sample", 4, 3, {"rerank": "clip"})
+    assert sbg.decoding_options(decoding="sample", num_candidates=2).num_candidates == 2

@@ -20,7 +20,6 @@ engines write, skip, resume and report exactly alike.
 from __future__ import annotations
 
 import contextlib
-import inspect
 import logging
 import os
 import queue
@@ -102,18 +101,14 @@ def _as_session(captioner: Any) -> SessionFn:
 def model_options(model: Any, options: TagOptions) -> tuple[Any, Dict[str, Any]]:
     """The model's decoding options for ``options``, and extra keywords for its ``caption_pixels``.
 
-    Maps the common names onto the model's own (``num_candidates`` is ``top_k_candidates`` for SBG models).
+    Every captioner's ``decoding_options`` takes the options table's names (``decoding``, ``beam_size``,
+    ``num_candidates``, ...; SBG models read ``num_candidates`` as their ``top_k_candidates``).
 
     Raises:
         DecodingError, ClipCapError: invalid decoding options.
     """
     kw = options.caption_kwargs()
     extra = {"rerank": kw.pop("rerank")} if "rerank" in kw else {}
-    params = inspect.signature(model.decoding_options).parameters
-    if "num_candidates" not in params and "top_k_candidates" in params:
-        kw["top_k_candidates"] = kw.pop("num_candidates")
-    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        kw = {k: v for k, v in kw.items() if k in params}  # drop what this model's decoder does not know
     return model.decoding_options(**kw), extra
 
 

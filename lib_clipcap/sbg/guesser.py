@@ -129,9 +129,16 @@ class BlindGuesser:
                          beam_size: int | None = None, temperature: float = 1.0, top_k: int = DEFAULT_TOP_K,
                          top_p: float = 1.0, repetition_penalty: float = 1.0, no_repeat_ngram_size: int = 0,
                          max_new_tokens: int = 67, min_new_tokens: int = 0, seed: int | None = None,
-                         banned_words: Sequence[str] = ()):
-        """:class:`~lib_clipcap.decoding.DecodingOptions` for ``top_k_candidates`` candidates per image."""
+                         banned_words: Sequence[str] = (), num_candidates: int | None = None):
+        """:class:`~lib_clipcap.decoding.DecodingOptions` for ``top_k_candidates`` candidates per image.
+
+        ``num_candidates`` is the name every other captioner uses for the same thing (batch tagging and the HTTP API
+        pass it); given, it is ``top_k_candidates``.
+        """
         from ..decoding import DecodingOptions
+
+        if num_candidates is not None:
+            top_k_candidates = num_candidates
 
         if top_k_candidates < 1:
             raise ClipCapError(f"top_k_candidates must be >= 1; got {top_k_candidates}")
