@@ -246,19 +246,35 @@ def _download(repo: str, filename: str, revision: str, folder: Path, progress: b
 _REACH_CACHE: dict[str, tuple[float, str | None]] = {}
 
 
-def _hub_unreachable(timeout: float = 3.0) -> str | None:
-    """Why the hub's host cannot be reached (no DNS, no route...), or None if a TCP connection works.
+def _first_hop(endpoint: str) -> tuple[str, int, str]:
+    """``(host, port, what)`` of the first connection a download to ``endpoint`` makes: the proxy named by
+    ``HTTPS_PROXY``/``HTTP_PROXY``/``ALL_PROXY`` (as huggingface_hub's HTTP client honours them, ``NO_PROXY``
+    included), else the hub itself."""
+    import urllib.request
+    from urllib.parse import urlparse
 
-    huggingface_hub retries failed connections for half a minute or more; without any network (a common case for
-    this tool: air-gapped GPU boxes, CI) one quick probe lets us say so at once. Cached for a minute per host.
+    url = urlparse(endpoint)
+    host, port = url.hostname or "huggingface.co", url.port or (443 if url.scheme == "https" else 80)
+    proxies = urllib.request.getproxies()  # the *_PROXY variables (any case), or the OS settings
+    proxy = proxies.get(url.scheme) or proxies.get("all")
+    if proxy and not urllib.request.proxy_bypass(host):
+        p = urlparse(proxy if "://" in proxy else f"http://{proxy}")
+        if p.hostname:
+            return p.hostname, p.port or (443 if p.scheme == "https" else 80), "proxy "
+    return host, port, ""
+
+
+def _hub_unreachable(timeout: float = 3.0) -> str | None:
+    """Why the hub cannot be reached (no DNS, no route, proxy down...), or None if a TCP connection works.
+
+    huggingface_hub retries failed connections for half a minute or more, even when the name does not resolve;
+    without any network (a common case for this tool: air-gapped GPU boxes, CI) one quick probe of the first hop
+    (the configured proxy, or the hub: :func:`_first_hop`) lets us say so at once. Cached for a minute per hop.
     """
     import socket
     import time
-    from urllib.parse import urlparse
 
-    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
-    url = urlparse(endpoint)
-    host, port = url.hostname or "huggingface.co", url.port or (443 if url.scheme == "https" else 80)
+    host, port, what = _first_hop(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
     now = time.monotonic()
     cached = _REACH_CACHE.get(f"{host}:{port}")
     if cached and now - cached[0] < 60:
@@ -267,7 +283,7 @@ def _hub_unreachable(timeout: float = 3.0) -> str | None:
         with socket.create_connection((host, port), timeout=timeout):
             reason = None
     except OSError as e:
-        reason = f"{host}:{port}: {e.strerror or e}"
+        reason = f"{what}{host}:{port}: {e.strerror or e}"
     _REACH_CACHE[f"{host}:{port}"] = (now, reason)
     return reason
 

@@ -341,3 +341,28 @@ def test_probe_reports_a_closed_port(monkeypatch) -> None:
     hub._REACH_CACHE.clear()
     reason = REAL_PROBE(timeout=2.0)
     assert reason is not None and f"127.0.0.1:{port}" in reason
+
+
+def test_probe_goes_through_the_configured_proxy(monkeypatch) -> None:
+    """Behind an HTTPS proxy the hub's own name may not resolve at all: the probe asks the proxy, as the download
+    would (a direct probe said "unreachable" on networks where downloads work)."""
+    import socket
+
+    for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy", "NO_PROXY",
+                 "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", "https://hub.invalid")  # a name that never resolves
+    with socket.socket() as listening:
+        listening.bind(("127.0.0.1", 0))
+        listening.listen(1)
+        port = listening.getsockname()[1]
+        monkeypatch.setenv("HTTPS_PROXY", f"http://127.0.0.1:{port}")
+        hub._REACH_CACHE.clear()
+        assert REAL_PROBE(timeout=2.0) is None  # the proxy answers: downloads may work
+        monkeypatch.setenv("NO_PROXY", "hub.invalid")  # bypassed: the probe goes direct, and fails
+        hub._REACH_CACHE.clear()
+        assert "hub.invalid" in (REAL_PROBE(timeout=2.0) or "")
+    monkeypatch.delenv("NO_PROXY")
+    hub._REACH_CACHE.clear()
+    reason = REAL_PROBE(timeout=2.0)  # the proxy is gone: said so, naming it
+    assert reason is not None and reason.startswith(f"proxy 127.0.0.1:{port}")
