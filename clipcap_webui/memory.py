@@ -153,7 +153,8 @@ class ForgePolicy:
     def __init__(self, memory_management: Any, model_patcher: Any) -> None:
         self.mm = memory_management
         self.model_patcher = model_patcher
-        self._patchers: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # captioner -> its patcher
+        # captioner -> (id of its grammar head when the patcher was made, the patcher)
+        self._patchers: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self._lock = threading.Lock()
 
     def load_device(self) -> Any:
@@ -166,17 +167,20 @@ class ForgePolicy:
         return host_queue()
 
     def patcher(self, model: Any) -> Any:
-        """The ``ModelPatcher`` of ``model`` (created once: cast to the dtype Forge picks for its load device)."""
+        """The ``ModelPatcher`` of ``model`` (cast to the dtype Forge picks for its load device). Made once per set
+        of weights: when a grammar head is attached later (loaded on first use), a new patcher covers it too and
+        Forge drops the old, abandoned one."""
         import torch
 
+        grammar = id(getattr(model, "grammar", None))
         with self._lock:
-            p = self._patchers.get(model)
-            if p is None:
+            made_for, p = self._patchers.get(model, (None, None))
+            if p is None or made_for != grammar:
                 load, offload = self.mm.text_encoder_device(), self.mm.text_encoder_offload_device()
                 fp16 = torch.device(load).type != "cpu" and bool(self.mm.should_use_fp16(device=load))
                 model.to(None, torch.float16 if fp16 else torch.float32)
                 p = self.model_patcher(torch_module(model), load_device=load, offload_device=offload)
-                self._patchers[model] = p
+                self._patchers[model] = (grammar, p)
             return p
 
     @contextlib.contextmanager

@@ -22,6 +22,7 @@ import torch
 
 from .errors import ClipCapError, IncompatibleCheckpointError, MissingFileError
 from .options_table import defaults as _table_defaults
+from .scoring import DEFAULT_GRAMMAR_WEIGHT
 
 log = logging.getLogger(__name__)
 
@@ -237,6 +238,11 @@ class Captioner:
         self.model = model.eval().requires_grad_(False)
         self.tokenizer = tokenizer
         self.name = name
+        # The grammar head for rerank="clip+grammar" (a lib_clipcap.grammar.GrammarScorer): set by attach_grammar or
+        # loaded on first use; part of the captioner's state, so to() moves it, unload() frees it and the WebUI's
+        # memory managers see its weights.
+        self.grammar = None
+        self.grammar_weight = DEFAULT_GRAMMAR_WEIGHT
         self._lock = threading.RLock()
         cfg = model.config
         check_feature_size(clip, cfg.prefix_size, name or "the checkpoint")
@@ -448,6 +454,8 @@ class Captioner:
         with self._lock:
             self.model.to(device=device, dtype=dtype)
             self.clip.to(device=device, dtype=dtype)
+            if self.grammar is not None:
+                self.grammar.to(device=device, dtype=dtype)
         return self
 
     def unload(self) -> None:
@@ -456,6 +464,7 @@ class Captioner:
             on_cuda = self.device.type == "cuda"
             self.model = None  # type: ignore[assignment]
             self.clip = None
+            self.grammar = None
             if on_cuda:
                 torch.cuda.empty_cache()
 

@@ -202,6 +202,15 @@ class GrammarScorer:
         p = next(self.head.parameters())
         return self.head(feats.to(p.device, p.dtype)).float().softmax(-1)[:, 1]
 
+    @property
+    def model(self) -> nn.Module:
+        """The scorer's own weights (the head, and the fine-tuned text tower when it has one) as one module, for
+        memory managers that take a module (the CLIP backbone it reads is its owner's)."""
+        parts = {"head": self.head}
+        if self.text_model is not None:
+            parts["text_model"] = self.text_model
+        return nn.ModuleDict(parts)
+
     def to(self, device=None, dtype=None) -> "GrammarScorer":
         self.head.to(device=device)
         if self.text_model is not None:

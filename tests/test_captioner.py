@@ -207,3 +207,22 @@ def test_inputs_are_decoded_one_batch_at_a_time(monkeypatch):
     out = caption_in_batches(["a", "b", "bad", "c", "d"], 2, batch)
     assert events == ["load a", "load b", "caption 0+2", "load bad", "load c", "load d", "caption 2+2"]
     assert [r.text for r in out] == ["0", "1", "", "2", "3"] and out[2].error == "not an image"
+
+
+def test_the_grammar_head_is_state_of_the_captioner():
+    import torch
+
+    from lib_clipcap.scoring import attach_grammar
+
+    cap = Captioner.from_pretrained("shapes-demo", device="cpu")  # its own copy: this test moves and unloads it
+    assert cap.grammar is None
+    img = shapes.heldout_scenes(1)[0].render()
+    cap.caption(img, decoding="beam", num_candidates=3, rerank="clip+grammar")
+    head = cap.grammar
+    assert head is not None  # loaded on first use, kept
+    cap.to(dtype=torch.float64)
+    assert head.text_model is not None and next(head.text_model.parameters()).dtype == torch.float64
+    cap.to(dtype=torch.float32)
+    assert attach_grammar(cap, head, weight=2.0) is head and cap.grammar_weight == 2.0
+    cap.unload()
+    assert cap.grammar is None and cap.model is None

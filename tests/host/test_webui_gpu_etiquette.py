@@ -161,6 +161,7 @@ def test_button_waits_for_a_running_generation_without_deadlock(make_webui, fake
     assert [c["queue_locked"] for c in loader.loaded[0].calls] == [True, True]
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_a1111_real_model_visits_the_gpu_in_fp16_and_goes_back(make_webui):
     make_webui("a1111")  # devices.device_interrogate: the optimal device, CUDA here
@@ -178,3 +179,28 @@ def test_a1111_real_model_visits_the_gpu_in_fp16_and_goes_back(make_webui):
     assert caption_once()
     assert seen == {"device": "cuda", "dtype": torch.float16}
     assert captioner.device.type == "cpu"
+
+
+def test_forge_sees_the_grammar_head_once_it_is_loaded(make_webui):
+    """rerank="clip+grammar" loads the bundled grammar head on first use; from then on Forge manages its weights
+    with the captioner's."""
+    make_webui("forge")
+    from backend import memory_management
+
+    from clipcap_webui import host
+
+    assert caption_once()
+    captioner = host.get_manager().get("shapes-demo")
+    assert captioner.grammar is None
+    from PIL import Image
+
+    from clipcap_webui.memory import run_caption
+
+    run_caption(host.get_manager(), [Image.new("RGB", (64, 64), "red")], model="shapes-demo", decoding="beam",
+                num_candidates=3, rerank="clip+grammar")
+    assert captioner.grammar is not None
+    run_caption(host.get_manager(), [Image.new("RGB", (64, 64), "red")], model="shapes-demo", decoding="greedy")
+    patcher = [c for c in memory_management.calls if c[0] == "load_models_gpu"][-1][1][0]
+    managed = {id(p) for p in patcher.model.parameters()}
+    assert {id(p) for p in captioner.grammar.model.parameters()} <= managed
+    assert {id(p) for p in captioner.model.parameters()} <= managed
