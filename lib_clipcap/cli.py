@@ -14,8 +14,8 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from .errors import ClipCapError, MissingFileError
-from .options_table import DEMO_MODEL, demo_fallback_notice, get_option
+from .errors import ClipCapError
+from .options_table import get_option
 
 PREFIX = "clipcap:"
 log = logging.getLogger("lib_clipcap")
@@ -95,36 +95,13 @@ def decoding_kwargs(args: argparse.Namespace, *, decoding: str | None = None) ->
 
 
 def load_captioner(args: argparse.Namespace, *, allow_demo_fallback: bool = True):
-    """Build the captioner the arguments ask for.
+    """The captioner the parsed arguments ask for (:func:`lib_clipcap.loading.load_captioner`; notices on stderr)."""
+    from .loading import load_captioner as load
 
-    With no ``--model``/``--checkpoint``, the default model is tried and, if its files are not available (offline,
-    not downloaded), the bundled demo model is used instead, with a message saying so and how to get real weights.
-    """
-    import os
-
-    from .captioner import Captioner
-    from .registry import DEFAULT_MODEL
-
-    if args.offline:
-        os.environ["HF_HUB_OFFLINE"] = "1"
-    common = dict(models_dir=args.models_dir, device=args.device, dtype=args.dtype)
-    if args.checkpoint:
-        if not args.clip_model:
-            raise ClipCapError("--checkpoint needs --clip-model (e.g. ViT-B-32 for COCO, ViT-L-14 for Flickr)")
-        return Captioner.from_checkpoint(args.checkpoint, clip_model=args.clip_model,
-                                         clip_pretrained=args.clip_pretrained, tokenizer=args.tokenizer,
-                                         gpt2=args.gpt2, normalize=args.normalize, **common)
-    if args.model:
-        return Captioner.from_pretrained(args.model, **common)
-    # The default is tried for real (unlike resolve_model, which never downloads): online, the first run downloads it.
-    try:
-        return Captioner.from_pretrained(DEFAULT_MODEL, **common)
-    except MissingFileError as e:
-        if not allow_demo_fallback:
-            raise
-        eprint(f"the default model '{DEFAULT_MODEL}' is not available here: {e}")
-        eprint(demo_fallback_notice(DEFAULT_MODEL))
-        return Captioner.from_pretrained(DEMO_MODEL, **common)
+    return load(model=args.model, checkpoint=args.checkpoint, clip_model=args.clip_model,
+                clip_pretrained=args.clip_pretrained, tokenizer=args.tokenizer, gpt2=args.gpt2,
+                normalize=args.normalize, models_dir=args.models_dir, device=args.device, dtype=args.dtype,
+                offline=bool(args.offline), allow_demo_fallback=allow_demo_fallback, notify=eprint)
 
 
 def collect_images(inputs: list[str], *, recursive: bool) -> list[Path]:

@@ -222,3 +222,16 @@ def test_models_command_imports_no_torch():
             "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_loading_is_a_library_function_the_cli_shares(tmp_path):
+    from lib_clipcap.errors import ClipCapError, MissingFileError
+    from lib_clipcap.loading import load_captioner
+
+    notes: list[str] = []
+    cap = load_captioner(models_dir=tmp_path, device="cpu", offline=True, notify=notes.append)
+    assert cap.name == "shapes-demo" and "flickr8k" in notes[0] and len(notes) == 2
+    with pytest.raises(MissingFileError):
+        load_captioner(models_dir=tmp_path, device="cpu", offline=True, allow_demo_fallback=False)
+    with pytest.raises(ClipCapError, match="CLIP model"):
+        load_captioner(checkpoint=tmp_path / "x.pt")

@@ -2,7 +2,7 @@
 
 A loaded :class:`~lib_clipcap.captioner.Captioner` is hundreds of megabytes and holds a lock, so it is not what we
 ship to a cluster; a :class:`ModelSpec` is a few strings, and each actor calls :meth:`ModelSpec.load` once, on its
-own GPU. Loading follows the ``tag`` command's rules exactly (:func:`lib_clipcap.cli.load_captioner`: registry name
+own GPU. Loading follows the ``tag`` command's rules exactly (:func:`lib_clipcap.loading.load_captioner`: registry name
 or checkpoint, models folder, offline mode, no silent fallback to the demo model), so a Ray run and a local run of
 the same command line use the same model. The model files must be available on every node: a shared models folder
 (``models_dir``), or the hub reachable from each node.
@@ -70,12 +70,12 @@ class ModelSpec:
         Raises:
             UnknownModelError, MissingFileError, CheckpointError, ClipCapError: as ``python -m lib_clipcap tag``.
         """
-        from ..cli import load_captioner
+        from ..loading import load_captioner
 
         values = asdict(self)
         values["device"] = device or self.device
         values["dtype"] = dtype or self.dtype
-        return load_captioner(argparse.Namespace(**values), allow_demo_fallback=False)
+        return load_captioner(**values, allow_demo_fallback=False)
 
     def describe(self) -> str:
         """Short human-readable form for logs."""

@@ -78,7 +78,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def _load_clip(args: argparse.Namespace) -> Any:
     import os
 
-    from ..cli import DEMO_MODEL
+    from ..options_table import DEMO_MODEL
     from ..errors import MissingFileError
     from ..registry import DEFAULT_MODEL
     from .scoring import load_review_clip
