@@ -432,11 +432,49 @@ def resolve_model_files(
         MissingFileError: not installed and ``download`` is False or impossible (the message says what to do).
     """
     if entry.kind == "sbg":
-        from .sbg.locate import resolve_generator_folder
-
         base = Path(models_dir).expanduser() if models_dir else default_models_dir()
         return resolve_generator_folder(entry, base, download=download)
     return resolve_model_file(entry, models_dir=models_dir, download=download, progress=progress)
+
+
+#: The files an SBG generator folder must hold.
+SBG_GENERATOR_FILES = ("config.json", "model.safetensors")
+
+
+def resolve_generator_folder(entry: ModelEntry, models_dir: Path, *, download: bool = True) -> Path:
+    """The local generator folder of a registry SBG entry (``download=False``: never touch the network).
+
+    ``bundled``: a folder inside the package. ``manual``: ``<models_dir>/<filename>/`` (a folder the user puts
+    there). ``hub``: ``<models_dir>/<repo>/`` with the folder's files downloaded there.
+
+    Raises:
+        MissingFileError: the folder or its files are missing (the message says where to get them and put them).
+    """
+    src = entry.source
+    needed = list(SBG_GENERATOR_FILES)
+    if src.type == "bundled":
+        folder = package_path(src.path or "")
+        if not all((folder / f).is_file() for f in needed):
+            raise MissingFileError(f"bundled SBG generator {folder} of {entry.name!r} is incomplete (needs "
+                                   f"{', '.join(needed)}); rebuild it with tools/build_sbg_fixtures.py")
+        return folder
+    if src.type == "manual":
+        folder = models_dir / (src.filename or "")
+        missing = [f for f in needed if not (folder / f).is_file()]
+        if missing:
+            how = f" {src.instructions}" if src.instructions else ""
+            raise MissingFileError(
+                f"SBG generator {entry.name!r} is not in {folder} (missing {', '.join(missing)}). It cannot be "
+                f"downloaded automatically: get it from {src.url}.{how} The folder must end up at {folder}, "
+                f"holding {', '.join(needed)}.")
+        return folder
+    if src.type == "hub":
+        sub = Path(src.filename or "").parent
+        files = [str(sub / f) if str(sub) != "." else f for f in needed]
+        root = resolve_hub_files(src.repo or "", files, models_dir=models_dir, revision=src.revision,
+                                 download=download)
+        return root / sub
+    raise ClipCapError(f"SBG model {entry.name!r} has an unknown source type {src.type!r}")
 
 
 def resolve_hub_files(

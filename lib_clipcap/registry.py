@@ -46,7 +46,7 @@ Source types:
 
 SBG generators are folders (an HF-format GPT-2: ``config.json`` + ``model.safetensors``): for them ``path`` (bundled)
 and ``filename`` (manual: a folder name inside the models folder) name that folder; see
-:func:`lib_clipcap.sbg.guesser.resolve_generator_folder`.
+:func:`lib_clipcap.hub.resolve_generator_folder`.
 
 Bundled files are *not* required to exist when the registry is loaded: a missing one is reported only when the model
 is resolved (see :func:`lib_clipcap.hub.resolve_model_file`).
