@@ -62,6 +62,27 @@ def _quiet_random_init_warning(enabled: bool):
         root.removeFilter(filt)
 
 
+def _tokenizer_for(tokenizer: Callable, model) -> Callable:
+    """The tokenizer, padding to the model's own context length.
+
+    Older open_clip (2.20, A1111's pin) returns a plain ``tokenize`` that always pads to 77 tokens, whatever the
+    model config says, so a text tower with a shorter context (the bundled 32-token demo CLIP) fails on every text;
+    newer ones read the length from the config. Binding it explicitly works with both.
+    """
+    import functools
+    import inspect
+
+    ctx = getattr(model, "context_length", None)
+    pos = getattr(model, "positional_embedding", None)
+    if ctx is None and pos is not None:
+        ctx = int(pos.shape[0])
+    try:
+        takes_length = "context_length" in inspect.signature(tokenizer).parameters
+    except (TypeError, ValueError):
+        takes_length = False
+    return functools.partial(tokenizer, context_length=int(ctx)) if ctx and takes_length else tokenizer
+
+
 class ClipBackbone:
     """An open_clip model in eval mode with its preprocessing; encodes images and texts to features."""
 
@@ -134,7 +155,8 @@ class ClipBackbone:
                     f"CLIP weights {local} do not fit open_clip model {name}: {str(e)[:300]}"
                 ) from e
         clip = clip.to(device=device, dtype=dtype)
-        return cls(clip, preprocess, open_clip.get_tokenizer(name), name=name, pretrained=str(pretrained))
+        return cls(clip, preprocess, _tokenizer_for(open_clip.get_tokenizer(name), clip), name=name,
+                   pretrained=str(pretrained))
 
     @property
     def embed_dim(self) -> int:
