@@ -425,3 +425,20 @@ def test_kill_during_save_leaves_old_or_new_text(shapes_folder):
     assert save_captions(table, [(image, "final")])[0].status == "saved"
     assert cap.read_text(encoding="utf-8") == "final"
     assert not list(folder.glob(".im3.txt.*.tmp"))
+
+
+def test_a_resumed_tag_run_keeps_a_reviewed_edit(shapes_folder, demo_captioner):
+    """An edit is journaled under the tag run's own signature, so resuming that run (even with existing=overwrite)
+    treats the edited file as finished instead of captioning over the user's fix."""
+    from lib_clipcap.batch import TagOptions, run_tagging
+
+    folder, _ = shapes_folder
+    options = TagOptions(inputs=[str(folder)], existing="overwrite", workers=0)
+    first = run_tagging(options, demo_captioner)
+    assert first.written == 7
+    table = scan_folder(folder)
+    edited = table.row(str(folder / "im1.png"))
+    save_captions(table, [(edited.image, "fixed by hand")])
+    second = run_tagging(options, demo_captioner)
+    assert second.written == 0 and second.skipped == 7
+    assert Path(edited.caption_file).read_text(encoding="utf-8") == "fixed by hand"
