@@ -55,3 +55,26 @@ def test_recipe_beats_the_consensus_baseline(hard_world, seed, tmp_path):
     opts = cap.decoding_options(decoding="greedy", num_candidates=1, max_new_tokens=40)
     trained = _scores([r.text for r in cap.caption_features(test.features, opts)], test.captions)
     assert trained[0] > baseline[0] and trained[1] > baseline[1], (seed, trained, baseline, result.best_step)
+
+
+def test_training_features_and_inference_features_give_the_same_captions(demo_captioner, tmp_path):
+    """The features a model is trained on (a `train features` folder: raw CLIP outputs) and the features inference
+    computes from the image files must meet the mapper normalised the same way, or a trained model is evaluated on
+    inputs it never saw."""
+    from lib_clipcap.eval.datasets import load_dataset
+    from lib_clipcap.eval.shapes_data import write_shapes_dataset
+    from lib_clipcap.train.features import extract_features, load_features
+
+    captions = write_shapes_dataset(tmp_path / "w", train=20, test=12)
+    ds = load_dataset(captions, split="test", test_images=12)
+    cap = demo_captioner
+    extract_features(ds, tmp_path / "f", clip=cap.clip, clip_model=CLIP_MODEL, clip_pretrained=CLIP_WEIGHTS,
+                     batch_size=6, workers=0, progress=False)
+    fs = load_features(tmp_path / "f")
+    assert fs.meta["normalized"] is False and cap.model.config.normalize
+    opts = cap.decoding_options(decoding="greedy", num_candidates=1, max_new_tokens=24)
+    from_folder = [r.text for r in cap.caption_features(fs.features, opts)]
+    from_images = [r.text for r in cap.caption([str(it.path) for it in ds.items], decoding="greedy",
+                                               num_candidates=1, max_new_tokens=24)]
+    assert from_folder == from_images
+    assert sum(t.rstrip(".") in {r.rstrip(".") for r in it.references} for t, it in zip(from_images, ds.items)) >= 9
