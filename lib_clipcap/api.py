@@ -531,7 +531,8 @@ def create_router(manager: Any, *, credentials: Optional[Mapping[str, str]] = No
     _add_batch_routes(router, manager, job_manager, current_default, batch_unavailable)
     from .review.routes import add_review_routes  # caption review: the same folders and rules as batch tagging
 
-    add_review_routes(router, manager, job_manager, current_default, batch_unavailable)
+    add_review_routes(router, manager, job_manager, current_default, batch_unavailable, read_json=read_json,
+                      api_error=ApiError)
     return router
 
 

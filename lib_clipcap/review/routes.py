@@ -16,7 +16,7 @@ The same rules as batch tagging: the folders a job manager allows, nothing witho
 # No ``from __future__ import annotations``: FastAPI 0.94 (A1111) resolves route annotations at creation.
 
 import math
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Awaitable, Callable, Dict, List, Optional
 
 from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
@@ -78,24 +78,43 @@ def _strings(data: Dict[str, Any], name: str) -> Optional[List[str]]:
 
 
 def add_review_routes(router: APIRouter, manager: Any, job_manager: Any, current_default: Callable[[], str],
-                      unavailable: Optional[str] = None) -> None:
+                      unavailable: Optional[str] = None, *, read_json: Callable[..., Awaitable[Dict[str, Any]]],
+                      api_error: type) -> None:
     """Add the review routes to the ``/clipcap/v1`` router (called at the end of ``api.create_router``).
 
     Args:
         router: The API router (its route class answers errors as JSON).
         manager: The model manager (scoring uses the model's CLIP through it).
-        job_manager: The batch job manager whose ``allowed_roots`` limit the folders; ``None``: the routes answer
-            503, as the batch routes do.
+        job_manager: The batch job manager whose folders and caption suffixes limit review; ``None``: the routes
+            answer 503, as the batch routes do.
         current_default: The server's default model name.
         unavailable: The batch routes' 503 message when ``job_manager`` is ``None`` (it names the setting that
             allows folders); review says the same.
+        read_json: The API's body reader (``read_json(request, limit)``: JSON objects only, size-limited).
+        api_error: The API's error class (``api_error(status, type, message, **extra)``), which its route class
+            answers as a JSON error body. Both are handed in rather than imported: the API module imports this one.
     """
-    from ..api import _ERRORS, ApiError, _check_fields, _resolve_model
-    from ..api import read_json as _read_json
     from ..batch.errors import BatchInputError, BatchLockedError, PathNotAllowedError
+    from ..registry import get_model
     from .edits import ReviewEditError, undo_depth
     from .flags import CaptionTextError
     from .service import ReviewService
+
+    ApiError = api_error  # noqa: N806 - used as the class it is
+    _read_json = read_json
+
+    def _check_fields(data: Dict[str, Any], allowed: List[str]) -> None:
+        unknown = [k for k in data if k not in allowed]
+        if unknown:
+            raise ApiError(422, "invalid_option", f"unknown field {unknown[0]!r}; valid fields: {', '.join(allowed)}",
+                           field=unknown[0])
+
+    def _resolve_model(name: Any, default: str) -> str:
+        if name is None or name == "":
+            name = default
+        if not isinstance(name, str):
+            raise OptionError("model", name, "must be a model name (a string)")
+        return get_model(name).name  # UnknownModelError -> 404 listing the valid names
 
     state: Dict[str, Any] = {}
 
@@ -132,7 +151,7 @@ def add_review_routes(router: APIRouter, manager: Any, job_manager: Any, current
         except BatchLockedError as e:
             raise ApiError(409, "folder_busy", str(e)) from None
 
-    @router.post("/review", responses=_ERRORS, summary="Scan a tagged folder: scored caption table, worst first, paged")
+    @router.post("/review", summary="Scan a tagged folder: scored caption table, worst first, paged")
     async def review(request: Request) -> Any:
         svc = service()
         data = await _read_json(request, _BODY_LIMIT)
@@ -179,7 +198,7 @@ def add_review_routes(router: APIRouter, manager: Any, job_manager: Any, current
 
         return await run_in_threadpool(run, work)
 
-    @router.put("/review/caption", responses=_ERRORS, summary="Save one caption (atomic, journaled, undoable)")
+    @router.put("/review/caption", summary="Save one caption (atomic, journaled, undoable)")
     async def save_caption(request: Request) -> Any:
         svc = service()
         data = await _read_json(request, _BODY_LIMIT)
@@ -213,7 +232,7 @@ def add_review_routes(router: APIRouter, manager: Any, job_manager: Any, current
 
         return await run_in_threadpool(run, work)
 
-    @router.post("/review/undo", responses=_ERRORS, summary="Undo the last caption save in a folder")
+    @router.post("/review/undo", summary="Undo the last caption save in a folder")
     async def undo(request: Request) -> Any:
         svc = service()
         data = await _read_json(request, _BODY_LIMIT)
