@@ -118,6 +118,7 @@ def journal_records(folder: Path) -> int:
         return 0
 
 
+@pytest.mark.slow
 def test_sigkill_mid_run_leaves_no_partial_caption_and_rerun_finishes_the_rest(demo_captioner, tmp_path):
     folder, clean = tmp_path / "ds", tmp_path / "clean"
     imgs = make_images(folder, 40)

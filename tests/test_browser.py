@@ -100,6 +100,7 @@ def browser():
         b.close()
 
 
+@pytest.mark.slow
 def test_upload_caption_and_see_candidates(server, browser, tmp_path):
     from lib_clipcap import shapes
 

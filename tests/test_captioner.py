@@ -77,6 +77,7 @@ def test_unknown_model_lists_valid_names():
         Captioner.from_pretrained("no-such-model")
 
 
+@pytest.mark.slow
 def test_cli_caption_json(tmp_path):
     img = tmp_path / "a b ü.png"
     shapes.heldout_scenes(1)[0].render().save(img)
@@ -88,6 +89,7 @@ def test_cli_caption_json(tmp_path):
     assert len(data) == 1 and data[0]["source"].endswith("a b ü.png") and data[0]["text"]
 
 
+@pytest.mark.slow
 def test_cli_falls_back_to_the_demo_model_offline(tmp_path):
     env = {"HF_HUB_OFFLINE": "1", "CLIPCAP_MODELS_DIR": str(tmp_path), "PATH": "/usr/bin:/bin"}
     r = subprocess.run([sys.executable, "-m", "lib_clipcap", "caption"], cwd=ROOT, capture_output=True, text=True,
@@ -113,6 +115,7 @@ def test_import_is_cheap():
     assert out.strip() == "[]"
 
 
+@pytest.mark.slow
 def test_cli_sbg_and_rerank(tmp_path):
     img = tmp_path / "x.png"
     shapes.heldout_scenes(1)[0].render().save(img)

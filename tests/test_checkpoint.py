@@ -166,6 +166,7 @@ def test_saved_config_keeps_what_weights_cannot_show(tmp_path):
     assert got.gpt2.n_head == 4 and got.normalize and got.stop_token == "!"
 
 
+@pytest.mark.slow
 def test_inspect_cli_json(tmp_path):
     path = write_pt(tmp_path, "transformer.pt", TRANSFORMER)
     out = subprocess.run([sys.executable, "-m", "lib_clipcap", "inspect", str(path), "--json"], cwd=ROOT,

@@ -281,6 +281,7 @@ def test_object_storage_urls_are_listed_planned_and_decoded(dataset, demo_captio
     assert "missing.png" in out["error"][2] and "not an image" in out["error"][3]
 
 
+@pytest.mark.slow
 @pytest.mark.ray
 def test_ray_run_equals_single_machine_run_and_resumes(cluster, dataset, reference, tmp_path, caplog):
     ensure_worker(cluster)
@@ -328,6 +329,7 @@ def test_ray_run_equals_single_machine_run_and_resumes(cluster, dataset, referen
     assert {p: p.stat().st_mtime_ns for p in folder.rglob("*.txt")} == before
 
 
+@pytest.mark.slow
 @pytest.mark.ray
 def test_manifest_only_url_run_stops_and_the_cli_resumes_it(cluster, dataset, reference, tmp_path, capsys):
     """Object-storage style: ``file://`` URLs, no caption files, the Parquet manifest as the only output and the
@@ -406,6 +408,7 @@ def together_spec(tmp_path: Path, delay_s: float = 0.0) -> TogetherSpec:
     return TogetherSpec(model="shapes-demo", barrier=str(barrier), actors=PLACEMENT["actors"], delay_s=delay_s)
 
 
+@pytest.mark.slow
 @pytest.mark.ray
 def test_killing_the_worker_node_mid_run_completes_on_the_head(cluster, dataset, reference, tmp_path, caplog):
     import ray

@@ -23,6 +23,7 @@ CANDS = {"a": "a large red circle on a black background.", "b": "A dog running i
          "c": "two people riding bikes", "d": "a girl in a pink dress"}
 
 
+@pytest.mark.slow
 @needs_java
 def test_parity_with_pycocoevalcap():
     from pycocoevalcap.bleu.bleu import Bleu

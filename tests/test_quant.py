@@ -92,6 +92,7 @@ def test_int8_captioner_writes_the_same_greedy_captions_on_the_samples(demo_capt
         Captioner.from_pretrained("shapes-demo", device="cuda", dtype="int8")
 
 
+@pytest.mark.slow
 @needs_int8
 def test_int8_from_the_command_line(tmp_path):
     import json

@@ -20,6 +20,7 @@ def world(tmp_path_factory, tiny_clip):
     return make_world(tmp_path_factory.mktemp("shapes"), tiny_clip)
 
 
+@pytest.mark.slow
 def test_features_resume_and_record_normalisation(world, tiny_clip, tmp_path):
     from lib_clipcap.eval.datasets import load_dataset
     from lib_clipcap.train.features import extract_features, load_features
@@ -54,6 +55,7 @@ def test_padding_is_masked_never_token_zero():
     assert labels.tolist() == [[0, 5, 9], [7, 9, -100]]  # token 0 ("!" in GPT-2) is learned; padding is not
 
 
+@pytest.mark.slow
 def test_mlp_with_gradient_clipping_improves_bleu4(world, tiny_clip, tmp_path):
     from lib_clipcap.captioner import Captioner
     from lib_clipcap.model import ClipCapModel
@@ -78,6 +80,7 @@ def test_mlp_with_gradient_clipping_improves_bleu4(world, tiny_clip, tmp_path):
     assert cap.model.config.normalize and cap.model.config.tokenizer.endswith("tokenizer.json")
 
 
+@pytest.mark.slow
 def test_custom_tokenizer_variant_trains(world, tiny_clip, tmp_path):
     from lib_clipcap.captioner import Captioner
 
@@ -122,6 +125,7 @@ def _gpt2_folder(path):
     return gpt
 
 
+@pytest.mark.slow
 def test_prefix_only_transformer_trains_only_the_mapper(world, tmp_path):
     from lib_clipcap.captioner import Captioner
     from lib_clipcap.checkpoint import read_state_dict
@@ -146,6 +150,7 @@ def test_prefix_only_transformer_trains_only_the_mapper(world, tmp_path):
     assert bleu(texts, test.captions)[3] > 0.3
 
 
+@pytest.mark.slow
 def test_resume_matches_uninterrupted_run(world, tmp_path):
     from lib_clipcap.checkpoint import read_state_dict
     from lib_clipcap.train.clipcap import latest_checkpoint, train_clipcap

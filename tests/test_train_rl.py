@@ -20,6 +20,7 @@ def world(tmp_path_factory, tiny_clip):
     return make_world(tmp_path_factory.mktemp("shapes"), tiny_clip)
 
 
+@pytest.mark.slow
 def test_scst_raises_clip_score_and_keeps_grammar(world, tiny_clip, tmp_path):
     from lib_clipcap import shapes
     from lib_clipcap.captioner import Captioner

@@ -13,6 +13,7 @@ def world(tmp_path_factory, tiny_clip):
     return make_world(tmp_path_factory.mktemp("shapes"), tiny_clip)
 
 
+@pytest.mark.slow
 def test_sbg_generator_learns_captions_from_keywords(world, tiny_clip, tmp_path):
     from lib_clipcap.gpt2 import GPT2Config, GPT2LMHead
     from lib_clipcap.sbg import BlindGuesser

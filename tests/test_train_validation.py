@@ -69,6 +69,7 @@ def test_split_off_validation_holds_out_the_last_images(world):
         split_off_validation(train, 400)
 
 
+@pytest.mark.slow
 def test_validation_is_logged_and_the_best_checkpoint_is_the_final_model(world, tmp_path):
     from lib_clipcap.checkpoint import read_state_dict
     from lib_clipcap.train.clipcap import train_clipcap
@@ -89,6 +90,7 @@ def test_validation_is_logged_and_the_best_checkpoint_is_the_final_model(world, 
     assert final.keys() == kept.keys() and all(torch.equal(final[k], kept[k]) for k in final)
 
 
+@pytest.mark.slow
 def test_early_stopping_when_validation_stops_improving(world, tmp_path):
     from lib_clipcap.train.clipcap import train_clipcap
 

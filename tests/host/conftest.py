@@ -18,7 +18,8 @@ import webui_double  # noqa: E402
 MODES = ("a1111", "forge")
 
 
-@pytest.fixture(params=MODES)
+# The fast tier (-m "not slow") runs each host test once, against the A1111 double; the full run adds Forge.
+@pytest.fixture(params=[pytest.param(m, marks=pytest.mark.slow) if m == "forge" else m for m in MODES])
 def mode(request) -> str:
     return request.param
 

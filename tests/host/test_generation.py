@@ -105,7 +105,8 @@ def test_disabled_section_changes_nothing(webui, ui, out):
 
 
 # --------------------------------------------------------------------------------------------- files and metadata
-@pytest.mark.parametrize("fmt", ["png", "jpg", "webp"])
+@pytest.mark.parametrize("fmt", ["png", pytest.param("jpg", marks=pytest.mark.slow),
+                                 pytest.param("webp", marks=pytest.mark.slow)])
 def test_generation_writes_sidecar_and_metadata(webui, ui, out, fmt):
     from modules import infotext_utils, shared
 
@@ -444,7 +445,7 @@ def _img2img_batch(source, batch_input, prompt, values, out, **kwargs):
                            width=32, height=32, **kwargs)
 
 
-@pytest.mark.parametrize("source", ["from dir", "upload"])
+@pytest.mark.parametrize("source", ["from dir", pytest.param("upload", marks=pytest.mark.slow)])
 def test_img2img_batch_uses_each_inputs_caption_as_prompt(webui, ui, tmp_path, source):
     paths = _inputs(tmp_path / "in")
     batch_input = str(tmp_path / "in") if source == "from dir" else [types.SimpleNamespace(name=str(p)) for p in paths]
@@ -459,10 +460,10 @@ def test_img2img_batch_uses_each_inputs_caption_as_prompt(webui, ui, tmp_path, s
     assert webui.errors() == []
 
 
-@pytest.mark.parametrize("typed, prompt_mode, expected", [
-    ("", "replace", "a 40x30 picture"),
-    ("ignored", "replace", "a 40x30 picture"),
-    ("by an old master", "prepend", "a 40x30 picture, by an old master"),
+@pytest.mark.parametrize("typed, prompt_mode, expected", [  # each rule: test_generation_metadata (library)
+    pytest.param("", "replace", "a 40x30 picture", marks=pytest.mark.slow),
+    pytest.param("ignored", "replace", "a 40x30 picture", marks=pytest.mark.slow),
+    pytest.param("by an old master", "prepend", "a 40x30 picture, by an old master", marks=pytest.mark.slow),
     ("best quality, {caption}, oil", "append", "best quality, a 40x30 picture, oil"),
 ])
 def test_img2img_prompt_modes(webui, ui, tmp_path, typed, prompt_mode, expected):
@@ -556,6 +557,7 @@ def test_renamed_on_clash_the_right_file_gets_the_caption(webui, ui, tmp_path):
 
 
 # ----------------------------------------------------------------------------------------------- the real model
+@pytest.mark.slow
 def test_generation_with_the_real_demo_model(mode, make_webui, out):
     """End to end on the bundled demo model: the sidecar holds what the library writes for the saved image."""
     from lib_clipcap import Captioner

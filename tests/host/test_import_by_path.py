@@ -38,6 +38,7 @@ print("RESULT " + json.dumps(out))
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["a1111", "forge"])
 def test_fresh_interpreter_loads_the_extension_by_path(mode, tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}

@@ -60,10 +60,11 @@ def test_folder_batch_writes_captions(webui, extras, tmp_path):
 
 
 @pytest.mark.parametrize("action, expected", [
-    ("Ignore", "a 40x30 picture"),
-    ("Keep", "old words"),
+    pytest.param("Ignore", "a 40x30 picture", marks=pytest.mark.slow),
+    # The fast tier keeps "Prepend" (the join); the others run in the full suite.
+    pytest.param("Keep", "old words", marks=pytest.mark.slow),
     ("Prepend", "old words a 40x30 picture"),  # the host's naming: the old caption first
-    ("Append", "a 40x30 picture old words"),
+    pytest.param("Append", "a 40x30 picture old words", marks=pytest.mark.slow),
 ])
 def test_hosts_existing_caption_action(webui, extras, tmp_path, action, expected):
     from modules import postprocessing, shared

@@ -87,6 +87,7 @@ def prompt_value(page) -> str:
     return page.locator("#txt2img_prompt textarea").input_value()
 
 
+@pytest.mark.slow
 def test_button_captions_the_selected_gallery_image(page_url, browser, expected):
     assert expected[0] != expected[1]
     page = browser.new_page(viewport={"width": 1280, "height": 1000})
