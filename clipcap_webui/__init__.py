@@ -3,9 +3,11 @@
 ``lib_clipcap`` (the library) never imports ``modules.*``; this package is the only layer that does, and the thin
 ``scripts/*.py`` files only wire its functions to the host's callbacks. Modules:
 
-- :mod:`.host`: detect the host's features in one place (Forge memory manager or A1111 recipe, ForgeCanvas, paths,
-  command-line flags) and hold the process-wide :class:`~lib_clipcap.service.ModelManager`;
+- :mod:`.host`: read the host in one place (Forge memory manager or A1111 recipe, ForgeCanvas, paths, command-line
+  flags and settings, how exposed the server is, which folders batch tagging may use);
 - :mod:`.memory`: the GPU-etiquette :class:`~lib_clipcap.service.DevicePolicy` for each host;
+- :mod:`.models`: the process-wide :class:`~lib_clipcap.service.ModelManager` and batch-job queue, kept across
+  "Reload UI" and freed when the extension is unloaded;
 - :mod:`.settings`: the Settings section, generated from :mod:`lib_clipcap.options_table`;
 - :mod:`.requirements`: what ``install.py`` may install (only what is missing, never a package the host pins);
 - :mod:`.prompt_button`: the prompt-from-image buttons in the txt2img/img2img tool rows, and the "send to" buttons.

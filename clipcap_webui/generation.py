@@ -117,11 +117,11 @@ def _caption(state: State, images: Sequence[Any]) -> list[Any]:
     from lib_clipcap.options_table import caption_kwargs
     from lib_clipcap.presets import apply_preset
 
-    from . import host, memory, settings
+    from . import memory, models, settings
 
     values = apply_preset(settings.option_values(), state.settings.preset)
     kwargs = caption_kwargs(values)
-    manager = host.get_manager()
+    manager = models.get_manager()
     with memory.inside_generation():  # the host holds its queue lock for this generation (Forge: on our behalf)
         return memory.run_caption(manager, list(images), model=state.settings.model, **kwargs)
 

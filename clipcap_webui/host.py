@@ -6,8 +6,9 @@ Features are detected by importing what they need, never from version strings:
 - Forge's UI (ForgeCanvas, Forge defaults): the ``modules_forge`` package;
 - everything else is the A1111 v1.10 API, which Forge keeps (docs/hosts.md).
 
-The model cache is :func:`lib_clipcap.service.default_manager`: it lives in a package module, so a WebUI "Reload UI"
-(which re-imports the script files as new module objects) finds the same manager and the same loaded models.
+It reads, and never changes, the host: its flags and settings, how exposed it is, which folders batch tagging may
+use. The loaded models and jobs are :mod:`clipcap_webui.models`'; the GPU etiquette is :mod:`clipcap_webui.memory`'s
+(both build on this module).
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ import logging
 import os
 import re
 import string
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,10 +28,6 @@ from lib_clipcap.security import is_loopback_host
 from . import LOG_PREFIX
 
 log = logging.getLogger(__name__)
-
-#: Seconds a "Reload UI" has to re-import the scripts before the models of an unloaded extension are freed.
-UNLOAD_GRACE_S = 120.0
-
 
 def forge_memory() -> Any:
     """Forge's ``backend.memory_management`` module, or ``None`` on A1111."""
@@ -200,98 +196,3 @@ def caption_exts() -> list[str]:
         log.warning("%s ignored the caption suffixes setting: %s", LOG_PREFIX, e)
         extra = []
     return exts + [e for e in extra if e.lower() not in exts]
-
-
-# ------------------------------------------------------------------------------------------------- model manager
-_adopt_lock = threading.Lock()
-_pending_free: threading.Timer | None = None
-_jobs: tuple[Any, Any] | None = None  # (manager, the JobManager whose queue every face's scope shares)
-
-
-def get_manager() -> Any:
-    """The process-wide :class:`~lib_clipcap.service.ModelManager`, with the host's device policy.
-
-    Created on first use; recreated (models unloaded) when the models-folder setting changed.
-    """
-    from lib_clipcap import service
-
-    from .memory import make_policy
-
-    want = models_dir()
-    mgr = service.default_manager(models_dir=want, policy=make_policy(), max_loaded=1)
-    if mgr.models_dir != want:
-        log.info("%s models folder changed to %s; unloading models", LOG_PREFIX, want)
-        service.reset_default_manager()
-        mgr = service.default_manager(models_dir=want, policy=make_policy(), max_loaded=1)
-    return mgr
-
-
-def get_job_manager(*, for_api: bool = False) -> Any:
-    """The batch-tagging jobs of the Caption tab, or (``for_api``) of the HTTP API; ``None``: off for that face.
-
-    Both are views (:class:`~lib_clipcap.batch.jobs.JobScope`) with their own folders (:func:`batch_roots`) over one
-    queue per model manager, kept across UI reloads like the models (a running job keeps going), so jobs from the
-    tab and the API still run one at a time.
-    """
-    global _jobs
-    roots = batch_roots(for_api=for_api)
-    if roots is None:
-        return None
-    try:
-        from lib_clipcap.batch.jobs import JobManager
-    except ImportError:
-        return None
-    manager = get_manager()
-    with _adopt_lock:
-        if _jobs is None or _jobs[0] is not manager:
-            _jobs = (manager, JobManager(manager, []))
-        queue = _jobs[1]
-    return queue.scope(roots, caption_exts=caption_exts(),
-                       caption_exts_hint="Settings > Caption (ClipCap) > Caption file suffixes (clipcap_caption_exts)")
-
-
-def adopt() -> None:
-    """Called when a script file is (re-)imported: keep the loaded models (cancel a pending free)."""
-    global _pending_free
-    with _adopt_lock:
-        if _pending_free is not None:
-            _pending_free.cancel()
-            _pending_free = None
-
-
-def script_unloaded(grace_s: float | None = None) -> None:
-    """``on_script_unloaded``: free the models unless the scripts come back within ``grace_s`` seconds.
-
-    A "Reload UI" unloads the scripts and imports them again at once; they call :func:`adopt` and the models stay
-    loaded. When the extension was disabled, nothing adopts them and they are freed (the VRAM and RAM come back).
-    ``grace_s=0`` frees at once.
-    """
-    global _pending_free
-    grace = UNLOAD_GRACE_S if grace_s is None else grace_s
-    with _adopt_lock:
-        if _pending_free is not None:
-            _pending_free.cancel()
-        if grace <= 0:
-            _pending_free = None
-            _free()
-            return
-        _pending_free = threading.Timer(grace, _free_orphaned)
-        _pending_free.daemon = True
-        _pending_free.start()
-
-
-def _free_orphaned() -> None:
-    global _pending_free
-    with _adopt_lock:
-        _pending_free = None
-        _free()
-    log.info("%s extension unloaded; models freed", LOG_PREFIX)
-
-
-def _free() -> None:  # with _adopt_lock held
-    global _jobs
-    from lib_clipcap import service
-
-    _jobs = None
-    service.reset_default_manager()
-

@@ -88,10 +88,10 @@ def caption_image(image: Any, *, model: str | None, preset: str) -> str:
     from lib_clipcap.options_table import caption_kwargs, resolve_model
     from lib_clipcap.presets import apply_preset
 
-    from . import host, memory, settings
+    from . import memory, models, settings
 
     values = apply_preset(settings.option_values(), preset)
-    manager = host.get_manager()
+    manager = models.get_manager()
     name, notice = resolve_model(model, default=values["model"], models_dir=manager.models_dir)
     if notice:
         print(f"{LOG_PREFIX} {notice}")

@@ -27,7 +27,7 @@ import logging
 import os
 from typing import Any
 
-from . import LOG_PREFIX, host, memory, settings
+from . import LOG_PREFIX, host, memory, models, settings
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +125,7 @@ def caption_image(image: Any) -> str:
     from lib_clipcap.options_table import caption_kwargs, resolve_model
 
     values = settings.option_values()
-    manager = host.get_manager()
+    manager = models.get_manager()
     model, notice = resolve_model(None, default=values.get("model"), models_dir=manager.models_dir)
     if notice:
         _warn(notice)
@@ -260,6 +260,4 @@ class HostHooks:
 
     def batch_unavailable_message(self) -> str:
         """Why the tab's batch section is off, naming the setting that turns it on."""
-        from . import host
-
         return host.batch_unavailable_message()

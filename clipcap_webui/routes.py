@@ -26,7 +26,7 @@ import logging
 import re
 from typing import Any
 
-from . import LOG_PREFIX, host
+from . import LOG_PREFIX, host, models
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ def mount(app: Any) -> bool:
         return False
     from lib_clipcap.api import mount_api
 
-    mount_api(app, host.get_manager(), credentials=credentials, job_manager=host.get_job_manager(for_api=True),
+    mount_api(app, models.get_manager(), credentials=credentials, job_manager=models.get_job_manager(for_api=True),
               request_policy=policy, batch_unavailable=host.batch_unavailable_message())
     app.include_router(generated_caption_router(credentials, policy))  # mount_api drops it on the next mount
     app.openapi_schema = None

@@ -28,7 +28,7 @@ def ensure_path() -> None:
 
 ensure_path()
 import lib_clipcap  # noqa: E402,F401  (cheap; in sys.modules from now on, so lazy submodule imports work)
-from clipcap_webui import LOG_PREFIX, host, prompt_button, requirements, routes, settings  # noqa: E402
+from clipcap_webui import LOG_PREFIX, models, prompt_button, requirements, routes, settings  # noqa: E402
 
 PLAN = requirements.check()
 for _line in requirements.messages(PLAN) + [f"missing {spec}: restart without --skip-install" for spec in PLAN.install]:
@@ -43,7 +43,7 @@ def on_ui_settings() -> None:
 def on_ui_tabs() -> list:
     from lib_clipcap.ui import build_ui
 
-    blocks = build_ui(host.get_manager(), host=prompt_button.HostHooks(), job_manager=host.get_job_manager())
+    blocks = build_ui(models.get_manager(), host=prompt_button.HostHooks(), job_manager=models.get_job_manager())
     return [(blocks, "Caption", "clipcap")]
 
 
@@ -53,11 +53,11 @@ def on_app_started(demo, app) -> None:  # demo is None with --nowebui
 
 
 def on_script_unloaded() -> None:
-    host.script_unloaded()
+    models.script_unloaded()
 
 
 if PLAN.core_ok and not PLAN.install:
-    host.adopt()  # a "Reload UI" re-imported us: keep the loaded models
+    models.adopt()  # a "Reload UI" re-imported us: keep the loaded models
     script_callbacks.on_ui_settings(on_ui_settings)
     script_callbacks.on_ui_tabs(on_ui_tabs)
     script_callbacks.on_after_component(prompt_button.PromptButtons().after_component)

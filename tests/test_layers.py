@@ -40,3 +40,54 @@ def test_host_scripts_hold_no_model_code():
             if isinstance(node, ast.ClassDef):
                 bases = {ast.unparse(b) for b in node.bases}
                 assert not any("Module" in b for b in bases), f"{p.name}: {node.name} looks like model code"
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _import_graph(package: str) -> dict[str, set[str]]:
+    """Module -> the package's modules it imports anywhere in its body (function-local imports count: they are how
+    a cycle hides), except under ``if TYPE_CHECKING:``."""
+    files = {_module_name(p): p for p in (ROOT / package).rglob("*.py")}
+    graph: dict[str, set[str]] = {m: set() for m in files}
+    for mod, path in files.items():
+        pkg = mod if path.name == "__init__.py" else mod.rpartition(".")[0]
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        skip = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If)
+                and "TYPE_CHECKING" in ast.unparse(node.test) for n in ast.walk(node)}
+        for node in ast.walk(tree):
+            if id(node) in skip or not isinstance(node, (ast.Import, ast.ImportFrom)):
+                continue
+            if isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            else:
+                base = pkg
+                for _ in range(max(node.level - 1, 0)):
+                    base = base.rpartition(".")[0]
+                base = (f"{base}.{node.module}" if node.module else base) if node.level else (node.module or "")
+                targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in files else base for a in node.names]
+            for t in targets:
+                if t in files and t != mod and not mod.startswith(t + ".") and not t.startswith(mod + "."):
+                    graph[mod].add(t)
+    return graph
+
+
+@pytest.mark.parametrize("package", ["lib_clipcap", "clipcap_webui"])
+def test_no_import_cycles(package):
+    """A function-local import that dodges a cycle hides a design problem: the shared piece belongs a layer down."""
+    graph = _import_graph(package)
+
+    def reachable(start: str) -> set[str]:
+        seen, todo = set(), [start]
+        while todo:
+            for nxt in graph[todo.pop()]:
+                if nxt not in seen:
+                    seen.add(nxt)
+                    todo.append(nxt)
+        return seen
+
+    reach = {m: reachable(m) for m in graph}
+    cycles = sorted({tuple(sorted(m for m in reach[a] if a in reach[m])) for a in graph if a in reach[a]})
+    assert cycles == []

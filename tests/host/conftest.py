@@ -41,9 +41,9 @@ def make_webui(tmp_path):
     yield make
     from lib_clipcap import service
 
-    from clipcap_webui import host
+    from clipcap_webui import models
 
-    host.adopt()  # cancel a pending free timer
+    models.adopt()  # cancel a pending free timer
     service.reset_default_manager()
     for w in reversed(made):
         w.shutdown()

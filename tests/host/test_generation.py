@@ -233,11 +233,11 @@ def test_failure_inside_captioning_still_saves_the_images(webui, out):
 
 
 def test_unknown_model_is_reported_not_raised(webui, ui, out):
-    from clipcap_webui import host
+    from clipcap_webui import models
     from lib_clipcap import service
 
     service.reset_default_manager()
-    host.get_manager()  # the real loader: an unknown name fails in the registry
+    models.get_manager()  # the real loader: an unknown name fails in the registry
     processed = txt2img(out, section(model="no-such-model"))
     assert len(images_in(out, "png")) == 1
     assert "no-such-model" in processed.comments

@@ -145,15 +145,15 @@ def test_batch_tagging_default_folders(mode, make_webui, argv, tab, api):
     """Without the setting the tab may use any local folder, the HTTP API only the WebUI's outputs and train
     folders (never '/'), and neither while the WebUI is exposed."""
     webui = make_webui(mode, argv=argv)
-    from clipcap_webui import host
+    from clipcap_webui import host, models
 
     expected = {None: None, "everywhere": [Path(os.sep)],
                 "own": [webui.root / "outputs", webui.root / "train"]}
     assert host.batch_roots() == expected[tab]
     got = host.batch_roots(for_api=True)
     assert got is None if api is None else (got[:2] == expected["own"] and Path(os.sep) not in got), got
-    assert (host.get_job_manager() is not None) is (tab is not None)
-    assert (host.get_job_manager(for_api=True) is not None) is (api is not None)
+    assert (models.get_job_manager() is not None) is (tab is not None)
+    assert (models.get_job_manager(for_api=True) is not None) is (api is not None)
 
 
 def test_configured_folders_win_for_every_face(mode, make_webui, tmp_path):

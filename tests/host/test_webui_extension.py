@@ -262,12 +262,12 @@ def test_reload_ui_keeps_one_set_of_callbacks_and_the_loaded_model(webui, fake_m
 def test_unloaded_extension_frees_its_models(webui, fake_models, monkeypatch):
     from modules import script_callbacks
 
-    from clipcap_webui import host
+    from clipcap_webui import models
 
     webui.create_ui()
     loader = fake_models()
-    host.get_manager().get("shapes-demo")
-    monkeypatch.setattr(host, "UNLOAD_GRACE_S", 0.05)
+    models.get_manager().get("shapes-demo")
+    monkeypatch.setattr(models, "UNLOAD_GRACE_S", 0.05)
     script_callbacks.script_unloaded_callback()  # extension disabled: nothing re-imports the script
     deadline = time.monotonic() + 5
     while not loader.loaded[0].unloaded and time.monotonic() < deadline:

@@ -18,9 +18,9 @@ IMAGE = Image.new("RGB", (16, 12), "white")
 
 
 def caption_once(model="shapes-demo"):
-    from clipcap_webui import host, memory
+    from clipcap_webui import memory, models
 
-    return memory.run_caption(host.get_manager(), [IMAGE], model=model)[0].text
+    return memory.run_caption(models.get_manager(), [IMAGE], model=model)[0].text
 
 
 def on_gpu(monkeypatch):
@@ -117,11 +117,11 @@ def test_forge_policy_wraps_a_real_captioner(make_webui):
     make_webui("forge")
     from backend import memory_management
 
-    from clipcap_webui import host
+    from clipcap_webui import models
 
     assert caption_once()  # the bundled demo model, through ModelPatcher + load_models_gpu
     patcher = [c for c in memory_management.calls if c[0] == "load_models_gpu"][-1][1][0]
-    captioner = host.get_manager().get("shapes-demo")
+    captioner = models.get_manager().get("shapes-demo")
     assert {id(p) for p in patcher.model.parameters()} == \
         {id(p) for p in captioner.model.parameters()} | {id(p) for p in captioner.clip.model.parameters()}
 
@@ -132,10 +132,10 @@ def test_button_waits_for_a_running_generation_without_deadlock(make_webui, fake
     make_webui(mode)
     from modules import call_queue
 
-    from clipcap_webui import host, memory
+    from clipcap_webui import memory, models
 
     loader = fake_models()
-    manager = host.get_manager()
+    manager = models.get_manager()
     order: list[str] = []
     started = threading.Event()
 
@@ -165,9 +165,9 @@ def test_button_waits_for_a_running_generation_without_deadlock(make_webui, fake
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_a1111_real_model_visits_the_gpu_in_fp16_and_goes_back(make_webui):
     make_webui("a1111")  # devices.device_interrogate: the optimal device, CUDA here
-    from clipcap_webui import host
+    from clipcap_webui import models
 
-    captioner = host.get_manager().get("shapes-demo")
+    captioner = models.get_manager().get("shapes-demo")
     seen = {}
     original = captioner.caption
 
@@ -187,19 +187,19 @@ def test_forge_sees_the_grammar_head_once_it_is_loaded(make_webui):
     make_webui("forge")
     from backend import memory_management
 
-    from clipcap_webui import host
+    from clipcap_webui import models
 
     assert caption_once()
-    captioner = host.get_manager().get("shapes-demo")
+    captioner = models.get_manager().get("shapes-demo")
     assert captioner.grammar is None
     from PIL import Image
 
     from clipcap_webui.memory import run_caption
 
-    run_caption(host.get_manager(), [Image.new("RGB", (64, 64), "red")], model="shapes-demo", decoding="beam",
+    run_caption(models.get_manager(), [Image.new("RGB", (64, 64), "red")], model="shapes-demo", decoding="beam",
                 num_candidates=3, rerank="clip+grammar")
     assert captioner.grammar is not None
-    run_caption(host.get_manager(), [Image.new("RGB", (64, 64), "red")], model="shapes-demo", decoding="greedy")
+    run_caption(models.get_manager(), [Image.new("RGB", (64, 64), "red")], model="shapes-demo", decoding="greedy")
     patcher = [c for c in memory_management.calls if c[0] == "load_models_gpu"][-1][1][0]
     managed = {id(p) for p in patcher.model.parameters()}
     assert {id(p) for p in captioner.grammar.model.parameters()} <= managed
