@@ -34,6 +34,12 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--gpt2", help="GPT-2 base for checkpoints without GPT-2 weights ('gpt2' or a folder)")
     g.add_argument("--normalize", action=argparse.BooleanOptionalAction, default=None,
                    help="L2-normalise CLIP features before the mapper (default: from the checkpoint)")
+    add_placement_arguments(g)
+
+
+def add_placement_arguments(g) -> None:
+    """Where models live and run: ``--models-dir``, ``--device``, ``--dtype``, ``--offline`` (``caption``, ``tag``,
+    ``eval``, ``serve``...)."""
     g.add_argument("--models-dir", type=Path, help="models folder (default: $CLIPCAP_MODELS_DIR or ~/.cache/clipcap)")
     g.add_argument("--device", help="cpu, cuda, cuda:1, mps (default: best available)")
     g.add_argument("--dtype", choices=["fp32", "fp16", "bf16", "int8"],

@@ -27,6 +27,8 @@ __all__ = ["HELP", "BasicAuthMiddleware", "RequestGuardMiddleware", "add_argumen
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Add the ``serve`` command's options to ``p``."""
+    from .cli_common import add_placement_arguments
+
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default 127.0.0.1: this computer only; 0.0.0.0: every interface)")
     p.add_argument("--port", type=int, default=7861, help="port (default 7861)")
@@ -35,12 +37,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help="model preselected in the UI and used by API requests that name none "
                                    "(default: flickr8k, or the bundled demo model when flickr8k is not installed)")
     p.add_argument("--demo", action="store_true", help="preselect the bundled demo model shapes-demo")
-    p.add_argument("--models-dir", type=Path, help="models folder (default: $CLIPCAP_MODELS_DIR or ~/.cache/clipcap)")
-    p.add_argument("--device", help="cpu, cuda, cuda:1, mps (default: best available)")
-    p.add_argument("--dtype", choices=["fp32", "fp16", "bf16", "int8"],
-                   help="default: fp16 on GPU, fp32 on CPU; int8: GPT-2 weights in int8 on the CPU (faster single "
-                        "captions)")
-    p.add_argument("--offline", action="store_true", help="never download (same as HF_HUB_OFFLINE=1)")
+    add_placement_arguments(p)
     p.add_argument("--batch-root", action="append", type=Path, metavar="FOLDER",
                    help="allow batch tagging of folders under FOLDER (repeatable); without it batch tagging is off")
     p.add_argument("--caption-ext", action="append", default=[], metavar="EXT",
