@@ -134,3 +134,26 @@ def test_save_rescore_refuse_and_undo(client, root):
     assert [u["status"] for u in undo["undone"]] == ["restored"] and undo["undo_depth"] == 0
     assert cap.read_bytes() == before
     assert undo["rows"][0]["clip_score"] == pytest.approx(worst["clip_score"], abs=1e-5)
+
+
+def test_the_review_service_lets_an_unloaded_model_go(root, tmp_path):
+    """Scoring through the service must not keep the model (its CLIP, a GPU's worth of weights) alive after the
+    manager unloads it."""
+    import gc
+    import weakref
+
+    from lib_clipcap import Captioner
+    from lib_clipcap.review.service import ReviewService
+
+    manager = ModelManager(models_dir=tmp_path / "models",
+                           loader=lambda name: Captioner.from_pretrained(name, device="cpu"))
+    svc = ReviewService(manager)
+    table = svc.table(svc.params(str(root / "set")))
+    svc.score(table, DEMO)
+    assert table.rows[0].clip_score is not None or table.rows[0].caption is None
+    with manager.using(DEMO) as m:
+        clip = weakref.ref(m.clip)
+    assert manager.unload() == [DEMO]
+    gc.collect()
+    assert clip() is None
+    svc.score(table, DEMO)  # loads it again and reuses the text memo

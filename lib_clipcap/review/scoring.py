@@ -16,7 +16,7 @@ import logging
 import os
 from collections import defaultdict
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from ..scoring import clip_score_from_cosine, harmonic_mean, text_features
 from .cache import FeatureCache, cache_key
@@ -75,10 +75,13 @@ class ReviewScorer:
         batch_size: Images per CLIP batch.
         workers: Image-decoding processes (``None``: as batch tagging decides for the device).
         use_cache: Read and write the on-disk feature cache.
+        memo: ``(text features, grammar probabilities)`` dicts to reuse across scorers of the same CLIP, prefix and
+            grammar head (see :class:`~lib_clipcap.review.service.ReviewService`).
     """
 
     def __init__(self, clip: Any, grammar: Any = None, *, prefix: str = "", batch_size: int = 64,
-                 workers: Optional[int] = None, use_cache: bool = True) -> None:
+                 workers: Optional[int] = None, use_cache: bool = True,
+                 memo: Optional[Tuple[Dict[str, Any], Dict[str, float]]] = None) -> None:
         self.clip = clip
         self.grammar = grammar
         self.prefix = prefix
@@ -86,8 +89,9 @@ class ReviewScorer:
         self.workers = workers
         self.use_cache = use_cache
         self.key = cache_key(clip)
-        self._text: Dict[str, Any] = {}
-        self._gram: Dict[str, float] = {}
+        # Text features and grammar probabilities per caption; a server passes the same dicts to every scorer of
+        # one model (``memo``) so that it need not keep the scorer, and with it the model, alive between requests.
+        self._text, self._gram = memo if memo is not None else ({}, {})
         self.stats: Dict[str, int] = {"images_encoded": 0, "images_cached": 0, "texts_encoded": 0}
 
     # -------------------------------------------------------------------------------------------------- images

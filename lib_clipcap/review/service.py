@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import threading
-import weakref
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,7 +59,9 @@ class ReviewService:
         self.max_tables = max_tables
         self._tables: "OrderedDict[ScanParams, ReviewTable]" = OrderedDict()
         self._lock = threading.RLock()
-        self._scorers: "weakref.WeakKeyDictionary[Any, Dict[Tuple[str, str], Any]]" = weakref.WeakKeyDictionary()
+        # Per (CLIP cache key, grammar, prefix): the scorers' text memos. Never the scorers themselves: they hold the
+        # model, which the manager must be able to unload and free.
+        self._memos: "OrderedDict[Tuple[str, str, str], Tuple[Dict[str, Any], Dict[str, float]]]" = OrderedDict()
 
     @classmethod
     def for_jobs(cls, manager: Any, job_manager: Any, **kw: Any) -> "ReviewService":
@@ -141,14 +142,31 @@ class ReviewService:
         return table
 
     # ------------------------------------------------------------------------------------------------ scoring
-    def _scorer(self, clip: Any, grammar: str, prefix: str) -> Any:
-        from .scoring import ReviewScorer, default_grammar
+    def _scorer(self, model: Any, grammar: str, prefix: str) -> Any:
+        """A scorer for a loaded model's CLIP (the grammar head kept on the model, as re-ranking keeps it)."""
+        from ..errors import ClipCapError
+        from ..scoring import resolve_grammar
+        from .cache import cache_key
+        from .scoring import ReviewScorer
 
-        per_clip = self._scorers.setdefault(clip, {})
-        key = (grammar, prefix)
-        if key not in per_clip:
-            per_clip[key] = ReviewScorer(clip, default_grammar(clip, grammar), prefix=prefix)
-        return per_clip[key]
+        clip = model.clip
+        head = None
+        if grammar == "bundled":
+            try:
+                head = resolve_grammar(model, clip)  # the model's own head, else the bundled one (cached on it)
+            except ClipCapError:
+                head = None  # none for this CLIP: no grammar column
+        elif grammar != "none":
+            from .scoring import default_grammar
+
+            head = default_grammar(clip, grammar)
+        key = (cache_key(clip), grammar, prefix)
+        with self._lock:
+            memo = self._memos.setdefault(key, ({}, {}))
+            self._memos.move_to_end(key)
+            while len(self._memos) > 2:
+                self._memos.popitem(last=False)
+        return ReviewScorer(clip, head, prefix=prefix, memo=memo)
 
     def score(self, table: ReviewTable, model: str, *, grammar: str = "bundled", prefix: str = "",
               rows: Optional[Sequence[ReviewRow]] = None,
@@ -162,12 +180,11 @@ class ReviewService:
             The scorer's counters (images encoded / from the cache, texts encoded).
         """
         with self.manager.using(model) as m:
-            scorer = self._scorer(m.clip, grammar, prefix)
-            before = dict(scorer.stats)
+            scorer = self._scorer(m, grammar, prefix)
             scorer.score(list(rows) if rows is not None else table, progress=progress)
         table.scoring = {"model": model, "grammar": grammar, "prefix": prefix,
                          "has_grammar": scorer.grammar is not None}
-        return {k: scorer.stats[k] - before.get(k, 0) for k in scorer.stats}
+        return dict(scorer.stats)
 
     def rescore(self, table: ReviewTable, rows: Sequence[ReviewRow]) -> None:
         """Score ``rows`` again with the table's last scoring settings (after an edit); nothing if never scored."""
@@ -186,7 +203,7 @@ class ReviewService:
         if model is None or not texts:
             return [None] * len(texts)
         with self.manager.using(model) as m:
-            scorer = self._scorer(m.clip, s.get("grammar", "bundled"), s.get("prefix", ""))
+            scorer = self._scorer(m, s.get("grammar", "bundled"), s.get("prefix", ""))
             feats = scorer.image_features([row])
             if 0 not in feats:
                 return [None] * len(texts)
