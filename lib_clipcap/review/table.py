@@ -90,6 +90,7 @@ class ReviewTable:
     duplicate_min: int = DEFAULT_DUPLICATE_MIN
     #: How the table was last scored (model, grammar, prefix), set by the review service; ``None``: not scored.
     scoring: Optional[Dict[str, Any]] = None
+    _index: Optional[Dict[str, ReviewRow]] = field(default=None, init=False, repr=False, compare=False)
 
     def row(self, image: str) -> ReviewRow:
         """The row of an image (by its path as listed, or its real path).
@@ -97,9 +98,10 @@ class ReviewTable:
         Raises:
             KeyError: the image is not part of this table.
         """
-        for r in self.rows:
-            if r.image == image:
-                return r
+        if self._index is None or len(self._index) != len(self.rows):  # once: bulk edits look up thousands of rows
+            self._index = {r.image: r for r in self.rows}
+        if image in self._index:
+            return self._index[image]
         real = os.path.realpath(image)
         for r in self.rows:
             if os.path.realpath(r.image) == real:
