@@ -1,5 +1,5 @@
-"""TagOptions' decoding fields: the same defaults as DecodingOptions (repeated in batch/options.py so that building
-options imports no torch; these tests keep the two equal)."""
+"""TagOptions: the options table's decoding defaults (greedy, one caption: a batch must be deterministic), and
+one-line caption text."""
 
 from __future__ import annotations
 
@@ -7,22 +7,23 @@ from dataclasses import fields
 
 from lib_clipcap.batch.options import TagOptions
 from lib_clipcap.decoding import DecodingOptions
+from lib_clipcap.options_table import defaults
 
 
-def test_decoding_defaults_match_decoding_options():
+def test_decoding_defaults_are_the_tables_but_greedy_with_one_caption():
     tag = {f.name: f.default for f in fields(TagOptions)}
-    dec = {f.name: f.default for f in fields(DecodingOptions)}
-    dec["decoding"] = dec.pop("mode")
-    shared = ("decoding", "beam_size", "num_candidates", "temperature", "top_k", "top_p", "repetition_penalty",
-              "no_repeat_ngram_size", "max_new_tokens", "min_new_tokens", "seed")
-    assert {k: tag[k] for k in shared} == {k: dec[k] for k in shared}
+    table = defaults()
+    shared = ("beam_size", "temperature", "top_k", "top_p", "repetition_penalty", "no_repeat_ngram_size",
+              "max_new_tokens", "min_new_tokens", "seed")
+    assert {k: tag[k] for k in shared} == {k: table[k] for k in shared}
+    assert (tag["decoding"], tag["num_candidates"]) == ("greedy", 1)
 
 
 def test_default_caption_kwargs_build_valid_decoding_options():
     kw = TagOptions(inputs=["x"]).caption_kwargs()
     kw.pop("banned_words")
     opts = DecodingOptions(mode=kw.pop("decoding"), **kw)
-    assert opts == DecodingOptions()
+    assert (opts.mode, opts.num_candidates, opts.max_new_tokens) == ("greedy", 1, defaults()["max_new_tokens"])
 
 
 def test_caption_text_is_one_line_unless_multiline_is_asked_for():

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Dict, List, Optional, Tuple
 
 from ..options_table import OptionError, caption_kwargs, get_option
+from ..options_table import defaults as _table_defaults
 
 __all__ = ["DEFAULT_MAX_PIXELS", "EXISTING_POLICIES", "FileOutcome", "TagFailure", "TagOptions", "TagSummary"]
 
@@ -22,6 +23,8 @@ EXISTING_POLICIES = ("skip", "overwrite", "append", "prepend")
 #: Same value as :data:`lib_clipcap.images.MAX_IMAGE_PIXELS_DEFAULT` (a test keeps them equal); repeated here so that
 #: building options does not import Pillow and numpy.
 DEFAULT_MAX_PIXELS = 8192 * 8192
+
+_TABLE = _table_defaults()
 
 # Decoding fields, in the settings table's order; they are passed to the model as Captioner.caption's keywords.
 _DECODING_FIELDS = ("decoding", "beam_size", "num_candidates", "temperature", "top_k", "top_p", "repetition_penalty",
@@ -193,19 +196,20 @@ class TagOptions:
     banned_words: List[str] = field(default_factory=list)
     batch_size: Optional[int] = None
     workers: Optional[int] = None
-    # DecodingOptions' defaults, repeated so that building options imports no torch (tests/test_batch_options.py
-    # keeps them equal); the values are checked by the settings table (caption_kwargs below), not repeated here.
+    # The options table's defaults (one source for every face), except that a batch decodes greedily, one caption per
+    # image: deterministic, so an interrupted run resumes with identical results. Checked by the table's rules in
+    # caption_kwargs below.
     decoding: str = "greedy"
-    beam_size: int = 5
+    beam_size: int = _TABLE["beam_size"]
     num_candidates: int = 1
-    temperature: float = 1.0
-    top_k: int = 0
-    top_p: float = 1.0
-    repetition_penalty: float = 1.0
-    no_repeat_ngram_size: int = 0
-    max_new_tokens: int = 67
-    min_new_tokens: int = 0
-    seed: Optional[int] = None
+    temperature: float = _TABLE["temperature"]
+    top_k: int = _TABLE["top_k"]
+    top_p: float = _TABLE["top_p"]
+    repetition_penalty: float = _TABLE["repetition_penalty"]
+    no_repeat_ngram_size: int = _TABLE["no_repeat_ngram_size"]
+    max_new_tokens: int = _TABLE["max_new_tokens"]
+    min_new_tokens: int = _TABLE["min_new_tokens"]
+    seed: Optional[int] = _TABLE["seed"]
     rerank: Optional[str] = None
 
     def __post_init__(self) -> None:
