@@ -535,5 +535,9 @@ def run(args) -> int:
 
     cfg = dataclass_from_args(ClipCapTrainConfig, args)
     result = train_clipcap(cfg, resume=args.resume)
-    print(f"clipcap: {result.steps} steps, last loss {result.final_loss:.4f}; wrote {result.checkpoint}")
+    kept = ""
+    if result.best_step is not None:
+        kept = (f"; kept step {result.best_step} (best validation {cfg.select_by} {result.best_value:.4f})"
+                + (", stopped early" if result.stopped_early else ""))
+    print(f"clipcap: {result.steps} steps, last loss {result.final_loss:.4f}{kept}; wrote {result.checkpoint}")
     return 0
