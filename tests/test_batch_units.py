@@ -36,7 +36,7 @@ def test_options_defaults_and_decoding_kwargs():
     o = TagOptions(inputs="folder")
     assert o.inputs == ["folder"] and o.existing == "skip" and o.caption_ext == ".txt" and o.recursive
     kw = o.caption_kwargs()
-    assert kw["decoding"] == "greedy" and kw["max_new_tokens"] == 67 and kw["banned_words"] == []
+    assert kw["decoding"] == "greedy" and kw["max_new_tokens"] == 40 and kw["banned_words"] == []  # the table's
     assert "rerank" not in kw
     assert TagOptions(inputs=["x"], rerank="none").caption_kwargs()["rerank"] == "none"
     assert TagOptions(inputs=["x"], banned_words="cat, dog").banned_words == ["cat", "dog"]

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from typing import Any, Optional
 
 _ARG_FIELDS = ("model", "checkpoint", "clip_model", "clip_pretrained", "tokenizer", "gpt2", "normalize", "models_dir",
@@ -72,7 +72,7 @@ class ModelSpec:
         """
         from ..loading import load_captioner
 
-        values = asdict(self)
+        values = {f.name: getattr(self, f.name) for f in fields(ModelSpec)}  # a subclass may add its own fields
         values["device"] = device or self.device
         values["dtype"] = dtype or self.dtype
         return load_captioner(**values, allow_demo_fallback=False)
