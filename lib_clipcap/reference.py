@@ -8,9 +8,37 @@ them in the same run. Do not use them for real work.
 
 from __future__ import annotations
 
-import torch
+import copy
 
-from .gpt2 import GPT2LMHead
+import torch
+from torch import nn
+
+from .gpt2 import GPT2LMHead, Linear
+
+
+class OriginalConv1D(nn.Module):
+    """A GPT-2 projection computed as the original code ran it, through Hugging Face's ``Conv1D``:
+    ``addmm(bias, x, weight)`` with the weight stored ``[in, out]`` (our :class:`~lib_clipcap.gpt2.Linear` keeps
+    ``nn.Linear``'s ``[out, in]``, which CPU kernels multiply faster)."""
+
+    def __init__(self, linear: nn.Linear) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(linear.weight.detach().t().contiguous(), requires_grad=False)
+        self.bias = nn.Parameter(linear.bias.detach().clone(), requires_grad=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.addmm(self.bias, x.reshape(-1, x.shape[-1]), self.weight).view(*x.shape[:-1], -1)
+
+
+def with_original_layers(gpt: GPT2LMHead) -> GPT2LMHead:
+    """A copy of ``gpt`` whose projections compute as the original's (:class:`OriginalConv1D`), so that a benchmark's
+    baseline costs what the original code cost, not what it would cost on our layers. Same weights, same outputs."""
+    twin = copy.deepcopy(gpt)
+    for name, module in list(twin.named_modules()):
+        if isinstance(module, Linear):
+            parent, _, child = name.rpartition(".")
+            setattr(twin.get_submodule(parent) if parent else twin, child, OriginalConv1D(module))
+    return twin
 
 
 @torch.inference_mode()

@@ -137,3 +137,17 @@ def test_banned_sequences_never_appear(lm, prefixes):
 def test_bad_options_are_named(kw, msg):
     with pytest.raises(DecodingError, match=msg):
         DecodingOptions(**kw)
+
+
+def test_the_original_layer_layout_gives_the_same_tokens(lm, prefixes):
+    """Benchmarks time the original loop on Hugging Face's Conv1D layout (what the original code ran): same maths."""
+    import torch
+
+    from lib_clipcap.reference import OriginalConv1D, with_original_layers
+
+    twin = with_original_layers(lm)
+    assert any(isinstance(m, OriginalConv1D) for m in twin.modules())
+    with torch.inference_mode():
+        assert torch.allclose(twin(prefixes), lm(prefixes), atol=1e-5)
+    assert original_greedy(twin, prefixes[:1], stop_ids=STOP, max_new_tokens=10) == \
+        original_greedy(lm, prefixes[:1], stop_ids=STOP, max_new_tokens=10)

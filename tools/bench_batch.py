@@ -96,7 +96,7 @@ def main() -> None:
     from lib_clipcap.batch import TagOptions, run_tagging
     from lib_clipcap.fileio import atomic_write_text
     from lib_clipcap.images import load_image
-    from lib_clipcap.reference import original_greedy
+    from lib_clipcap.reference import original_greedy, with_original_layers
 
     on_gpu = device.type == "cuda"
     batch_size = args.batch_size or (256 if on_gpu else 32)
@@ -119,6 +119,8 @@ def main() -> None:
             assert s.written == len(imgs) and s.failed == 0, s.failures[:3]
             return len(imgs) / s.elapsed_s
 
+        original_gpt = with_original_layers(cap.model.gpt)  # the original's layer layout, same weights
+
         def sequential(paths: list[Path], original: bool) -> float:
             common.sync(device)
             t0 = time.perf_counter()
@@ -127,7 +129,7 @@ def main() -> None:
                 if original:
                     with torch.inference_mode():
                         prefix = cap.model.prefix_embeddings(cap.clip.encode_images(pixels))
-                        ids = original_greedy(cap.model.gpt, prefix, stop_ids=[], max_new_tokens=args.tokens)
+                        ids = original_greedy(original_gpt, prefix, stop_ids=[], max_new_tokens=args.tokens)
                     text = cap.tokenizer.decode(ids).strip()
                 else:
                     text = cap.caption_pixels(pixels, opts)[0].text

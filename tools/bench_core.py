@@ -1,7 +1,8 @@
 """Core captioning benchmark: our batched KV-cached decoder vs the original per-image uncached loop, same run.
 
 Real-size architecture with random weights (the compute is the same as with trained ones): open_clip ViT-B-32 and
-ClipCap's MLP mapper (prefix 10) on GPT-2 small. Every caption is exactly ``--tokens`` tokens long (no stop token), so
+ClipCap's MLP mapper (prefix 10) on GPT-2 small. The original loop runs on the original's layers (Hugging Face's
+Conv1D layout: lib_clipcap.reference.with_original_layers), same weights. Every caption is exactly ``--tokens`` tokens long (no stop token), so
 both sides do identical work. Timings start from preprocessed pixels and include CLIP image encoding.
 
     python tools/bench_core.py                                 # CPU: greedy and beam 5 at batch 1 and 16, fp32 and
@@ -33,7 +34,7 @@ from lib_clipcap.clip import ClipBackbone
 from lib_clipcap.decoding import DecodingOptions, decode
 from lib_clipcap.gpt2 import GPT2Config
 from lib_clipcap.model import ClipCapConfig, ClipCapModel
-from lib_clipcap.reference import original_beam, original_greedy
+from lib_clipcap.reference import original_beam, original_greedy, with_original_layers
 
 sync = common.sync
 
@@ -85,6 +86,8 @@ def main() -> None:
             tokens_out.extend(list(o[0].tokens) for o in out)
         return (time.perf_counter() - t) / batch
 
+    original_gpt = with_original_layers(gpt)  # the original's layer layout (Hugging Face's Conv1D), same weights
+
     def original(mode: str) -> float:
         sync(device)
         t = time.perf_counter()
@@ -92,9 +95,10 @@ def main() -> None:
             for i in range(args.original_images):  # one image at a time, as the original scripts did
                 prefix = model.prefix_embeddings(clip.encode_images(pixels[i : i + 1]))
                 if mode == "greedy":
-                    original_greedy(gpt, prefix, stop_ids=no_stop, max_new_tokens=args.tokens)
+                    original_greedy(original_gpt, prefix, stop_ids=no_stop, max_new_tokens=args.tokens)
                 else:
-                    original_beam(gpt, prefix, stop_ids=no_stop, beam_size=args.beam, max_new_tokens=args.tokens)
+                    original_beam(original_gpt, prefix, stop_ids=no_stop, beam_size=args.beam,
+                                  max_new_tokens=args.tokens)
         sync(device)
         return (time.perf_counter() - t) / args.original_images
 
