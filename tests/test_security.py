@@ -74,6 +74,9 @@ def state_changing_requests(root: Path) -> list[tuple[str, str, dict]]:
         ("POST", "/clipcap/v1/caption", {"image": png_b64(), "model": DEMO, "max_new_tokens": 5}),
         ("POST", "/clipcap/v1/unload", {"model": DEMO}),
         ("POST", "/clipcap/v1/batch", {"inputs": [str(root / "ds")], "model": DEMO, "workers": 0}),
+        ("POST", "/clipcap/v1/review", {"folder": str(root / "ds")}),
+        ("PUT", "/clipcap/v1/review/caption", {"folder": str(root / "ds"), "image": "00.png", "caption": "planted"}),
+        ("POST", "/clipcap/v1/review/undo", {"folder": str(root / "ds")}),
     ]
 
 
