@@ -35,6 +35,7 @@ _LAZY = {
     "default_grammar": ("scoring", "default_grammar"),
     "EditOutcome": ("edits", "EditOutcome"),
     "ReviewEditError": ("edits", "ReviewEditError"),
+    "UnknownImageError": ("edits", "UnknownImageError"),
     "save_captions": ("edits", "save_captions"),
     "undo_last": ("edits", "undo_last"),
     "undo_depth": ("edits", "undo_depth"),

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from ..batch.discover import is_within
+from ..batch.discover import check_allowed, is_within
 from ..batch.journal import JOURNAL_NAME, Journal, sha256_bytes
 from ..batch.lock import FolderLock
 from ..errors import ClipCapError
@@ -35,7 +35,8 @@ from .table import ReviewRow, ReviewTable
 
 log = logging.getLogger(__name__)
 
-__all__ = ["UNDO_NAME", "EditOutcome", "ReviewEditError", "plan_bulk", "save_captions", "undo_depth", "undo_last"]
+__all__ = ["UNDO_NAME", "EditOutcome", "ReviewEditError", "UnknownImageError", "plan_bulk", "save_captions",
+           "undo_depth", "undo_last"]
 
 UNDO_NAME = ".clipcap-review-undo.jsonl"
 #: Journal signature used when a folder has no batch journal yet (a later ``tag`` run starts its own).
@@ -43,7 +44,14 @@ REVIEW_SIGNATURE = "review"
 
 
 class ReviewEditError(ClipCapError, ValueError):
-    """An edit that cannot be made (an image not in the review, a caption outside the allowed folders)."""
+    """An edit that cannot be made as asked (e.g. the same image twice in one save)."""
+
+
+class UnknownImageError(ReviewEditError, KeyError):
+    """An edit names an image that is not in the reviewed folder."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
 
 
 @dataclass
@@ -140,8 +148,8 @@ def _rows_for(table: ReviewTable, edits: Sequence[Tuple[str, str]]) -> List[Tupl
         try:
             row = table.row(os.fspath(image))
         except KeyError:
-            raise ReviewEditError(f"{image} is not an image of the reviewed folder {table.folder}; rescan the "
-                                  f"folder or pick an image from the table") from None
+            raise UnknownImageError(f"{image} is not an image of the reviewed folder {table.folder}; rescan the "
+                                    f"folder or pick an image from the table") from None
         if row.image in seen:
             raise ReviewEditError(f"{image} is edited twice in one save; give each image once")
         seen.add(row.image)
@@ -178,15 +186,15 @@ def save_captions(table: ReviewTable, edits: Sequence[Tuple[str, str]], *,
     Raises:
         CaptionTextError: a caption holds a control character (newline included) or cannot be encoded; nothing is
             written then.
-        ReviewEditError: an image is not in ``table``, or a caption file is outside ``allowed_roots``.
+        UnknownImageError: an image is not in ``table``.
+        ReviewEditError: an image given twice.
+        PathNotAllowedError: a caption file resolves outside ``allowed_roots``.
         BatchLockedError: a batch run holds the folder's lock (try again when it has finished).
     """
     pairs = _rows_for(table, edits)
     root = table_root(table)
-    if allowed_roots is not None:
-        for row, _ in pairs:
-            if not is_within(row.caption_file, allowed_roots):
-                raise ReviewEditError(f"the caption file {row.caption_file} resolves outside the allowed folders")
+    for row, _ in pairs:  # the batch rule and message (PathNotAllowedError: a PermissionError)
+        check_allowed(row.caption_file, allowed_roots, "caption file")
     outcomes: Dict[str, EditOutcome] = {}
     todo: List[Tuple[ReviewRow, bytes, Optional[bytes]]] = []
     root.mkdir(parents=True, exist_ok=True)

@@ -96,7 +96,7 @@ def add_review_routes(router: APIRouter, manager: Any, job_manager: Any, current
     """
     from ..batch.errors import BatchInputError, BatchLockedError, PathNotAllowedError
     from ..registry import get_model
-    from .edits import ReviewEditError, undo_depth
+    from .edits import ReviewEditError, UnknownImageError, undo_depth
     from .flags import CaptionTextError
     from .service import ReviewService
 
@@ -145,9 +145,10 @@ def add_review_routes(router: APIRouter, manager: Any, job_manager: Any, current
             raise ApiError(404, "folder_not_found", str(e)) from None
         except CaptionTextError as e:
             raise ApiError(422, "invalid_caption", str(e), field="caption") from None
+        except UnknownImageError as e:
+            raise ApiError(404, "unknown_image", str(e)) from None
         except ReviewEditError as e:
-            raise ApiError(404 if "not an image" in str(e) else 403, "unknown_image" if "not an image" in str(e)
-                           else "forbidden_path", str(e)) from None
+            raise ApiError(422, "invalid_request", str(e)) from None
         except BatchLockedError as e:
             raise ApiError(409, "folder_busy", str(e)) from None
 
@@ -224,7 +225,7 @@ def add_review_routes(router: APIRouter, manager: Any, job_manager: Any, current
                 try:
                     row = svc.image_row(table, image)
                 except KeyError:
-                    raise ReviewEditError(f"{image} is not an image of the reviewed folder {table.folder}") from None
+                    raise UnknownImageError(f"{image} is not an image of the reviewed folder {table.folder}") from None
             out = svc.save(table, [(row.image, caption)], rescore=rescore)[0]
             if out.status == "failed":
                 raise ApiError(500, "write_failed", f"{row.caption_file}: {out.reason}")
