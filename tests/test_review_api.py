@@ -12,6 +12,7 @@ pytest.importorskip("httpx")  # fastapi.testclient needs it
 from fastapi import FastAPI  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
 
+from _review_data import tagged_folder  # noqa: E402
 from lib_clipcap.api import API_PREFIX, mount_api  # noqa: E402
 from lib_clipcap.service import ModelManager  # noqa: E402
 
@@ -20,18 +21,8 @@ DEMO = "shapes-demo"
 
 @pytest.fixture()
 def root(tmp_path):
-    from lib_clipcap.shapes import make_scene
-
     root = tmp_path / "allowed"
-    ds = root / "set"
-    ds.mkdir(parents=True)
-    for i in range(5):
-        scene = make_scene(11, i)
-        scene.render().save(ds / f"{i}.png")
-        if i < 4:
-            (ds / f"{i}.txt").write_text(scene.captions[0], encoding="utf-8")
-    (ds / "3.txt").write_text("a large purple triangle and a small red circle on a black background.",
-                              encoding="utf-8")
+    tagged_folder(root / "set", seed=11, images=5, captioned=4, wrong=3)
     return root
 
 

@@ -17,6 +17,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from _review_data import WRONG, tagged_folder
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = Path("/usr/bin/chromium")
@@ -32,22 +33,12 @@ for _needed in ("gradio", "uvicorn", "fastapi"):
 
 pytestmark = pytest.mark.slow
 
-WRONG = "a large purple triangle and a small red circle on a black background."
 
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
-    from lib_clipcap.shapes import make_scene
-
     root = tmp_path_factory.mktemp("review_root")
-    ds = root / "set"
-    ds.mkdir()
-    for i in range(5):
-        scene = make_scene(21, i)
-        scene.render().save(ds / f"{i}.png")
-        (ds / f"{i}.txt").write_text(scene.captions[0], encoding="utf-8")
-    (ds / "3.txt").write_text(WRONG, encoding="utf-8")
-    return root, ds
+    return root, tagged_folder(root / "set", seed=21, images=5, wrong=3)
 
 
 @pytest.fixture(scope="module")

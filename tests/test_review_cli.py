@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from _review_data import tagged_folder
 
 ROOT = Path(__file__).resolve().parents[1]
 HEAVY = ("torch", "open_clip", "transformers", "tokenizers", "safetensors")
@@ -17,19 +18,7 @@ HEAVY = ("torch", "open_clip", "transformers", "tokenizers", "safetensors")
 
 @pytest.fixture()
 def folder(tmp_path):
-    from lib_clipcap.shapes import make_scene
-
-    d = tmp_path / "set"
-    d.mkdir()
-    for i in range(5):
-        scene = make_scene(7, i)
-        scene.render().save(d / f"{i}.png")
-        if i < 4:
-            (d / f"{i}.txt").write_text(scene.captions[0], encoding="utf-8")
-    # A caption that describes another picture: it must come out worst among the scored ones.
-    (d / "3.txt").write_text("a large purple triangle and a small red circle on a black background.",
-                             encoding="utf-8")
-    return d
+    return tagged_folder(tmp_path / "set", seed=7, images=5, captioned=4, wrong=3)
 
 
 def _run(*argv: str) -> subprocess.CompletedProcess:

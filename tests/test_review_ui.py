@@ -9,6 +9,7 @@ import pytest
 
 gr = pytest.importorskip("gradio")
 
+from _review_data import tagged_folder  # noqa: E402
 from lib_clipcap.service import ModelManager  # noqa: E402
 from lib_clipcap.ui import build_ui  # noqa: E402
 
@@ -17,18 +18,8 @@ DEMO = "shapes-demo"
 
 @pytest.fixture()
 def folder(tmp_path):
-    from lib_clipcap.shapes import make_scene
-
     root = tmp_path / "allowed"
-    ds = root / "set"
-    ds.mkdir(parents=True)
-    for i in range(4):
-        scene = make_scene(5, i)
-        scene.render().save(ds / f"{i}.png")
-        (ds / f"{i}.txt").write_text(scene.captions[0], encoding="utf-8")
-    (ds / "2.txt").write_text("a large purple triangle and a small red circle on a black background.",
-                              encoding="utf-8")
-    return root, ds
+    return root, tagged_folder(root / "set", seed=5, images=4, wrong=2)
 
 
 @pytest.fixture()

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from _review_data import WRONG, tagged_folder
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
@@ -27,22 +28,13 @@ GRADIO_MAJOR = int(gr.__version__.split(".")[0])
 if GRADIO_MAJOR not in (3, 4):
     pytest.skip(f"gradio {gr.__version__}: the hosts run gradio 3.41 (A1111) and 4.40 (Forge)", allow_module_level=True)
 MODE = "a1111" if GRADIO_MAJOR == 3 else "forge"
-WRONG = "a large purple triangle and a small red circle on a black background."
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
-    from lib_clipcap.shapes import make_scene
-
-    ds = tmp_path_factory.mktemp("review_set")
-    for i in range(4):
-        scene = make_scene(31, i)
-        scene.render().save(ds / f"{i}.png")
-        (ds / f"{i}.txt").write_text(scene.captions[0], encoding="utf-8")
-    (ds / "2.txt").write_text(WRONG, encoding="utf-8")
-    return ds
+    return tagged_folder(tmp_path_factory.mktemp("review_set"), seed=31, images=4, wrong=2)
 
 
 @pytest.fixture(scope="module")
