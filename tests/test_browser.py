@@ -9,74 +9,16 @@ Skips when /usr/bin/chromium or playwright is missing (tools/system_deps.sh inst
 from __future__ import annotations
 
 import base64
-import importlib.util
 import json
 import os
 import shutil
-import signal
-import socket
-import subprocess
-import sys
 import time
 import urllib.request
-from pathlib import Path
 
 import pytest
+from _browser import ROOT, SHOTS, Server, launch_chromium, require_browser
 
-ROOT = Path(__file__).resolve().parents[1]
-CHROMIUM = Path("/usr/bin/chromium")
-SHOTS = ROOT / "artifacts" / "screenshots"
-
-if not CHROMIUM.exists():
-    pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium; tools/system_deps.sh does it)",
-                allow_module_level=True)
-sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
-for _needed in ("gradio", "uvicorn", "fastapi"):  # the server's; found, not imported (gradio takes seconds)
-    if importlib.util.find_spec(_needed) is None:
-        pytest.skip(f"{_needed} is not installed", allow_module_level=True)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    """`python -m lib_clipcap serve --demo` on 127.0.0.1:<free port>, started without waiting for it."""
-
-    def __init__(self) -> None:
-        SHOTS.mkdir(parents=True, exist_ok=True)
-        port = free_port()
-        self.url = f"http://127.0.0.1:{port}/"
-        env = dict(os.environ, HF_HUB_OFFLINE="1", GRADIO_ANALYTICS_ENABLED="False",
-                   PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
-        self.log = open(ROOT / "artifacts" / "serve.log", "w")  # the server's console, kept for debugging
-        self.proc = subprocess.Popen([sys.executable, "-m", "lib_clipcap", "serve", "--port", str(port), "--demo",
-                                      "--device", "cpu", "--offline"], cwd=ROOT, env=env, stdout=self.log,
-                                     stderr=subprocess.STDOUT, start_new_session=True)
-
-    def wait(self, timeout: float = 90) -> str:
-        deadline = time.monotonic() + timeout
-        while True:
-            assert self.proc.poll() is None, f"serve exited with {self.proc.returncode}; see artifacts/serve.log"
-            try:
-                with urllib.request.urlopen(self.url, timeout=2) as r:
-                    if r.status == 200:
-                        return self.url
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, f"serve did not answer within {timeout:.0f} s"
-            time.sleep(0.2)
-
-    def stop(self) -> None:
-        self.proc.send_signal(signal.SIGINT)
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(5)
-        self.log.close()
+sync_api = require_browser()
 
 
 def _loaded(url: str, model: str) -> bool:
@@ -94,8 +36,7 @@ def server():
 @pytest.fixture(scope="module")
 def browser():
     with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=str(CHROMIUM), headless=True,
-                              args=["--no-sandbox", "--disable-dev-shm-usage"])
+        b = launch_chromium(p)
         yield b
         b.close()
 

@@ -6,33 +6,13 @@ Skips when /usr/bin/chromium or playwright is missing (tools/system_deps.sh inst
 
 from __future__ import annotations
 
-import importlib.util
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
-from pathlib import Path
-
 import pytest
+from _browser import SHOTS, Server, launch_chromium, require_browser
 from _review_data import WRONG, tagged_folder
 
-ROOT = Path(__file__).resolve().parents[1]
-CHROMIUM = Path("/usr/bin/chromium")
-SHOTS = ROOT / "artifacts" / "screenshots"
-
-if not CHROMIUM.exists():
-    pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium; tools/system_deps.sh does it)",
-                allow_module_level=True)
-sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
-for _needed in ("gradio", "uvicorn", "fastapi"):
-    if importlib.util.find_spec(_needed) is None:
-        pytest.skip(f"{_needed} is not installed", allow_module_level=True)
+sync_api = require_browser()
 
 pytestmark = pytest.mark.slow
-
 
 
 @pytest.fixture(scope="module")
@@ -43,43 +23,15 @@ def dataset(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(dataset):
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    url = f"http://127.0.0.1:{port}/"
-    env = dict(os.environ, HF_HUB_OFFLINE="1", GRADIO_ANALYTICS_ENABLED="False",
-               PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
-    log = open(ROOT / "artifacts" / "serve-review.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "lib_clipcap", "serve", "--port", str(port), "--demo", "--device",
-                             "cpu", "--offline", "--batch-root", str(dataset[0])], cwd=ROOT, env=env, stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True)
-    deadline = time.monotonic() + 120
-    while True:
-        assert proc.poll() is None, "serve exited; see artifacts/serve-review.log"
-        try:
-            with urllib.request.urlopen(url, timeout=2) as r:
-                if r.status == 200:
-                    break
-        except OSError:
-            pass
-        assert time.monotonic() < deadline, "serve did not answer in time"
-        time.sleep(0.3)
-    yield url
-    proc.send_signal(signal.SIGINT)
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(5)
-    log.close()
+    srv = Server("--batch-root", str(dataset[0]), log_name="serve-review.log")
+    yield srv.wait(timeout=120)
+    srv.stop()
 
 
 @pytest.fixture(scope="module")
 def page(server):
     with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True,
-                                    args=["--no-sandbox", "--disable-dev-shm-usage"])
+        browser = launch_chromium(p)
         pg = browser.new_page(viewport={"width": 1280, "height": 1000})
         pg.set_default_timeout(90_000)
         pg.goto(server)
