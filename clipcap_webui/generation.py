@@ -22,7 +22,7 @@ would batch as well, but would describe what the sampler drew rather than the sa
 captioned in **one** model call after its images are saved ("flush"), and the results are then written to the saved
 files: the sidecar atomically (the batch tagger's existing-file policy, prefix and suffix), the ``ClipCap caption``
 entry into the PNG text / EXIF UserComment that holds the infotext, atomically and without re-encoding
-(:mod:`lib_clipcap.metadata`). Images that are not saved (API calls without ``save_images``) still get their
+(:mod:`clipcap_webui.metadata`). Images that are not saved (API calls without ``save_images``) still get their
 caption in the returned infotexts.
 
 Safety: every hook catches everything. The first failure of a generation is reported once (the host's
@@ -115,7 +115,7 @@ def _state(p: Any) -> State | None:
 def _caption(state: State, images: Sequence[Any]) -> list[Any]:
     """One model call for ``images`` with the section's model and preset, under the host's GPU etiquette."""
     from lib_clipcap.options_table import caption_kwargs
-    from lib_clipcap.presets import apply_preset
+    from .presets import apply_preset
 
     from . import memory, models, settings
 
@@ -173,7 +173,7 @@ def locate_saved_file(item: Item) -> Path | None:
     ``-N`` siblings, newest first. Without stored parameters (PNG info disabled) the reported path is trusted.
     """
     from lib_clipcap.errors import ClipCapError
-    from lib_clipcap.metadata import read_parameters
+    from .metadata import read_parameters
 
     path = Path(item.path)
     if item.saved_info is None or path.suffix.lower() not in (".png", ".jpg", ".jpeg", ".webp"):
@@ -194,7 +194,7 @@ def locate_saved_file(item: Item) -> Path | None:
 
 def _write_files(state: State, item: Item) -> None:
     from lib_clipcap.errors import ClipCapError
-    from lib_clipcap.metadata import set_file_param
+    from .metadata import set_file_param
 
     s = state.settings
     if item.path is None or item.caption is None:
@@ -292,7 +292,7 @@ def _prompt_from_init_image(p: Any, state: State) -> None:
     The host's img2img batch reuses one ``p`` for every input image and only resets its prompt when it reads PNG
     info, so the typed prompt is remembered: a prompt this function wrote is never taken for a typed one.
     """
-    from lib_clipcap.prompting import caption_prompt
+    from .prompting import caption_prompt
 
     images = list(getattr(p, "init_images", None) or [])
     if not images or images[0] is None:
@@ -378,7 +378,7 @@ def postprocess(p: Any, processed: Any) -> None:
 
 
 def _into_results(state: State, processed: Any) -> None:
-    from lib_clipcap.metadata import set_infotext_param
+    from .metadata import set_infotext_param
 
     by_image = {id(it.image): it for it in state.items if it.caption is not None}
     captions: list[str | None] = []

@@ -74,8 +74,8 @@ class GenerationSettings:
         is listed in ``problems``, so generation is never stopped by this section.
         """
         from lib_clipcap.batch.options import EXISTING_POLICIES
-        from lib_clipcap.presets import DECODING_PRESETS
-        from lib_clipcap.prompting import PROMPT_MODES
+        from .presets import DECODING_PRESETS
+        from .prompting import PROMPT_MODES
 
         args = list(args or ())
         if args and isinstance(args[0], dict):
@@ -216,7 +216,7 @@ def build(script: Any, is_img2img: bool) -> list[Any]:
     import gradio as gr
 
     from lib_clipcap.batch.options import EXISTING_POLICIES
-    from lib_clipcap.presets import PRESET_LABELS
+    from .presets import PRESET_LABELS
     from lib_clipcap.registry import list_models
 
     models = [(SETTINGS_MODEL_LABEL, SETTINGS_MODEL), *((m, m) for m in list_models())]

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lib_clipcap.security import is_loopback_host
+from lib_clipcap.app.security import is_loopback_host
 
 from . import LOG_PREFIX
 

@@ -1,4 +1,4 @@
-"""GPU etiquette: the :class:`~lib_clipcap.service.DevicePolicy` for each host (docs/hosts.md, GPU etiquette).
+"""GPU etiquette: the :class:`~lib_clipcap.app.service.DevicePolicy` for each host (docs/hosts.md, GPU etiquette).
 
 Captions must run beside diffusion without breaking it:
 

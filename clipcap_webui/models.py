@@ -1,6 +1,6 @@
 """The process-wide model manager and batch-job queue of the extension, and their life across UI reloads.
 
-The model cache is :func:`lib_clipcap.service.default_manager`: it lives in a package module, so a WebUI "Reload UI"
+The model cache is :func:`lib_clipcap.app.service.default_manager`: it lives in a package module, so a WebUI "Reload UI"
 (which re-imports the script files as new module objects) finds the same manager and the same loaded models. The
 manager uses the host's device policy (:mod:`clipcap_webui.memory`) and the folders and settings :mod:`clipcap_webui.host`
 reads.
@@ -26,11 +26,11 @@ _jobs: tuple[Any, Any] | None = None  # (manager, the JobManager whose queue eve
 
 
 def get_manager() -> Any:
-    """The process-wide :class:`~lib_clipcap.service.ModelManager`, with the host's device policy.
+    """The process-wide :class:`~lib_clipcap.app.service.ModelManager`, with the host's device policy.
 
     Created on first use; recreated (models unloaded) when the models-folder setting changed.
     """
-    from lib_clipcap import service
+    from lib_clipcap.app import service
 
     want = host.models_dir()
     mgr = service.default_manager(models_dir=want, policy=make_policy(), max_loaded=1)
@@ -105,7 +105,7 @@ def _free_orphaned() -> None:
 
 def _free() -> None:  # with _adopt_lock held
     global _jobs
-    from lib_clipcap import service
+    from lib_clipcap.app import service
 
     _jobs = None
     service.reset_default_manager()

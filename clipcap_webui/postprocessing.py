@@ -29,7 +29,7 @@ def build() -> dict[str, Any]:
     """``ScriptPostprocessing.ui``: ``{name: component}``; the names are :func:`process`'s keyword arguments."""
     import gradio as gr
 
-    from lib_clipcap.presets import PRESET_LABELS
+    from .presets import PRESET_LABELS
     from lib_clipcap.registry import list_models
 
     from .generation_ui import SETTINGS_MODEL, SETTINGS_MODEL_LABEL
@@ -73,7 +73,7 @@ def process(pp: Any, enable: Any = False, model: Any = None, preset: Any = None,
         _report(f"Extras caption failed: {type(e).__name__}: {e}", exc_info=not isinstance(e, ClipCapError))
         return
     if caption:
-        from lib_clipcap.prompting import join_phrases
+        from lib_clipcap.phrases import join_phrases
 
         pp.caption = join_phrases((getattr(pp, "caption", None) or "", caption))
 
@@ -86,7 +86,7 @@ def caption_image(image: Any, *, model: str | None, preset: str) -> str:
     """
     from lib_clipcap.errors import ClipCapError
     from lib_clipcap.options_table import caption_kwargs, resolve_model
-    from lib_clipcap.presets import apply_preset
+    from .presets import apply_preset
 
     from . import memory, models, settings
 

@@ -108,7 +108,7 @@ def gallery_image(value: Any) -> Any:
 
 def merge_prompt(prompt: str | None, caption: str, mode: str) -> str:
     """``caption`` replacing ``prompt`` (``"replace"``) or appended after a comma (``"append"``)."""
-    from lib_clipcap.prompting import join_phrases
+    from lib_clipcap.phrases import join_phrases
 
     caption = caption.strip()
     return join_phrases((prompt or "", caption)) if mode == "append" else caption
@@ -240,7 +240,7 @@ def _classes(component: Any, kwargs: dict[str, Any]) -> list[str]:
 
 # ------------------------------------------------------------------------------------------------ Caption tab hooks
 class HostHooks:
-    """The ``host`` object of :func:`lib_clipcap.ui.build_ui`: the host's "send to" buttons and settings values."""
+    """The ``host`` object of :func:`lib_clipcap.app.ui.build_ui`: the host's "send to" buttons and settings values."""
 
     def add_send_buttons(self, image_component: Any, text_component: Any) -> dict[str, Any]:
         try:

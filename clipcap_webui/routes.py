@@ -2,10 +2,10 @@
 
 The host adds HTTP Basic auth (``--api-auth user:pass,...``) only to its own ``/sdapi`` routes; routes an extension
 adds with ``app.add_api_route`` are open unless the extension checks the credentials itself. So the flag is parsed
-here and handed to :func:`lib_clipcap.api.mount_api`. A malformed ``--api-auth`` fails closed: the routes are not
+here and handed to :func:`lib_clipcap.app.api.mount_api`. A malformed ``--api-auth`` fails closed: the routes are not
 mounted.
 
-Every route also passes :func:`request_policy` (see :mod:`lib_clipcap.security` and docs/security.md): JSON bodies
+Every route also passes :func:`request_policy` (see :mod:`lib_clipcap.app.security` and docs/security.md): JSON bodies
 only, no request from a page of another site unless the host's ``--cors-allow-origins`` /
 ``--cors-allow-origins-regex`` allow it, and, while the WebUI is bound to this computer only, no host name but a
 local one (DNS rebinding). Batch tagging over HTTP may use only the folders :func:`clipcap_webui.host.batch_roots`
@@ -42,7 +42,7 @@ def api_credentials() -> dict[str, str] | None:
     Raises:
         ValueError: The flag is malformed (an entry without ``:``); the message does not echo passwords.
     """
-    from lib_clipcap.api import parse_credentials
+    from lib_clipcap.app.api import parse_credentials
     from lib_clipcap.errors import ClipCapError
 
     try:
@@ -52,9 +52,9 @@ def api_credentials() -> dict[str, str] | None:
 
 
 def request_policy() -> Any:
-    """The :class:`~lib_clipcap.security.RequestPolicy` of the host's flags: its CORS origins are the origins whose
+    """The :class:`~lib_clipcap.app.security.RequestPolicy` of the host's flags: its CORS origins are the origins whose
     pages may call the routes; the Host check applies while the WebUI is bound to a loopback address only."""
-    from lib_clipcap.security import RequestPolicy
+    from lib_clipcap.app.security import RequestPolicy
 
     exp = host.exposure()
     origins = [o for o in str(host.cmd_opt("cors_allow_origins", "") or "").split(",") if o.strip()]
@@ -76,7 +76,7 @@ def mount(app: Any) -> bool:
     except (ValueError, re.error) as e:
         print(f"{LOG_PREFIX} API not mounted: {e}")
         return False
-    from lib_clipcap.api import mount_api
+    from lib_clipcap.app.api import mount_api
 
     mount_api(app, models.get_manager(), credentials=credentials, job_manager=models.get_job_manager(for_api=True),
               request_policy=policy, batch_unavailable=host.batch_unavailable_message())
@@ -92,9 +92,9 @@ def read_generated_caption(raw: bytes) -> dict[str, Any]:
     """``{"caption", "settings", "parameters"}`` from the bytes of a generated image (``None`` where absent).
 
     Raises:
-        lib_clipcap.metadata.MetadataError: not a PNG/JPEG/WebP file, or corrupt metadata.
+        clipcap_webui.metadata.MetadataError: not a PNG/JPEG/WebP file, or corrupt metadata.
     """
-    from lib_clipcap.metadata import infotext_param, parameters_from_bytes
+    from .metadata import infotext_param, parameters_from_bytes
 
     from .generation_ui import KEY_CAPTION, SETTING_KEYS
 
@@ -106,13 +106,13 @@ def read_generated_caption(raw: bytes) -> dict[str, Any]:
 
 def generated_caption_router(credentials: dict[str, str] | None, policy: Any = None) -> Any:
     """The router of ``POST /clipcap/v1/generated-caption`` (HTTP Basic auth with ``credentials`` when given; the
-    request rules of ``policy``, a :class:`~lib_clipcap.security.RequestPolicy`, default: same origin only)."""
+    request rules of ``policy``, a :class:`~lib_clipcap.app.security.RequestPolicy`, default: same origin only)."""
     from fastapi import APIRouter, Request
     from fastapi.responses import JSONResponse
 
-    from lib_clipcap.security import RequestPolicy
+    from lib_clipcap.app.security import RequestPolicy
 
-    from lib_clipcap.api import (
+    from lib_clipcap.app.api import (
         API_PREFIX,
         DEFAULT_MAX_IMAGE_BYTES,
         UNAUTHORIZED_HEADERS,
@@ -121,7 +121,7 @@ def generated_caption_router(credentials: dict[str, str] | None, policy: Any = N
         decode_image_data,
         read_json,
     )
-    from lib_clipcap.metadata import MetadataError
+    from .metadata import MetadataError
 
     router = APIRouter(prefix=API_PREFIX, tags=["clipcap"])
     policy = policy or RequestPolicy()

@@ -1,7 +1,7 @@
-"""``python -m lib_clipcap ...``: see :mod:`lib_clipcap.cli`."""
+"""``python -m lib_clipcap ...``: see :mod:`lib_clipcap.app.cli`."""
 
 import sys
 
-from .cli import main
+from .app.cli import main
 
 sys.exit(main())

@@ -8,7 +8,7 @@ KV cache, and every option changes the result:
 - ``greedy``: argmax at each step.
 - ``beam``: the original ``generate_beam`` algorithm (scores are summed log-probabilities, ranked by their average
   over the length, a beam stops at a stop token), batched over images; ``tests/test_decoding.py`` checks it returns
-  exactly the tokens of the original per-image loop (:mod:`lib_clipcap.reference`).
+  exactly the tokens of the original per-image loop (:mod:`devtools.reference`).
 - ``sample``: temperature, then top-k, then top-p (nucleus) filtering, then a real multinomial draw from a seeded
   generator.
 

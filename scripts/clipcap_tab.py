@@ -3,7 +3,7 @@
 Thin glue only: the library is ``lib_clipcap``, the host adapter ``clipcap_webui``. The host imports this file by path
 (module name ``"clipcap_tab.py"``, not in ``sys.modules``) and A1111 takes the extension folder off ``sys.path``
 right after the import, so the folder is put on ``sys.path`` before the packages are imported, and again from the
-first callbacks. Models are cached in ``lib_clipcap.service``, which survives a "Reload UI" (only this file is
+first callbacks. Models are cached in ``lib_clipcap.app.service``, which survives a "Reload UI" (only this file is
 re-imported).
 """
 
@@ -41,7 +41,7 @@ def on_ui_settings() -> None:
 
 
 def on_ui_tabs() -> list:
-    from lib_clipcap.ui import build_ui
+    from lib_clipcap.app.ui import build_ui
 
     blocks = build_ui(models.get_manager(), host=prompt_button.HostHooks(), job_manager=models.get_job_manager())
     return [(blocks, "Caption", "clipcap")]

@@ -18,9 +18,9 @@ from fastapi.testclient import TestClient  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from lib_clipcap import shapes  # noqa: E402
-from lib_clipcap.api import API_PREFIX, mount_api, parse_credentials  # noqa: E402
+from lib_clipcap.app.api import API_PREFIX, mount_api, parse_credentials  # noqa: E402
 from lib_clipcap.errors import ClipCapError  # noqa: E402
-from lib_clipcap.service import LocalDevicePolicy, ModelManager  # noqa: E402
+from lib_clipcap.app.service import LocalDevicePolicy, ModelManager  # noqa: E402
 
 DEMO = "shapes-demo"
 
@@ -439,7 +439,7 @@ def test_mount_twice_replaces_the_routes_and_openapi_documents_the_options(manag
                            f"{API_PREFIX}/review/caption", f"{API_PREFIX}/review/undo"])
     op_ids = [op["operationId"] for p in ours for op in schema["paths"][p].values()]
     assert len(op_ids) == len(set(op_ids))
-    from lib_clipcap.api import _is_ours
+    from lib_clipcap.app.api import _is_ours
 
     # no route registered twice: 9 routes (FastAPI < 0.16x copies them) or one included-router entry (newer)
     assert sum(1 for r in app.router.routes if _is_ours(r)) in (1, 9)

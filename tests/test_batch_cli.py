@@ -18,7 +18,7 @@ from lib_clipcap.batch import BatchLockedError, TagOptions, run_tagging
 from lib_clipcap.batch import cli as tag_cli
 from lib_clipcap.batch.journal import JOURNAL_NAME
 from lib_clipcap.batch.lock import LOCK_NAME, FolderLock
-from lib_clipcap.cli import main
+from lib_clipcap.app.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -106,7 +106,7 @@ def slow(self, *a, **k):
     time.sleep(0.4)
     return original(self, *a, **k)
 Captioner.caption_pixels = slow
-from lib_clipcap.cli import main
+from lib_clipcap.app.cli import main
 sys.exit(main(sys.argv[1:]))
 """
 

@@ -14,7 +14,7 @@ from lib_clipcap import shapes
 from lib_clipcap.batch import BatchInputError, PathNotAllowedError, TagOptions
 from lib_clipcap.batch.jobs import JobManager
 from lib_clipcap.errors import ClipCapError
-from lib_clipcap.service import ModelManager
+from lib_clipcap.app.service import ModelManager
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -169,7 +169,7 @@ def test_http_routes_drive_the_real_job_manager(setup):
     fastapi = pytest.importorskip("fastapi")
     from fastapi.testclient import TestClient
 
-    from lib_clipcap.api import API_PREFIX, mount_api
+    from lib_clipcap.app.api import API_PREFIX, mount_api
 
     jobs, manager, root, _ = setup
     make_images(root / "ds", 3)

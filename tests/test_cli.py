@@ -18,14 +18,14 @@ GRAMMAR = package_path("bundled:assets/sbg/grammar")
 
 
 def _parse(*argv: str):
-    from lib_clipcap.cli import COMMANDS, build_parser
+    from lib_clipcap.app.cli import COMMANDS, build_parser
 
     return build_parser({"caption": COMMANDS["caption"]}).parse_args(["caption", *argv])
 
 
 def _kwargs(*argv: str) -> dict:
     """What ``caption`` would pass to the model's ``caption`` (after its option checks), without loading a model."""
-    from lib_clipcap.cli import check_caption_args, clipcap_caption_kwargs
+    from lib_clipcap.app.cli import check_caption_args, clipcap_caption_kwargs
     from lib_clipcap.sbg.cli import sbg_caption_kwargs
 
     args = _parse(*argv)
@@ -106,14 +106,14 @@ def test_explicit_choices_win(argv, expected):
     (["--grammar-weight", "-1"], r"--grammar-weight -1.0: must be a number >= 0"),
 ])
 def test_bad_options_name_the_value_and_what_to_do(argv, match):
-    from lib_clipcap.cli import check_caption_args
+    from lib_clipcap.app.cli import check_caption_args
 
     with pytest.raises(ClipCapError, match=match):
         check_caption_args(_parse(*argv))
 
 
 def test_a_bad_option_fails_before_any_model_is_loaded(capsys, monkeypatch):
-    from lib_clipcap import cli
+    from lib_clipcap.app import cli
 
     monkeypatch.setattr(cli, "load_captioner", lambda *a, **k: pytest.fail("model loaded"))
     assert cli.main(["caption", "--threshold", "0.3"]) == 2
@@ -136,7 +136,7 @@ def models_dir(tmp_path_factory) -> str:
 
 
 def _run(capsys, *argv: str) -> tuple[int, str, str]:
-    from lib_clipcap.cli import main
+    from lib_clipcap.app.cli import main
 
     rc = main(list(argv))
     out = capsys.readouterr()
@@ -217,7 +217,7 @@ def test_models_reports_sbg_generators_installed(capsys, tmp_path):
 
 
 def test_models_command_imports_no_torch():
-    code = ("import sys, io, contextlib; from lib_clipcap.cli import main\n"
+    code = ("import sys, io, contextlib; from lib_clipcap.app.cli import main\n"
             "with contextlib.redirect_stdout(io.StringIO()): main(['models'])\n"
             "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)

@@ -8,7 +8,7 @@ import torch
 from lib_clipcap.decoding import DecodingOptions, decode
 from lib_clipcap.errors import DecodingError
 from lib_clipcap.gpt2 import GPT2Config, GPT2LMHead
-from lib_clipcap.reference import original_beam, original_greedy
+from devtools.reference import original_beam, original_greedy
 
 STOP = [7, 49]
 
@@ -143,7 +143,7 @@ def test_the_original_layer_layout_gives_the_same_tokens(lm, prefixes):
     """Benchmarks time the original loop on Hugging Face's Conv1D layout (what the original code ran): same maths."""
     import torch
 
-    from lib_clipcap.reference import OriginalConv1D, with_original_layers
+    from devtools.reference import OriginalConv1D, with_original_layers
 
     twin = with_original_layers(lm)
     assert any(isinstance(m, OriginalConv1D) for m in twin.modules())

@@ -14,7 +14,7 @@ def _signature_defaults(func) -> dict:
 
 
 def _parse(command: str, *argv: str):
-    from lib_clipcap.cli import all_commands, build_parser
+    from lib_clipcap.app.cli import all_commands, build_parser
 
     return build_parser({command: all_commands()[command]}).parse_args([command, *argv])
 
@@ -52,7 +52,7 @@ def _a_sample() -> str:
 
 
 def test_caption_command_defaults_are_the_tables():
-    from lib_clipcap.cli import clipcap_caption_kwargs
+    from lib_clipcap.app.cli import clipcap_caption_kwargs
 
     kw = clipcap_caption_kwargs(_parse("caption"))
     expected = caption_kwargs(defaults())
@@ -63,7 +63,7 @@ def test_caption_command_defaults_are_the_tables():
 def test_tag_and_eval_are_greedy_with_the_tables_other_defaults():
     """Batch tagging and eval choose greedy decoding (one deterministic caption, batch-independent; the published
     figures), and take every other value from the table."""
-    from lib_clipcap.cli import decoding_kwargs
+    from lib_clipcap.app.cli import decoding_kwargs
 
     table = defaults()
     for command in ("tag", "eval"):

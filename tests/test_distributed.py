@@ -101,7 +101,7 @@ def reference(dataset, demo_captioner, tmp_path_factory):
 @pytest.fixture(scope="module")
 def cluster():
     ray = pytest.importorskip("ray")
-    from lib_clipcap.distributed.local_cluster import LocalCluster
+    from devtools.local_cluster import LocalCluster
 
     env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
            "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
@@ -185,7 +185,7 @@ def test_library_imports_without_ray_and_the_engine_names_the_install_command(tm
         "sys.modules['ray'] = None  # as if Ray were not installed\n"
         "import lib_clipcap, lib_clipcap.batch, lib_clipcap.batch.cli, lib_clipcap.distributed\n"
         "from lib_clipcap.distributed import RayOptions, ModelSpec\n"
-        "from lib_clipcap.cli import main\n"
+        "from lib_clipcap.app.cli import main\n"
         f"sys.exit(main(['tag', {str(tmp_path)!r}, '--engine', 'ray', '--model', 'shapes-demo']))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300,
@@ -231,7 +231,7 @@ def test_options_are_checked_before_anything_runs(tmp_path):
 
 
 def test_local_engine_refuses_ray_only_options(tmp_path, capsys):
-    from lib_clipcap.cli import main
+    from lib_clipcap.app.cli import main
 
     assert main(["tag", str(tmp_path), "--address", "auto", "--manifest-parquet", str(tmp_path / "pq")]) == 2
     assert "--address, --manifest-parquet only apply to --engine ray" in capsys.readouterr().err
@@ -334,7 +334,7 @@ def test_ray_run_equals_single_machine_run_and_resumes(cluster, dataset, referen
 def test_manifest_only_url_run_stops_and_the_cli_resumes_it(cluster, dataset, reference, tmp_path, capsys):
     """Object-storage style: ``file://`` URLs, no caption files, the Parquet manifest as the only output and the
     resume record; the second run is the CLI, which reports like the local engine."""
-    from lib_clipcap.cli import main
+    from lib_clipcap.app.cli import main
     from lib_clipcap.distributed import run_tagging_ray
 
     url = "file://" + str(dataset)

@@ -105,7 +105,7 @@ def test_table_styles():
 @needs_java
 def test_eval_command_on_shapes_jsonl(tmp_path, capsys):
     from lib_clipcap import shapes
-    from lib_clipcap.cli import main
+    from lib_clipcap.app.cli import main
     from lib_clipcap.eval.datasets import EvalItem, write_jsonl
 
     items = []

@@ -110,7 +110,7 @@ def test_save_load_round_trip_and_training(tiny_clip, tmp_path):
 
 def test_train_grammar_cli(tmp_path, capsys):
     """``python -m lib_clipcap train grammar`` (in-process, only the train command; a few steps)."""
-    from lib_clipcap.cli import build_parser
+    from lib_clipcap.app.cli import build_parser
     from lib_clipcap.train import cli
 
     caps = tmp_path / "captions.txt"

@@ -91,3 +91,51 @@ def test_no_import_cycles(package):
     reach = {m: reachable(m) for m in graph}
     cycles = sorted({tuple(sorted(m for m in reach[a] if a in reach[m])) for a in graph if a in reach[a]})
     assert cycles == []
+
+
+def _runtime_imports(path: Path) -> set[str]:
+    """Absolute names of the modules ``path`` imports (relative imports resolved), ``TYPE_CHECKING`` blocks skipped."""
+    mod = _module_name(path)
+    pkg = mod if path.name == "__init__.py" else mod.rpartition(".")[0]
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    skip = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If)
+            and "TYPE_CHECKING" in ast.unparse(node.test) for n in ast.walk(node)}
+    out: set[str] = set()
+    for node in ast.walk(tree):
+        if id(node) in skip:
+            continue
+        if isinstance(node, ast.Import):
+            out.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = pkg
+            for _ in range(max(node.level - 1, 0)):
+                base = base.rpartition(".")[0]
+            base = (f"{base}.{node.module}" if node.module else base) if node.level else (node.module or "")
+            out.add(base)
+            out.update(f"{base}.{a.name}" for a in node.names)
+    return out
+
+
+def test_model_core_never_imports_the_app_layer():
+    """The app layer (lib_clipcap.app: cli, api, ui, server, service, security) sits on the core, never under it;
+    only the faces (a feature's ``cli`` module, ``__main__``) may reach up into it."""
+    offenders = {}
+    for p in (ROOT / "lib_clipcap").rglob("*.py"):
+        mod = _module_name(p)
+        if mod.startswith("lib_clipcap.app") or p.stem in ("cli", "__main__"):
+            continue
+        bad = sorted(m for m in _runtime_imports(p) if m == "lib_clipcap.app" or m.startswith("lib_clipcap.app."))
+        if bad:
+            offenders[mod] = bad
+    assert offenders == {}
+
+
+def test_installed_code_never_needs_test_only_code():
+    """devtools/ (reference loops, the local Ray cluster) and tools/ are not installed: nothing shipped imports them."""
+    offenders = {}
+    for package in ("lib_clipcap", "clipcap_webui", "scripts"):
+        for p in (ROOT / package).rglob("*.py"):
+            bad = sorted(m for m in _runtime_imports(p) if m.split(".")[0] in ("devtools", "tools", "tests"))
+            if bad:
+                offenders[str(p.relative_to(ROOT))] = bad
+    assert offenders == {}

@@ -13,8 +13,8 @@ from fastapi import FastAPI  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
 
 from _review_data import tagged_folder  # noqa: E402
-from lib_clipcap.api import API_PREFIX, mount_api  # noqa: E402
-from lib_clipcap.service import ModelManager  # noqa: E402
+from lib_clipcap.app.api import API_PREFIX, mount_api  # noqa: E402
+from lib_clipcap.app.service import ModelManager  # noqa: E402
 
 DEMO = "shapes-demo"
 

@@ -10,8 +10,8 @@ import pytest
 gr = pytest.importorskip("gradio")
 
 from _review_data import tagged_folder  # noqa: E402
-from lib_clipcap.service import ModelManager  # noqa: E402
-from lib_clipcap.ui import build_ui  # noqa: E402
+from lib_clipcap.app.service import ModelManager  # noqa: E402
+from lib_clipcap.app.ui import build_ui  # noqa: E402
 
 DEMO = "shapes-demo"
 

@@ -141,7 +141,7 @@ def test_published_generator_missing_says_where_to_put_it(tmp_path):
 
 
 def test_model_manager_serves_sbg(tmp_path, heldout):
-    from lib_clipcap.service import ModelManager
+    from lib_clipcap.app.service import ModelManager
 
     _, images = heldout
     mm = ModelManager(models_dir=tmp_path, max_loaded=1)
@@ -153,7 +153,7 @@ def test_model_manager_serves_sbg(tmp_path, heldout):
 
 
 def test_cli_sbg_caption_json(tmp_path, capsys):
-    from lib_clipcap.cli import build_parser
+    from lib_clipcap.app.cli import build_parser
     from lib_clipcap.sbg import cli
 
     img = tmp_path / "scene.png"

@@ -110,7 +110,7 @@ def test_limit_and_structure_errors(tmp_path):
 
 def _sbg_cli(argv: list[str]) -> int:
     """Run ``python -m lib_clipcap sbg ...`` in-process with only the sbg command (no other command's imports)."""
-    from lib_clipcap.cli import build_parser
+    from lib_clipcap.app.cli import build_parser
     from lib_clipcap.sbg import cli
 
     args = build_parser({"sbg": (cli.HELP, cli.add_arguments, cli.run)}).parse_args(["sbg", *argv])

@@ -12,6 +12,7 @@ import pytest
 from lib_clipcap.sbg.vocabulary import (POS, VocabularyError, load_vocabulary, vocabulary_from_dict)
 
 DATA = Path(__file__).resolve().parents[1] / "lib_clipcap" / "sbg" / "data"
+TOOLS = Path(__file__).resolve().parents[1] / "tools"
 
 
 @pytest.fixture(scope="module")
@@ -57,14 +58,14 @@ def test_every_word_is_spelled_right():
     """Checked against the system word list (Debian's wamerican), as the build script does."""
     if not Path("/usr/share/dict/words").is_file():
         pytest.skip("no /usr/share/dict/words (apt-get install wamerican) to check spelling against")
-    sys.path.insert(0, str(DATA))
+    sys.path.insert(0, str(TOOLS))
     import build_vocabulary
 
     assert build_vocabulary._spelling_problems(json.loads((DATA / "natural.json").read_text())) == []
 
 
 def test_shipped_json_is_what_the_build_script_writes():
-    sys.path.insert(0, str(DATA))
+    sys.path.insert(0, str(TOOLS))
     import build_vocabulary
 
     for name in ("natural", "shapes"):

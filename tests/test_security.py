@@ -18,9 +18,9 @@ from PIL import Image  # noqa: E402
 
 from _live_server import serve  # noqa: E402
 from lib_clipcap.batch.jobs import DEFAULT_CAPTION_EXTS, JobManager  # noqa: E402
-from lib_clipcap.security import RequestPolicy, normalize_origin  # noqa: E402
-from lib_clipcap.server import create_app  # noqa: E402
-from lib_clipcap.service import ModelManager  # noqa: E402
+from lib_clipcap.app.security import RequestPolicy, normalize_origin  # noqa: E402
+from lib_clipcap.app.server import create_app  # noqa: E402
+from lib_clipcap.app.service import ModelManager  # noqa: E402
 
 DEMO = "shapes-demo"
 EVIL = "https://evil.example"
@@ -270,7 +270,7 @@ def test_websocket_from_a_foreign_page_is_closed():
     from fastapi.testclient import TestClient
     from starlette.websockets import WebSocketDisconnect
 
-    from lib_clipcap.server import RequestGuardMiddleware
+    from lib_clipcap.app.server import RequestGuardMiddleware
 
     app = FastAPI()
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from lib_clipcap import MissingFileError
-from lib_clipcap.service import ModelManager
+from lib_clipcap.app.service import ModelManager
 
 
 def test_missing_model_does_not_evict_the_loaded_one(tmp_path, monkeypatch):

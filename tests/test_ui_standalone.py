@@ -25,8 +25,8 @@ from lib_clipcap.options_table import (  # noqa: E402
     settings_entries,
     validate_options,
 )
-from lib_clipcap.service import ModelManager  # noqa: E402
-from lib_clipcap.ui import CANDIDATE_HEADERS, build_ui  # noqa: E402
+from lib_clipcap.app.service import ModelManager  # noqa: E402
+from lib_clipcap.app.ui import CANDIDATE_HEADERS, build_ui  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = "shapes-demo"
@@ -76,7 +76,7 @@ def image():
 
 # -------------------------------------------------------------------------------------------------- options table
 def test_ui_api_settings_and_captioner_agree_with_the_options_table(manager, demo_captioner, image):
-    from lib_clipcap.api import CaptionRequest
+    from lib_clipcap.app.api import CaptionRequest
     from lib_clipcap.captioner import Captioner
 
     demo = build_ui(manager, values={"model": DEMO})
@@ -213,7 +213,7 @@ def test_models_section_lists_downloads_and_unloads(manager, image, tmp_path):
 
 # ---------------------------------------------------------------------------------------------------------- batch
 def batch_values(demo) -> list:
-    from lib_clipcap.ui import BATCH_FIELDS
+    from lib_clipcap.app.ui import BATCH_FIELDS
 
     return [find(demo, f"clipcap_batch_{name}").value for name, *_ in BATCH_FIELDS]
 
@@ -229,7 +229,7 @@ def test_batch_section_explains_when_batch_tagging_is_off(manager):
 def test_batch_section_tags_a_folder_and_reports_failures(manager, tmp_path):
     pytest.importorskip("lib_clipcap.batch")
     from lib_clipcap.batch.jobs import JobManager
-    from lib_clipcap.ui import BATCH_FIELDS
+    from lib_clipcap.app.ui import BATCH_FIELDS
 
     folder = tmp_path / "set"
     folder.mkdir()
@@ -265,7 +265,7 @@ def test_batch_section_tags_a_folder_and_reports_failures(manager, tmp_path):
 def test_standalone_app_serves_ui_and_api_with_optional_auth(manager):
     from fastapi.testclient import TestClient
 
-    from lib_clipcap.server import create_app
+    from lib_clipcap.app.server import create_app
 
     with TestClient(create_app(manager, default_model=DEMO), base_url="http://127.0.0.1:7861") as client:
         page = client.get("/")
@@ -287,8 +287,8 @@ def test_standalone_app_serves_ui_and_api_with_optional_auth(manager):
 
 
 def test_serve_command_is_registered_and_imports_cheaply():
-    from lib_clipcap.cli import build_parser
-    from lib_clipcap.security import is_loopback_host as _is_loopback
+    from lib_clipcap.app.cli import build_parser
+    from lib_clipcap.app.security import is_loopback_host as _is_loopback
 
     args = build_parser().parse_args(["serve", "--auth", "a:b", "--batch-root", "/data", "--demo",
                                       "--cors-allow-origin", "https://a.example", "--caption-ext", ".cap"])
@@ -297,7 +297,7 @@ def test_serve_command_is_registered_and_imports_cheaply():
     assert _is_loopback("127.0.0.1") and _is_loopback("localhost") and _is_loopback("::1")
     assert _is_loopback("[::1]") and _is_loopback("127.0.0.2") and _is_loopback("app.localhost")
     assert not _is_loopback("0.0.0.0") and not _is_loopback("192.168.1.5") and not _is_loopback("localhost.evil.io")
-    code = ("import sys, lib_clipcap.server, lib_clipcap.options_table, lib_clipcap.compat; "
+    code = ("import sys, lib_clipcap.app.server, lib_clipcap.options_table, lib_clipcap.compat; "
             "print(sorted(m for m in ('gradio', 'fastapi', 'uvicorn', 'torch', 'pydantic') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

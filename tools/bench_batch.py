@@ -96,7 +96,7 @@ def main() -> None:
     from lib_clipcap.batch import TagOptions, run_tagging
     from lib_clipcap.fileio import atomic_write_text
     from lib_clipcap.images import load_image
-    from lib_clipcap.reference import original_greedy, with_original_layers
+    from devtools.reference import original_greedy, with_original_layers
 
     on_gpu = device.type == "cuda"
     batch_size = args.batch_size or (256 if on_gpu else 32)

@@ -2,7 +2,7 @@
 
 Real-size architecture with random weights (the compute is the same as with trained ones): open_clip ViT-B-32 and
 ClipCap's MLP mapper (prefix 10) on GPT-2 small. The original loop runs on the original's layers (Hugging Face's
-Conv1D layout: lib_clipcap.reference.with_original_layers), same weights. Every caption is exactly ``--tokens`` tokens long (no stop token), so
+Conv1D layout: devtools.reference.with_original_layers), same weights. Every caption is exactly ``--tokens`` tokens long (no stop token), so
 both sides do identical work. Timings start from preprocessed pixels and include CLIP image encoding.
 
     python tools/bench_core.py                                 # CPU: greedy and beam 5 at batch 1 and 16, fp32 and
@@ -34,7 +34,7 @@ from lib_clipcap.clip import ClipBackbone
 from lib_clipcap.decoding import DecodingOptions, decode
 from lib_clipcap.gpt2 import GPT2Config
 from lib_clipcap.model import ClipCapConfig, ClipCapModel
-from lib_clipcap.reference import original_beam, original_greedy, with_original_layers
+from devtools.reference import original_beam, original_greedy, with_original_layers
 
 sync = common.sync
 

@@ -113,7 +113,7 @@ def main() -> None:
 
     from lib_clipcap.batch import TagOptions
     from lib_clipcap.distributed import RayOptions, run_tagging_ray
-    from lib_clipcap.distributed.local_cluster import LocalCluster
+    from devtools.local_cluster import LocalCluster
 
     n = args.images or (48 if args.real_size else 600)
     size = args.size or (512 if args.real_size else 64)

@@ -4,7 +4,7 @@
     python tools/build_sbg_fixtures.py --stage generator  # or: vocabulary, grammar, eval
 
 Outputs (committed; well under 1 MB in all):
-    lib_clipcap/sbg/data/natural.json, shapes.json       vocabularies (from lib_clipcap/sbg/data/build_vocabulary.py)
+    lib_clipcap/sbg/data/natural.json, shapes.json       vocabularies (from tools/build_vocabulary.py)
     lib_clipcap/assets/sbg/generator/                    HF-format GPT-2 folder: config.json, model.safetensors (fp16),
                                                          tokenizer.json (BPE trained on the prompts+captions), sbg.json
     lib_clipcap/assets/sbg/grammar/                      grammar head (+ fine-tuned tiny-CLIP text tower): grammar.*
@@ -188,7 +188,7 @@ def main() -> None:
     random.seed(0)
     st = args.stage
     if st in ("all", "vocabulary"):
-        sys.path.insert(0, str(ROOT / "lib_clipcap" / "sbg" / "data"))
+        sys.path.insert(0, str(ROOT / "tools"))
         import build_vocabulary
 
         if build_vocabulary.main():

@@ -17,7 +17,7 @@ import sys
 import threading
 from typing import Any, Callable, Optional
 
-from ..cli_common import add_decoding_arguments, add_model_arguments, decoding_kwargs, eprint, load_captioner
+from ..app.cli_common import add_decoding_arguments, add_model_arguments, decoding_kwargs, eprint, load_captioner
 from .options import DEFAULT_MAX_PIXELS, EXISTING_POLICIES
 
 HELP = "caption folders of images into .txt sidecar files (training sets), resumably"
@@ -243,6 +243,6 @@ def _run_and_report(options, tag: Callable) -> int:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    from ..cli import main
+    from ..app.cli import main
 
     sys.exit(main(["tag", *sys.argv[1:]]))

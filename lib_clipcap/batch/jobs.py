@@ -93,7 +93,7 @@ class JobManager:
     """Runs :func:`~lib_clipcap.batch.run_tagging` jobs in the background.
 
     Args:
-        manager: The :class:`~lib_clipcap.service.ModelManager` the models come from.
+        manager: The :class:`~lib_clipcap.app.service.ModelManager` the models come from.
         allowed_roots: Folders jobs may read and write (resolved to real paths here).
         caption_exts: Caption-file suffixes jobs may write (case-insensitive); ``None``: any suffix that is not an
             image's (for a caller that trusts every request, like a local command line).

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from typing import Optional
 
-from ..prompting import join_phrases
+from ..phrases import join_phrases
 from .options import TagOptions
 
 _SPACE = re.compile(r"\s+")
@@ -64,7 +64,7 @@ def clean_caption(text: str, options: TagOptions) -> str:
 
 def decorate(caption: str, options: TagOptions) -> str:
     """Join ``prefix``, ``caption`` and ``suffix`` (those not empty) with the separator; a caption followed by a
-    suffix loses its closing period (:func:`lib_clipcap.prompting.join_phrases`)."""
+    suffix loses its closing period (:func:`lib_clipcap.phrases.join_phrases`)."""
     return join_phrases((options.prefix, caption, options.suffix), options.separator)
 
 

@@ -19,7 +19,7 @@ HELP = "caption a dataset and score it (BLEU, METEOR, ROUGE-L, CIDEr, SPICE, CLI
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from ..cli_common import add_decoding_arguments, add_model_arguments
+    from ..app.cli_common import add_decoding_arguments, add_model_arguments
 
     p.add_argument("dataset", nargs="?", help="caption file: Flickr captions.txt / token file / results.csv, "
                                               "Karpathy dataset_*.json, COCO captions_*.json, FineCapEval.csv, "
@@ -72,7 +72,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _caption_kwargs(args: argparse.Namespace, *, sbg: bool) -> dict:
-    from ..cli_common import decoding_kwargs
+    from ..app.cli_common import decoding_kwargs
 
     kw = decoding_kwargs(args, decoding="sample" if sbg else "greedy")  # greedy: the published ClipCap figures
     if args.top_k is None and sbg:
@@ -101,7 +101,7 @@ def _load_sbg(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..cli_common import eprint
+    from ..app.cli_common import eprint
     from ..errors import ClipCapError
     from .report import format_table, load_json, save_json
 
@@ -133,7 +133,7 @@ def run(args: argparse.Namespace) -> int:
     if sbg:
         model = _load_sbg(args)
     elif with_model:
-        from ..cli_common import load_captioner
+        from ..app.cli_common import load_captioner
 
         model = load_captioner(args)
     if model is not None:
@@ -176,7 +176,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _baselines(args: argparse.Namespace, data, model, score_clip, metrics: list[str], reader_kwargs: dict) -> list:
     """The retrieval-baseline rows (:mod:`.baselines`) for ``data``, from --features or computed with a CLIP."""
-    from ..cli_common import eprint
+    from ..app.cli_common import eprint
     from .baselines import retrieval_inputs
     from .datasets import load_dataset
     from .runner import evaluate_baseline

@@ -3,7 +3,7 @@ manager.
 
 The HTTP API (:mod:`.routes`) and the gradio section (:mod:`.ui`) both go through :class:`ReviewService`, so they
 follow the same rules as batch tagging: a folder must resolve inside the job manager's allowed folders (relative
-folders are taken relative to the first one), and model calls go through the :class:`~lib_clipcap.service.ModelManager`
+folders are taken relative to the first one), and model calls go through the :class:`~lib_clipcap.app.service.ModelManager`
 (one at a time, under the host's device policy). Scanned tables are kept (a few, least recently used dropped) so that
 saving one caption does not rescan a folder of thousands of files.
 """
@@ -45,7 +45,7 @@ class ReviewService:
     """Scans, scores and edits review tables on behalf of a server or UI.
 
     Args:
-        manager: The :class:`~lib_clipcap.service.ModelManager` (scoring uses the named model's CLIP).
+        manager: The :class:`~lib_clipcap.app.service.ModelManager` (scoring uses the named model's CLIP).
         allowed_roots: Real paths of the folders that may be reviewed and edited (a batch job manager's
             ``allowed_roots``); ``None``: anywhere (a local, single-user tool).
         max_tables: Scanned tables kept in memory.

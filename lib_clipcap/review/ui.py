@@ -364,7 +364,7 @@ class ReviewUI:
 
 def build_review_section(manager: Any, *, job_manager: Any, model: Any, option_inputs: Sequence[Any],
                          unavailable: Optional[str] = None) -> Dict[str, Any]:
-    """Lay out the Review section inside the current ``gr.Blocks`` (called by :func:`lib_clipcap.ui.build_ui`).
+    """Lay out the Review section inside the current ``gr.Blocks`` (called by :func:`lib_clipcap.app.ui.build_ui`).
 
     Args:
         manager, job_manager, unavailable: As for :class:`ReviewUI`.

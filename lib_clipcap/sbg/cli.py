@@ -61,7 +61,7 @@ def add_sbg_procedure_arguments(g, *, k: bool = True, vocabulary: bool = True) -
 
 
 def add_sbg_generation_arguments(p: argparse.ArgumentParser) -> None:
-    from ..cli_common import add_rerank_arguments
+    from ..app.cli_common import add_rerank_arguments
     from .defaults import DEFAULT_DECODING, DEFAULT_TOP_K
 
     g = p.add_argument_group("SBG generation")
@@ -158,7 +158,7 @@ def load_guesser(args: argparse.Namespace):
         from .keywords import KeywordExtractor
 
         guesser.extractor = KeywordExtractor(guesser.clip, args.vocabulary, cache=guesser.extractor.cache)
-    from ..cli_common import attach_grammar_args
+    from ..app.cli_common import attach_grammar_args
 
     attach_grammar_args(guesser, args)
     return guesser
@@ -196,7 +196,7 @@ def sbg_caption_kwargs(args: argparse.Namespace) -> dict:
 
 
 def _inputs(args: argparse.Namespace) -> list[str]:
-    from ..cli_common import collect_images
+    from ..app.cli_common import collect_images
     from ..registry import package_path
 
     inputs = args.inputs or [str(package_path("bundled:assets/samples"))]
@@ -205,7 +205,7 @@ def _inputs(args: argparse.Namespace) -> list[str]:
 
 # ----------------------------------------------------------------------------------------------- subcommands
 def _caption(args: argparse.Namespace) -> int:
-    from ..cli_common import check_rerank_args, print_results
+    from ..app.cli_common import check_rerank_args, print_results
     from .defaults import DEFAULT_RERANK
 
     check_sbg_args(args)

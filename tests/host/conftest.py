@@ -39,7 +39,7 @@ def make_webui(tmp_path):
         return w.boot()
 
     yield make
-    from lib_clipcap import service
+    from lib_clipcap.app import service
 
     from clipcap_webui import models
 
@@ -102,7 +102,7 @@ def fake_models():
     """``install()`` -> a :class:`FakeLoader` behind the process-wide manager (call it after booting the host)."""
 
     def install() -> FakeLoader:
-        from lib_clipcap import service
+        from lib_clipcap.app import service
 
         from clipcap_webui import host, memory
 

@@ -212,7 +212,7 @@ class BrokenCaptioner:
 
 
 def test_failure_inside_captioning_still_saves_the_images(webui, out):
-    from lib_clipcap import service
+    from lib_clipcap.app import service
 
     from clipcap_webui import host, memory
 
@@ -234,7 +234,7 @@ def test_failure_inside_captioning_still_saves_the_images(webui, out):
 
 def test_unknown_model_is_reported_not_raised(webui, ui, out):
     from clipcap_webui import models
-    from lib_clipcap import service
+    from lib_clipcap.app import service
 
     service.reset_default_manager()
     models.get_manager()  # the real loader: an unknown name fails in the registry

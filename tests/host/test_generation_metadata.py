@@ -12,9 +12,9 @@ import re
 import pytest
 from PIL import Image, PngImagePlugin
 
-from lib_clipcap import metadata as md
-from lib_clipcap.presets import DECODING_PRESETS, apply_preset
-from lib_clipcap.prompting import caption_prompt
+from clipcap_webui import metadata as md
+from clipcap_webui.presets import DECODING_PRESETS, apply_preset
+from clipcap_webui.prompting import caption_prompt
 
 INFOTEXT = ("a castle, on a hill\nNegative prompt: blurry, low quality\n"
             "Steps: 20, Sampler: Euler a, CFG scale: 7, Seed: 1, Size: 64x48, Lora hashes: \"a: 1, b: 2\"")

@@ -29,7 +29,7 @@ out = {
     "on_path_after_load": ext in sys.path,
     "callbacks": len(webui.callbacks("ui_tabs")),
 }
-webui.create_ui()  # on_ui_tabs imports lib_clipcap.ui lazily, after A1111 took the folder off sys.path
+webui.create_ui()  # on_ui_tabs imports lib_clipcap.app.ui lazily, after A1111 took the folder off sys.path
 out["on_path_after_ui"] = ext in sys.path
 out["tab"] = any(getattr(b, "elem_id", None) == "tab_clipcap" for b in wd.walk(webui.demo))
 out["errors"] = webui.errors()

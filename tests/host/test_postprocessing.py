@@ -117,7 +117,7 @@ def test_failure_saves_the_image_without_a_caption(webui, tmp_path):
     from modules import postprocessing
 
     from clipcap_webui import host, memory
-    from lib_clipcap import service
+    from lib_clipcap.app import service
 
     webui.create_ui()
 

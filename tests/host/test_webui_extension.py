@@ -238,7 +238,7 @@ def test_button_with_the_real_demo_model(mode, make_webui):
 
 
 def test_reload_ui_keeps_one_set_of_callbacks_and_the_loaded_model(webui, fake_models):
-    from lib_clipcap import service
+    from lib_clipcap.app import service
 
     webui.create_ui()
     webui.start()

@@ -7,7 +7,7 @@ its descendants (raylet, object store, agents, and the Ray workers, which run in
 worker node mid-run is a real node failure, and shutting the cluster down never touches Ray processes that someone
 else started (unlike ``ray stop``, which kills every Ray process of the user)::
 
-    from lib_clipcap.distributed.local_cluster import LocalCluster
+    from devtools.local_cluster import LocalCluster
 
     with LocalCluster(head_cpus=2) as cluster:     # head node
         worker = cluster.add_worker(num_cpus=1)     # a second node

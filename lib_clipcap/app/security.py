@@ -20,7 +20,7 @@ checked here before a route runs:
    as its fix for this CSRF). Forms and text bodies are never parsed as JSON.
 
 :class:`RequestPolicy` holds the configuration and :meth:`RequestPolicy.check` the decision; the FastAPI routes
-(:mod:`lib_clipcap.api`) and the standalone server's ASGI middleware (:mod:`lib_clipcap.server`) both use it, and the
+(:mod:`lib_clipcap.app.api`) and the standalone server's ASGI middleware (:mod:`lib_clipcap.app.server`) both use it, and the
 WebUI adapter builds one from the host's flags. Refusals carry a message that names the setting which would allow
 the request.
 """

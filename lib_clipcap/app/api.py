@@ -7,7 +7,7 @@ and messages whatever the pydantic version), and pydantic models only describe t
 
 Every error is a JSON body ``{"error": {"type": ..., "message": ...}}`` with a 4xx status for bad input (5xx only
 for server-side trouble), so clients can tell what to fix; a bad request never disturbs the next one. Model calls go
-through the :class:`~lib_clipcap.service.ModelManager` (one at a time, under its lock) in a worker thread, so the
+through the :class:`~lib_clipcap.app.service.ModelManager` (one at a time, under its lock) in a worker thread, so the
 event loop keeps answering other requests meanwhile.
 
 Example::
@@ -35,8 +35,8 @@ from pydantic import BaseModel, Field, create_model
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from . import compat
-from .errors import (
+from .. import compat
+from ..errors import (
     CheckpointError,
     ClipCapError,
     DecodingError,
@@ -44,7 +44,7 @@ from .errors import (
     MissingFileError,
     UnknownModelError,
 )
-from .options_table import OPTIONS, OptionError, caption_kwargs, pick_default_model
+from ..options_table import OPTIONS, OptionError, caption_kwargs, pick_default_model
 from .security import RequestPolicy, is_json_media_type
 
 log = logging.getLogger(__name__)
@@ -91,7 +91,7 @@ def _from_library_error(e: Exception) -> ApiError:
     if isinstance(e, ApiError):
         return e
     if isinstance(e, UnknownModelError):
-        from .registry import list_models
+        from ..registry import list_models
 
         return ApiError(404, "unknown_model", str(e), valid=list_models())
     if isinstance(e, OptionError):
@@ -201,7 +201,7 @@ def _auth_dependency(credentials: Mapping[str, str]) -> Callable:
 
 
 def request_guard(policy: RequestPolicy) -> Callable:
-    """A FastAPI dependency that refuses what :meth:`RequestPolicy.check <lib_clipcap.security.RequestPolicy.check>`
+    """A FastAPI dependency that refuses what :meth:`RequestPolicy.check <lib_clipcap.app.security.RequestPolicy.check>`
     refuses (403 for a foreign host or origin, 415 for a body that is not JSON), before auth and before the route
     reads anything."""
     async def check_request(request: Request) -> None:
@@ -384,7 +384,7 @@ def open_image(raw: bytes, *, max_pixels: int):
     """Decode image bytes safely (:func:`lib_clipcap.images.load_image`), with 413 for too many pixels."""
     from PIL import Image, UnidentifiedImageError
 
-    from .images import load_image
+    from ..images import load_image
 
     try:  # header only: lets a pixel-count refusal be a 413 rather than a generic "not an image"
         with Image.open(io.BytesIO(raw)) as probe:
@@ -406,7 +406,7 @@ def open_image(raw: bytes, *, max_pixels: int):
 
 
 def _resolve_model(name: Any, default: str) -> str:
-    from .registry import get_model
+    from ..registry import get_model
 
     if name is None or name == "":
         name = default
@@ -443,7 +443,7 @@ def create_router(manager: Any, *, credentials: Optional[Mapping[str, str]] = No
     """Build the ``/clipcap/v1`` router.
 
     Args:
-        manager: The :class:`~lib_clipcap.service.ModelManager` every model call goes through.
+        manager: The :class:`~lib_clipcap.app.service.ModelManager` every model call goes through.
         credentials: ``{user: password}`` for HTTP Basic auth on every route (e.g. :func:`parse_credentials` of the
             WebUI's ``--api-auth``); ``None`` or empty: no auth.
         job_manager: A :class:`lib_clipcap.batch.jobs.JobManager` for the ``/batch`` routes; ``None``: those routes
@@ -453,7 +453,7 @@ def create_router(manager: Any, *, credentials: Optional[Mapping[str, str]] = No
         default_model: Model used when a request names none; default: :func:`options_table.pick_default_model` for
             the manager's models folder (the demo model when the table's default is not installed), computed once.
         request_policy: Host, origin and content-type rules checked before every route (see
-            :mod:`lib_clipcap.security`); default: only the server's own origin, any ``Host`` (the bound address is
+            :mod:`lib_clipcap.app.security`); default: only the server's own origin, any ``Host`` (the bound address is
             unknown here: servers pass :meth:`RequestPolicy.for_bind`).
         batch_unavailable: The 503 message of the batch routes when ``job_manager`` is ``None``: it should name the
             setting that allows folders.
@@ -505,8 +505,8 @@ def create_router(manager: Any, *, credentials: Optional[Mapping[str, str]] = No
 
     @router.get("/models", response_model=ModelsResponse, responses=_ERRORS, summary="List known models")
     def models() -> Any:  # sync: runs in the threadpool (it may hash a large checkpoint once)
-        from .options_table import model_installed
-        from .registry import get_model, list_models
+        from ..options_table import model_installed
+        from ..registry import get_model, list_models
 
         loaded = list(manager.loaded())
         default = current_default()
@@ -529,7 +529,7 @@ def create_router(manager: Any, *, credentials: Optional[Mapping[str, str]] = No
         return {"unloaded": await run_in_threadpool(manager.unload, name)}
 
     _add_batch_routes(router, manager, job_manager, current_default, batch_unavailable)
-    from .review.routes import add_review_routes  # caption review: the same folders and rules as batch tagging
+    from ..review.routes import add_review_routes  # caption review: the same folders and rules as batch tagging
 
     add_review_routes(router, manager, job_manager, current_default, batch_unavailable, read_json=read_json,
                       api_error=ApiError)
@@ -565,7 +565,7 @@ def _add_batch_routes(router: APIRouter, manager: Any, job_manager: Any, current
     async def batch_start(request: Request) -> Any:
         jobs = require_jobs()
         try:
-            from .batch import TagOptions
+            from ..batch import TagOptions
         except ImportError as e:
             raise ApiError(503, "batch_unavailable", f"batch tagging is not available in this build ({e})") from None
         data = await read_json(request, _JSON_OVERHEAD * 16)

@@ -1,11 +1,11 @@
 """``python -m lib_clipcap serve``: the captioning web UI and HTTP API without the Stable Diffusion WebUI.
 
-One FastAPI app: the API under ``/clipcap/v1`` (:mod:`lib_clipcap.api`), its docs at ``/docs``, and the gradio UI
-(:func:`lib_clipcap.ui.build_ui`, the same Blocks as the WebUI tab) at ``/``. Bound to 127.0.0.1 unless told
+One FastAPI app: the API under ``/clipcap/v1`` (:mod:`lib_clipcap.app.api`), its docs at ``/docs``, and the gradio UI
+(:func:`lib_clipcap.app.ui.build_ui`, the same Blocks as the WebUI tab) at ``/``. Bound to 127.0.0.1 unless told
 otherwise; ``--auth user:pass`` puts HTTP Basic auth in front of everything (UI and API alike). Every request, UI
 and API alike, passes :class:`RequestGuardMiddleware` first: on a loopback bind only loopback host names are
 answered (DNS rebinding), and no page of another site can make the server act (``--cors-allow-origin`` names the
-sites that may); the API additionally takes JSON bodies only (see :mod:`lib_clipcap.security` and docs/security.md).
+sites that may); the API additionally takes JSON bodies only (see :mod:`lib_clipcap.app.security` and docs/security.md).
 
 Importing this module is cheap (the CLI imports it for ``--help``); gradio, fastapi and uvicorn load in :func:`run`.
 """
@@ -87,7 +87,7 @@ class BasicAuthMiddleware:
 
 
 class RequestGuardMiddleware:
-    """ASGI middleware: :meth:`RequestPolicy.check <lib_clipcap.security.RequestPolicy.check>` in front of every
+    """ASGI middleware: :meth:`RequestPolicy.check <lib_clipcap.app.security.RequestPolicy.check>` in front of every
     HTTP request and websocket of the app (host and origin rules; the API's routes add the JSON rule themselves,
     since the UI uploads files as forms)."""
 
@@ -128,8 +128,8 @@ def create_app(manager: Any, *, credentials: Mapping[str, str] | None = None, jo
         ui: Mount the gradio UI.
         default_model, notice: The preselected model and a notice shown above the UI (see
             :func:`lib_clipcap.options_table.pick_default_model`); default: picked for ``manager.models_dir``.
-        max_image_bytes: API upload limit (default :data:`lib_clipcap.api.DEFAULT_MAX_IMAGE_BYTES`).
-        request_policy: A :class:`lib_clipcap.security.RequestPolicy` (default: for a 127.0.0.1 bind, no other
+        max_image_bytes: API upload limit (default :data:`lib_clipcap.app.api.DEFAULT_MAX_IMAGE_BYTES`).
+        request_policy: A :class:`lib_clipcap.app.security.RequestPolicy` (default: for a 127.0.0.1 bind, no other
             origin allowed). Its allowed origins also get CORS headers, so their pages can read the answers.
 
     Returns:
@@ -137,9 +137,9 @@ def create_app(manager: Any, *, credentials: Mapping[str, str] | None = None, jo
     """
     from fastapi import FastAPI
 
-    from . import __version__
+    from .. import __version__
     from .api import DEFAULT_MAX_IMAGE_BYTES, mount_api
-    from .options_table import pick_default_model
+    from ..options_table import pick_default_model
     from .security import RequestPolicy
 
     policy = request_policy or RequestPolicy.for_bind("127.0.0.1", origin_hint="--cors-allow-origin ORIGIN",
@@ -189,7 +189,7 @@ def _make_job_manager(manager: Any, roots: Sequence[Path] | None,
     if not roots:
         return None, None
     try:
-        from .batch.jobs import DEFAULT_CAPTION_EXTS, JobManager, parse_caption_exts
+        from ..batch.jobs import DEFAULT_CAPTION_EXTS, JobManager, parse_caption_exts
     except ImportError as e:
         return None, f"batch tagging is not available in this build ({e})"
     exts = list(DEFAULT_CAPTION_EXTS) + [e for e in parse_caption_exts(list(extra_exts))
@@ -224,7 +224,7 @@ def run(args: argparse.Namespace) -> int:
     import uvicorn
 
     from .api import parse_credentials
-    from .options_table import DEMO_MODEL, pick_default_model
+    from ..options_table import DEMO_MODEL, pick_default_model
     from .security import is_loopback_host as _is_loopback
     from .service import LocalDevicePolicy, ModelManager
 
@@ -237,7 +237,7 @@ def run(args: argparse.Namespace) -> int:
         model, notice = pick_default_model(models_dir=args.models_dir, preferred=args.model)
     if notice:
         print(PREFIX, notice, file=sys.stderr)
-    from .options_table import OptionError
+    from ..options_table import OptionError
     from .security import RequestPolicy
 
     try:

@@ -75,15 +75,15 @@ class ModelManager:
     def _load(self, name: str) -> Any:
         if self._loader is not None:
             return self._loader(name)
-        from .registry import get_model
+        from ..registry import get_model
 
         entry = get_model(name)
         kw = dict(models_dir=self.models_dir, device=self.policy.load_device(), dtype=self.policy.load_dtype())
         if entry.kind == "sbg":
-            from .sbg import BlindGuesser
+            from ..sbg import BlindGuesser
 
             return BlindGuesser.from_pretrained(entry.name, **kw)
-        from .captioner import Captioner
+        from ..captioner import Captioner
 
         return Captioner.from_pretrained(entry.name, **kw)
 
@@ -93,7 +93,7 @@ class ModelManager:
         Raises:
             UnknownModelError, MissingFileError, CheckpointError: as the loaders do.
         """
-        from .registry import get_model
+        from ..registry import get_model
 
         key = get_model(name).name if self._loader is None else name
         with self._lock:
@@ -128,8 +128,8 @@ class ModelManager:
     def _ensure_files(self, name: str) -> None:
         if self._loader is not None:
             return
-        from . import hub
-        from .registry import get_model
+        from .. import hub
+        from ..registry import get_model
 
         hub.resolve_model_files(get_model(name), models_dir=self.models_dir)
 

@@ -28,14 +28,14 @@ from .cli_common import (  # noqa: F401  (re-exported: their home before cli_com
     load_captioner,
     print_results,
 )
-from .errors import ClipCapError
-from .options_table import get_option
+from ..errors import ClipCapError
+from ..options_table import get_option
 
 log = logging.getLogger("lib_clipcap")
 
 
 def _caption_args(p: argparse.ArgumentParser) -> None:
-    from .sbg.cli import add_sbg_procedure_arguments
+    from ..sbg.cli import add_sbg_procedure_arguments
 
     p.add_argument("inputs", nargs="*", help="image files or folders (default: the bundled sample images)")
     p.add_argument("--recursive", "-r", action="store_true", help="descend into sub-folders")
@@ -62,7 +62,7 @@ def check_caption_args(args: argparse.Namespace) -> None:
             the option and value and says what to do.
     """
     if args.method == "sbg":
-        from .sbg.cli import check_sbg_args
+        from ..sbg.cli import check_sbg_args
 
         check_sbg_args(args)
         check_rerank_args(args, default="clip")
@@ -90,7 +90,7 @@ def clipcap_caption_kwargs(args: argparse.Namespace) -> dict:
 
 
 def _caption(args: argparse.Namespace) -> int:
-    from .registry import package_path
+    from ..registry import package_path
 
     check_caption_args(args)
     inputs = args.inputs
@@ -102,7 +102,7 @@ def _caption(args: argparse.Namespace) -> int:
         eprint(f"no image files found in {', '.join(inputs)}")
         return 2
     if args.method == "sbg":
-        from .sbg.cli import load_guesser, sbg_caption_kwargs
+        from ..sbg.cli import load_guesser, sbg_caption_kwargs
 
         cap = load_guesser(args)
         kwargs = sbg_caption_kwargs(args)
@@ -122,7 +122,7 @@ def _inspect_args(p: argparse.ArgumentParser) -> None:
 
 
 def _inspect(args: argparse.Namespace) -> int:
-    from .checkpoint import inspect_checkpoint
+    from ..checkpoint import inspect_checkpoint
 
     summary = inspect_checkpoint(args.path).summary()
     if args.json:
@@ -143,7 +143,7 @@ def _convert_args(p: argparse.ArgumentParser) -> None:
 
 
 def _convert(args: argparse.Namespace) -> int:
-    from .checkpoint import convert_checkpoint
+    from ..checkpoint import convert_checkpoint
 
     cfg = convert_checkpoint(args.src, args.dst, overrides={
         "clip_model": args.clip_model, "clip_pretrained": args.clip_pretrained,
@@ -160,7 +160,7 @@ def _models_args(p: argparse.ArgumentParser) -> None:
 def installed_path(entry, models_dir: Path | None = None) -> Path | None:
     """Where a registry model's files are (an SBG generator folder, else the checkpoint), or None if not installed.
     Never downloads, and imports no torch."""
-    from . import hub
+    from .. import hub
 
     try:
         return hub.resolve_model_files(entry, models_dir=models_dir, download=False, progress=False)
@@ -169,7 +169,7 @@ def installed_path(entry, models_dir: Path | None = None) -> Path | None:
 
 
 def _models(args: argparse.Namespace) -> int:
-    from .registry import get_model, list_models
+    from ..registry import get_model, list_models
 
     rows = []
     for name in list_models():
@@ -199,7 +199,7 @@ COMMANDS: dict[str, tuple[str, Callable, Callable]] = {
 # Only the chosen command's module is imported when it runs; --help imports each (they must import cheaply).
 COMMAND_MODULES: dict[str, str] = {
     "tag": "lib_clipcap.batch.cli",
-    "serve": "lib_clipcap.server",
+    "serve": "lib_clipcap.app.server",
     "train": "lib_clipcap.train.cli",
     "eval": "lib_clipcap.eval.cli",
     "sbg": "lib_clipcap.sbg.cli",

@@ -1,6 +1,6 @@
 """Write the bundled SBG vocabularies (natural.json, shapes.json) from the curated lists below.
 
-    python lib_clipcap/sbg/data/build_vocabulary.py          # writes both files beside this script
+    python tools/build_vocabulary.py          # writes both files into lib_clipcap/sbg/data/
 
 The natural-photo vocabulary replaces the original's noisy pickles: about 1000 real English keywords of the kind
 Flickr/COCO captions use (lemmas: singular nouns, base adjectives, adverbs), filed under the right part of speech,
@@ -14,7 +14,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT / "lib_clipcap" / "sbg" / "data"  # where the package reads them
 
 # ---------------------------------------------------------------------------------------------------- keywords
 NOUNS = """
@@ -333,7 +334,7 @@ def _spelling_problems(doc: dict) -> list[str]:
 
 
 def main() -> int:
-    sys.path.insert(0, str(HERE.parents[2]))
+    sys.path.insert(0, str(ROOT))
     from lib_clipcap.sbg.vocabulary import vocabulary_from_dict
 
     status = 0
@@ -343,7 +344,7 @@ def main() -> int:
         if problems:
             print(f"{name}: not in the word list: {', '.join(problems)}", file=sys.stderr)
             status = 1
-        path = vocab.save(HERE / f"{name}.json")
+        path = vocab.save(DATA / f"{name}.json")
         kw = doc["keywords"]
         print(f"wrote {path}: " + ", ".join(f"{len(v)} {k}s" for k, v in kw.items())
               + f" = {len(vocab.words)} keywords")

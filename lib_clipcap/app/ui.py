@@ -20,8 +20,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
-from .errors import ClipCapError, MissingFileError
-from .options_table import Option, caption_kwargs, decoding_options, defaults, get_option, pick_default_model
+from ..errors import ClipCapError, MissingFileError
+from ..options_table import Option, caption_kwargs, decoding_options, defaults, get_option, pick_default_model
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ class CaptionUI:
     """The UI's state and event handlers, independent of gradio (handlers take and return plain values).
 
     Args:
-        manager: The :class:`~lib_clipcap.service.ModelManager`.
+        manager: The :class:`~lib_clipcap.app.service.ModelManager`.
         job_manager: A :class:`lib_clipcap.batch.jobs.JobManager`, or ``None`` (the batch section then says why it is
             unavailable).
         batch_unavailable: What the batch section says when ``job_manager`` is ``None`` (it should name the setting
@@ -69,7 +69,7 @@ class CaptionUI:
         if image is None:
             return "", [], "Upload an image first."
         try:
-            from .registry import get_model
+            from ..registry import get_model
 
             model = get_model(model).name  # unknown names fail here, listing the valid ones
             kwargs = caption_kwargs(self.values(raw_values))
@@ -90,13 +90,13 @@ class CaptionUI:
     # ------------------------------------------------------------------------------------------------- models
     @property
     def models_dir(self) -> Path:
-        from .hub import default_models_dir
+        from ..hub import default_models_dir
 
         return getattr(self.manager, "models_dir", None) or default_models_dir()
 
     def model_rows(self) -> list[list[str]]:
-        from .options_table import model_installed
-        from .registry import get_model, list_models
+        from ..options_table import model_installed
+        from ..registry import get_model, list_models
 
         loaded = set(self.manager.loaded())
         rows = []
@@ -108,8 +108,8 @@ class CaptionUI:
 
     def download(self, name: str, *, poll: float = 1.0) -> Iterator[tuple[str, list[list[str]]]]:
         """Download ``name``'s checkpoint, yielding ``(progress text, model rows)`` about once per ``poll`` s."""
-        from . import hub
-        from .registry import get_model
+        from .. import hub
+        from ..registry import get_model
 
         try:
             entry = get_model(name)
@@ -169,7 +169,7 @@ class CaptionUI:
             return ("Batch tagging is not enabled here (no folders are allowed for it; the standalone server enables "
                     "it with `--batch-root FOLDER`).")
         try:
-            from .batch import TagOptions  # noqa: F401
+            from ..batch import TagOptions  # noqa: F401
         except ImportError as e:
             return f"Batch tagging is not available in this build ({e})."
         return None
@@ -188,7 +188,7 @@ class CaptionUI:
             yield "", "Enter a folder of images first."
             return
         try:
-            from .registry import get_model
+            from ..registry import get_model
 
             n = len(BATCH_FIELDS)
             batch = {name: v for (name, *_), v in zip(BATCH_FIELDS, raw_values[:n])}
@@ -207,7 +207,7 @@ class CaptionUI:
         """
         import dataclasses
 
-        from .batch import TagOptions
+        from ..batch import TagOptions
 
         accepted = {f.name for f in dataclasses.fields(TagOptions) if f.init}
         args = {k: v for k, v in caption_kwargs(values).items() if k in accepted}
@@ -256,7 +256,7 @@ def _batch_defaults() -> dict[str, Any]:
     import dataclasses
 
     try:
-        from .batch import EXISTING_POLICIES, TagOptions
+        from ..batch import EXISTING_POLICIES, TagOptions
     except ImportError:
         return {}
     fields = {f.name: f.default for f in dataclasses.fields(TagOptions)}
@@ -324,7 +324,7 @@ def format_job_status(job_id: str, status: Any) -> str:
 
 # ------------------------------------------------------------------------------------------------------------ gradio
 def _option_component(gr: Any, opt: Option, value: Any) -> Any:
-    from . import compat
+    from .. import compat
 
     common = dict(label=opt.label, info=opt.help, elem_id=opt.elem_id, value=opt.ui_value(value))
     kind = opt.component
@@ -355,7 +355,7 @@ def build_ui(manager: Any, *, host: Any = None, job_manager: Any = None, values:
     """Build the captioning UI as a ``gr.Blocks``.
 
     Args:
-        manager: The :class:`~lib_clipcap.service.ModelManager` every model call goes through.
+        manager: The :class:`~lib_clipcap.app.service.ModelManager` every model call goes through.
         host: ``None`` standalone; in the WebUI, an object with ``add_send_buttons(image, text)`` and optionally
             ``option_values()`` (see the module docstring).
         job_manager: For the batch section (``None``: the section explains that batch tagging is unavailable).
@@ -369,8 +369,8 @@ def build_ui(manager: Any, *, host: Any = None, job_manager: Any = None, values:
     """
     import gradio as gr
 
-    from . import compat
-    from .registry import list_models
+    from .. import compat
+    from ..registry import list_models
 
     unavailable = getattr(host, "batch_unavailable_message", None)
     ctl = CaptionUI(manager, job_manager=job_manager, batch_unavailable=unavailable() if callable(unavailable) else None)
@@ -460,7 +460,7 @@ def build_ui(manager: Any, *, host: Any = None, job_manager: Any = None, values:
             cancel_btn.click(fn=ctl.batch_cancel, inputs=[job_id], outputs=[progress])
 
         # ----------------------------------------------------------------------------------------------- review
-        from .review.ui import build_review_section  # its own module: gallery, edits, undo, bulk edits, keys
+        from ..review.ui import build_review_section  # its own module: gallery, edits, undo, bulk edits, keys
 
         review = build_review_section(manager, job_manager=job_manager, model=model_dd, option_inputs=option_inputs,
                                       unavailable=ctl.batch_unavailable() if job_manager is None else None)

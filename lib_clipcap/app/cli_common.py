@@ -1,8 +1,8 @@
 """What every ``python -m lib_clipcap`` subcommand shares: the model and decoding options, the re-ranking options,
 loading the captioner, finding images, printing results, and the ``clipcap:`` message prefix.
 
-The subcommand modules (``caption`` in :mod:`lib_clipcap.cli`, ``tag``, ``eval``, ``review``, the SBG options...)
-import from here and :mod:`lib_clipcap.cli` only assembles them, so no module imports the one that imports it.
+The subcommand modules (``caption`` in :mod:`lib_clipcap.app.cli`, ``tag``, ``eval``, ``review``, the SBG options...)
+import from here and :mod:`lib_clipcap.app.cli` only assembles them, so no module imports the one that imports it.
 Importing it is cheap (``--help`` stays torch-free).
 """
 
@@ -13,7 +13,7 @@ import json
 import sys
 from pathlib import Path
 
-from .errors import ClipCapError
+from ..errors import ClipCapError
 
 PREFIX = "clipcap:"
 
@@ -52,7 +52,7 @@ def add_decoding_arguments(p: argparse.ArgumentParser) -> None:
     """The decoding options. Each one not given stays ``None`` and takes the options table's default in
     :func:`decoding_kwargs` (the one set of defaults the library, the UIs, the API and the WebUI settings share), or
     the method's own (``--method sbg``: the SBG procedure)."""
-    from .options_table import defaults
+    from ..options_table import defaults
 
     d = defaults()
     g = p.add_argument_group("decoding")
@@ -85,7 +85,7 @@ def decoding_kwargs(args: argparse.Namespace, *, decoding: str | None = None) ->
         args: Parsed arguments.
         decoding: This command's mode when ``--decoding`` is not given (default: the table's).
     """
-    from .options_table import default_num_candidates, defaults
+    from ..options_table import default_num_candidates, defaults
 
     d = defaults()
     mode = args.decoding or decoding or d["decoding"]
@@ -99,7 +99,7 @@ def decoding_kwargs(args: argparse.Namespace, *, decoding: str | None = None) ->
 
 def load_captioner(args: argparse.Namespace, *, allow_demo_fallback: bool = True):
     """The captioner the parsed arguments ask for (:func:`lib_clipcap.loading.load_captioner`; notices on stderr)."""
-    from .loading import load_captioner as load
+    from ..loading import load_captioner as load
 
     return load(model=args.model, checkpoint=args.checkpoint, clip_model=args.clip_model,
                 clip_pretrained=args.clip_pretrained, tokenizer=args.tokenizer, gpt2=args.gpt2,
@@ -109,7 +109,7 @@ def load_captioner(args: argparse.Namespace, *, allow_demo_fallback: bool = True
 
 def collect_images(inputs: list[str], *, recursive: bool) -> list[Path]:
     """Files given directly, plus image files inside given folders (sorted, optionally recursive)."""
-    from .images import is_image_path
+    from ..images import is_image_path
 
     out: list[Path] = []
     for raw in inputs:
@@ -153,7 +153,7 @@ def check_rerank_args(args: argparse.Namespace, *, default: str) -> str:
     if weight is not None and not (math.isfinite(weight) and weight >= 0):
         raise ClipCapError(f"--grammar-weight {weight}: must be a number >= 0 (0: CLIP-S alone; default 1.0)")
     if grammar is not None and str(grammar) != "bundled":
-        from .registry import BUNDLED_PREFIX, package_path
+        from ..registry import BUNDLED_PREFIX, package_path
 
         spec = str(grammar)
         path = package_path(spec) if spec.startswith(BUNDLED_PREFIX) else Path(spec).expanduser()
@@ -171,12 +171,12 @@ def attach_grammar_args(owner, args: argparse.Namespace) -> None:
     grammar = getattr(args, "grammar", None)
     weight = getattr(args, "grammar_weight", None)
     if grammar is not None:
-        from .registry import BUNDLED_PREFIX, package_path
-        from .scoring import attach_grammar
+        from ..registry import BUNDLED_PREFIX, package_path
+        from ..scoring import attach_grammar
 
         spec = str(grammar)
         if spec == "bundled":
-            from .grammar import bundled_grammar_for
+            from ..grammar import bundled_grammar_for
 
             head = bundled_grammar_for(owner.clip)
             if head is None:

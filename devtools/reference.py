@@ -13,7 +13,7 @@ import copy
 import torch
 from torch import nn
 
-from .gpt2 import GPT2LMHead, Linear
+from lib_clipcap.gpt2 import GPT2LMHead, Linear
 
 
 class OriginalConv1D(nn.Module):

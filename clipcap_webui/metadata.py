@@ -30,8 +30,8 @@ import zlib
 from pathlib import Path
 from typing import Optional
 
-from .errors import ClipCapError
-from .fileio import atomic_write_bytes
+from lib_clipcap.errors import ClipCapError
+from lib_clipcap.fileio import atomic_write_bytes
 
 __all__ = [
     "MetadataError",
