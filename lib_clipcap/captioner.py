@@ -21,13 +21,13 @@ from typing import Any, Callable, Iterable, Sequence
 import torch
 
 from .errors import ClipCapError, IncompatibleCheckpointError, MissingFileError
-from .options_table import defaults as _table_defaults
+from .options_table import get_option
 from .scoring import DEFAULT_GRAMMAR_WEIGHT
 
 log = logging.getLogger(__name__)
 
-#: The decoding defaults of every face (torch-free table; see lib_clipcap.options_table).
-_D = _table_defaults()
+#: Re-ranking when none is asked for: the options table's, as every face's.
+_RERANK = get_option("rerank").default
 
 
 @dataclass
@@ -332,38 +332,26 @@ class Captioner:
     def config(self):
         return self.model.config
 
-    def decoding_options(self, *, decoding: str = _D["decoding"], beam_size: int = _D["beam_size"],
-                         num_candidates: int | None = None, temperature: float = _D["temperature"],
-                         top_k: int = _D["top_k"], top_p: float = _D["top_p"],
-                         repetition_penalty: float = _D["repetition_penalty"],
-                         no_repeat_ngram_size: int = _D["no_repeat_ngram_size"],
-                         max_new_tokens: int = _D["max_new_tokens"], min_new_tokens: int = _D["min_new_tokens"],
-                         seed: int | None = _D["seed"], banned_words: Sequence[str] = ()):
-        """Validated :class:`~lib_clipcap.decoding.DecodingOptions`, with ``banned_words`` tokenised (defaults: the
-        options table's, as :meth:`caption`)."""
-        from .decoding import DecodingOptions
-        from .options_table import default_num_candidates
+    def decoding_options(self, **settings: Any):
+        """Checked :class:`~lib_clipcap.decoding.DecodingOptions` for the decoding ``settings`` (names,
+        checks and defaults: :func:`lib_clipcap.options_table.resolve_decoding`, as :meth:`caption`), with
+        ``banned_words`` tokenised by this captioner's tokenizer.
 
-        if num_candidates is None:
-            num_candidates = default_num_candidates(decoding, beam_size)
-        return DecodingOptions(
-            mode=decoding, beam_size=beam_size, num_candidates=num_candidates, temperature=temperature,
-            top_k=top_k, top_p=top_p, repetition_penalty=repetition_penalty,
-            no_repeat_ngram_size=no_repeat_ngram_size, max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens,
-            seed=seed, banned_token_ids=self.ban_ids(banned_words),
-        )
+        Raises:
+            DecodingError: an unknown setting (the message lists the valid ones) or a bad value.
+        """
+        from .decoding import DecodingOptions
+        from .options_table import resolve_decoding
+
+        resolved = resolve_decoding(settings)
+        return DecodingOptions.from_settings(resolved, banned_token_ids=self.ban_ids(resolved["banned_words"]))
 
     def ban_ids(self, words: Iterable[str]) -> tuple[tuple[int, ...], ...]:
         """Token sequences for each word as it may appear (with/without a leading space, lower/capitalised)."""
         return ban_token_ids(self.tokenizer, words)
 
-    def caption(self, images: Sequence | Any, *, decoding: str = _D["decoding"], beam_size: int = _D["beam_size"],
-                num_candidates: int | None = None, temperature: float = _D["temperature"],
-                top_k: int = _D["top_k"], top_p: float = _D["top_p"],
-                repetition_penalty: float = _D["repetition_penalty"],
-                no_repeat_ngram_size: int = _D["no_repeat_ngram_size"], max_new_tokens: int = _D["max_new_tokens"],
-                min_new_tokens: int = _D["min_new_tokens"], batch_size: int = 16, seed: int | None = _D["seed"],
-                banned_words: Sequence[str] = (), rerank: str = _D["rerank"]) -> list[CaptionResult]:
+    def caption(self, images: Sequence | Any, *, batch_size: int = 16, rerank: str = _RERANK,
+                **settings: Any) -> list[CaptionResult]:
         """Caption images.
 
         The decoding defaults are :mod:`lib_clipcap.options_table`'s, the same as the WebUI settings, the Caption
@@ -373,17 +361,11 @@ class Captioner:
         Args:
             images: PIL images, paths, bytes or arrays (one, or a list). A bad input yields a result with ``error``
                 set; the others are captioned normally.
-            decoding: ``"greedy"``, ``"beam"`` or ``"sample"``.
-            beam_size: beams per image (beam search).
-            num_candidates: candidates returned per image (beam: best beams; sample: independent samples); ``None``:
-                :func:`~lib_clipcap.options_table.default_num_candidates` (3, or 1 with greedy decoding).
-            temperature, top_k, top_p: sampling controls (temperature also sharpens/flattens beam scores).
-            repetition_penalty: > 1 discourages tokens already generated.
-            no_repeat_ngram_size: forbid repeating any n-gram of this size (0: off).
-            max_new_tokens, min_new_tokens: caption length limits in tokens.
             batch_size: images per model call.
-            seed: makes sampling reproducible.
-            banned_words: words the caption must not contain.
+            settings: the decoding settings by the options table's names, each documented there
+                (:func:`lib_clipcap.options_table.decoding_keys`): ``decoding="greedy"|"beam"|"sample"``,
+                ``beam_size``, ``num_candidates``, ``temperature``, ``top_p``, ``max_new_tokens``, ``seed``,
+                ``banned_words``... Not given (or ``None``): the table's default.
             rerank: ``"none"`` (decoder order), ``"clip"`` (candidates ordered by CLIP-S) or ``"clip+grammar"``
                 (CLIP-S + ``grammar_weight`` x the grammar head's probability; see :mod:`lib_clipcap.scoring`). Ask
                 for several candidates (beam or sample) to give it a choice.
@@ -394,12 +376,7 @@ class Captioner:
         Raises:
             DecodingError: invalid decoding options (before any work is done).
         """
-        opts = self.decoding_options(
-            decoding=decoding, beam_size=beam_size, num_candidates=num_candidates, temperature=temperature,
-            top_k=top_k, top_p=top_p, repetition_penalty=repetition_penalty,
-            no_repeat_ngram_size=no_repeat_ngram_size, max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens,
-            seed=seed, banned_words=banned_words,
-        )
+        opts = self.decoding_options(**settings)
         def caption_batch(imgs: list, start: int) -> list[CaptionResult]:
             # Each batch draws its own samples: the seed is offset by the batch's position (as SBG does), so equal
             # images in different batches do not get the same "random" captions, and a call stays reproducible.

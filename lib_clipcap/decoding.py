@@ -33,7 +33,12 @@ MODES = ("greedy", "beam", "sample")
 
 @dataclass(frozen=True)
 class DecodingOptions:
-    """How to turn a prefix into text. See the module docstring for what each mode does."""
+    """How to turn a prefix into text. See the module docstring for what each mode does.
+
+    The decoder's explicit specification. Callers build it from user settings with :meth:`from_settings` (through a
+    captioner's ``decoding_options``), which fills in :mod:`lib_clipcap.options_table`'s defaults; the field defaults
+    here only serve direct use of :func:`decode` (one greedy caption).
+    """
 
     mode: str = "greedy"
     beam_size: int = 5
@@ -83,6 +88,14 @@ class DecodingOptions:
         if not 0 <= self.min_new_tokens <= self.max_new_tokens:
             bad(f"min_new_tokens must be between 0 and max_new_tokens ({self.max_new_tokens}); "
                 f"got {self.min_new_tokens}")
+
+    @classmethod
+    def from_settings(cls, settings: dict, *, banned_token_ids: tuple[tuple[int, ...], ...] = ()) -> "DecodingOptions":
+        """Options from resolved decoding settings (:func:`lib_clipcap.options_table.resolve_decoding`): the same
+        names, except that ``decoding`` is :attr:`mode` and ``banned_words`` arrive tokenised as
+        ``banned_token_ids``."""
+        kw = {k: v for k, v in settings.items() if k not in ("decoding", "banned_words")}
+        return cls(mode=settings["decoding"], banned_token_ids=banned_token_ids, **kw)
 
     def replace(self, **changes) -> "DecodingOptions":
         return replace(self, **changes)

@@ -12,6 +12,7 @@ No gradio, pydantic or torch is imported here: the WebUI settings callback, the 
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
@@ -27,6 +28,7 @@ __all__ = [
     "OptionError",
     "caption_kwargs",
     "decoding_options",
+    "decoding_keys",
     "default_num_candidates",
     "defaults",
     "demo_fallback_notice",
@@ -34,6 +36,7 @@ __all__ = [
     "get_option",
     "model_installed",
     "pick_default_model",
+    "resolve_decoding",
     "resolve_model",
     "settings_entries",
     "validate_options",
@@ -172,14 +175,14 @@ class Option:
             if self.choices is not None and value not in self.choices:
                 raise OptionError(field, value, f"must be one of {', '.join(self.choices)}")
             return value
-        # numbers; bool is an int subclass and never a valid number here
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
+        # numbers (numpy's too); bool is an int subclass and never a valid number here
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
             raise OptionError(field, given, f"must be a{'n integer' if t is int else ' number'}")
         if t is int:
-            if isinstance(value, float):
-                if not value.is_integer():
+            if not isinstance(value, numbers.Integral):
+                if not float(value).is_integer():
                     raise OptionError(field, given, "must be a whole number")
-                value = int(value)
+            value = int(value)
         else:
             value = float(value)
             if not math.isfinite(value):
@@ -259,13 +262,56 @@ def defaults() -> dict[str, Any]:
     return {o.key: list(o.default) if o.type is list else o.default for o in OPTIONS}
 
 
-def default_num_candidates(decoding: str, beam_size: int | None = None) -> int:
-    """Candidates per image when none were asked for: 1 with greedy decoding (it has one caption), else the table's
-    default, at most ``beam_size`` in beam search (``beam_size=2`` alone must not be an error)."""
+def decoding_keys() -> tuple[str, ...]:
+    """The decoding settings' names, in table order: what every captioner's ``caption`` and ``decoding_options``
+    accept, what ``--<name>`` the command line offers and what a batch run's options carry."""
+    return tuple(o.key for o in OPTIONS if o.group == "decoding")
+
+
+def default_num_candidates(decoding: str, beam_size: int | None = None, *, default: int | None = None) -> int:
+    """Candidates per image when none were asked for: 1 with greedy decoding (it has one caption), else ``default``
+    (the table's when ``None``), at most ``beam_size`` in beam search (``beam_size=2`` alone must not be an error)."""
     if decoding == "greedy":
         return 1
-    n = get_option("num_candidates").default
+    n = default if default is not None else get_option("num_candidates").default
     return min(n, beam_size) if decoding == "beam" and beam_size else n
+
+
+def resolve_decoding(given: Mapping[str, Any], *, method_defaults: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The decoding settings a caption call runs with: the one place their names, checks and defaults meet.
+
+    Every captioner (:meth:`Captioner.decoding_options <lib_clipcap.captioner.Captioner.decoding_options>`, the SBG
+    guesser), the command line and batch runs resolve their decoding keywords here, so a new decoding setting is a row
+    of :data:`OPTIONS` and a field of the decoder's options, and nothing else.
+
+    Args:
+        given: ``{name: value}`` the caller asked for; a value of ``None`` means "not given". Names are
+            :func:`decoding_keys`.
+        method_defaults: A method's own defaults over the table's (the SBG procedure samples 5 candidates with top-k 50);
+            taken as they are, and ``beam_size: None`` stays ``None`` for the method to fill in.
+
+    Returns:
+        ``{name: value}`` for every decoding key: given values checked as the table checks them (``seed`` -1 becomes
+        ``None``), the others defaulted; ``num_candidates`` not given is :func:`default_num_candidates` (1 with
+        greedy decoding).
+
+    Raises:
+        DecodingError: an unknown name (the message lists the valid ones), or an :class:`OptionError` naming a bad
+            value.
+    """
+    keys = decoding_keys()
+    unknown = [k for k in given if k not in keys]
+    if unknown:
+        raise DecodingError(f"unknown decoding option{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))};"
+                            f" valid: {', '.join(keys)}")
+    table = defaults()
+    base = {k: table[k] for k in keys}
+    base.update(method_defaults or {})
+    out = {k: get_option(k).coerce(given[k]) if given.get(k) is not None else base[k] for k in keys}
+    if given.get("num_candidates") is None:
+        out["num_candidates"] = default_num_candidates(out["decoding"], out["beam_size"],
+                                                       default=base["num_candidates"])
+    return out
 
 
 def validate_options(values: Mapping[str, Any], *, keys: Iterable[str] | None = None) -> dict[str, Any]:

@@ -39,36 +39,35 @@ def _defaults(func) -> dict:
 
 # ------------------------------------------------------------------------------------------- defaults and choices
 def test_sbg_defaults_to_the_sbg_procedure_sampling_k_candidates():
+    from lib_clipcap.options_table import resolve_decoding
+    from lib_clipcap.sbg.defaults import DECODING_DEFAULTS
     from lib_clipcap.sbg.guesser import BlindGuesser
 
     kw = _kwargs("--method", "sbg")
-    assert (kw["decoding"], kw["top_k_candidates"], kw["top_k"], kw["rerank"]) == ("sample", 5, 50, "clip")
-    assert "beam_size" not in kw  # the guesser's own default (k beams) for --decoding beam
+    assert (kw["decoding"], kw["num_candidates"], kw["top_k"], kw["max_new_tokens"], kw["rerank"]) == (
+        "sample", 5, 50, 67, "clip")
+    assert kw["beam_size"] is None  # the guesser's own default (k beams) for --decoding beam
+    assert {k: kw[k] for k in resolve_decoding({})} == resolve_decoding({}, method_defaults=DECODING_DEFAULTS)
     lib = _defaults(BlindGuesser.caption)
-    for name in ("decoding", "threshold", "max_keywords", "top_k", "rerank", "temperature", "top_p",
-                 "max_new_tokens"):
-        assert kw.get(name, lib[name]) == lib[name], name  # absent: the guesser's own default applies
-    assert kw["top_k_candidates"] == _defaults(BlindGuesser.decoding_options)["top_k_candidates"]
+    for name in ("threshold", "max_keywords", "rerank"):
+        assert kw[name] == lib[name], name
 
 
 def test_clipcap_defaults_are_the_captioners():
-    from lib_clipcap.captioner import Captioner
+    from lib_clipcap.options_table import resolve_decoding
 
     kw = _kwargs()
     assert (kw["decoding"], kw["num_candidates"], kw["beam_size"], kw["top_k"], kw["rerank"]) == (
         "beam", 3, 5, 0, "none")  # the options table's, as the WebUI settings and the Caption tab
-    lib = _defaults(Captioner.caption)
-    assert lib.pop("num_candidates") is None  # None: default_num_candidates, 3 in beam search
-    assert {k: v for k, v in kw.items() if k not in ("banned_words", "num_candidates")} == {
-        k: lib[k] for k in kw if k not in ("banned_words", "num_candidates")}
+    assert {k: v for k, v in kw.items() if k != "rerank"} == resolve_decoding({})  # what Captioner.caption uses
 
 
 @pytest.mark.parametrize("argv, expected", [
-    (["--method", "sbg", "--decoding", "greedy"], dict(decoding="greedy", top_k_candidates=1)),
+    (["--method", "sbg", "--decoding", "greedy"], dict(decoding="greedy", num_candidates=1)),
     (["--method", "sbg", "--decoding", "beam", "-k", "3", "--beam-size", "6"],
-     dict(decoding="beam", top_k_candidates=3, beam_size=6)),
-    (["--method", "sbg", "--num-candidates", "1"], dict(top_k_candidates=1, decoding="sample")),
-    (["--method", "sbg", "--num-candidates", "3", "--top-k-candidates", "3"], dict(top_k_candidates=3)),
+     dict(decoding="beam", num_candidates=3, beam_size=6)),
+    (["--method", "sbg", "--num-candidates", "1"], dict(num_candidates=1, decoding="sample")),
+    (["--method", "sbg", "--num-candidates", "3", "--top-k-candidates", "3"], dict(num_candidates=3)),
     (["--method", "sbg", "--top-k", "0", "--temperature", "0.7", "--repetition-penalty", "1.3",
       "--no-repeat-ngram-size", "2", "--min-new-tokens", "3", "--ban", "red"],
      dict(top_k=0, temperature=0.7, repetition_penalty=1.3, no_repeat_ngram_size=2, min_new_tokens=3,
@@ -118,6 +117,20 @@ def test_a_bad_option_fails_before_any_model_is_loaded(capsys, monkeypatch):
     monkeypatch.setattr(cli, "load_captioner", lambda *a, **k: pytest.fail("model loaded"))
     assert cli.main(["caption", "--threshold", "0.3"]) == 2
     assert "clipcap: --threshold 0.3 only applies to --method sbg" in capsys.readouterr().err
+    # decoding values are checked by the options table, and reported under the option's own name
+    assert cli.main(["caption", "--top-p", "1.5"]) == 2
+    assert "clipcap: --top-p 1.5: must be at most 1" in capsys.readouterr().err
+
+
+def test_sbg_caption_checks_decoding_values_before_loading(capsys, monkeypatch):
+    from lib_clipcap.app import cli
+    from lib_clipcap.sbg import cli as sbg_cli
+
+    monkeypatch.setattr(sbg_cli, "load_guesser", lambda *a, **k: pytest.fail("model loaded"))
+    assert cli.main(["caption", "--method", "sbg", "--max-new-tokens", "0"]) == 2
+    assert "clipcap: --max-new-tokens 0: must be at least 1" in capsys.readouterr().err
+    assert cli.main(["sbg", "caption", "--temperature", "0"]) == 2
+    assert "--temperature 0.0: must be greater than 0" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------------------------------------------- end to end

@@ -6,11 +6,7 @@ from __future__ import annotations
 
 import inspect
 
-from lib_clipcap.options_table import caption_kwargs, decoding_options, defaults, settings_entries
-
-
-def _signature_defaults(func) -> dict:
-    return {n: p.default for n, p in inspect.signature(func).parameters.items() if p.default is not p.empty}
+from lib_clipcap.options_table import caption_kwargs, decoding_keys, defaults, settings_entries
 
 
 def _parse(command: str, *argv: str):
@@ -19,18 +15,49 @@ def _parse(command: str, *argv: str):
     return build_parser({command: all_commands()[command]}).parse_args([command, *argv])
 
 
-def test_library_defaults_are_the_tables():
+def test_library_spells_no_decoding_setting_of_its_own():
+    """Captioners take the decoding settings as ``**decoding`` resolved by the table (resolve_decoding): no method
+    names one with a default of its own, which is how the library and the table drifted apart before."""
     from lib_clipcap.captioner import Captioner
+    from lib_clipcap.sbg.guesser import BlindGuesser
 
+    for method in (Captioner.caption, Captioner.decoding_options, BlindGuesser.caption, BlindGuesser.decoding_options):
+        params = inspect.signature(method).parameters
+        named = {n for n, p in params.items() if p.kind is not p.VAR_KEYWORD}
+        assert not named & set(decoding_keys()), method.__qualname__
+        assert any(p.kind is p.VAR_KEYWORD for p in params.values()), method.__qualname__
     table = defaults()
-    for method in (Captioner.caption, Captioner.decoding_options):
-        lib = _signature_defaults(method)
-        assert lib["num_candidates"] is None  # default_num_candidates: the table's, 1 with greedy
-        for opt in decoding_options():
-            if opt.key in lib and opt.key != "num_candidates":
-                assert lib[opt.key] == (tuple(table[opt.key]) if opt.type is list else table[opt.key]), \
-                    (method.__name__, opt.key)
     assert table["decoding"] == "beam" and table["num_candidates"] == 3 and table["max_new_tokens"] == 40
+
+
+def test_an_unknown_or_bad_decoding_setting_is_named(demo_captioner):
+    import pytest
+
+    from lib_clipcap.errors import DecodingError
+
+    with pytest.raises(DecodingError, match=r"unknown decoding option 'beams'; valid: decoding, beam_size"):
+        demo_captioner.caption(["x.png"], beams=3)  # before any image is read
+    with pytest.raises(DecodingError, match=r"top_p=1.5 is invalid: must be at most 1"):
+        demo_captioner.decoding_options(top_p=1.5)
+
+
+def test_batch_options_have_a_field_per_decoding_setting():
+    """TagOptions declares its decoding fields (its public, typed schema): one per table decoding setting, with the
+    table's default except the mode (greedy: deterministic, resumable)."""
+    from dataclasses import fields
+
+    from lib_clipcap.batch.options import TAG_DECODING_DEFAULTS, TagOptions
+
+    declared = {f.name: f for f in fields(TagOptions)}
+    table = defaults()
+    missing = [k for k in decoding_keys() if k not in declared]
+    assert not missing, f"TagOptions lacks a field for {missing}: add one line per new decoding setting"
+    o = TagOptions(inputs=["x"])
+    for k in decoding_keys():
+        want = TAG_DECODING_DEFAULTS.get(k, table[k])
+        if k == "num_candidates":
+            want = 1  # greedy: one caption
+        assert getattr(o, k) == want, k
 
 
 def test_captioner_builds_the_tables_options(demo_captioner):

@@ -18,6 +18,7 @@ from lib_clipcap.options_table import (  # noqa: E402
     OPTIONS,
     OptionError,
     caption_kwargs,
+    decoding_keys,
     decoding_options,
     defaults,
     from_settings,
@@ -102,9 +103,10 @@ def test_ui_api_settings_and_captioner_agree_with_the_options_table(manager, dem
     assert [e["settings_key"] for e in entries] == [f"clipcap_{o.key}" for o in OPTIONS]
     for e, o in zip(entries, OPTIONS):
         assert (e["label"], e["component"], e["default"]) == (o.label, o.component, o.ui_value(o.default))
-    # the captioner takes every decoding option, and every caption option (but batch_size) is in the table
-    params = set(inspect.signature(Captioner.caption).parameters) - {"self", "images", "batch_size"}
-    assert params == {o.caption_kwarg for o in decoding_options()}
+    # the captioner takes every caption option of the table: re-ranking by name, the decoding settings by the table's
+    # names (resolved by options_table.resolve_decoding); none other than batch_size is the captioner's own
+    params = set(inspect.signature(Captioner.caption).parameters) - {"self", "images", "batch_size", "settings"}
+    assert {o.caption_kwarg for o in decoding_options()} == params | set(decoding_keys())
     # defaults, in every form, are valid and the captioner accepts them
     for o in OPTIONS:
         assert o.coerce(o.ui_value(o.default)) == (list(o.default) if o.type is list else o.default), o.key

@@ -45,7 +45,7 @@ def _caption_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--method", choices=["clipcap", "sbg"], default="clipcap",
                    help="clipcap: CLIP-prefix captioning; sbg: Selective Blind Guessing (keywords -> caption)")
     add_model_arguments(p)
-    add_decoding_arguments(p)
+    add_decoding_arguments(p, mode_note="--method sbg: sample, as the SBG procedure")
     g = p.add_argument_group("re-ranking")
     g.add_argument("--rerank", choices=["none", "clip", "clip+grammar"], default=None,
                    help="re-rank the candidates by CLIP-S (optionally with the grammar head); default: none for "
@@ -101,15 +101,16 @@ def _caption(args: argparse.Namespace) -> int:
     if not files:
         eprint(f"no image files found in {', '.join(inputs)}")
         return 2
+    # options are checked before a model is loaded
     if args.method == "sbg":
         from ..sbg.cli import load_guesser, sbg_caption_kwargs
 
-        cap = load_guesser(args)
         kwargs = sbg_caption_kwargs(args)
+        cap = load_guesser(args)
     else:
+        kwargs = clipcap_caption_kwargs(args)
         cap = load_captioner(args)
         attach_grammar_args(cap, args)
-        kwargs = clipcap_caption_kwargs(args)
     eprint(f"model: {cap!r}")
     results = cap.caption([str(f) for f in files], batch_size=args.batch_size, **kwargs)
     asked = max(args.num_candidates or 1, getattr(args, "top_k_candidates", None) or 1)

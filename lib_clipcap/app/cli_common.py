@@ -48,53 +48,80 @@ def add_placement_arguments(g) -> None:
     g.add_argument("--offline", action="store_true", help="never download (same as HF_HUB_OFFLINE=1)")
 
 
-def add_decoding_arguments(p: argparse.ArgumentParser) -> None:
-    """The decoding options. Each one not given stays ``None`` and takes the options table's default in
-    :func:`decoding_kwargs` (the one set of defaults the library, the UIs, the API and the WebUI settings share), or
-    the method's own (``--method sbg``: the SBG procedure)."""
-    from ..options_table import defaults
-
-    d = defaults()
-    g = p.add_argument_group("decoding")
-    g.add_argument("--decoding", choices=["greedy", "beam", "sample"], default=None,
-                   help=f"default: {d['decoding']} (tag and eval: greedy; caption --method sbg: sample, as the SBG "
-                        "procedure)")
-    g.add_argument("--beam-size", type=int, help=f"beams per image in beam search (default {d['beam_size']}; SBG: k)")
-    g.add_argument("--num-candidates", type=int,
-                   help=f"captions per image (default {d['num_candidates']} in beam search and sampling, 1 with "
-                        "greedy; --method sbg: the same as --top-k-candidates)")
-    g.add_argument("--temperature", type=float, help=f"default {d['temperature']}")
-    g.add_argument("--top-k", type=int,
-                   help=f"sampling: keep the k likeliest tokens (default {d['top_k']}: off; SBG: 50)")
-    g.add_argument("--top-p", type=float, help=f"default {d['top_p']}")
-    g.add_argument("--repetition-penalty", type=float, help=f"default {d['repetition_penalty']}")
-    g.add_argument("--no-repeat-ngram-size", type=int, help=f"default {d['no_repeat_ngram_size']}")
-    g.add_argument("--max-new-tokens", type=int, help=f"default {d['max_new_tokens']} (SBG: 67)")
-    g.add_argument("--min-new-tokens", type=int, help=f"default {d['min_new_tokens']}")
-    g.add_argument("--seed", type=int)
-    g.add_argument("--batch-size", type=int, default=16)
-    g.add_argument("--ban", action="append", default=[], metavar="WORD", help="a word the caption must not contain")
+#: What a decoding option's ``--help`` adds to the table's help and default.
+_NOTES = {"num_candidates": "1 with greedy decoding"}
+#: ... and where ``--method sbg`` (the SBG procedure's defaults) differs.
+_SBG_NOTES = {"beam_size": "SBG: at least k", "num_candidates": "SBG: k, the same as --top-k-candidates"}
 
 
-def decoding_kwargs(args: argparse.Namespace, *, decoding: str | None = None) -> dict:
-    """:meth:`Captioner.caption` keywords from :func:`add_decoding_arguments`' options.
+def add_decoding_arguments(p: argparse.ArgumentParser, *, method_defaults: dict | None = None,
+                           mode_note: str | None = None, sbg_notes: bool = True) -> None:
+    """A ``--<name>`` option for each decoding setting of the options table (:func:`decoding_keys`, with its help,
+    type and choices; ``banned_words`` is ``--ban WORD``, repeatable), plus ``--batch-size``.
 
-    An option not given takes the options table's default; ``--num-candidates`` not given is 1 with greedy decoding.
+    Each one not given stays ``None`` and takes its default in :func:`decoding_kwargs`: the command's
+    ``method_defaults`` (``tag`` decodes greedily, ``sbg caption`` with the SBG procedure's), else the table's, the
+    one set the library, the UIs, the API and the WebUI settings share.
 
     Args:
-        args: Parsed arguments.
-        decoding: This command's mode when ``--decoding`` is not given (default: the table's).
+        p: The (sub)command's parser.
+        method_defaults: This command's defaults over the table's (shown as the defaults).
+        mode_note: What the help of ``--decoding`` adds (e.g. the mode of another method of the command).
+        sbg_notes: Show the SBG procedure's defaults where they differ (commands that can run SBG and ClipCap).
     """
-    from ..options_table import default_num_candidates, defaults
+    from ..options_table import OPTIONS
+    from ..sbg.defaults import DECODING_DEFAULTS as SBG
 
-    d = defaults()
-    mode = args.decoding or decoding or d["decoding"]
-    pick = lambda name: d[name] if getattr(args, name) is None else getattr(args, name)  # noqa: E731
-    n = args.num_candidates if args.num_candidates is not None else default_num_candidates(mode, pick("beam_size"))
-    return dict(decoding=mode, beam_size=pick("beam_size"), num_candidates=n, temperature=pick("temperature"),
-                top_k=pick("top_k"), top_p=pick("top_p"), repetition_penalty=pick("repetition_penalty"),
-                no_repeat_ngram_size=pick("no_repeat_ngram_size"), max_new_tokens=pick("max_new_tokens"),
-                min_new_tokens=pick("min_new_tokens"), seed=args.seed, banned_words=args.ban)
+    g = p.add_argument_group("decoding")
+    for o in OPTIONS:
+        if o.group != "decoding":
+            continue
+        if o.type is list:  # banned_words: one word per --ban, as the other list options of the command line
+            g.add_argument("--ban", action="append", default=[], metavar="WORD",
+                           help="a word the caption must not contain (repeat for more words)")
+            continue
+        default = (method_defaults or {}).get(o.key, o.ui_value(o.default))
+        notes = [f"default {default}" if default is not None else "default: k"]
+        if o.key == "decoding" and mode_note:
+            notes.append(mode_note)
+        if o.key in _NOTES:
+            notes.append(_NOTES[o.key])
+        if sbg_notes and o.key in _SBG_NOTES:
+            notes.append(_SBG_NOTES[o.key])
+        elif sbg_notes and o.key != "decoding" and SBG.get(o.key) not in (None, o.default):
+            notes.append(f"SBG: {SBG[o.key]}")
+        g.add_argument("--" + o.key.replace("_", "-"), type=o.type, default=None,
+                       choices=list(o.choices) if o.choices else None,
+                       help=f"{o.help} ({'; '.join(notes)})".replace("%", "%%"))
+    g.add_argument("--batch-size", type=int, default=16, help="images per model call (default 16)")
+
+
+def decoding_kwargs(args: argparse.Namespace, *, decoding: str | None = None,
+                    method_defaults: dict | None = None) -> dict:
+    """Resolved decoding settings (:func:`lib_clipcap.options_table.resolve_decoding`) from
+    :func:`add_decoding_arguments`' options, for :meth:`Captioner.caption` or a batch run's options.
+
+    Args:
+        args: Parsed arguments (a namespace without some of the options leaves them at their defaults).
+        decoding: This command's mode when ``--decoding`` is not given (default: ``method_defaults``' or the
+            table's).
+        method_defaults: This command's defaults over the table's (SBG: :data:`lib_clipcap.sbg.defaults.DECODING_DEFAULTS`).
+
+    Raises:
+        ClipCapError: a bad value; the message names the option as typed and the value.
+    """
+    from ..options_table import OptionError, decoding_keys, resolve_decoding
+
+    given = {k: getattr(args, k, None) for k in decoding_keys() if k != "banned_words"}
+    given["banned_words"] = getattr(args, "ban", None) or None
+    base = dict(method_defaults or {})
+    if decoding:
+        base["decoding"] = decoding
+    try:
+        return resolve_decoding(given, method_defaults=base)
+    except OptionError as e:  # name the option as the user typed it
+        flag = "--ban" if e.field == "banned_words" else "--" + e.field.replace("_", "-")
+        raise ClipCapError(f"{flag} {e.value}: {e.reason}") from None
 
 
 def load_captioner(args: argparse.Namespace, *, allow_demo_fallback: bool = True):

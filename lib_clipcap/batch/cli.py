@@ -18,7 +18,7 @@ import threading
 from typing import Any, Callable, Optional
 
 from ..app.cli_common import add_decoding_arguments, add_model_arguments, decoding_kwargs, eprint, load_captioner
-from .options import DEFAULT_MAX_PIXELS, EXISTING_POLICIES
+from .options import DEFAULT_MAX_PIXELS, EXISTING_POLICIES, TAG_DECODING_DEFAULTS
 
 HELP = "caption folders of images into .txt sidecar files (training sets), resumably"
 
@@ -57,7 +57,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="replace text in captions (repeatable, applied in order)")
     g.add_argument("--workers", type=int, help="image-decoding processes (default: 0 on CPU, up to 16 on a GPU)")
     add_model_arguments(p)
-    add_decoding_arguments(p)
+    add_decoding_arguments(p, method_defaults=TAG_DECODING_DEFAULTS, mode_note="one deterministic caption per file, "
+                           "the same however files are batched, so an interrupted run resumes identically")
     g = p.add_argument_group("engine (--engine ray: Ray Data on many GPUs / machines; pip install \"ray[data]\")")
     g.add_argument("--engine", choices=["local", "ray"], default="local",
                    help="local: this process (default); ray: a Ray cluster (decode tasks + one model per actor)")
@@ -86,8 +87,7 @@ def options_from_args(args: argparse.Namespace):
     """
     from .options import TagOptions
 
-    # Greedy unless --decoding says otherwise: one deterministic caption per file, the same however files are batched.
-    kw = decoding_kwargs(args, decoding="greedy")
+    kw = decoding_kwargs(args, method_defaults=TAG_DECODING_DEFAULTS)
     return TagOptions(
         inputs=args.inputs, recursive=args.recursive, include=args.include, exclude=args.exclude,
         list_file=args.list_file, max_pixels=args.max_pixels, caption_ext=args.caption_ext, output_dir=args.output_dir,

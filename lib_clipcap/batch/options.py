@@ -11,10 +11,11 @@ import os
 from dataclasses import dataclass, field, fields
 from typing import Any, Dict, List, Optional, Tuple
 
-from ..options_table import OptionError, caption_kwargs, get_option
+from ..options_table import OptionError, caption_kwargs, decoding_keys, get_option
 from ..options_table import defaults as _table_defaults
 
-__all__ = ["DEFAULT_MAX_PIXELS", "EXISTING_POLICIES", "FileOutcome", "TagFailure", "TagOptions", "TagSummary"]
+__all__ = ["DEFAULT_MAX_PIXELS", "EXISTING_POLICIES", "TAG_DECODING_DEFAULTS", "FileOutcome", "TagFailure", "TagOptions",
+           "TagSummary"]
 
 #: What to do when a caption file already exists: keep it (``skip``), replace it, or add the new caption after /
 #: before the old text, joined by the separator.
@@ -26,9 +27,13 @@ DEFAULT_MAX_PIXELS = 8192 * 8192
 
 _TABLE = _table_defaults()
 
+#: Where a batch run's decoding defaults differ from the options table's: it decodes greedily, one caption per image
+#: (deterministic, so an interrupted run resumes with identical results).
+TAG_DECODING_DEFAULTS = {"decoding": "greedy"}
+
 # Decoding fields, in the settings table's order; they are passed to the model as Captioner.caption's keywords.
-_DECODING_FIELDS = ("decoding", "beam_size", "num_candidates", "temperature", "top_k", "top_p", "repetition_penalty",
-                    "no_repeat_ngram_size", "max_new_tokens", "min_new_tokens", "seed", "banned_words")
+# TagOptions declares each as a typed field (its public schema); a test checks it has one per table decoding setting.
+_DECODING_FIELDS = decoding_keys()
 _MAX_WORKERS = 64
 _MAX_BATCH = 4096
 # Suffixes a caption file must never get: writing one would replace an image (or look like one to a trainer).
@@ -199,7 +204,7 @@ class TagOptions:
     # The options table's defaults (one source for every face), except that a batch decodes greedily, one caption per
     # image: deterministic, so an interrupted run resumes with identical results. Checked by the table's rules in
     # caption_kwargs below.
-    decoding: str = "greedy"
+    decoding: str = TAG_DECODING_DEFAULTS["decoding"]
     beam_size: int = _TABLE["beam_size"]
     num_candidates: int = 1
     temperature: float = _TABLE["temperature"]
@@ -242,7 +247,9 @@ class TagOptions:
         self.banned_words = list(get_option("banned_words").coerce(self.banned_words or []))
         if self.rerank is not None:
             self.rerank = get_option("rerank").coerce(self.rerank)
-        for name in _DECODING_FIELDS[:-1]:
+        for name in _DECODING_FIELDS:
+            if name == "banned_words":  # checked above: it also filters the written caption
+                continue
             opt = get_option(name)
             value = getattr(self, name)
             if value is not None or opt.nullable:

@@ -50,8 +50,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     b.add_argument("--features", type=Path, help="features folder from `train features` (whole dataset) to retrieve "
                                                  "with; default: encode the training and test images with the "
                                                  "model's CLIP or --clip-model")
-    add_decoding_arguments(p)
-    p.set_defaults(decoding=None, top_k=None)  # model-dependent defaults (SBG samples with top-k 50)
+    # greedy: the published ClipCap figures; SBG models take the procedure's defaults (5 candidates, top-k 50)
+    add_decoding_arguments(p, method_defaults={"decoding": "greedy"}, mode_note="--sbg: sample, as the SBG procedure")
     m = p.add_argument_group("metrics and output")
     m.add_argument("--metrics", default="bleu,meteor,rouge,cider,spice,clip",
                    help="comma-separated: bleu, meteor, rouge, cider, spice, clip (default: all)")
@@ -74,12 +74,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def _caption_kwargs(args: argparse.Namespace, *, sbg: bool) -> dict:
     from ..app.cli_common import decoding_kwargs
 
-    kw = decoding_kwargs(args, decoding="sample" if sbg else "greedy")  # greedy: the published ClipCap figures
-    if args.top_k is None and sbg:
-        kw["top_k"] = 50  # the SBG procedure
     if sbg:
-        kw.pop("num_candidates", None)
-    return kw
+        from ..sbg.defaults import DECODING_DEFAULTS
+
+        return decoding_kwargs(args, method_defaults=DECODING_DEFAULTS)
+    return decoding_kwargs(args, decoding="greedy")  # the published ClipCap figures
 
 
 def _load_sbg(args: argparse.Namespace):

@@ -61,23 +61,17 @@ def add_sbg_procedure_arguments(g, *, k: bool = True, vocabulary: bool = True) -
 
 
 def add_sbg_generation_arguments(p: argparse.ArgumentParser) -> None:
-    from ..app.cli_common import add_rerank_arguments
-    from .defaults import DEFAULT_DECODING, DEFAULT_TOP_K
+    """``sbg caption``'s options: the procedure's (k, keywords), re-ranking, and the decoding options every
+    captioning command has, with the procedure's defaults."""
+    from ..app.cli_common import add_decoding_arguments, add_rerank_arguments
+    from .defaults import DECODING_DEFAULTS
 
-    g = p.add_argument_group("SBG generation")
+    g = p.add_argument_group("SBG procedure")
     add_sbg_procedure_arguments(g, vocabulary=False)
-    g.add_argument("--decoding", choices=["sample", "beam", "greedy"], default=None,
-                   help=f"default: {DEFAULT_DECODING} (as the paper)")
-    g.add_argument("--temperature", type=float, default=1.0)
-    g.add_argument("--top-k", type=int, default=None, help=f"sampling top-k (default {DEFAULT_TOP_K}: the "
-                                                           f"original's; 0: off)")
-    g.add_argument("--top-p", type=float, default=1.0)
-    g.add_argument("--max-new-tokens", type=int, default=67)
-    g.add_argument("--seed", type=int)
-    g.add_argument("--batch-size", type=int, default=16)
     g.add_argument("--rerank", choices=["clip", "clip+grammar", "none"], default=None,
                    help="how the best candidate is chosen (default: clip, as the paper)")
     add_rerank_arguments(g)
+    add_decoding_arguments(p, method_defaults=DECODING_DEFAULTS, mode_note="as the paper", sbg_notes=False)
 
 
 def check_sbg_args(args: argparse.Namespace) -> None:
@@ -175,24 +169,17 @@ def sbg_caption_kwargs(args: argparse.Namespace) -> dict:
     """Keyword arguments for :meth:`BlindGuesser.caption` from a namespace (``sbg caption`` or ``caption``).
 
     What the namespace leaves unset (None or absent) takes the SBG procedure's default (:mod:`.defaults`: k = 5
-    candidates sampled with top-k 50, CLIP re-ranking); what it sets wins. Without an explicit k, greedy decoding
-    gives one candidate. Check the namespace with :func:`check_sbg_args` first.
+    candidates sampled with top-k 50, CLIP re-ranking); what it sets wins. ``--top-k-candidates`` is k, passed as
+    ``num_candidates``. Check the namespace with :func:`check_sbg_args` first.
     """
-    from .defaults import DEFAULT_CANDIDATES, DEFAULT_DECODING, DEFAULT_RERANK, DEFAULT_TOP_K
+    from ..app.cli_common import decoding_kwargs
+    from .defaults import DECODING_DEFAULTS, DEFAULT_RERANK
 
-    get = lambda name: getattr(args, name, None)  # noqa: E731
-    decoding = get("decoding") or DEFAULT_DECODING
-    k = get("top_k_candidates") if get("top_k_candidates") is not None else get("num_candidates")
-    if k is None:
-        k = 1 if decoding == "greedy" else DEFAULT_CANDIDATES
-    kw = dict(top_k_candidates=k, **_keyword_kwargs(args), decoding=decoding,
-              top_k=DEFAULT_TOP_K if get("top_k") is None else get("top_k"), seed=get("seed"),
-              banned_words=get("ban") or (), rerank=get("rerank") or DEFAULT_RERANK)
-    for name in ("beam_size", "temperature", "top_p", "repetition_penalty", "no_repeat_ngram_size", "max_new_tokens",
-                 "min_new_tokens"):
-        if get(name) is not None:
-            kw[name] = get(name)
-    return kw
+    k = getattr(args, "top_k_candidates", None)
+    if k is not None and getattr(args, "num_candidates", None) is None:
+        args = argparse.Namespace(**{**vars(args), "num_candidates": k})
+    kw = decoding_kwargs(args, method_defaults=DECODING_DEFAULTS)
+    return dict(kw, **_keyword_kwargs(args), rerank=getattr(args, "rerank", None) or DEFAULT_RERANK)
 
 
 def _inputs(args: argparse.Namespace) -> list[str]:
@@ -214,9 +201,10 @@ def _caption(args: argparse.Namespace) -> int:
     if not files:
         _eprint("no image files found")
         return 2
+    kwargs = sbg_caption_kwargs(args)  # checked before the model is loaded
     guesser = load_guesser(args)
     _eprint(f"model: {guesser!r}")
-    results = guesser.caption(files, batch_size=args.batch_size, **sbg_caption_kwargs(args))
+    results = guesser.caption(files, batch_size=args.batch_size, **kwargs)
     return print_results(results, as_json=args.json, candidates=True)
 
 

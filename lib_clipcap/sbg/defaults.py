@@ -14,3 +14,9 @@ DEFAULT_TOP_K = 50  # HF generate's default top_k, which the original's pipeline
 DEFAULT_THRESHOLD = 0.5  # keywords are taken until their probability mass passes this
 DEFAULT_MAX_KEYWORDS = 16  # cap on vocabulary keywords (a flat softmax would otherwise overflow the prompt)
 DEFAULT_RERANK = "clip"  # the candidate CLIP scores best wins
+DEFAULT_MAX_NEW_TOKENS = 67  # the length limit the original captioning code decoded with
+
+#: The procedure's decoding defaults, over the options table's (:func:`lib_clipcap.options_table.resolve_decoding`);
+#: ``beam_size`` None: k beams in beam search.
+DECODING_DEFAULTS = {"decoding": DEFAULT_DECODING, "num_candidates": DEFAULT_CANDIDATES, "top_k": DEFAULT_TOP_K,
+                     "max_new_tokens": DEFAULT_MAX_NEW_TOKENS, "beam_size": None}

@@ -24,8 +24,7 @@ import torch
 from ..captioner import (Candidate, CaptionResult, _device_and_dtype, ban_token_ids, caption_in_batches, is_int8,
                          registry_clip)
 from ..errors import ClipCapError
-from .defaults import (DEFAULT_CANDIDATES, DEFAULT_DECODING, DEFAULT_MAX_KEYWORDS, DEFAULT_RERANK, DEFAULT_THRESHOLD,
-                       DEFAULT_TOP_K)
+from .defaults import DECODING_DEFAULTS, DEFAULT_MAX_KEYWORDS, DEFAULT_RERANK, DEFAULT_THRESHOLD
 from .generator import SbgGenerator
 from .keywords import KeywordExtractor, TextFeatureCache
 from .locate import default_cache_dir, resolve_generator_folder  # noqa: F401  (re-exported: their old home)
@@ -125,58 +124,53 @@ class BlindGuesser:
     def vocabulary(self) -> Vocabulary:
         return self.extractor.vocabulary
 
-    def decoding_options(self, *, decoding: str = DEFAULT_DECODING, top_k_candidates: int = DEFAULT_CANDIDATES,
-                         beam_size: int | None = None, temperature: float = 1.0, top_k: int = DEFAULT_TOP_K,
-                         top_p: float = 1.0, repetition_penalty: float = 1.0, no_repeat_ngram_size: int = 0,
-                         max_new_tokens: int = 67, min_new_tokens: int = 0, seed: int | None = None,
-                         banned_words: Sequence[str] = (), num_candidates: int | None = None):
-        """:class:`~lib_clipcap.decoding.DecodingOptions` for ``top_k_candidates`` candidates per image.
+    def decoding_options(self, *, top_k_candidates: int | None = None, **settings: Any):
+        """Checked :class:`~lib_clipcap.decoding.DecodingOptions` for k candidates per image.
 
-        ``num_candidates`` is the name every other captioner uses for the same thing (batch tagging and the HTTP API
-        pass it); given, it is ``top_k_candidates``.
+        ``settings`` takes the options table's names (:func:`lib_clipcap.options_table.resolve_decoding`), with the
+        SBG procedure's defaults (:data:`~lib_clipcap.sbg.defaults.DECODING_DEFAULTS`: 5 candidates sampled with
+        top-k 50). k is ``num_candidates``, the name every captioner uses; ``top_k_candidates`` (the paper's name) is
+        the same setting. Beam search keeps at least k beams.
+
+        Raises:
+            DecodingError, ClipCapError: an unknown setting, a bad value, or k and ``num_candidates`` disagreeing.
         """
         from ..decoding import DecodingOptions
+        from ..options_table import resolve_decoding
 
-        if num_candidates is not None:
-            top_k_candidates = num_candidates
-
-        if top_k_candidates < 1:
-            raise ClipCapError(f"top_k_candidates must be >= 1; got {top_k_candidates}")
-        if decoding == "greedy" and top_k_candidates > 1:
-            raise ClipCapError(f"greedy decoding gives one caption, not {top_k_candidates} candidates; use "
+        n = settings.get("num_candidates")
+        if top_k_candidates is not None:
+            if n is not None and n != top_k_candidates:
+                raise ClipCapError(f"top_k_candidates={top_k_candidates} and num_candidates={n} disagree: they are "
+                                   f"the same setting (k); give only one of them")
+            settings["num_candidates"] = top_k_candidates
+        resolved = resolve_decoding(settings, method_defaults=DECODING_DEFAULTS)
+        k = resolved["num_candidates"]
+        if resolved["decoding"] == "greedy" and k > 1:
+            raise ClipCapError(f"greedy decoding gives one caption, not {k} candidates; use "
                                f"decoding='sample' (the paper) or 'beam', or top_k_candidates=1")
-        return DecodingOptions(
-            mode=decoding, beam_size=max(beam_size or top_k_candidates, top_k_candidates),
-            num_candidates=top_k_candidates, temperature=temperature, top_k=top_k, top_p=top_p,
-            repetition_penalty=repetition_penalty, no_repeat_ngram_size=no_repeat_ngram_size,
-            max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens, seed=seed,
-            banned_token_ids=self._ban_ids(banned_words))
+        resolved["beam_size"] = max(resolved["beam_size"] or k, k)
+        return DecodingOptions.from_settings(resolved, banned_token_ids=self._ban_ids(resolved["banned_words"]))
 
     def _ban_ids(self, words: Sequence[str]) -> tuple[tuple[int, ...], ...]:
         return ban_token_ids(self.generator.tokenizer, words)
 
     def caption(self, images: Sequence | Any, *, top_k_candidates: int | None = None,
                 threshold: float = DEFAULT_THRESHOLD, max_keywords: int | None = DEFAULT_MAX_KEYWORDS,
-                decoding: str = DEFAULT_DECODING, temperature: float = 1.0,
-                top_k: int = DEFAULT_TOP_K, top_p: float = 1.0, beam_size: int | None = None,
-                num_candidates: int | None = None, repetition_penalty: float = 1.0, no_repeat_ngram_size: int = 0,
-                max_new_tokens: int = 67, min_new_tokens: int = 0, seed: int | None = None, batch_size: int = 16,
-                banned_words: Sequence[str] = (), rerank: str = DEFAULT_RERANK) -> list[CaptionResult]:
+                batch_size: int = 16, rerank: str = DEFAULT_RERANK, **settings: Any) -> list[CaptionResult]:
         """Caption images by Selective Blind Guessing.
 
         Args:
             images: PIL images, paths, bytes or arrays (one, or a list); a bad input yields a result with ``error``.
-            top_k_candidates: candidates generated per image, k (default 5; ``num_candidates`` is an alias so the
-                same options work for a :class:`~lib_clipcap.captioner.Captioner`).
+            top_k_candidates: candidates generated per image, k (default 5); ``num_candidates`` is the same setting
+                under the name every captioner uses.
             threshold: vocabulary keywords are taken until their softmax(100 cos) mass exceeds this.
             max_keywords: cap on vocabulary keywords (None: no cap).
-            decoding: ``"sample"`` (the paper), ``"beam"`` (k best beams) or ``"greedy"`` (k = 1).
-            temperature, top_k, top_p: sampling controls (top_k 50: what the original sampled with).
-            beam_size: beams for ``decoding="beam"`` (default k).
-            repetition_penalty, no_repeat_ngram_size, max_new_tokens, min_new_tokens, banned_words: as for
-                :meth:`Captioner.caption`.
-            seed: makes sampling reproducible.
             batch_size: images per model call (all their candidates are decoded together).
+            settings: the decoding settings, as for :meth:`Captioner.caption <lib_clipcap.captioner.Captioner.caption>`
+                (the options table's names), with the procedure's defaults: ``decoding="sample"`` (the paper; or
+                ``"beam"``, k best beams, or ``"greedy"``, k = 1), ``top_k=50`` (what the original sampled with),
+                ``max_new_tokens=67``; ``beam_size`` is at least k.
             rerank: ``"clip"`` (the paper: the candidate CLIP scores best wins), ``"clip+grammar"`` (plus the
                 grammar head's probability, see :mod:`lib_clipcap.scoring`) or ``"none"`` (the generator's best).
 
@@ -189,12 +183,7 @@ class BlindGuesser:
         """
         from ..scoring import check_rerank_mode
 
-        k = top_k_candidates if top_k_candidates is not None else (num_candidates or DEFAULT_CANDIDATES)
-        opts = self.decoding_options(decoding=decoding, top_k_candidates=k, beam_size=beam_size,
-                                     temperature=temperature, top_k=top_k, top_p=top_p,
-                                     repetition_penalty=repetition_penalty, no_repeat_ngram_size=no_repeat_ngram_size,
-                                     max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens, seed=seed,
-                                     banned_words=banned_words)
+        opts = self.decoding_options(top_k_candidates=top_k_candidates, **settings)
         rerank = check_rerank_mode(rerank)
         if not 0.0 <= threshold <= 1.0:
             raise ClipCapError(f"threshold must be between 0 and 1; got {threshold}")
