@@ -12,24 +12,20 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ._lazy import lazy_getattr as _lazy_getattr
+from ._lazy import lazy_exports as _lazy_exports
 
 __version__ = "0.1.0"
 
-# name -> (module, attribute); resolved on first access (PEP 562) so `import lib_clipcap` stays cheap.
-_LAZY = {
-    "Captioner": ("captioner", "Captioner"),
-    "CaptionResult": ("captioner", "CaptionResult"),
-    "Candidate": ("captioner", "Candidate"),
-    "DecodingOptions": ("decoding", "DecodingOptions"),
-    "inspect_checkpoint": ("checkpoint", "inspect_checkpoint"),
-    "convert_checkpoint": ("checkpoint", "convert_checkpoint"),
-    "ClipCapConfig": ("model", "ClipCapConfig"),
-    "list_models": ("registry", "list_models"),
-    "get_model": ("registry", "get_model"),
-    "load_image": ("images", "load_image"),
-    "BlindGuesser": ("sbg.guesser", "BlindGuesser"),
-}
+# Resolved on first access (PEP 562) so `import lib_clipcap` stays cheap.
+__getattr__, _LAZY_NAMES = _lazy_exports(__name__, {
+    "captioner": ("Captioner", "CaptionResult", "Candidate"),
+    "decoding": ("DecodingOptions",),
+    "checkpoint": ("inspect_checkpoint", "convert_checkpoint"),
+    "model": ("ClipCapConfig",),
+    "registry": ("list_models", "get_model"),
+    "images": ("load_image",),
+    "sbg.guesser": ("BlindGuesser",),
+})
 
 from .errors import (  # noqa: E402  (errors are tiny and always needed)
     CheckpointError,
@@ -41,11 +37,8 @@ from .errors import (  # noqa: E402  (errors are tiny and always needed)
     UnknownModelError,
 )
 
-__all__ = sorted([*_LAZY, "ClipCapError", "CheckpointError", "DecodingError", "ImageLoadError",
+__all__ = sorted([*_LAZY_NAMES, "ClipCapError", "CheckpointError", "DecodingError", "ImageLoadError",
                   "IncompatibleCheckpointError", "MissingFileError", "UnknownModelError", "__version__"])
-
-
-__getattr__ = _lazy_getattr(__name__, _LAZY)
 
 
 if TYPE_CHECKING:  # pragma: no cover

@@ -115,6 +115,20 @@ def test_import_is_cheap():
     assert out.strip() == "[]"
 
 
+@pytest.mark.parametrize("package", ["lib_clipcap", "lib_clipcap.sbg", "lib_clipcap.eval", "lib_clipcap.review"])
+def test_every_lazy_export_resolves_to_its_submodules_object(package):
+    import importlib
+
+    mod = importlib.import_module(package)
+    for name in mod.__all__:
+        value = getattr(mod, name)
+        assert value is getattr(mod, name)  # cached in the package after the first access
+        origin = getattr(value, "__module__", None)
+        assert origin is None or origin.startswith("lib_clipcap"), (package, name)
+    with pytest.raises(AttributeError, match=r"has no attribute 'no_such_name'"):
+        getattr(mod, "no_such_name")
+
+
 @pytest.mark.slow
 def test_cli_sbg_and_rerank(tmp_path):
     img = tmp_path / "x.png"

@@ -282,14 +282,9 @@ class JobManager:
 
         def on_file(o: FileOutcome) -> None:
             with self._lock:
-                if o.status in ("written", "would_write"):
-                    job.written += 1
-                elif o.status == "skipped":
-                    job.skipped += 1
-                else:
-                    job.failed += 1
-                    if len(job.failures) < MAX_LISTED_FAILURES:
-                        job.failures.append({"path": o.path, "reason": o.reason})
+                setattr(job, o.tally, getattr(job, o.tally) + 1)
+                if o.tally == "failed" and len(job.failures) < MAX_LISTED_FAILURES:
+                    job.failures.append({"path": o.path, "reason": o.reason})
 
         try:
             summary = run_tagging(job.options, lambda: self.manager.using(job.model), progress=progress,

@@ -332,6 +332,12 @@ class FileOutcome:
     score: Optional[float] = None
     keywords: Optional[List[str]] = None
 
+    @property
+    def tally(self) -> str:
+        """Which count of a summary it adds to: ``written`` (a dry run's ``would_write`` too), ``skipped`` or
+        ``failed``."""
+        return {"written": "written", "would_write": "written", "skipped": "skipped"}.get(self.status, "failed")
+
 
 @dataclass
 class TagSummary:

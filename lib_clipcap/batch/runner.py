@@ -73,12 +73,8 @@ class Recorder:
                 sink.write(outcomes)
             for o in outcomes:
                 s = self.summary
-                if o.status in ("written", "would_write"):
-                    s.written += 1
-                elif o.status == "skipped":
-                    s.skipped += 1
-                else:
-                    s.failed += 1
+                setattr(s, o.tally, getattr(s, o.tally) + 1)
+                if o.tally == "failed":
                     s.failures.append(TagFailure(o.path, o.reason))
                 if self.keep_plan:
                     s.plan.append(o)

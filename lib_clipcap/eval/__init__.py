@@ -16,27 +16,16 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .._lazy import lazy_getattr
+from .._lazy import lazy_exports
 
-_LAZY = {
-    "EvalDataset": ("datasets", "EvalDataset"),
-    "EvalItem": ("datasets", "EvalItem"),
-    "DatasetError": ("datasets", "DatasetError"),
-    "load_dataset": ("datasets", "load_dataset"),
-    "compute_metrics": ("metrics", "compute_metrics"),
-    "clip_metrics": ("metrics", "clip_metrics"),
-    "MetricResult": ("metrics", "MetricResult"),
-    "evaluate": ("runner", "evaluate"),
-    "EvalResult": ("runner", "EvalResult"),
-    "format_table": ("report", "format_table"),
-    "evaluate_baseline": ("runner", "evaluate_baseline"),
-    "retrieve_captions": ("baselines", "retrieve_captions"),
-}
-
-__all__ = sorted(_LAZY)
-
-
-__getattr__ = lazy_getattr(__name__, _LAZY)
+__getattr__, _LAZY_NAMES = lazy_exports(__name__, {
+    "datasets": ("EvalDataset", "EvalItem", "DatasetError", "load_dataset"),
+    "metrics": ("compute_metrics", "clip_metrics", "MetricResult"),
+    "runner": ("evaluate", "EvalResult", "evaluate_baseline"),
+    "report": ("format_table",),
+    "baselines": ("retrieve_captions",),
+})
+__all__ = sorted(_LAZY_NAMES)
 
 
 if TYPE_CHECKING:  # pragma: no cover

@@ -17,31 +17,14 @@ Importing this package is cheap: torch loads only when scoring.
 
 from __future__ import annotations
 
-from .._lazy import lazy_getattr
+from .._lazy import lazy_exports
 
-_LAZY = {
-    "FLAGS": ("flags", "FLAGS"),
-    "CaptionTextError": ("flags", "CaptionTextError"),
-    "check_caption_text": ("flags", "check_caption_text"),
-    "ReviewRow": ("table", "ReviewRow"),
-    "ReviewTable": ("table", "ReviewTable"),
-    "SORT_KEYS": ("table", "SORT_KEYS"),
-    "scan_folder": ("table", "scan_folder"),
-    "sort_rows": ("table", "sort_rows"),
-    "filter_rows": ("table", "filter_rows"),
-    "FeatureCache": ("cache", "FeatureCache"),
-    "ReviewScorer": ("scoring", "ReviewScorer"),
-    "load_review_clip": ("scoring", "load_review_clip"),
-    "default_grammar": ("scoring", "default_grammar"),
-    "EditOutcome": ("edits", "EditOutcome"),
-    "ReviewEditError": ("edits", "ReviewEditError"),
-    "UnknownImageError": ("edits", "UnknownImageError"),
-    "save_captions": ("edits", "save_captions"),
-    "undo_last": ("edits", "undo_last"),
-    "undo_depth": ("edits", "undo_depth"),
-    "plan_bulk": ("edits", "plan_bulk"),
-}
-
-__all__ = sorted(_LAZY)
-
-__getattr__ = lazy_getattr(__name__, _LAZY)
+__getattr__, _LAZY_NAMES = lazy_exports(__name__, {
+    "flags": ("FLAGS", "CaptionTextError", "check_caption_text"),
+    "table": ("ReviewRow", "ReviewTable", "SORT_KEYS", "scan_folder", "sort_rows", "filter_rows"),
+    "cache": ("FeatureCache",),
+    "scoring": ("ReviewScorer", "load_review_clip", "default_grammar"),
+    "edits": ("EditOutcome", "ReviewEditError", "UnknownImageError", "save_captions", "undo_last", "undo_depth",
+              "plan_bulk"),
+})
+__all__ = sorted(_LAZY_NAMES)

@@ -136,6 +136,13 @@ def add_review_routes(router: APIRouter, manager: Any, job_manager: Any, current
                           token_limit=_int(data, "token_limit", 75, 1), duplicate_min=_int(data, "duplicate_min", 3, 2),
                           ref_ext=_str(data, "ref_ext"), ref_dir=_str(data, "ref_dir"))
 
+    async def folder_request(request: Request, fields: List[str]) -> tuple[ReviewService, Dict[str, Any], Any]:
+        """What every folder route starts with: the service, the checked JSON body and the folder's parameters."""
+        svc = service()
+        data = await _read_json(request, _BODY_LIMIT)
+        _check_fields(data, fields)
+        return svc, data, run(lambda: params(svc, data))
+
     def run(fn: Callable[[], Any]) -> Any:
         try:
             return fn()
@@ -154,10 +161,7 @@ def add_review_routes(router: APIRouter, manager: Any, job_manager: Any, current
 
     @router.post("/review", summary="Scan a tagged folder: scored caption table, worst first, paged")
     async def review(request: Request) -> Any:
-        svc = service()
-        data = await _read_json(request, _BODY_LIMIT)
-        _check_fields(data, _REVIEW_FIELDS)
-        p = run(lambda: params(svc, data))
+        svc, data, p = await folder_request(request, _REVIEW_FIELDS)
         rescan = _bool(data, "rescan", True)
         scores = _bool(data, "scores", True)
         model = _resolve_model(data.get("model"), current_default()) if scores else None
@@ -201,10 +205,7 @@ def add_review_routes(router: APIRouter, manager: Any, job_manager: Any, current
 
     @router.put("/review/caption", summary="Save one caption (atomic, journaled, undoable)")
     async def save_caption(request: Request) -> Any:
-        svc = service()
-        data = await _read_json(request, _BODY_LIMIT)
-        _check_fields(data, _SCAN_FIELDS + ["image", "caption", "rescore"])
-        p = run(lambda: params(svc, data))
+        svc, data, p = await folder_request(request, _SCAN_FIELDS + ["image", "caption", "rescore"])
         image = _str(data, "image")
         if not image:
             raise OptionError("image", image, "is required: the image whose caption to save (a path in the folder)")
@@ -235,10 +236,7 @@ def add_review_routes(router: APIRouter, manager: Any, job_manager: Any, current
 
     @router.post("/review/undo", summary="Undo the last caption save in a folder")
     async def undo(request: Request) -> Any:
-        svc = service()
-        data = await _read_json(request, _BODY_LIMIT)
-        _check_fields(data, _SCAN_FIELDS)
-        p = run(lambda: params(svc, data))
+        svc, data, p = await folder_request(request, _SCAN_FIELDS)
 
         def work() -> Dict[str, Any]:
             table = svc.table(p)

@@ -14,26 +14,16 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .._lazy import lazy_getattr as _lazy_getattr
+from .._lazy import lazy_exports
 
-_LAZY = {
-    "BlindGuesser": ("guesser", "BlindGuesser"),
-    "KeywordExtractor": ("keywords", "KeywordExtractor"),
-    "KeywordResult": ("keywords", "KeywordResult"),
-    "TextFeatureCache": ("keywords", "TextFeatureCache"),
-    "SbgGenerator": ("generator", "SbgGenerator"),
-    "Vocabulary": ("vocabulary", "Vocabulary"),
-    "VocabularyError": ("vocabulary", "VocabularyError"),
-    "load_vocabulary": ("vocabulary", "load_vocabulary"),
-    "import_original": ("importer", "import_original"),
-    "safe_load_pickle": ("importer", "safe_load_pickle"),
-    "UnsafePickleError": ("importer", "UnsafePickleError"),
-}
-
-__all__ = sorted(_LAZY)
-
-
-__getattr__ = _lazy_getattr(__name__, _LAZY)
+__getattr__, _LAZY_NAMES = lazy_exports(__name__, {
+    "guesser": ("BlindGuesser",),
+    "keywords": ("KeywordExtractor", "KeywordResult", "TextFeatureCache"),
+    "generator": ("SbgGenerator",),
+    "vocabulary": ("Vocabulary", "VocabularyError", "load_vocabulary"),
+    "importer": ("import_original", "safe_load_pickle", "UnsafePickleError"),
+})
+__all__ = sorted(_LAZY_NAMES)
 
 
 if TYPE_CHECKING:  # pragma: no cover
