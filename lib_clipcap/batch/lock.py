@@ -3,6 +3,13 @@
 POSIX: an exclusive ``flock`` on ``.clipcap-lock``, which the kernel drops when the holder dies (``kill -9``
 included), so a stale lock is taken over without trusting PIDs (which containers reuse); the file holds the holder's
 PID and host for the error message. Elsewhere: create-exclusive, with a dead PID's lock taken over.
+
+Why not the ``filelock`` package the hosts already install: its versions behave differently where it matters here.
+filelock 3.13 (A1111's era) opens the lock file with ``O_TRUNC`` before trying the lock, so a second run wipes the
+holder's PID and host (the "folder busy" message could no longer say who holds it), and it never removes the lock
+file, leaving a ``.clipcap-lock`` in the user's folder after every run; 4.x differs again. This module keeps the
+kernel-released lock, the holder's record intact, the file removed on release, and the check that the file locked is
+still the one at the path (a lock file replaced between open and lock is retried, not trusted).
 """
 
 from __future__ import annotations
