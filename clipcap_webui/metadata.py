@@ -165,7 +165,10 @@ def read_parameters(path: str | Path, *, key: str = PARAMETERS_KEY) -> Optional[
         OSError: the file cannot be read.
         MetadataError: it is not a PNG, JPEG or WebP file, or its structure is corrupt.
     """
-    return parameters_from_bytes(Path(path).read_bytes(), key=key)
+    try:
+        return parameters_from_bytes(Path(path).read_bytes(), key=key)
+    except MetadataError as e:
+        raise MetadataError(f"{path}: {e}") from None  # a batch of files: say which one
 
 
 def parameters_from_bytes(data: bytes, *, key: str = PARAMETERS_KEY) -> Optional[str]:
@@ -186,7 +189,13 @@ def write_parameters(path: str | Path, text: str, *, key: str = PARAMETERS_KEY) 
 
     PNG: the text chunk ``key`` is replaced in place (or added before the image data), as tEXt when the text is
     Latin-1 and iTXt (UTF-8) otherwise, like Pillow writes it. JPEG/WebP: the EXIF block is replaced by one holding
-    ``text`` as the ``UserComment`` (``key`` is not used: EXIF has one comment).
+    ``text`` as the ``UserComment`` (``key`` is not used: EXIF has one comment), as the hosts' own image saving
+    writes it (piexif with a UserComment alone), so a corrupt or forged EXIF block is replaced, not parsed.
+
+    Why not piexif here (both hosts pin 1.1.3): tried, it needed more code than it saved. ``piexif.insert`` drops the
+    JFIF segment (the DPI) and doubles an EXIF segment that follows another one, writes animated WebP files Pillow
+    cannot open, ``piexif.load`` fails on simple WebP files, and it allocates a format string per value a tag claims
+    (a forged count of 2**32 - 1 in an uploaded image: about 100 GB) where Pillow, which reads here, checks sizes.
 
     Raises:
         OSError: the file cannot be read or replaced (it is then unchanged).
@@ -194,13 +203,16 @@ def write_parameters(path: str | Path, text: str, *, key: str = PARAMETERS_KEY) 
     """
     path = Path(path)
     data = path.read_bytes()
-    kind = _format(data)
-    if kind == "png":
-        new = _png_with_text(data, key, text)
-    elif kind == "jpeg":
-        new = _jpeg_with_exif(data, _exif_user_comment(text))
-    else:
-        new = _webp_with_exif(data, _exif_user_comment(text))
+    try:
+        kind = _format(data)
+        if kind == "png":
+            new = _png_with_text(data, key, text)
+        elif kind == "jpeg":
+            new = _jpeg_with_exif(data, _exif_user_comment(text))
+        else:
+            new = _webp_with_exif(data, _exif_user_comment(text))
+    except MetadataError as e:
+        raise MetadataError(f"{path}: {e}") from None  # a batch of files: say which one
     atomic_write_bytes(path, new)
 
 
@@ -247,7 +259,9 @@ def _png_text(ctype: bytes, body: bytes, key: str) -> Optional[str]:
             return rest.decode("latin-1")
         if ctype == b"zTXt":
             return zlib.decompress(rest[1:]).decode("latin-1")
-        compressed, _method = rest[0], rest[1]
+        if len(rest) < 2:  # the compression flag and method bytes
+            raise IndexError("iTXt chunk too short")
+        compressed = rest[0]
         _lang, _, rest = rest[2:].partition(b"\x00")
         _translated, _, text = rest.partition(b"\x00")
         return (zlib.decompress(text) if compressed else text).decode("utf-8")

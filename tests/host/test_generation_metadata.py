@@ -1,13 +1,18 @@
 """The host-independent pieces behind captioning inside generation: infotext entries, the caption written into an
 existing PNG/JPEG/WebP file (atomically, pixels untouched), the caption-as-prompt template and decoding presets.
 
-No WebUI needed: files are read back with Pillow (and piexif, the hosts' EXIF library, where installed).
+No WebUI needed: files are read back with Pillow and with piexif, the hosts' EXIF library (which the module uses for
+JPEG/WebP; both hosts pin it, so those tests are skipped where it is not installed).
 """
 
 from __future__ import annotations
 
+import importlib.util
+import io
 import os
 import re
+import struct
+import time
 
 import pytest
 from PIL import Image, PngImagePlugin
@@ -95,6 +100,10 @@ def test_png_without_parameters_gets_our_line(tmp_path):
         assert im.info["parameters"] == 'ClipCap caption: "x, y"'
 
 
+needs_piexif = pytest.mark.skipif(importlib.util.find_spec("piexif") is None,
+                                  reason="piexif (pinned by both hosts) is not installed")
+
+
 def _user_comment_pillow(path):
     with Image.open(path) as im:
         raw = im.getexif().get_ifd(0x8769)[0x9286]
@@ -115,13 +124,28 @@ def _scan_data(data: bytes) -> bytes:
     return data[data.index(b"\xff\xda"):]
 
 
+def _jpeg_segments(data: bytes) -> list[bytes]:
+    """The segments between SOI and the scan data."""
+    out, pos = [], 2
+    while data[pos:pos + 2] != b"\xff\xda":
+        end = pos + 2 + int.from_bytes(data[pos + 2:pos + 4], "big")
+        out.append(data[pos:end])
+        pos = end
+    return out
+
+
+def _exif_segments(data: bytes) -> list[bytes]:
+    return [s for s in _jpeg_segments(data) if s[:2] == b"\xff\xe1" and s[4:10] == b"Exif\x00\x00"]
+
+
+@needs_piexif
 def test_jpeg_exif_user_comment_without_reencoding(tmp_path):
     path = tmp_path / "a.jpg"
     im = Image.new("RGB", (32, 24), "green")
     icc = b"\x00" * 128  # an APP2 segment that must survive
     old_exif = Image.Exif()
     old_exif[0x010E] = "old description"
-    im.save(path, quality=90, icc_profile=icc, exif=old_exif.tobytes())
+    im.save(path, quality=90, icc_profile=icc, exif=old_exif.tobytes(), dpi=(300, 300))
     before = path.read_bytes()
     text = md.set_infotext_param(INFOTEXT, KEY, "a green field, sunny")
     md.write_parameters(path, text)
@@ -133,26 +157,146 @@ def test_jpeg_exif_user_comment_without_reencoding(tmp_path):
     with Image.open(path) as reread:
         assert reread.info.get("icc_profile") == icc
         assert reread.size == (32, 24)
+        assert reread.info.get("dpi") == (300, 300)  # the JFIF APP0 segment is kept (piexif.insert alone drops it)
+    assert len(_exif_segments(after)) == 1 and _jpeg_segments(after)[0].startswith(b"\xff\xe0")
     assert _user_comment_piexif(path) == text  # what the hosts' PNG Info uses
 
 
-@pytest.mark.parametrize("kind", ["lossy", "lossless-alpha", "extended"])
+@needs_piexif
+def test_jpeg_exif_after_another_segment_is_replaced_not_doubled(tmp_path):
+    """piexif.insert replaces an EXIF segment only right after SOI/APP0; one after the ICC segment must not stay."""
+    path = tmp_path / "a.jpg"
+    exif = Image.Exif()
+    exif[0x010E] = "kept"
+    Image.new("RGB", (16, 16), "red").save(path, icc_profile=b"\x00" * 128, exif=exif.tobytes())
+    data = path.read_bytes()
+    segments, (old,) = _jpeg_segments(data), _exif_segments(data)
+    moved = [s for s in segments if s != old]
+    moved.insert(2, old)  # APP0, APP2 (ICC), APP1 (EXIF), ...
+    path.write_bytes(data[:2] + b"".join(moved) + _scan_data(data))
+    md.set_file_param(path, KEY, "a red square")
+    after = path.read_bytes()
+    assert len(_exif_segments(after)) == 1 and _scan_data(after) == _scan_data(data)
+    assert md.infotext_param(md.read_parameters(path), KEY) == "a red square"
+    with Image.open(path) as im:
+        assert im.info["icc_profile"] == b"\x00" * 128
+
+
+def _frames(path):
+    with Image.open(path) as im:
+        frames = []
+        for i in range(getattr(im, "n_frames", 1)):
+            im.seek(i)
+            frames.append((im.mode, im.size, im.convert("RGBA").tobytes()))
+        return frames
+
+
+@needs_piexif
+@pytest.mark.parametrize("kind", ["lossy", "lossless-alpha", "lossy-alpha", "extended", "icc-xmp", "animated"])
 def test_webp_exif_chunk(tmp_path, kind):
     path = tmp_path / "a.webp"
+    exif = Image.Exif()
+    exif[0x010E] = "kept"
     if kind == "lossy":
         Image.new("RGB", (30, 20), "blue").save(path, quality=80)
     elif kind == "lossless-alpha":
         Image.new("RGBA", (30, 20), (0, 0, 255, 100)).save(path, lossless=True)
-    else:  # already VP8X with an EXIF chunk
+    elif kind == "lossy-alpha":  # VP8X + ALPH + VP8
+        Image.new("RGBA", (30, 20), (0, 0, 255, 100)).save(path, quality=80)
+    elif kind == "extended":  # already VP8X with an EXIF chunk
         Image.new("RGB", (30, 20), "blue").save(path, exif=Image.Exif().tobytes())
-    before = _pixels(path)
+    elif kind == "icc-xmp":
+        Image.new("RGB", (30, 20), "blue").save(path, exif=exif.tobytes(), icc_profile=b"\x00" * 128,
+                                                 xmp=b"<x:xmpmeta xmlns:x='adobe:ns:meta/'/>")
+    else:  # piexif.insert would break it (canvas size, flags, chunk order): the module's own code writes it
+        frames = [Image.new("RGBA", (64, 48), (255, 0, 0, 100)) for _ in range(3)]
+        frames[1].paste((0, 0, 255, 50), (10, 10, 20, 20))  # later frames cover part of the canvas only
+        frames[2].paste((0, 255, 0, 255), (30, 5, 40, 15))
+        frames[0].save(path, save_all=True, append_images=frames[1:], exif=exif.tobytes(), duration=100)
+    old = path.read_bytes()
+    before = _frames(path)
     md.set_file_param(path, KEY, "a blue square")
-    assert _pixels(path) == before and _no_temp_files(tmp_path)
+    assert _frames(path) == before and _no_temp_files(tmp_path)
     data = path.read_bytes()
     assert data.count(b"EXIF") == 1 and data[12:16] == b"VP8X"
     assert int.from_bytes(data[4:8], "little") == len(data) - 8
+    assert data[24:30] == old[24:30] if old[12:16] == b"VP8X" else True  # the canvas size
     assert md.infotext_param(_user_comment_pillow(path), KEY) == "a blue square"
     assert md.infotext_param(_user_comment_piexif(path), KEY) == "a blue square"
+    assert md.infotext_param(md.read_parameters(path), KEY) == "a blue square"
+    with Image.open(path) as im:
+        if kind == "icc-xmp":
+            assert im.info["icc_profile"] == b"\x00" * 128 and b"xmpmeta" in im.info["xmp"]
+            assert data.index(b"EXIF") < data.index(b"XMP ")
+        if kind == "animated":
+            assert data[20] & 0x1A == 0x1A  # VP8X flags kept (animation, alpha) plus EXIF
+            assert data.index(b"ANMF") < data.index(b"EXIF")
+
+
+def _webp_with_exif_chunk(body: bytes) -> bytes:
+    """A VP8X WebP whose EXIF chunk holds ``body``."""
+    out = io.BytesIO()
+    Image.new("RGB", (8, 8), "red").save(out, "WEBP", exif=Image.Exif().tobytes())
+    data, chunks, pos = out.getvalue(), [], 12
+    while pos < len(data):
+        size = int.from_bytes(data[pos + 4:pos + 8], "little")
+        fourcc, pos_next = data[pos:pos + 4], pos + 8 + size + (size & 1)
+        chunk = data[pos:pos_next] if fourcc != b"EXIF" else \
+            b"EXIF" + struct.pack("<I", len(body)) + body + b"\x00" * (len(body) & 1)
+        chunks.append(chunk)
+        pos = pos_next
+    body = b"WEBP" + b"".join(chunks)
+    return b"RIFF" + struct.pack("<I", len(body)) + body
+
+
+@needs_piexif
+def test_webp_exif_chunk_with_exif_header_is_read(tmp_path):
+    import piexif
+
+    block = piexif.dump({"Exif": {piexif.ExifIFD.UserComment: b"UNICODE\x00" + INFOTEXT.encode("utf-16-be")}})
+    assert block.startswith(b"Exif\x00\x00")  # as some writers put it into the WebP chunk
+    path = tmp_path / "a.webp"
+    path.write_bytes(_webp_with_exif_chunk(block))
+    assert md.read_parameters(path) == INFOTEXT
+    md.set_file_param(path, KEY, "x")
+    assert md.infotext_param(_user_comment_pillow(path), KEY) == "x"
+
+
+def test_corrupt_or_forged_exif_is_read_quickly_and_replaced(tmp_path):
+    """A forged tag count or a bad offset (an image posted to /generated-caption) must neither hang nor eat memory:
+    Pillow, which reads here, checks sizes; writing replaces the block, as the hosts' own saving does."""
+    jpeg = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(jpeg, "JPEG")
+    jpeg = jpeg.getvalue()
+    # ImageDescription claiming 2**32 - 1 BYTE values (piexif.load would build a 4-G-character struct format)
+    forged = b"MM\x00*\x00\x00\x00\x08" + struct.pack(">H", 1) + struct.pack(">HHII", 0x010E, 1, 0xFFFFFFFF, 26) \
+        + b"\x00" * 12
+    garbage = b"MM\x00*\x00\x00\xff\xf0"  # IFD0 offset past the end
+    cases = {"forged.jpg": jpeg[:2] + b"\xff\xe1" + struct.pack(">H", len(forged) + 8) + b"Exif\x00\x00" + forged
+             + jpeg[2:],
+             "garbage.jpg": jpeg[:2] + b"\xff\xe1" + struct.pack(">H", len(garbage) + 8) + b"Exif\x00\x00"
+             + garbage + jpeg[2:],
+             "forged.webp": _webp_with_exif_chunk(forged),
+             "path.webp": _webp_with_exif_chunk(str(tmp_path / "forged.jpg").encode())}  # not read as a file name
+    for name, data in cases.items():
+        path = tmp_path / name
+        path.write_bytes(data)
+        before = _frames(path)
+        started = time.monotonic()
+        try:
+            assert md.read_parameters(path) is None, name
+        except md.MetadataError as e:
+            assert str(path) in str(e) and "EXIF" in str(e), name
+        try:  # merging needs the old parameters: an unreadable block is reported and the file left alone
+            md.set_file_param(path, KEY, "x")
+        except md.MetadataError as e:
+            assert str(path) in str(e) and path.read_bytes() == data, name
+        else:
+            assert md.infotext_param(md.read_parameters(path), KEY) == "x", name
+        md.write_parameters(path, "x")  # writing alone replaces the block
+        assert md.read_parameters(path) == "x", name
+        assert time.monotonic() - started < 5, name
+        assert _frames(path) == before and _no_temp_files(tmp_path), name
 
 
 def test_corrupt_or_unsupported_files_are_left_alone(tmp_path):
@@ -171,13 +315,17 @@ def test_corrupt_or_unsupported_files_are_left_alone(tmp_path):
         md.read_parameters(tmp_path / "missing.png")
 
 
+@needs_piexif
 def test_jpeg_text_too_long_for_one_segment(tmp_path):
     path = tmp_path / "a.jpg"
     Image.new("RGB", (8, 8)).save(path)
     before = path.read_bytes()
-    with pytest.raises(md.MetadataError, match="too long"):
+    with pytest.raises(md.MetadataError, match="too long") as error:
         md.write_parameters(path, "x" * 40000)
-    assert path.read_bytes() == before
+    assert str(path) in str(error.value) and "use PNG" in str(error.value)
+    assert path.read_bytes() == before and _no_temp_files(tmp_path)
+    md.write_parameters(path, "x" * 32000)  # 64,000 bytes of UTF-16: still one segment
+    assert md.read_parameters(path) == "x" * 32000
 
 
 # ------------------------------------------------------------------------------------- caption as the prompt
