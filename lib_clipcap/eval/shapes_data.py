@@ -35,12 +35,26 @@ def write_shapes_dataset(folder: str | Path, *, train: int = 5000, test: int = 1
     return write_flickr_captions(folder / "captions.txt", [(it.image_id, it.references) for it in items])
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m lib_clipcap.eval.shapes_data", description=__doc__,
+def world_parser(prog: str, description: str | None, *, train: int, test: int,
+                 test_images: str = "test images") -> argparse.ArgumentParser:
+    """The command line of a synthetic-world writer (this module's, :mod:`lib_clipcap.train.worlds`'):
+    ``FOLDER [--train N] [--test N]``, with ``train``/``test`` as the defaults and the module docstring as the
+    description; ``test_images`` names the test images in the help.
+
+    One parser, so that every world is written by the same command shape: the test images come last, as the
+    paper's Flickr8k split.
+    """
+    p = argparse.ArgumentParser(prog=prog, description=description,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("folder", type=Path)
-    p.add_argument("--train", type=int, default=5000, help="training images (default 5000)")
-    p.add_argument("--test", type=int, default=1000, help="held-out test images, written last (default 1000)")
+    p.add_argument("--train", type=int, default=train, help=f"training images (default {train})")
+    p.add_argument("--test", type=int, default=test, help=f"{test_images}, written last (default {test})")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = world_parser("python -m lib_clipcap.eval.shapes_data", __doc__, train=5000, test=1000,
+                     test_images="held-out test images")
     args = p.parse_args(argv)
     out = write_shapes_dataset(args.folder, train=args.train, test=args.test)
     print(f"clipcap: wrote {args.train + args.test} images and {out}")

@@ -34,15 +34,17 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import ClipCapError
 from .data import CaptionPairs, collate, make_pairs, train_bpe_tokenizer
-from .loop import SCHEDULES, EpochBatches, MetricsLog, Progress, optimizer_step, warmup_schedule
+from .loop import (CHECKPOINT_DIR, SCHEDULES, TRAIN_CONFIG_NAME, EpochBatches, MetricsLog, Progress, models_folder,
+                   optimizer_step, start_run, step_checkpoint, warmup_schedule)
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
+    from .sbg import SbgTrainConfig
+
 log = logging.getLogger(__name__)
 
 FINAL_NAME = "clipcap.safetensors"
-CHECKPOINT_DIR = "checkpoints"
 CUSTOM_VOCAB_CAP = 50257  # custom_vocab_size=0: as many tokens as the captions need, at most GPT-2's count
 BEST_NAME = "best.safetensors"  # in CHECKPOINT_DIR: the best validated weights so far
 
@@ -154,8 +156,11 @@ def resolve_train_tokenizer(spec: str, captions: list[str], out: Path, *, vocab_
     return resolve_tokenizer(spec, models_dir=models_dir), _path_or_name(spec)
 
 
-def _gpt2_base(cfg: ClipCapTrainConfig, tok, models_dir: Path | None):
-    """``(GPT2Config, weights or None)`` for the configured GPT-2 (``"scratch"``: random, sized by the config)."""
+def _gpt2_base(cfg: ClipCapTrainConfig | SbgTrainConfig, tok, models_dir: Path | None):
+    """``(GPT2Config, weights or None)`` for the configured GPT-2 (``"scratch"``: random, sized by the config).
+
+    Reads only the ``gpt2*`` settings, which the ClipCap and SBG generator settings declare alike.
+    """
     from ..gpt2 import GPT2Config
 
     if cfg.gpt2 == "scratch":
@@ -256,12 +261,13 @@ def _save_state(model, optimizer, scheduler, scaler, step: int, out: Path, keep:
     from ..checkpoint import save_checkpoint
     from ..fileio import atomic_replace
 
-    folder = out / CHECKPOINT_DIR
+    target = step_checkpoint(out, step)
+    folder = target.parent
     folder.mkdir(parents=True, exist_ok=True)
-    path = save_checkpoint(model, folder / f"step-{step:07d}.safetensors", include_gpt=include_gpt)
+    path = save_checkpoint(model, target, include_gpt=include_gpt)
     state = {"step": step, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
              "scaler": scaler.state_dict() if scaler is not None else {}, "best": best or {}}
-    tmp = folder / f".step-{step:07d}.state.pt.tmp"
+    tmp = folder / f".{target.stem}.state.pt.tmp"
     torch.save(state, tmp)
     atomic_replace(tmp, path.with_suffix(".state.pt"))
     for _, old in _checkpoints(out)[:-keep] if keep > 0 else []:
@@ -278,6 +284,21 @@ def _load_model_file(path: Path, gpt_weights: dict | None):
 
 
 # ------------------------------------------------------------------------------------------------ training
+def _check_resumable(out: Path, cfg: ClipCapTrainConfig) -> None:
+    """Refuse to resume the run in ``out`` if its recorded settings differ from ``cfg`` in anything but the run's
+    length (``max_steps``, ``epochs``), checkpoint cadence (``save_every``, ``keep_checkpoints``) and ``progress``,
+    ``device``, ``log_every`` (what may change between the pieces of one run, e.g. a longer run or another machine)."""
+    cfg_path = out / TRAIN_CONFIG_NAME
+    if not cfg_path.is_file():
+        return
+    settings = {k: v for k, v in asdict(cfg).items() if k not in ("progress", "device", "log_every")}
+    old = {k: v for k, v in json.loads(cfg_path.read_text()).items() if k in settings}
+    diff = {k: (old[k], settings[k]) for k in old
+            if old[k] != settings[k] and k not in ("max_steps", "epochs", "save_every", "keep_checkpoints")}
+    if diff:
+        raise ClipCapError(f"cannot resume {out}: settings changed {diff}; use the same settings or a new --out")
+
+
 def train_clipcap(cfg: ClipCapTrainConfig, *, resume: bool = False, features=None,
                   stop_after: int | None = None) -> TrainResult:
     """Train a ClipCap model on a features folder and write ``<out>/clipcap.safetensors`` (+ ``.json``).
@@ -298,22 +319,13 @@ def train_clipcap(cfg: ClipCapTrainConfig, *, resume: bool = False, features=Non
     import torch
 
     from ..captioner import _device_and_dtype
-    from ..fileio import atomic_write_text
     from ..model import ClipCapModel
     from .features import load_features
 
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    models_dir = Path(cfg.models_dir).expanduser() if cfg.models_dir else None
-    cfg_path = out / "train_config.json"
-    settings = {k: v for k, v in asdict(cfg).items() if k not in ("progress", "device", "log_every")}
-    if resume and cfg_path.is_file():
-        old = {k: v for k, v in json.loads(cfg_path.read_text()).items() if k in settings}
-        diff = {k: (old[k], settings[k]) for k in old
-                if old[k] != settings[k] and k not in ("max_steps", "epochs", "save_every", "keep_checkpoints")}
-        if diff:
-            raise ClipCapError(f"cannot resume {out}: settings changed {diff}; use the same settings or a new --out")
-    atomic_write_text(cfg_path, json.dumps(asdict(cfg), indent=1) + "\n")
+    if resume:  # before start_run overwrites the recorded settings
+        _check_resumable(Path(cfg.out), cfg)
+    out = start_run(cfg)
+    models_dir = models_folder(cfg.models_dir)
 
     fs = features if features is not None else load_features(cfg.features)
     train_fs = fs.select(cfg.split)
@@ -335,7 +347,7 @@ def train_clipcap(cfg: ClipCapTrainConfig, *, resume: bool = False, features=Non
     mcfg = build_clipcap_config(cfg, prefix_size=train_fs.dim, gpt2_config=gcfg, tokenizer_spec=tok_spec,
                                 clip_model=fs.meta.get("clip_model"), clip_pretrained=fs.meta.get("clip_pretrained"))
     batches = EpochBatches(len(pairs), cfg.batch_size, seed=cfg.seed)
-    total = cfg.max_steps or cfg.epochs * batches.steps_per_epoch
+    total = batches.run_length(cfg.epochs, cfg.max_steps)
 
     torch.manual_seed(cfg.seed)
     model = ClipCapModel(mcfg)

@@ -1,5 +1,7 @@
-"""The step bookkeeping every trainer shares: batch order by global step, the optimizer step (with gradient
-clipping and, on CUDA fp16, loss scaling), the progress bar and the ``metrics.jsonl`` log of running means.
+"""The step bookkeeping every trainer shares: the run folder (its ``train_config.json``, the models folder, the
+step checkpoints' names), batch order by global step and the run's length, the learning-rate schedule, the optimizer
+step (with gradient clipping and, on CUDA fp16, loss scaling), the progress bar and the ``metrics.jsonl`` log of
+running means.
 
 Each trainer keeps its own loss (ClipCap's prefix loss, the SBG generator's prompt-masked loss, SCST's policy
 gradient); this module holds the loop around it, so a fix here reaches all of them.
@@ -10,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
@@ -19,6 +22,35 @@ if TYPE_CHECKING:  # pragma: no cover
     import torch
 
 METRICS_NAME = "metrics.jsonl"
+TRAIN_CONFIG_NAME = "train_config.json"
+CHECKPOINT_DIR = "checkpoints"
+
+
+def start_run(cfg: Any) -> Path:
+    """Create the output folder ``cfg.out`` of a trainer's settings dataclass ``cfg`` and save every setting there as
+    ``train_config.json`` (the dataclass's field order, indented JSON); returns the folder.
+
+    Written before anything is loaded, so a run that fails still records what it was asked to do.
+    """
+    from ..fileio import atomic_write_text
+
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / TRAIN_CONFIG_NAME, json.dumps(asdict(cfg), indent=1) + "\n")
+    return out
+
+
+def models_folder(models_dir: str | None) -> Path | None:
+    """The ``models_dir`` setting as a path (``~`` expanded), or ``None`` (unset: the default models folder)."""
+    return Path(models_dir).expanduser() if models_dir else None
+
+
+def step_checkpoint(out: str | Path, step: int) -> Path:
+    """``<out>/checkpoints/step-NNNNNNN.safetensors``: where a trainer saves the weights after global ``step``.
+
+    Zero-padded so that names sort by step; ClipCap's resume looks its checkpoints up by this pattern.
+    """
+    return Path(out) / CHECKPOINT_DIR / f"step-{step:07d}.safetensors"
 
 
 class EpochBatches:
@@ -41,16 +73,9 @@ class EpochBatches:
             self._epoch = epoch
         return epoch, self._batches[k]
 
-
-def lr_lambda(warmup: int, total: int) -> Callable[[int], float]:
-    """Linear warm-up over ``warmup`` steps, then linear decay to 0 at ``total`` (the original's schedule)."""
-
-    def f(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / max(1, warmup)
-        return max(0.0, (total - step) / max(1, total - warmup))
-
-    return f
+    def run_length(self, epochs: int, max_steps: int | None) -> int:
+        """Global steps of a run: ``max_steps`` when set (non-zero), else ``epochs`` whole epochs."""
+        return max_steps or epochs * self.steps_per_epoch
 
 
 SCHEDULES = ("linear", "cosine", "constant")
@@ -59,14 +84,14 @@ SCHEDULES = ("linear", "cosine", "constant")
 def schedule_lambda(kind: str, warmup: int, total: int) -> Callable[[int], float]:
     """Linear warm-up over ``warmup`` steps, then ``linear`` decay to 0 at ``total`` (the original's), ``cosine``
     decay to 0 at ``total``, or ``constant``."""
-    if kind == "linear":
-        return lr_lambda(warmup, total)
     if kind not in SCHEDULES:
         raise ValueError(f"unknown learning-rate schedule {kind!r}; use one of {', '.join(SCHEDULES)}")
 
     def f(step: int) -> float:
         if step < warmup:
             return (step + 1) / max(1, warmup)
+        if kind == "linear":  # get_linear_schedule_with_warmup, as the original ClipCap
+            return max(0.0, (total - step) / max(1, total - warmup))
         if kind == "constant":
             return 1.0
         progress = min(1.0, (step - warmup) / max(1, total - warmup))
@@ -80,13 +105,6 @@ def warmup_schedule(optimizer, warmup: int, total: int, kind: str = "linear"):
     import torch
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, schedule_lambda(kind, min(warmup, total), total))
-
-
-def warmup_linear_schedule(optimizer, warmup: int, total: int):
-    """A ``LambdaLR`` with :func:`lr_lambda` (``get_linear_schedule_with_warmup`` in the original ClipCap)."""
-    import torch
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(min(warmup, total), total))
 
 
 def optimizer_step(loss: torch.Tensor, optimizer, params: Iterable[torch.Tensor], *, grad_clip: float | None = None,

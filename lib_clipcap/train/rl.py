@@ -27,14 +27,13 @@ own backbone, as for the shapes world; for a real run extract features with the 
 
 from __future__ import annotations
 
-import json
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import ClipCapError
-from .loop import EpochBatches, MetricsLog, Progress, optimizer_step
+from .loop import EpochBatches, MetricsLog, Progress, optimizer_step, start_run, step_checkpoint
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -181,12 +180,9 @@ def train_rl(cfg: RLTrainConfig, *, captioner=None, grammar=None, features=None)
     from ..captioner import Captioner
     from ..checkpoint import save_checkpoint
     from ..decoding import DecodingOptions, decode
-    from ..fileio import atomic_write_text
     from .features import load_features
 
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "train_config.json", json.dumps(asdict(cfg), indent=1) + "\n")
+    out = start_run(cfg)
     if captioner is None:
         if not cfg.clip_model:
             raise ClipCapError("RL needs the reward CLIP: pass clip_model/clip_pretrained (the features' backbone)")
@@ -212,18 +208,19 @@ def train_rl(cfg: RLTrainConfig, *, captioner=None, grammar=None, features=None)
     greedy_opts = DecodingOptions(mode="greedy", max_new_tokens=cfg.max_new_tokens)
     feats_all = fs.features.to(dev)
     batches = EpochBatches(len(fs), cfg.batch_size, seed=cfg.seed)
-    total = cfg.max_steps or cfg.epochs * batches.steps_per_epoch
+    total = batches.run_length(cfg.epochs, cfg.max_steps)
     metrics = MetricsLog(out, cfg.log_every)
     bar = Progress(cfg.progress, total, "clip-s scst")
     k = cfg.samples
+    # The candidates' distribution, given once to the sampler and to the loss's log-probabilities (on-policy).
+    sampling = dict(temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p)
     weights = dict(grammar=grammar, grammar_weight=cfg.grammar_weight, clip_weight=cfg.clip_weight,
                    prefix=cfg.clip_prefix)
     for step in range(total):
         epoch, idx = batches(step)
         feats = feats_all[idx.to(dev)]
-        sample_opts = DecodingOptions(mode="sample", num_candidates=k, temperature=cfg.temperature, top_k=cfg.top_k,
-                                      top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens,
-                                      seed=cfg.seed * 100_003 + step)
+        sample_opts = DecodingOptions(mode="sample", num_candidates=k, max_new_tokens=cfg.max_new_tokens,
+                                      seed=cfg.seed * 100_003 + step, **sampling)
         # The greedy baseline and the candidates come from the current weights, without grad.
         model.eval()
         with torch.inference_mode():
@@ -240,8 +237,7 @@ def train_rl(cfg: RLTrainConfig, *, captioner=None, grammar=None, features=None)
         r_greedy, cs_greedy, p_greedy = caption_rewards(clip, feats, g_text, **weights)
         r_sample, cs_sample, p_sample = caption_rewards(clip, feats[rep.to(dev)], s_text, **weights)
         advantage = scst_advantage(r_sample, r_greedy, k, cfg.baseline)
-        logp, mask = _sequence_logprobs(model, feats[rep.to(dev)], seqs, tok.eos_token_id,
-                                        temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p)
+        logp, mask = _sequence_logprobs(model, feats[rep.to(dev)], seqs, tok.eos_token_id, **sampling)
         loss = -(advantage.to(dev).unsqueeze(1) * logp * mask).sum() / mask.sum().clamp_min(1.0)
         optimizer_step(loss, optimizer, params, grad_clip=cfg.grad_clip)
         stats = {"loss": float(loss.detach()), "reward_sample": float(r_sample.mean()),
@@ -255,7 +251,7 @@ def train_rl(cfg: RLTrainConfig, *, captioner=None, grammar=None, features=None)
         if metrics.due(step + 1, total):
             metrics.write(step + 1, epoch, example=g_text[0])
         if cfg.save_every and (step + 1) % cfg.save_every == 0:
-            save_checkpoint(model, out / "checkpoints" / f"step-{step + 1:07d}.safetensors", include_gpt=include_gpt)
+            save_checkpoint(model, step_checkpoint(out, step + 1), include_gpt=include_gpt)
     bar.close()
     model.eval().requires_grad_(False)
     return save_checkpoint(model, out / "clipcap.safetensors", include_gpt=include_gpt)

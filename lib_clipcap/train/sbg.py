@@ -12,15 +12,14 @@ The result is an HF-format GPT-2 folder (``config.json``, ``model.safetensors``,
 
 from __future__ import annotations
 
-import json
 import logging
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ClipCapError
 from .data import collate, normalize_caption
-from .loop import EpochBatches, MetricsLog, Progress, optimizer_step, warmup_linear_schedule
+from .loop import EpochBatches, MetricsLog, Progress, models_folder, optimizer_step, start_run, warmup_schedule
 
 log = logging.getLogger(__name__)
 
@@ -94,17 +93,14 @@ def train_sbg(cfg: SbgTrainConfig, *, clip=None, features=None) -> Path:
 
     from ..captioner import _device_and_dtype
     from ..clip import ClipBackbone
-    from ..fileio import atomic_write_text
     from ..gpt2 import GPT2LMHead
     from ..sbg.generator import SbgGenerator
     from ..sbg.keywords import KeywordExtractor
     from .clipcap import _gpt2_base, load_gpt_weights, resolve_train_tokenizer
     from .features import load_features
 
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "train_config.json", json.dumps(asdict(cfg), indent=1) + "\n")
-    models_dir = Path(cfg.models_dir).expanduser() if cfg.models_dir else None
+    out = start_run(cfg)
+    models_dir = models_folder(cfg.models_dir)
     fs = (features if features is not None else load_features(cfg.features)).select(cfg.split)
     dev, _ = _device_and_dtype(cfg.device, None)
     if clip is None:
@@ -117,7 +113,7 @@ def train_sbg(cfg: SbgTrainConfig, *, clip=None, features=None) -> Path:
     caps = [c for cs in fs.captions for c in cs]
     tok, _ = resolve_train_tokenizer(cfg.tokenizer, caps, out / "_tokenizer", vocab_size=50257,
                                      lowercase=cfg.lowercase, models_dir=models_dir)
-    gcfg, gpt_sd = _gpt2_base(_as_clipcap_cfg(cfg), tok, models_dir)
+    gcfg, gpt_sd = _gpt2_base(cfg, tok, models_dir)
     torch.manual_seed(cfg.seed)
     gpt = GPT2LMHead(gcfg)
     if gpt_sd is not None:
@@ -146,11 +142,11 @@ def train_sbg(cfg: SbgTrainConfig, *, clip=None, features=None) -> Path:
     (out / "pairs-sample.txt").write_text("\n".join(f"{prompts[i]} {fs.captions[i][0]}"
                                                     for i in range(min(20, len(prompts)))) + "\n", encoding="utf-8")
     batches = EpochBatches(len(seqs), cfg.batch_size, seed=cfg.seed)
-    total = cfg.max_steps or cfg.epochs * batches.steps_per_epoch
+    total = batches.run_length(cfg.epochs, cfg.max_steps)
     gpt.to(dev).train().requires_grad_(True)
     params = list(gpt.parameters())
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    scheduler = warmup_linear_schedule(optimizer, cfg.warmup_steps, total)
+    scheduler = warmup_schedule(optimizer, cfg.warmup_steps, total, "linear")
     metrics = MetricsLog(out, cfg.log_every)
     bar = Progress(cfg.progress, total, "sbg generator")
     for step in range(total):
@@ -170,14 +166,6 @@ def train_sbg(cfg: SbgTrainConfig, *, clip=None, features=None) -> Path:
     gpt.eval()
     generator.save(out)
     return out
-
-
-def _as_clipcap_cfg(cfg: SbgTrainConfig):
-    """The GPT-2 fields of the SBG settings in the shape :func:`~.clipcap._gpt2_base` reads."""
-    from types import SimpleNamespace
-
-    return SimpleNamespace(gpt2=cfg.gpt2, gpt2_layers=cfg.gpt2_layers, gpt2_width=cfg.gpt2_width,
-                           gpt2_heads=cfg.gpt2_heads, gpt2_positions=cfg.gpt2_positions)
 
 
 # ------------------------------------------------------------------------------------------------------ CLI

@@ -25,7 +25,6 @@ Every scene is a pure function of ``(seed, index)``.
 
 from __future__ import annotations
 
-import argparse
 import math
 import random
 from dataclasses import dataclass
@@ -232,11 +231,9 @@ def write_world(folder: str | Path, *, train: int = 3000, test: int = 500, split
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m lib_clipcap.train.worlds", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("folder", type=Path)
-    p.add_argument("--train", type=int, default=3000, help="training images (default 3000)")
-    p.add_argument("--test", type=int, default=500, help="test images, written last (default 500)")
+    from ..eval.shapes_data import world_parser
+
+    p = world_parser("python -m lib_clipcap.train.worlds", __doc__, train=3000, test=500)
     p.add_argument("--split", default="iid", choices=SPLITS,
                    help="iid: test scenes like the training ones; combo: every test image shows a colour/shape "
                         "pair never seen in training")
