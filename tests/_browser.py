@@ -79,7 +79,8 @@ class Server:
         self.log.close()
 
 
-def launch_chromium(playwright: Any) -> Any:
-    """Headless Debian Chromium (Playwright's own browser download does not work here)."""
+def launch_chromium(playwright: Any, *extra_args: str) -> Any:
+    """Headless Debian Chromium (Playwright's own browser download does not work here), with ``extra_args`` added to
+    its command line."""
     return playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True,
-                                      args=["--no-sandbox", "--disable-dev-shm-usage"])
+                                      args=["--no-sandbox", "--disable-dev-shm-usage", *extra_args])

@@ -24,6 +24,15 @@ def make_world(folder: Path, clip):
     return folder / "features", load_features(folder / "features")
 
 
+def one_thread_world(tmp_path_factory, clip):
+    """:func:`make_world` in a new temporary folder, for a module-scoped ``world`` fixture. Sets torch to one thread
+    first, and leaves it there: the machine is shared, and the tiny models do not gain from threads."""
+    import torch
+
+    torch.set_num_threads(1)
+    return make_world(tmp_path_factory.mktemp("shapes"), clip)
+
+
 def bleu(candidates: list[str], references: list[list[str]]) -> list[float]:
     """pycocoevalcap BLEU-1..4 on simply tokenised text (no Java needed)."""
     from lib_clipcap.eval.metrics import compute_metrics

@@ -17,6 +17,7 @@ from fastapi import FastAPI  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from _api_helpers import wait_for_batch_job  # noqa: E402
 from lib_clipcap import shapes  # noqa: E402
 from lib_clipcap.app.api import API_PREFIX, mount_api, parse_credentials  # noqa: E402
 from lib_clipcap.errors import ClipCapError  # noqa: E402
@@ -403,10 +404,7 @@ def test_batch_jobs_tag_a_folder_through_the_api(manager, tmp_path):
                                                   "decoding": "greedy", "max_new_tokens": 20})
     assert r.status_code == 202, r.text
     job = r.json()["id"]
-    deadline = time.monotonic() + 60
-    while (status := client.get(f"{API_PREFIX}/batch/{job}").json())["state"] in ("queued", "running"):
-        assert time.monotonic() < deadline, status
-        time.sleep(0.1)
+    status = wait_for_batch_job(client, job, timeout=60, poll=0.1)
     assert status["state"] == "done", status
     assert (status["written"], status["skipped"], status["failed"]) == (2, 0, 1)
     assert status["model"] == DEMO and status["failures"][0]["path"].endswith("broken.jpg")

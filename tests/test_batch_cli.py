@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -12,8 +13,8 @@ import time
 from pathlib import Path
 
 import pytest
+from _batch_data import one_torch_thread, shapes_pngs
 
-from lib_clipcap import shapes
 from lib_clipcap.batch import BatchLockedError, TagOptions, run_tagging
 from lib_clipcap.batch import cli as tag_cli
 from lib_clipcap.batch.journal import JOURNAL_NAME
@@ -24,22 +25,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # 2 shared cores: see test_batch_run.py
-    yield
-    torch.set_num_threads(before)
+def single_torch_thread():
+    with one_torch_thread():  # 2 shared cores: see _batch_data.py
+        yield
 
 
-def make_images(folder: Path, n: int) -> list[Path]:
-    folder.mkdir(parents=True, exist_ok=True)
-    out = []
-    for i, scene in enumerate(shapes.make_scenes(11, n)):
-        scene.render(64).save(folder / f"im{i:02d}.png")
-        out.append(folder / f"im{i:02d}.png")
-    return out
+make_images = functools.partial(shapes_pngs, seed=11, prefix="im")  # (folder, n) -> the PNGs' paths
 
 
 @pytest.fixture

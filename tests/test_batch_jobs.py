@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 import time
 import types
-from pathlib import Path
 
 import pytest
+from _batch_data import one_torch_thread, shapes_pngs
 
-from lib_clipcap import shapes
 from lib_clipcap.batch import BatchInputError, PathNotAllowedError, TagOptions
 from lib_clipcap.batch.jobs import JobManager
 from lib_clipcap.errors import ClipCapError
@@ -18,13 +18,9 @@ from lib_clipcap.app.service import ModelManager
 
 
 @pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # 2 shared cores: see test_batch_run.py
-    yield
-    torch.set_num_threads(before)
+def single_torch_thread():
+    with one_torch_thread():  # 2 shared cores: see _batch_data.py
+        yield
 
 
 class GatedModel:
@@ -53,13 +49,7 @@ class GatedModel:
         return self.cap.caption_pixels(pixels, options, **kw)
 
 
-def make_images(folder: Path, n: int) -> list[Path]:
-    folder.mkdir(parents=True, exist_ok=True)
-    out = []
-    for i, scene in enumerate(shapes.make_scenes(3, n)):
-        scene.render(64).save(folder / f"{i:02d}.png")
-        out.append(folder / f"{i:02d}.png")
-    return out
+make_images = functools.partial(shapes_pngs, seed=3)  # (folder, n) -> the PNGs' paths
 
 
 @pytest.fixture

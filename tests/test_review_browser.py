@@ -9,6 +9,7 @@ from __future__ import annotations
 import pytest
 from _browser import SHOTS, Server, launch_chromium, require_browser
 from _review_data import WRONG, tagged_folder
+from _review_page import HAND_WRITTEN, edit_save_undo, wait_text
 
 sync_api = require_browser()
 
@@ -43,11 +44,6 @@ def _text(page, elem_id: str) -> str:
     return page.locator(f"#{elem_id}").first.inner_text()
 
 
-def _wait_text(page, elem_id: str, fragment: str) -> None:
-    page.wait_for_function("([id, frag]) => { const e = document.querySelector('#' + id); "
-                           "return e && e.innerText.includes(frag); }", arg=[elem_id, fragment])
-
-
 def _caption_box(page):
     return page.locator("#clipcap_review_caption textarea")
 
@@ -57,7 +53,7 @@ def test_open_sort_edit_save_undo_recaption_bulk(page, dataset):
     page.get_by_text("Review", exact=True).first.click()  # open the accordion
     page.locator("#clipcap_review_folder textarea, #clipcap_review_folder input").first.fill("set")
     page.locator("#clipcap_review_scan").click()
-    _wait_text(page, "clipcap_review_status", "Scanned and scored 5 images")
+    wait_text(page, "clipcap_review_status", "Scanned and scored 5 images")
     # Worst first: the wrong caption is selected and shown, the gallery has every image.
     assert _caption_box(page).input_value() == WRONG
     assert "1 / 5" in _text(page, "clipcap_review_selected") and "3.png" in _text(page, "clipcap_review_selected")
@@ -67,30 +63,23 @@ def test_open_sort_edit_save_undo_recaption_bulk(page, dataset):
     sort = page.locator("#clipcap_review_sort input").first
     sort.click()
     page.get_by_role("option", name="path", exact=True).click()
-    _wait_text(page, "clipcap_review_selected", "0.png")
+    wait_text(page, "clipcap_review_selected", "0.png")
 
     # Keyboard: Alt+Right moves to the next image even from the caption box.
     _caption_box(page).click()
     page.keyboard.press("Alt+ArrowRight")
-    _wait_text(page, "clipcap_review_selected", "1.png")
+    wait_text(page, "clipcap_review_selected", "1.png")
     assert "2 / 5" in _text(page, "clipcap_review_selected")
 
     # Edit and save with Ctrl+S; then undo.
-    original = (ds / "1.txt").read_text(encoding="utf-8")
-    _caption_box(page).fill("a hand-written caption")
-    page.keyboard.press("Control+s")
-    _wait_text(page, "clipcap_review_status", "Saved")
-    assert (ds / "1.txt").read_text(encoding="utf-8") == "a hand-written caption"
-    page.locator("#clipcap_review_undo").click()
-    _wait_text(page, "clipcap_review_status", "Undone: 1 restored")
-    assert (ds / "1.txt").read_text(encoding="utf-8") == original
+    edit_save_undo(page, ds / "1.txt")
 
     # Recaption the selected image with the demo model; take the first candidate; save it.
     page.locator("#clipcap_review_recaption").click()
-    _wait_text(page, "clipcap_review_compare", "CLIP-S")
+    wait_text(page, "clipcap_review_compare", "CLIP-S")
     page.locator("#clipcap_review_use").click()
-    page.wait_for_function("() => { const t = document.querySelector('#clipcap_review_caption textarea'); "
-                           "return t && t.value.endsWith('.') && t.value !== 'a hand-written caption'; }")
+    page.wait_for_function("(typed) => { const t = document.querySelector('#clipcap_review_caption textarea'); "
+                           "return t && t.value.endsWith('.') && t.value !== typed; }", arg=HAND_WRITTEN)
     chosen = _caption_box(page).input_value()
     assert chosen in _text(page, "clipcap_review_compare")
     page.locator("#clipcap_review_save").click()
@@ -103,9 +92,9 @@ def test_open_sort_edit_save_undo_recaption_bulk(page, dataset):
     page.get_by_text("Bulk edit", exact=True).first.click()
     page.locator("#clipcap_review_prefix textarea, #clipcap_review_prefix input").first.fill("sks")
     page.locator("#clipcap_review_bulk_preview").click()
-    _wait_text(page, "clipcap_review_bulk_info", "5 caption files would change")
+    wait_text(page, "clipcap_review_bulk_info", "5 caption files would change")
     assert all(not p.read_text(encoding="utf-8").startswith("sks") for p in ds.glob("*.txt"))
     page.locator("#clipcap_review_bulk_apply").click()
-    _wait_text(page, "clipcap_review_status", "Changed 5 caption files")
+    wait_text(page, "clipcap_review_status", "Changed 5 caption files")
     assert all(p.read_text(encoding="utf-8").startswith("sks, ") for p in ds.glob("*.txt"))
     page.screenshot(path=str(SHOTS / "review.png"), full_page=True)

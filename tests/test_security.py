@@ -3,8 +3,6 @@ suffixes a request may write — against the real standalone app served by uvico
 
 from __future__ import annotations
 
-import base64
-import io
 import os
 from pathlib import Path
 
@@ -16,6 +14,7 @@ pytest.importorskip("uvicorn")
 from fastapi import WebSocket  # noqa: E402  (module level: the route's annotation is resolved from here)
 from PIL import Image  # noqa: E402
 
+from _api_helpers import png_b64, wait_for_batch_job  # noqa: E402
 from _live_server import serve  # noqa: E402
 from lib_clipcap.batch.jobs import DEFAULT_CAPTION_EXTS, JobManager  # noqa: E402
 from lib_clipcap.app.security import RequestPolicy, normalize_origin  # noqa: E402
@@ -27,12 +26,6 @@ EVIL = "https://evil.example"
 TOOL = "https://tool.example"
 # The reproduction: a page plants a login launcher through a text/plain "simple request" (no preflight).
 DESKTOP_PREFIX = "[Desktop Entry]\nType=Application\nExec=sh -c 'touch /tmp/pwned'\n#"
-
-
-def png_b64() -> str:
-    buf = io.BytesIO()
-    Image.new("RGB", (32, 32), "red").save(buf, format="PNG")
-    return base64.b64encode(buf.getvalue()).decode()
 
 
 def every_file(folder: Path) -> set[str]:
@@ -71,7 +64,7 @@ def world(tmp_path, demo_captioner):
 
 def state_changing_requests(root: Path) -> list[tuple[str, str, dict]]:
     return [
-        ("POST", "/clipcap/v1/caption", {"image": png_b64(), "model": DEMO, "max_new_tokens": 5}),
+        ("POST", "/clipcap/v1/caption", {"image": png_b64((32, 32), "red"), "model": DEMO, "max_new_tokens": 5}),
         ("POST", "/clipcap/v1/unload", {"model": DEMO}),
         ("POST", "/clipcap/v1/batch", {"inputs": [str(root / "ds")], "model": DEMO, "workers": 0}),
         ("POST", "/clipcap/v1/review", {"folder": str(root / "ds")}),
@@ -359,10 +352,7 @@ def test_the_serve_command_applies_the_rules(tmp_path):
         assert r.status == 422 and "--caption-ext" in r.text
         r = c.post("/clipcap/v1/batch", {"inputs": ["ds"], "model": DEMO, "workers": 0}, headers={"Origin": TOOL})
         assert r.status == 202 and r.headers.get("access-control-allow-origin") == TOOL, r.body
-        deadline = time.monotonic() + 120
-        while c.get(f"/clipcap/v1/batch/{r.json()['id']}").json()["state"] in ("queued", "running"):
-            assert time.monotonic() < deadline
-            time.sleep(0.3)
+        wait_for_batch_job(c, r.json()["id"], timeout=120, poll=0.3)
         assert (root / "ds" / "a.txt").read_text().strip()
         assert not list(tmp_path.rglob("*.desktop"))
     finally:

@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from _train_world import CLIP_MODEL, CLIP_WEIGHTS, make_world, tiny_clipcap_config
+from _train_world import CLIP_MODEL, CLIP_WEIGHTS, one_thread_world, tiny_clipcap_config
 
 # SCST starts from a captioner trained with cross-entropy until its samples are mostly sensible (as in the papers).
 # After 100 steps (loss 0.37) a third of the tiny model's samples are garbage and 16% of its held-out greedy
@@ -16,8 +16,7 @@ START_STEPS = 200
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory, tiny_clip):
-    torch.set_num_threads(1)
-    return make_world(tmp_path_factory.mktemp("shapes"), tiny_clip)
+    return one_thread_world(tmp_path_factory, tiny_clip)
 
 
 @pytest.mark.slow

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from _train_world import CLIP_MODEL, CLIP_WEIGHTS, TOKENIZER, bleu, make_world
+from _train_world import CLIP_MODEL, CLIP_WEIGHTS, TOKENIZER, bleu, one_thread_world
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory, tiny_clip):
-    torch.set_num_threads(1)
-    return make_world(tmp_path_factory.mktemp("shapes"), tiny_clip)
+    return one_thread_world(tmp_path_factory, tiny_clip)
 
 
 @pytest.mark.slow

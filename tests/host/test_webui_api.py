@@ -3,19 +3,12 @@
 from __future__ import annotations
 
 import base64
-import io
 import os
 from pathlib import Path
 
 import pytest
+from _api_helpers import png_b64, wait_for_batch_job
 from fastapi.testclient import TestClient
-from PIL import Image
-
-
-def b64_png(size=(20, 10)) -> str:
-    buf = io.BytesIO()
-    Image.new("RGB", size, "blue").save(buf, format="PNG")
-    return base64.b64encode(buf.getvalue()).decode()
 
 
 def basic(user: str, password: str) -> dict[str, str]:
@@ -43,7 +36,7 @@ def test_routes_answer_without_auth(mode, make_webui, fake_models):
     client = TestClient(webui.start(), base_url="http://127.0.0.1:7860")
     r = client.get("/clipcap/v1/models")
     assert r.status_code == 200 and "shapes-demo" in [m["name"] for m in r.json()["models"]]
-    r = client.post("/clipcap/v1/caption", json={"image": b64_png(), "model": "shapes-demo", "decoding": "greedy"})
+    r = client.post("/clipcap/v1/caption", json={"image": png_b64(), "model": "shapes-demo", "decoding": "greedy"})
     assert r.status_code == 200, r.text
     assert r.json()["caption"] == "a 20x10 picture"
     r = client.post("/clipcap/v1/caption", json={"image": "not base64!"})
@@ -56,8 +49,8 @@ def test_api_auth_protects_our_routes_like_the_hosts(mode, make_webui, fake_mode
     webui.create_ui()
     fake_models()
     client = TestClient(webui.start(), base_url="http://127.0.0.1:7860")
-    host_route = {"image": b64_png()}
-    for path, body in (("/clipcap/v1/caption", {"image": b64_png(), "model": "shapes-demo"}),
+    host_route = {"image": png_b64()}
+    for path, body in (("/clipcap/v1/caption", {"image": png_b64(), "model": "shapes-demo"}),
                        ("/sdapi/v1/interrogate", host_route)):
         r = client.post(path, json=body)
         assert r.status_code == 401, path
@@ -166,7 +159,6 @@ def test_configured_folders_win_for_every_face(mode, make_webui, tmp_path):
 def test_batch_tagging_through_the_webui_api(mode, make_webui, tmp_path):
     """The configured folder is tagged with the real demo model (under the host's GPU etiquette); others refused."""
     import shutil
-    import time
 
     from lib_clipcap.registry import package_path
 
@@ -185,10 +177,6 @@ def test_batch_tagging_through_the_webui_api(mode, make_webui, tmp_path):
     assert client.post("/clipcap/v1/batch", json={"inputs": [str(elsewhere)]}).status_code == 403
     r = client.post("/clipcap/v1/batch", json={"model": "shapes-demo", "inputs": [str(folder)]})
     assert r.status_code == 202, r.text
-    job = r.json()["id"]
-    deadline = time.monotonic() + 180
-    while (status := client.get(f"/clipcap/v1/batch/{job}").json())["state"] in ("queued", "running"):
-        assert time.monotonic() < deadline, status
-        time.sleep(0.2)
+    status = wait_for_batch_job(client, r.json()["id"])
     assert status["state"] == "done" and status["written"] == 2, status
     assert (folder / "shapes_00.txt").read_text().strip() and (folder / "shapes_01.txt").read_text().strip()

@@ -9,34 +9,14 @@ Runs where gradio 3 or 4 is installed (tools/host_envs.sh's venvs); skips withou
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
+from _browser import ROOT, SHOTS, launch_chromium
+from _host_browser import require_host_browser, serve_double
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parents[1]
-CHROMIUM = Path("/usr/bin/chromium")
-SHOTS = ROOT / "artifacts" / "screenshots"
 SAMPLES = [ROOT / "lib_clipcap" / "assets" / "samples" / n for n in ("shapes_00.png", "shapes_01.jpg")]
 
-if not CHROMIUM.exists():
-    pytest.skip(f"{CHROMIUM} is missing (tools/system_deps.sh installs it)", allow_module_level=True)
-sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
-gr = pytest.importorskip("gradio")
-GRADIO_MAJOR = int(gr.__version__.split(".")[0])
-if GRADIO_MAJOR not in (3, 4):
-    pytest.skip(f"gradio {gr.__version__}: the hosts run gradio 3.41 (A1111) and 4.40 (Forge)", allow_module_level=True)
-MODE = "a1111" if GRADIO_MAJOR == 3 else "forge"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+sync_api, MODE = require_host_browser()
 
 
 @pytest.fixture(scope="module")
@@ -53,32 +33,14 @@ def expected():
 
 @pytest.fixture(scope="module")
 def page_url(tmp_path_factory):
-    env = dict(os.environ, HF_HUB_OFFLINE="1", GRADIO_ANALYTICS_ENABLED="False",
-               PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
-    root = tmp_path_factory.mktemp("webui")
-    proc = subprocess.Popen([sys.executable, str(HERE / "serve_double.py"), MODE, str(free_port()), str(root),
-                             *map(str, SAMPLES)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, env=env, cwd=root)
-    lines = []
-    for line in proc.stdout:
-        lines.append(line)
-        if line.startswith("READY "):
-            break
-    assert lines and lines[-1].startswith("READY "), "".join(lines[-40:])
-    yield lines[-1].split()[1]
-    proc.stdin.close()
-    try:
-        proc.wait(15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    with serve_double(MODE, tmp_path_factory.mktemp("webui"), SAMPLES) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
 def browser():
     with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=str(CHROMIUM), headless=True,
-                              args=["--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-                                    "--disable-background-networking", "--disable-component-update"])
+        b = launch_chromium(p, "--disable-gpu", "--disable-background-networking", "--disable-component-update")
         yield b
         b.close()
 

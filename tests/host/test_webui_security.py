@@ -4,25 +4,16 @@ refusals that name the WebUI setting or flag that would allow the request (docs/
 
 from __future__ import annotations
 
-import base64
-import io
 import json
 import shutil
-import time
 
 import pytest
-from PIL import Image
 
+from _api_helpers import png_b64, wait_for_batch_job
 from _live_server import serve
 
 EVIL = "https://evil.example"
 SETTING = "clipcap_batch_roots"
-
-
-def png_b64() -> str:
-    buf = io.BytesIO()
-    Image.new("RGB", (20, 10), "blue").save(buf, format="PNG")
-    return base64.b64encode(buf.getvalue()).decode()
 
 
 def dataset(folder):
@@ -32,14 +23,6 @@ def dataset(folder):
     for name in ("shapes_00.png", "shapes_01.jpg"):
         shutil.copy(package_path(f"bundled:assets/samples/{name}"), folder / name)
     return folder
-
-
-def wait_done(c, job_id: str) -> dict:
-    deadline = time.monotonic() + 180
-    while (status := c.get(f"/clipcap/v1/batch/{job_id}").json())["state"] in ("queued", "running"):
-        assert time.monotonic() < deadline, status
-        time.sleep(0.2)
-    return status
 
 
 def test_every_state_changing_route_refuses_forms_text_and_foreign_pages(mode, make_webui, tmp_path):
@@ -67,7 +50,7 @@ def test_every_state_changing_route_refuses_forms_text_and_foreign_pages(mode, m
         assert c.post("/clipcap/v1/generated-caption", requests[3][1]).status == 200
         r = c.post("/clipcap/v1/batch", requests[2][1], headers={"Origin": c.origin})
         assert r.status == 202, r.body
-        assert wait_done(c, r.json()["id"])["written"] == 2
+        assert wait_for_batch_job(c, r.json()["id"])["written"] == 2
         for host in ("localhost", f"127.0.0.1:{c.port}"):
             assert c.get("/clipcap/v1/models", headers={"Host": host}).status == 200
     assert webui.errors() == []
@@ -113,7 +96,7 @@ def test_exposed_webui_refuses_batch_tagging_over_http_until_folders_are_set(mod
     with serve(app) as c:
         r = c.post("/clipcap/v1/batch", {"inputs": [str(folder)], "model": "shapes-demo"})
         assert r.status == 202, r.body
-        assert wait_done(c, r.json()["id"])["written"] == 2
+        assert wait_for_batch_job(c, r.json()["id"])["written"] == 2
         r = c.post("/clipcap/v1/batch", {"inputs": [str(tmp_path)], "model": "shapes-demo"})
         assert r.status == 403 and "outside the allowed folders" in r.text
 
@@ -129,7 +112,7 @@ def test_local_webui_api_tags_only_its_own_folders_by_default(mode, make_webui, 
         for folder in (own, train):
             r = c.post("/clipcap/v1/batch", {"inputs": [str(folder)], "model": "shapes-demo"})
             assert r.status == 202, r.body
-            assert wait_done(c, r.json()["id"])["written"] == 2
+            assert wait_for_batch_job(c, r.json()["id"])["written"] == 2
         r = c.post("/clipcap/v1/batch", {"inputs": [str(home)], "model": "shapes-demo"})
         assert r.status == 403 and r.error_type == "forbidden_path"
         for bad in ({"output_dir": str(autostart)}, {"output_dir": "/"}, {"inputs": ["/"]},
@@ -148,7 +131,7 @@ def test_caption_suffix_setting_extends_the_allow_list(mode, make_webui, tmp_pat
     with serve(webui.start()) as c:
         r = c.post("/clipcap/v1/batch", {"inputs": [str(folder)], "model": "shapes-demo", "caption_ext": ".cap"})
         assert r.status == 202, r.body
-        assert wait_done(c, r.json()["id"])["written"] == 2
+        assert wait_for_batch_job(c, r.json()["id"])["written"] == 2
         assert c.post("/clipcap/v1/batch", {"inputs": [str(folder)], "caption_ext": ".sh"}).status == 422
     assert sorted(p.name for p in folder.glob("*.cap")) == ["shapes_00.cap", "shapes_01.cap"]
 
