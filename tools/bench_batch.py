@@ -77,8 +77,7 @@ def build_captioner(clip_name: str, device: str, dtype: str):
 
 
 def main() -> None:
-    ap = common.parser(__doc__)
-    ap.add_argument("--clip", default="ViT-B-32", help="open_clip architecture (ViT-L-14 for the Flickr models)")
+    ap = common.parser(__doc__, clip_help=common.CLIP_HELP)
     ap.add_argument("--images", type=int, default=64, help="JPEGs tagged by the batched pipeline")
     ap.add_argument("--seq-images", type=int, default=8, help="JPEGs tagged by the sequential loop")
     ap.add_argument("--original-images", type=int, default=2, help="JPEGs for the original-decoder loop (0: skip)")

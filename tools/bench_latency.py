@@ -28,8 +28,7 @@ ROOT = common.ROOT
 
 
 def main() -> None:
-    ap = common.parser(__doc__)
-    ap.add_argument("--clip", default="ViT-B-32", help="open_clip architecture (ViT-L-14 for the Flickr models)")
+    ap = common.parser(__doc__, clip_help=common.CLIP_HELP)
     ap.add_argument("--calls", type=int, default=20, help="timed single-image calls per decoding mode")
     ap.add_argument("--warmup", type=int, default=3, help="untimed calls first (allocator, kernels, caches)")
     ap.add_argument("--tokens", type=int, default=20)
@@ -80,13 +79,12 @@ def main() -> None:
               "model": f"{args.clip} + MLP prefix 10 + GPT-2 small (random weights), GPT-2 tokenizer",
               "image_size": args.size, "tokens": args.tokens, "warmup": args.warmup, "load_s": load_s, "rows": rows}
     common.write_json(args.out, result)
-    print(f"\n{result['hardware']}; {args.clip} + GPT-2 small, {args.dtype}, one {args.size}x{args.size} JPEG per "
-          f"call, {args.tokens}-token captions, {args.warmup} warm-up calls; model built in {load_s:.1f} s\n")
-    print("| decoding | calls | median ms/image | p90 ms/image | peak GPU MiB |")
-    print("|---|---|---|---|---|")
-    for r in rows:
-        print(f"| {r['decoding']} | {r['calls']} | {r['median_ms']:.1f} | {r['p90_ms']:.1f} | "
-              f"{common.gpu_mib(r['peak_gpu_mib'])} |")
+    common.print_table(
+        f"{result['hardware']}; {args.clip} + GPT-2 small, {args.dtype}, one {args.size}x{args.size} JPEG per call, "
+        f"{args.tokens}-token captions, {args.warmup} warm-up calls; model built in {load_s:.1f} s",
+        ["decoding", "calls", "median ms/image", "p90 ms/image", "peak GPU MiB"],
+        [[r["decoding"], f"{r['calls']}", f"{r['median_ms']:.1f}", f"{r['p90_ms']:.1f}",
+          common.gpu_mib(r["peak_gpu_mib"])] for r in rows])
 
 
 if __name__ == "__main__":

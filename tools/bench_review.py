@@ -61,8 +61,7 @@ def build_models(clip_name: str, device, dtype):
 
 
 def main() -> None:
-    ap = common.parser(__doc__)
-    ap.add_argument("--clip", default="ViT-B-32", help="open_clip architecture (ViT-L-14 for the Flickr models)")
+    ap = common.parser(__doc__, clip_help=common.CLIP_HELP)
     ap.add_argument("--images", type=int, default=48, help="pairs scored by the review scorer")
     ap.add_argument("--pair-images", type=int, default=12, help="pairs scored by the per-pair loop")
     ap.add_argument("--size", type=int, default=512)
@@ -131,12 +130,10 @@ def main() -> None:
               "images": args.images, "pair_images": args.pair_images, "batch_size": batch, "repeats": args.repeats,
               "pairs_per_s": results, "median_pairs_per_s": medians}
     common.write_json(args.out, result)
-    print(f"\n{result['hardware']}; {args.clip} (random weights) + grammar head, {args.dtype}, "
-          f"{args.size}x{args.size} JPEGs, batch {batch}, medians of {args.repeats}\n")
-    print("| scoring | pairs/s | vs per pair |")
-    print("|---|---|---|")
-    for k, v in medians.items():
-        print(f"| {k} | {v:.2f} | {v / base:.1f}x |")
+    common.print_table(f"{result['hardware']}; {args.clip} (random weights) + grammar head, {args.dtype}, "
+                       f"{args.size}x{args.size} JPEGs, batch {batch}, medians of {args.repeats}",
+                       ["scoring", "pairs/s", "vs per pair"],
+                       [[k, f"{v:.2f}", f"{v / base:.1f}x"] for k, v in medians.items()])
     print(f"\nJSON: {args.out}")
 
 

@@ -118,8 +118,7 @@ class OriginalSBG:
 
 
 def main() -> None:
-    ap = common.parser(__doc__)
-    ap.add_argument("--clip", default="ViT-B-32", help="open_clip architecture (random weights)")
+    ap = common.parser(__doc__, clip_help="open_clip architecture (random weights)")
     ap.add_argument("--k", type=int, default=5, help="candidates per image")
     ap.add_argument("--tokens", type=int, default=20, help="new tokens per candidate")
     ap.add_argument("--max-keywords", type=int, default=6)
@@ -207,13 +206,12 @@ def main() -> None:
               "original_s_per_image_rounds": base_t, "ours_s_per_image_rounds": {str(b): v for b, v in ours_t.items()},
               "rows": rows}
     common.write_json(args.out, result)
-    print(f"\n{result['hardware']}, {args.dtype}, {result['model']}; k={args.k}, {args.tokens} new tokens per "
-          f"candidate, {prompt_tokens}-token prompt; medians of {args.repeats} interleaved rounds\n")
-    print("| batch | original s/img | ours s/img | images/s | speed-up | peak GPU MiB |")
-    print("|---|---|---|---|---|---|")
-    for r in rows:
-        print(f"| {r['batch']} | {r['original_s_per_image']:.2f} | {r['ours_s_per_image']:.3f} | "
-              f"{r['images_per_s']:.2f} | {r['speedup']:.1f}x | {common.gpu_mib(r['peak_gpu_mib'])} |")
+    common.print_table(
+        f"{result['hardware']}, {args.dtype}, {result['model']}; k={args.k}, {args.tokens} new tokens per candidate, "
+        f"{prompt_tokens}-token prompt; medians of {args.repeats} interleaved rounds",
+        ["batch", "original s/img", "ours s/img", "images/s", "speed-up", "peak GPU MiB"],
+        [[f"{r['batch']}", f"{r['original_s_per_image']:.2f}", f"{r['ours_s_per_image']:.3f}",
+          f"{r['images_per_s']:.2f}", f"{r['speedup']:.1f}x", common.gpu_mib(r["peak_gpu_mib"])] for r in rows])
 
 
 if __name__ == "__main__":

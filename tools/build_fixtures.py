@@ -18,22 +18,18 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import sys
-import time
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+import _fixture_common as common  # first: puts the repository on sys.path
+from _fixture_common import CLIP_CONFIG, load_tiny_clip
+from lib_clipcap import shapes
+from lib_clipcap.train.data import write_legacy_tokenizer_json
 
-from lib_clipcap import shapes  # noqa: E402
-
-ASSETS = ROOT / "lib_clipcap" / "assets"
+ASSETS = common.ASSETS
 SHAPES_DIR = ASSETS / "shapes"
-CLIP_CONFIG = ASSETS / "clip_configs" / "shapes-tiny.json"
 MEAN = torch.tensor([0.48145466, 0.4578275, 0.40821073]).view(1, 3, 1, 1)
 STD = torch.tensor([0.26862954, 0.26130258, 0.27577711]).view(1, 3, 1, 1)
 
@@ -52,19 +48,6 @@ def render_batch(scenes: list[shapes.Scene]) -> torch.Tensor:
 def to_pixels(u8: torch.Tensor) -> torch.Tensor:
     """The same transform open_clip's preprocessing applies to a 64x64 image: ToTensor + Normalize."""
     return (u8.float() / 255.0 - MEAN) / STD
-
-
-def write_legacy_tokenizer_json(path: Path) -> None:
-    """Rewrite tokenizer.json in the format tokenizers 0.13 reads (A1111 pins transformers 4.30 -> tokenizers 0.13).
-
-    Newer tokenizers write BPE merges as ``[a, b]`` pairs and add ``ignore_merges``; 0.13 only knows ``"a b"``
-    strings. Every version reads the old form, so the file works with all of them.
-    """
-    data = json.loads(path.read_text(encoding="utf-8"))
-    model = data["model"]
-    model["merges"] = [m if isinstance(m, str) else " ".join(m) for m in model["merges"]]
-    model.pop("ignore_merges", None)
-    path.write_text(json.dumps(data, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
 
 
 def build_tokenizer(train: list[shapes.Scene]) -> None:
@@ -97,12 +80,8 @@ def build_clip(train: list[shapes.Scene], steps: int, batch: int) -> None:
     uniq = sorted(set(captions))
     cap_id = torch.tensor([uniq.index(c) for c in captions])
     text_tokens = tokenizer(uniq)
-    opt = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=0.05)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=2e-3, total_steps=steps, pct_start=0.1)
-    g = torch.Generator().manual_seed(0)
-    t0 = time.time()
-    model.train()
-    for step in range(steps):
+
+    def loss_at(step: int, g: torch.Generator) -> torch.Tensor:
         idx = torch.randint(len(train), (batch,), generator=g)
         ids = cap_id[idx]
         img_f = model.encode_image(to_pixels(images[idx]), normalize=True)
@@ -111,25 +90,17 @@ def build_clip(train: list[shapes.Scene], steps: int, batch: int) -> None:
         # Identical captions in a batch are positives too (soft targets), not false negatives.
         same = (ids[:, None] == ids[None, :]).float()
         target = same / same.sum(1, keepdim=True)
-        loss = (torch.sum(-target * logits.log_softmax(1), 1).mean()
+        return (torch.sum(-target * logits.log_softmax(1), 1).mean()
                 + torch.sum(-target * logits.t().log_softmax(1), 1).mean()) / 2
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        sched.step()
+
+    def clamp_logit_scale() -> None:
         with torch.no_grad():
             model.logit_scale.clamp_(0, math.log(100))
-        if step % 200 == 0 or step == steps - 1:
-            print(f"clip step {step} loss {loss.item():.3f} ({time.time() - t0:.0f}s)", flush=True)
-    model.eval()
+
+    common.train(model, steps, lr=2e-3, weight_decay=0.05, seed=0, name="clip", loss_at=loss_at,
+                 after_step=clamp_logit_scale)
     sd = {k: v.detach().half().contiguous() for k, v in model.state_dict().items()}
     save_file(sd, str(SHAPES_DIR / "clip.safetensors"))
-
-
-def load_tiny_clip():
-    from lib_clipcap.clip import ClipBackbone
-
-    return ClipBackbone.load(str(CLIP_CONFIG), str(SHAPES_DIR / "clip.safetensors"))
 
 
 def clip_accuracy(clip, scenes: list[shapes.Scene]) -> float:
@@ -173,26 +144,16 @@ def build_clipcap(train: list[shapes.Scene], steps: int, batch: int) -> None:
             ids[r, : len(t)] = torch.tensor(t)
             labels[r, : len(t)] = torch.tensor(t)
         return ids, labels
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.01)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, total_steps=steps, pct_start=0.1)
-    g = torch.Generator().manual_seed(1)
-    t0 = time.time()
-    model.train()
-    for step in range(steps):
+
+    def loss_at(step: int, g: torch.Generator) -> torch.Tensor:
         idx = torch.randint(len(train), (batch,), generator=g).tolist()
         # The canonical caption 3 times in 4, so greedy decoding settles on it.
         texts = [all_caps[i][0] if (i + step) % 4 else all_caps[i][1] for i in idx]
         ids, labels = encode(texts)
         logits = model(ids, feats[idx])[:, prefix_length - 1 : -1]
-        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100)
-        opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        if step % 200 == 0 or step == steps - 1:
-            print(f"clipcap step {step} loss {loss.item():.3f} ({time.time() - t0:.0f}s)", flush=True)
-    model.eval()
+        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100)
+
+    common.train(model, steps, lr=3e-3, weight_decay=0.01, seed=1, name="clipcap", loss_at=loss_at, clip_grad=1.0)
     save_checkpoint(model, SHAPES_DIR / "clipcap.safetensors")
 
 

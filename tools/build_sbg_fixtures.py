@@ -18,33 +18,23 @@ tools/build_fixtures.py. Deterministic: fixed seeds.
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import sys
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+import _fixture_common as common  # first: puts the repository on sys.path
+from _fixture_common import CLIP_CONFIG, CLIP_WEIGHTS, load_tiny_clip
+from lib_clipcap import shapes
+from lib_clipcap.train.data import write_legacy_tokenizer_json
 
-from lib_clipcap import shapes  # noqa: E402
-
-ASSETS = ROOT / "lib_clipcap" / "assets"
-SBG_DIR = ASSETS / "sbg"
+ROOT = common.ROOT
+SBG_DIR = common.ASSETS / "sbg"
 GEN_DIR = SBG_DIR / "generator"
 GRAMMAR_DIR = SBG_DIR / "grammar"
-CLIP_CONFIG = ASSETS / "clip_configs" / "shapes-tiny.json"
-CLIP_WEIGHTS = ASSETS / "shapes" / "clip.safetensors"
 MAX_LEN = 48
-
-
-def load_clip():
-    from lib_clipcap.clip import ClipBackbone
-
-    return ClipBackbone.load(str(CLIP_CONFIG), str(CLIP_WEIGHTS))
 
 
 def scene_keywords(clip, scenes: list[shapes.Scene], *, threshold: float = 0.5) -> list[list[str]]:
@@ -60,15 +50,6 @@ def scene_keywords(clip, scenes: list[shapes.Scene], *, threshold: float = 0.5) 
     return out
 
 
-def write_legacy_tokenizer_json(path: Path) -> None:
-    """tokenizers 0.13 (A1111's pin) reads merges only as "a b" strings and knows no ``ignore_merges``."""
-    data = json.loads(path.read_text(encoding="utf-8"))
-    model = data["model"]
-    model["merges"] = [m if isinstance(m, str) else " ".join(m) for m in model["merges"]]
-    model.pop("ignore_merges", None)
-    path.write_text(json.dumps(data, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
-
-
 def build_generator(train_size: int, steps: int, batch: int) -> None:
     from tokenizers import ByteLevelBPETokenizer
 
@@ -76,7 +57,7 @@ def build_generator(train_size: int, steps: int, batch: int) -> None:
     from lib_clipcap.sbg.generator import SEPARATOR, SbgGenerator
     from lib_clipcap.tokenizer import Tokenizer
 
-    clip = load_clip()
+    clip = load_tiny_clip()
     train = shapes.make_scenes(shapes.TRAIN_SEED, train_size)
     t0 = time.time()
     kws = scene_keywords(clip, train)
@@ -114,24 +95,14 @@ def build_generator(train_size: int, steps: int, batch: int) -> None:
     gpt = GPT2LMHead(GPT2Config(vocab_size=tok.vocab_size, n_positions=64, n_embd=64, n_layer=2, n_head=2,
                                 eos_token_id=eos))
     print(f"generator parameters: {sum(p.numel() for p in gpt.parameters()) / 1e3:.0f}K")
-    opt = torch.optim.AdamW(gpt.parameters(), lr=3e-3, weight_decay=0.01)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, total_steps=steps, pct_start=0.1)
-    g = torch.Generator().manual_seed(1)
-    gpt.train()
-    t0 = time.time()
-    for step in range(steps):
+
+    def loss_at(step: int, g: torch.Generator) -> torch.Tensor:
         idx = torch.randint(len(train), (batch,), generator=g).tolist()
         ids, labels = batch_of(idx, step)
         logits = gpt(gpt.embed_tokens(ids))[:, :-1]
-        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1), ignore_index=-100)
-        opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(gpt.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        if step % 200 == 0 or step == steps - 1:
-            print(f"generator step {step} loss {loss.item():.3f} ({time.time() - t0:.0f}s)", flush=True)
-    gpt.eval()
+        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1), ignore_index=-100)
+
+    common.train(gpt, steps, lr=3e-3, weight_decay=0.01, seed=1, name="generator", loss_at=loss_at, clip_grad=1.0)
     SbgGenerator(gpt, tok, separator=SEPARATOR, name="shapes-sbg").save(GEN_DIR)
     print(f"wrote {GEN_DIR}")
 
@@ -148,7 +119,7 @@ def grammar_split() -> tuple[list[str], list[str]]:
 def build_grammar(steps: int) -> None:
     from lib_clipcap.grammar import train_grammar_head
 
-    clip = load_clip()
+    clip = load_tiny_clip()
     train, held = grammar_split()
     print(f"grammar head: {len(train)} training captions, {len(held)} held-out captions")
     scorer, metrics = train_grammar_head(clip, train, val_captions=held, steps=steps, batch_size=128, hidden=128,
