@@ -94,12 +94,13 @@ def test_tag_and_eval_are_greedy_with_the_tables_other_defaults():
 
     table = defaults()
     for command in ("tag", "eval"):
-        kw = decoding_kwargs(_parse(command, "x"), decoding="greedy")
+        kw = decoding_kwargs(_parse(command, "x"), method_defaults={"decoding": "greedy"})
         assert kw["decoding"] == "greedy" and kw["num_candidates"] == 1, command
         for key in ("beam_size", "temperature", "top_k", "top_p", "repetition_penalty", "no_repeat_ngram_size",
                     "max_new_tokens", "min_new_tokens"):
             assert kw[key] == table[key], (command, key)
-    beam = decoding_kwargs(_parse("tag", "x", "--decoding", "beam", "--beam-size", "2"), decoding="greedy")
+    beam = decoding_kwargs(_parse("tag", "x", "--decoding", "beam", "--beam-size", "2"),
+                           method_defaults={"decoding": "greedy"})
     assert (beam["decoding"], beam["beam_size"], beam["num_candidates"]) == ("beam", 2, 2)
 
 

@@ -96,16 +96,14 @@ def add_decoding_arguments(p: argparse.ArgumentParser, *, method_defaults: dict 
     g.add_argument("--batch-size", type=int, default=16, help="images per model call (default 16)")
 
 
-def decoding_kwargs(args: argparse.Namespace, *, decoding: str | None = None,
-                    method_defaults: dict | None = None) -> dict:
+def decoding_kwargs(args: argparse.Namespace, *, method_defaults: dict | None = None) -> dict:
     """Resolved decoding settings (:func:`lib_clipcap.options_table.resolve_decoding`) from
     :func:`add_decoding_arguments`' options, for :meth:`Captioner.caption` or a batch run's options.
 
     Args:
         args: Parsed arguments (a namespace without some of the options leaves them at their defaults).
-        decoding: This command's mode when ``--decoding`` is not given (default: ``method_defaults``' or the
-            table's).
-        method_defaults: This command's defaults over the table's (SBG: :data:`lib_clipcap.sbg.defaults.DECODING_DEFAULTS`).
+        method_defaults: This command's defaults over the table's, as given to :func:`add_decoding_arguments`
+            (``tag``: greedy; SBG: :data:`lib_clipcap.sbg.defaults.DECODING_DEFAULTS`).
 
     Raises:
         ClipCapError: a bad value; the message names the option as typed and the value.
@@ -114,11 +112,8 @@ def decoding_kwargs(args: argparse.Namespace, *, decoding: str | None = None,
 
     given = {k: getattr(args, k, None) for k in decoding_keys() if k != "banned_words"}
     given["banned_words"] = getattr(args, "ban", None) or None
-    base = dict(method_defaults or {})
-    if decoding:
-        base["decoding"] = decoding
     try:
-        return resolve_decoding(given, method_defaults=base)
+        return resolve_decoding(given, method_defaults=method_defaults)
     except OptionError as e:  # name the option as the user typed it
         flag = "--ban" if e.field == "banned_words" else "--" + e.field.replace("_", "-")
         raise ClipCapError(f"{flag} {e.value}: {e.reason}") from None

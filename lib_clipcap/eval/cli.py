@@ -17,6 +17,10 @@ from pathlib import Path
 
 HELP = "caption a dataset and score it (BLEU, METEOR, ROUGE-L, CIDEr, SPICE, CLIP-S)"
 
+#: ClipCap models are evaluated greedily, as the published figures were; SBG models take the procedure's defaults
+#: (lib_clipcap.sbg.defaults.DECODING_DEFAULTS: 5 sampled candidates, top-k 50).
+CLIPCAP_DECODING_DEFAULTS = {"decoding": "greedy"}
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from ..app.cli_common import add_decoding_arguments, add_model_arguments
@@ -50,8 +54,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     b.add_argument("--features", type=Path, help="features folder from `train features` (whole dataset) to retrieve "
                                                  "with; default: encode the training and test images with the "
                                                  "model's CLIP or --clip-model")
-    # greedy: the published ClipCap figures; SBG models take the procedure's defaults (5 candidates, top-k 50)
-    add_decoding_arguments(p, method_defaults={"decoding": "greedy"}, mode_note="--sbg: sample, as the SBG procedure")
+    add_decoding_arguments(p, method_defaults=CLIPCAP_DECODING_DEFAULTS,
+                           mode_note="--sbg: sample, as the SBG procedure")
     m = p.add_argument_group("metrics and output")
     m.add_argument("--metrics", default="bleu,meteor,rouge,cider,spice,clip",
                    help="comma-separated: bleu, meteor, rouge, cider, spice, clip (default: all)")
@@ -78,7 +82,7 @@ def _caption_kwargs(args: argparse.Namespace, *, sbg: bool) -> dict:
         from ..sbg.defaults import DECODING_DEFAULTS
 
         return decoding_kwargs(args, method_defaults=DECODING_DEFAULTS)
-    return decoding_kwargs(args, decoding="greedy")  # the published ClipCap figures
+    return decoding_kwargs(args, method_defaults=CLIPCAP_DECODING_DEFAULTS)
 
 
 def _load_sbg(args: argparse.Namespace):
