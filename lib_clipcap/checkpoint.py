@@ -236,30 +236,82 @@ def infer_config(sd: dict[str, torch.Tensor], *, base: ClipCapConfig | None = No
     )
 
 
+def normalize_by_layout(config: ClipCapConfig) -> tuple[bool, str]:
+    """Whether the published code for a checkpoint of this layout L2-normalises CLIP features, and why.
+
+    The weights cannot show it (a mapper trained on normalised features has the same shapes as one trained on raw
+    ones), and getting it wrong gives fluent captions of the wrong image. So for a file with no saved config the
+    choice follows the code that published each layout: the original ClipCap's transformer-mapper inference
+    normalises the CLIP vector; Huynh et al.'s Flickr models (MLP on ViT-L/14's 768-d features, GPT-2 included)
+    normalise; the original ClipCap MLP models for COCO and Conceptual Captions (ViT-B/32, 512-d) do not.
+    """
+    if config.mapping == "transformer":
+        return True, "transformer mapper: the original ClipCap code normalises CLIP features for it"
+    if config.prefix_size == 768:
+        return True, "MLP mapper on 768-d CLIP features: Huynh et al.'s Flickr models normalise"
+    return False, (f"MLP mapper on {config.prefix_size}-d CLIP features: the original ClipCap COCO and Conceptual "
+                   "Captions models do not normalise")
+
+
+def _decide_normalize(config: ClipCapConfig, saved: dict | None, given: bool | None) -> tuple[ClipCapConfig, str]:
+    """``config`` with ``normalize`` decided, and how: given by the caller, saved with the file, or by layout."""
+    if given is not None:
+        return config, "given by the caller (--normalize / --no-normalize, or the model's registry entry)"
+    if saved and "normalize" in saved:
+        return config, "saved with the checkpoint"
+    value, reason = normalize_by_layout(config)
+    return config.replace(normalize=value), f"unknown from the weights; {reason}"
+
+
 def load_config(path: str | Path, *, overrides: dict[str, Any] | None = None) -> tuple[ClipCapConfig, dict]:
     """Read a checkpoint and its architecture.
 
     A saved config is used when present (and checked against the shapes); otherwise the architecture is inferred.
-    ``overrides`` (e.g. ``normalize``, ``clip_model``) fill in what the weights cannot tell.
+    ``overrides`` (e.g. ``normalize``, ``clip_model``) fill in what the weights cannot tell; where neither they nor
+    a saved config say whether to normalise CLIP features, :func:`normalize_by_layout` decides (logged).
 
     Returns:
         ``(config, state_dict)``.
     """
+    config, sd, how = _load_config(path, overrides)
+    if how.startswith("unknown"):
+        log.info("%s: normalize=%s (%s); pass normalize=... (--normalize/--no-normalize) if the model was trained "
+                 "otherwise", Path(path).name, config.normalize, how)
+    return config, sd
+
+
+def _load_config(path: str | Path, overrides: dict[str, Any] | None) -> tuple[ClipCapConfig, dict, str]:
     sd = read_state_dict(path)
     saved = read_saved_config(path)
     base = ClipCapConfig.from_dict(saved) if saved else ClipCapConfig()
     if overrides:
         base = base.replace(**{k: v for k, v in overrides.items() if v is not None})
-    return infer_config(sd, base=base), sd
+    config, how = _decide_normalize(infer_config(sd, base=base), saved, (overrides or {}).get("normalize"))
+    return config, sd, how
 
 
 def inspect_checkpoint(path: str | Path) -> ClipCapConfig:
-    """The architecture of the checkpoint at ``path`` (see :meth:`ClipCapConfig.summary` for a flat dict).
+    """The architecture of the checkpoint at ``path`` (see :meth:`ClipCapConfig.summary` for a flat dict, and
+    :func:`inspect_summary` for what ``inspect`` prints).
 
     Raises:
         MissingFileError, CheckpointError.
     """
-    return load_config(path)[0]
+    return _load_config(path, None)[0]
+
+
+def inspect_summary(path: str | Path) -> dict[str, Any]:
+    """What ``inspect --json`` prints: :meth:`ClipCapConfig.summary`, except that ``normalize`` is ``"unknown"``
+    where neither the file nor a saved config says, with ``normalize_default`` (what loading uses) and
+    ``normalize_decided_by`` (why).
+    """
+    config, _, how = _load_config(path, None)
+    summary = config.summary()
+    if how.startswith("unknown"):
+        summary["normalize"] = "unknown"
+        summary["normalize_default"] = config.normalize
+    summary["normalize_decided_by"] = how
+    return summary
 
 
 def build_model(config: ClipCapConfig, sd: dict[str, torch.Tensor], *, gpt2_weights: dict | None = None) -> ClipCapModel:

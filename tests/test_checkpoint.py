@@ -176,3 +176,28 @@ def test_inspect_cli_json(tmp_path):
                 "gpt2_width", "has_gpt_weights"):
         assert key in data
     assert data["mapping"] == "transformer" and data["clip_length"] == 3
+    # the weights cannot show normalisation: inspect says so, and what loading will do and why
+    assert data["normalize"] == "unknown" and data["normalize_default"] is True
+    assert "original ClipCap" in data["normalize_decided_by"]
+
+
+@pytest.mark.parametrize("cfg, expected", [("transformer", True), ("mlp768", True), ("mlp512", False)])
+def test_normalisation_follows_the_publishers_code_when_the_file_does_not_say(tmp_path, cfg, expected):
+    from lib_clipcap.checkpoint import inspect_summary
+
+    config = {"transformer": TRANSFORMER, "mlp768": MLP.replace(prefix_size=768), "mlp512": MLP}[cfg]
+    path = write_pt(tmp_path, f"{cfg}.pt", config)
+    assert inspect_checkpoint(path).normalize is expected
+    summary = inspect_summary(path)
+    assert summary["normalize"] == "unknown" and summary["normalize_default"] is expected
+    assert summary["normalize_decided_by"].startswith("unknown from the weights")
+
+
+def test_a_saved_or_given_normalisation_wins_over_the_layout(tmp_path):
+    from lib_clipcap.checkpoint import inspect_summary, load_config
+
+    path = save_checkpoint(ClipCapModel(TRANSFORMER.replace(normalize=False)), tmp_path / "t.safetensors")
+    summary = inspect_summary(path)
+    assert summary["normalize"] is False and summary["normalize_decided_by"] == "saved with the checkpoint"
+    raw = write_pt(tmp_path, "raw.pt", TRANSFORMER)
+    assert load_config(raw, overrides={"normalize": False})[0].normalize is False

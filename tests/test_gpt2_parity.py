@@ -44,4 +44,8 @@ def test_cached_greedy_equals_transformers_generate(pair):
     with torch.no_grad():
         ref = hf.generate(ids, max_new_tokens=12, do_sample=False, num_beams=1, pad_token_id=99, eos_token_id=99)
     got = decode(ours, ours.embed_tokens(ids), DecodingOptions(max_new_tokens=12), stop_ids=[99], pad_id=99)
-    assert got[0][0].tokens == ref[0, 4:].tolist()[: len(got[0][0].tokens)]
+    expected = ref[0, 4:].tolist()
+    if 99 in expected:  # generate() keeps the stop token and pads after it; our decoder returns the caption only
+        expected = expected[: expected.index(99)]
+    assert expected, "the fixture should generate some tokens before stopping"
+    assert got[0][0].tokens == expected

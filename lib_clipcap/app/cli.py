@@ -123,9 +123,9 @@ def _inspect_args(p: argparse.ArgumentParser) -> None:
 
 
 def _inspect(args: argparse.Namespace) -> int:
-    from ..checkpoint import inspect_checkpoint
+    from ..checkpoint import inspect_summary
 
-    summary = inspect_checkpoint(args.path).summary()
+    summary = inspect_summary(args.path)
     if args.json:
         print(json.dumps(summary, indent=2))
     else:
