@@ -18,7 +18,8 @@ __version__ = "0.1.0"
 
 # Resolved on first access (PEP 562) so `import lib_clipcap` stays cheap.
 __getattr__, _LAZY_NAMES = _lazy_exports(__name__, {
-    "captioner": ("Captioner", "CaptionResult", "Candidate"),
+    "captioner": ("Captioner",),
+    "results": ("CaptionResult", "Candidate"),
     "decoding": ("DecodingOptions",),
     "checkpoint": ("inspect_checkpoint", "convert_checkpoint"),
     "model": ("ClipCapConfig",),
@@ -42,9 +43,10 @@ __all__ = sorted([*_LAZY_NAMES, "ClipCapError", "CheckpointError", "DecodingErro
 
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .captioner import Candidate, CaptionResult, Captioner
+    from .captioner import Captioner
     from .checkpoint import convert_checkpoint, inspect_checkpoint
     from .decoding import DecodingOptions
     from .images import load_image
     from .model import ClipCapConfig
     from .registry import get_model, list_models
+    from .results import Candidate, CaptionResult

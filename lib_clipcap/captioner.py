@@ -14,124 +14,24 @@ from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 import torch
 
+from .devices import device_and_dtype, is_int8
 from .errors import ClipCapError, IncompatibleCheckpointError, MissingFileError
 from .options_table import get_option
+from .results import Candidate, CaptionResult, caption_in_batches
 from .scoring import DEFAULT_GRAMMAR_WEIGHT
+
+__all__ = ["BUNDLED_GPT2_TOKENIZER", "Candidate", "CaptionResult", "Captioner", "ban_token_ids", "caption_in_batches",
+           "check_feature_size", "registry_clip", "resolve_tokenizer"]  # Candidate/CaptionResult: lib_clipcap.results
 
 log = logging.getLogger(__name__)
 
 #: Re-ranking when none is asked for: the options table's, as every face's.
 _RERANK = get_option("rerank").default
-
-
-@dataclass
-class Candidate:
-    """One candidate caption with its decoder score (mean token log-probability) and optional CLIP scores."""
-
-    text: str
-    score: float
-    clip_score: float | None = None
-    grammar: float | None = None
-
-
-@dataclass
-class CaptionResult:
-    """The caption of one input. ``error`` is set (and ``text`` empty) when that input could not be captioned."""
-
-    text: str
-    score: float | None
-    candidates: list[Candidate] = field(default_factory=list)
-    source: str = ""
-    error: str | None = None
-    keywords: list[str] | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None
-
-    @property
-    def chosen(self) -> Candidate | None:
-        """The candidate whose text is the result's caption (after re-ranking: the best one), if any."""
-        return next((c for c in self.candidates if c.text == self.text), None)
-
-    @property
-    def clip_score(self) -> float | None:
-        """CLIP-S of the chosen caption, when the candidates were scored (SBG, re-ranking); else None."""
-        c = self.chosen
-        return c.clip_score if c is not None else None
-
-    def to_dict(self) -> dict[str, Any]:
-        """The fields as JSON-friendly data, plus ``clip_score`` (the chosen caption's CLIP-S, or None)."""
-        return {**asdict(self), "clip_score": self.clip_score}
-
-
-def caption_in_batches(images: Sequence | Any, batch_size: int,
-                       caption_batch: Callable[[list, int], list[CaptionResult]]) -> list[CaptionResult]:
-    """The input loop every captioner shares: load each input safely, caption the loadable ones in batches.
-
-    Args:
-        images: PIL images, paths, bytes or arrays (one, or a list).
-        batch_size: images per ``caption_batch`` call (>= 1).
-        caption_batch: ``(pil_images, start) -> results``, one result per image; ``start`` is the position of the
-            batch's first image among the loadable inputs (e.g. to derive a per-batch seed).
-
-    Returns:
-        One :class:`CaptionResult` per input, in order, its ``source`` set; an input that cannot be loaded gets a
-        result with ``error`` set, and the others are captioned normally.
-
-    Raises:
-        ClipCapError: ``batch_size`` < 1 (before any input is read).
-    """
-    from .images import describe_source, try_load_image
-
-    if batch_size < 1:
-        raise ClipCapError(f"batch_size must be >= 1; got {batch_size}")
-    if not isinstance(images, (list, tuple)):
-        images = [images]
-    results: list[CaptionResult | None] = [None] * len(images)
-    pending: list[tuple[int, Any]] = []  # at most one batch of decoded images is held at a time
-    start = 0
-
-    def flush() -> None:
-        nonlocal start
-        for (i, _), res in zip(pending, caption_batch([img for _, img in pending], start)):
-            res.source = describe_source(images[i])
-            results[i] = res
-        start += len(pending)
-        pending.clear()
-
-    for i, src in enumerate(images):
-        img, err = try_load_image(src)
-        if err is not None:
-            results[i] = CaptionResult(text="", score=None, source=describe_source(src), error=err)
-            continue
-        pending.append((i, img))
-        if len(pending) == batch_size:
-            flush()
-    if pending:
-        flush()
-    return results  # type: ignore[return-value]
-
-
-def default_device() -> torch.device:
-    """CUDA when available, then Apple's MPS, else the CPU."""
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    mps = getattr(torch.backends, "mps", None)
-    if mps is not None and mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
-
-
-def default_dtype(device: torch.device) -> torch.dtype:
-    """fp16 on accelerators (half the memory, tensor cores), fp32 on the CPU (fp16 matmuls are slow there)."""
-    return torch.float16 if device.type in ("cuda", "mps") else torch.float32
 
 
 #: GPT-2's BPE files (vocab.json + merges.txt, 1.5 MB), shipped so a GPT-2 checkpoint loads offline (see LICENSE.md).
@@ -205,29 +105,6 @@ def check_feature_size(clip, prefix_size: int, what: str) -> None:
             f"{what} expects {prefix_size}-d CLIP features, but CLIP {clip.name!r} gives {clip.embed_dim}-d "
             f"features; use the backbone it was trained with ({hint})"
         )
-
-
-def is_int8(dtype: Any) -> bool:
-    """Whether ``dtype`` asks for int8 GPT-2 weights (``"int8"``; see :mod:`lib_clipcap.quant`)."""
-    return isinstance(dtype, str) and dtype.lower() == "int8"
-
-
-def _device_and_dtype(device, dtype) -> tuple[torch.device, torch.dtype]:
-    """The device and the torch dtype to load weights in. ``dtype="int8"`` loads fp32 on the CPU (the GPT-2 weights
-    are quantized afterwards by the loader)."""
-    if is_int8(dtype):
-        dev = torch.device(device) if device is not None else torch.device("cpu")
-        if dev.type != "cpu":
-            raise ClipCapError(f"int8 weights run on the CPU only; on {dev} use fp16 (or bf16)")
-        return dev, torch.float32
-    dev = torch.device(device) if device is not None else default_device()
-    if isinstance(dtype, str):
-        try:
-            dtype = {"fp16": torch.float16, "float16": torch.float16, "bf16": torch.bfloat16,
-                     "bfloat16": torch.bfloat16, "fp32": torch.float32, "float32": torch.float32}[dtype]
-        except KeyError:
-            raise ClipCapError(f"unknown dtype {dtype!r}; use fp32, fp16, bf16 or int8 (CPU)") from None
-    return dev, dtype or default_dtype(dev)
 
 
 class Captioner:
@@ -304,7 +181,7 @@ class Captioner:
         from .clip import ClipBackbone
 
         models_dir = Path(models_dir).expanduser() if models_dir else hub.default_models_dir()
-        dev, dt = _device_and_dtype(device, dtype)
+        dev, dt = device_and_dtype(device, dtype)
         overrides = {"normalize": normalize, "clip_model": clip_model, "clip_pretrained": clip_pretrained,
                      "tokenizer": tokenizer, "gpt2_base": gpt2}
         config, sd = load_config(path, overrides=overrides)

@@ -12,7 +12,7 @@ encoded in one pass, and any open_clip backbone works (:class:`~lib_clipcap.clip
 
 Re-ranking (:func:`rank_candidates`, :func:`rerank_results`) orders a captioner's candidates by
 ``CLIP-S + grammar_weight * P(grammatical)`` (``"clip+grammar"``) or by CLIP-S alone (``"clip"``), filling each
-:class:`~lib_clipcap.captioner.Candidate`'s ``clip_score`` and ``grammar``; the result's text becomes the best one.
+:class:`~lib_clipcap.results.Candidate`'s ``clip_score`` and ``grammar``; the result's text becomes the best one.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import torch
 from .errors import ClipCapError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .captioner import Candidate, CaptionResult
+    from .results import Candidate, CaptionResult
     from .grammar import GrammarScorer
 
 log = logging.getLogger(__name__)

@@ -151,7 +151,7 @@ def test_cli_sbg_and_rerank(tmp_path):
 
 def test_caption_in_batches_keeps_order_sources_and_failures(tmp_path):
     """The input loop Captioner and BlindGuesser share: failures in place, batches of loadable images only."""
-    from lib_clipcap.captioner import CaptionResult, caption_in_batches
+    from lib_clipcap.results import CaptionResult, caption_in_batches
     from lib_clipcap.errors import ClipCapError
 
     imgs = [s.render() for s in shapes.heldout_scenes(4)]
@@ -187,7 +187,7 @@ def test_lazy_exports_resolve_once_and_name_unknown_attributes():
 
 
 def test_result_json_carries_the_chosen_captions_clip_score():
-    from lib_clipcap.captioner import Candidate, CaptionResult
+    from lib_clipcap.results import Candidate, CaptionResult
 
     r = CaptionResult(text="b", score=-1.0, candidates=[Candidate("b", -1.0, 0.7, 0.9), Candidate("a", -0.5, 0.6)])
     assert r.chosen is r.candidates[0] and r.to_dict()["clip_score"] == 0.7
@@ -206,7 +206,7 @@ def test_each_batch_draws_its_own_samples_and_a_call_is_reproducible(demo_captio
 
 def test_inputs_are_decoded_one_batch_at_a_time(monkeypatch):
     from lib_clipcap import images as images_mod
-    from lib_clipcap.captioner import CaptionResult, caption_in_batches
+    from lib_clipcap.results import CaptionResult, caption_in_batches
 
     events: list[str] = []
     real = images_mod.try_load_image

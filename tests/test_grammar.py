@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from lib_clipcap import scoring, shapes
-from lib_clipcap.captioner import Candidate, CaptionResult
+from lib_clipcap.results import Candidate, CaptionResult
 from lib_clipcap.grammar import CORRUPTIONS, GrammarScorer, corrupt, evaluate_grammar, make_negatives
 from lib_clipcap.registry import package_path
 from lib_clipcap.train.grammar import split_captions

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from lib_clipcap import scoring, shapes
-from lib_clipcap.captioner import Candidate, CaptionResult
+from lib_clipcap.results import Candidate, CaptionResult
 from lib_clipcap.errors import ClipCapError
 
 

@@ -62,12 +62,13 @@ def build_captioner(clip_name: str, device: str, dtype: str):
     """Random-weight ClipCap (MLP, prefix 10, GPT-2 small) on a random-weight open_clip backbone, GPT-2's tokenizer."""
     import torch
 
-    from lib_clipcap.captioner import Captioner, _device_and_dtype, resolve_tokenizer
+    from lib_clipcap.captioner import Captioner, resolve_tokenizer
+    from lib_clipcap.devices import device_and_dtype
     from lib_clipcap.clip import ClipBackbone
     from lib_clipcap.gpt2 import GPT2Config
     from lib_clipcap.model import ClipCapConfig, ClipCapModel
 
-    dev, dt = _device_and_dtype(device, dtype)
+    dev, dt = device_and_dtype(device, dtype)
     torch.manual_seed(0)
     clip = ClipBackbone.load(clip_name, None, device=dev, dtype=dt)
     cfg = ClipCapConfig(mapping="mlp", prefix_length=10, prefix_size=clip.embed_dim, mlp_hidden=(3840,),

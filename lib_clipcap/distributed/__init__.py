@@ -25,36 +25,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ..errors import ClipCapError
 from .options import RayOptions
+from .ray_import import INSTALL_HINT, RAY_REQUIREMENT, RayNotInstalledError, require_ray  # noqa: F401
 from .spec import ModelSpec
 
-#: What to install for the Ray engine (kept in step with tools/requirements-dev.txt and pyproject's ``ray`` extra).
-RAY_REQUIREMENT = "ray[data]>=2.60"
-INSTALL_HINT = f'pip install "{RAY_REQUIREMENT}"  (or: pip install "lib-clipcap[ray]")'
-
 __all__ = ["INSTALL_HINT", "ModelSpec", "RayNotInstalledError", "RayOptions", "require_ray", "run_tagging_ray"]
-
-
-class RayNotInstalledError(ClipCapError, ImportError):
-    """Ray Data is needed (``--engine ray``, :func:`run_tagging_ray`) but not installed; the message says how."""
-
-
-def require_ray() -> Any:
-    """Import and return the ``ray`` module (with ``ray.data``).
-
-    Raises:
-        RayNotInstalledError: Ray or Ray Data is missing; the message names the install command.
-    """
-    try:
-        import ray
-        import ray.data  # noqa: F401 - the engine needs Ray Data, not only Ray core
-    except ImportError as e:
-        raise RayNotInstalledError(
-            f"the Ray engine needs Ray Data, which is not installed here ({e}); install it with: {INSTALL_HINT}. "
-            f"Without it, use the single-machine engine (--engine local, the default)"
-        ) from e
-    return ray
 
 
 def __getattr__(name: str) -> Any:

@@ -45,8 +45,8 @@ from ..batch.runner import BatchWriter, Recorder, execute_run, model_options
 from ..batch.writer import Manifest
 from ..images import describe_source, try_load_image
 from ..options_table import OptionError
-from . import require_ray
 from .options import RayOptions
+from .ray_import import require_ray
 from .sources import RemoteItem, make_lister, read_bytes
 from .spec import ModelSpec
 
@@ -293,7 +293,7 @@ def _results(out: Dict[str, Any]) -> Tuple[_Batch, Dict[int, Any]]:
     """A result batch from the cluster as the local writer's ``(batch, results)``."""
     import json
 
-    from ..captioner import CaptionResult
+    from ..results import CaptionResult
 
     indices = [int(p) for p in out["pos"]]
     errors: Dict[int, str] = {}

@@ -186,10 +186,10 @@ def _baselines(args: argparse.Namespace, data, model, score_clip, metrics: list[
 
     clip = model.clip if model is not None else None
     if clip is None and args.clip_model:
-        from ..captioner import _device_and_dtype
+        from ..devices import device_and_dtype
         from ..clip import ClipBackbone
 
-        dev, dt = _device_and_dtype(args.device, args.dtype)
+        dev, dt = device_and_dtype(args.device, args.dtype)
         clip = ClipBackbone.load(args.clip_model, args.clip_pretrained, device=dev, dtype=dt)
     train_data = None
     if args.features is None:

@@ -52,12 +52,12 @@ def _load_batch(paths: Sequence[Path]):
 
 def generate_captions(model, dataset: EvalDataset, *, batch_size: int = 16, progress: bool = False,
                       **caption_kwargs: Any) -> list:
-    """Caption every item of ``dataset``; returns one :class:`~lib_clipcap.captioner.CaptionResult` per item.
+    """Caption every item of ``dataset``; returns one :class:`~lib_clipcap.results.CaptionResult` per item.
 
     Images of the next batch are decoded in a background thread while the model captions the current one. An image
     that cannot be read yields a result with ``error`` set (and an empty caption).
     """
-    from ..captioner import CaptionResult
+    from ..results import CaptionResult
 
     items = dataset.items
     batches = [items[i:i + batch_size] for i in range(0, len(items), batch_size)]
@@ -199,7 +199,7 @@ def evaluate_baseline(dataset: EvalDataset, method: str, *, train_features, trai
         train_ids: the training images' ids, to record which image each caption was copied from.
         clip: backbone for CLIP-S / RefCLIP-S (None: skipped).
     """
-    from ..captioner import CaptionResult
+    from ..results import CaptionResult
     from .baselines import DEFAULT_K, baseline_name, retrieve_captions
 
     t0 = time.perf_counter()

@@ -48,7 +48,8 @@ def load_review_clip(*, model: Optional[str] = None, clip_model: Optional[str] =
         ClipCapError: neither or both of ``model`` and ``clip_model`` given.
     """
     from .. import hub
-    from ..captioner import _device_and_dtype, registry_clip
+    from ..captioner import registry_clip
+    from ..devices import device_and_dtype
     from ..clip import ClipBackbone
     from ..errors import ClipCapError
 
@@ -59,7 +60,7 @@ def load_review_clip(*, model: Optional[str] = None, clip_model: Optional[str] =
         from ..registry import get_model
 
         clip_model, clip_pretrained = registry_clip(get_model(model))
-    dev, dt = _device_and_dtype(device, dtype)
+    dev, dt = device_and_dtype(device, dtype)
     folder = Path(models_dir).expanduser() if models_dir else hub.default_models_dir()
     return ClipBackbone.load(clip_model, clip_pretrained, device=dev, dtype=dt, cache_dir=folder / "clip")
 

@@ -83,7 +83,8 @@ class SbgGenerator:
             MissingFileError: the folder or its weights are missing.
             IncompatibleCheckpointError: the tokenizer does not fit the model.
         """
-        from ..captioner import _device_and_dtype, is_int8, resolve_tokenizer
+        from ..captioner import resolve_tokenizer
+        from ..devices import device_and_dtype, is_int8
         from ..checkpoint import load_gpt2_weights
         from ..gpt2 import GPT2LMHead
 
@@ -99,7 +100,7 @@ class SbgGenerator:
         if missing or unexpected:
             raise IncompatibleCheckpointError(f"{folder} is not a GPT-2 checkpoint: missing {missing[:5]}, "
                                               f"unexpected {unexpected[:5]}")
-        dev, dt = _device_and_dtype(device, dtype)
+        dev, dt = device_and_dtype(device, dtype)
         gpt = gpt.to(device=dev, dtype=dt)
         if is_int8(dtype):  # CPU: int8 weights (lib_clipcap.quant)
             from ..quant import quantize_gpt2_

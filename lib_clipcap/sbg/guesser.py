@@ -21,9 +21,10 @@ from typing import Any, Sequence
 
 import torch
 
-from ..captioner import (Candidate, CaptionResult, _device_and_dtype, ban_token_ids, caption_in_batches, is_int8,
-                         registry_clip)
+from ..captioner import ban_token_ids, registry_clip
+from ..devices import device_and_dtype, is_int8
 from ..errors import ClipCapError
+from ..results import Candidate, CaptionResult, caption_in_batches
 from .defaults import DECODING_DEFAULTS, DEFAULT_MAX_KEYWORDS, DEFAULT_RERANK, DEFAULT_THRESHOLD
 from .generator import SbgGenerator
 from .keywords import KeywordExtractor, TextFeatureCache
@@ -99,7 +100,7 @@ class BlindGuesser:
         """
         from ..clip import ClipBackbone
 
-        dev, dt = _device_and_dtype(device, dtype)
+        dev, dt = device_and_dtype(device, dtype)
         models_dir = Path(models_dir).expanduser() if models_dir else None
         if tokenizer is not None and str(tokenizer) == "gpt2":
             own = (Path(generator_dir) / "tokenizer.json").is_file() or (Path(generator_dir) / "vocab.json").is_file()
@@ -175,7 +176,7 @@ class BlindGuesser:
                 grammar head's probability, see :mod:`lib_clipcap.scoring`) or ``"none"`` (the generator's best).
 
         Returns:
-            One :class:`~lib_clipcap.captioner.CaptionResult` per input: ``text`` (the chosen caption), ``keywords``
+            One :class:`~lib_clipcap.results.CaptionResult` per input: ``text`` (the chosen caption), ``keywords``
             (best first), and every candidate with its ``clip_score`` (CLIP-S = 2.5 max(cos, 0)).
 
         Raises:

@@ -33,19 +33,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ClipCapError
-from .data import CaptionPairs, collate, make_pairs, train_bpe_tokenizer
+from .data import CaptionPairs, collate, make_pairs
+from .gpt2_base import gpt2_base, load_gpt_weights, path_or_name, resolve_train_tokenizer
 from .loop import (CHECKPOINT_DIR, SCHEDULES, TRAIN_CONFIG_NAME, EpochBatches, MetricsLog, Progress, models_folder,
                    optimizer_step, start_run, step_checkpoint, warmup_schedule)
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
-    from .sbg import SbgTrainConfig
-
 log = logging.getLogger(__name__)
 
 FINAL_NAME = "clipcap.safetensors"
-CUSTOM_VOCAB_CAP = 50257  # custom_vocab_size=0: as many tokens as the captions need, at most GPT-2's count
 BEST_NAME = "best.safetensors"  # in CHECKPOINT_DIR: the best validated weights so far
 
 
@@ -139,54 +137,6 @@ class TrainResult:
 
 
 # ------------------------------------------------------------------------------------------------ building
-def resolve_train_tokenizer(spec: str, captions: list[str], out: Path, *, vocab_size: int, lowercase: bool,
-                            models_dir: Path | None):
-    """``(Tokenizer, spec to record in the config)``: GPT-2's, a file/folder, or ``"custom"`` (trained and saved)."""
-    from ..captioner import resolve_tokenizer
-
-    if spec == "custom":
-        path = out / "tokenizer.json"
-        if path.is_file():  # resuming: the tokenizer must not change under the checkpoint
-            from ..tokenizer import Tokenizer
-
-            return Tokenizer.from_path(path), _path_or_name(str(path))
-        tok = train_bpe_tokenizer(captions, path, vocab_size=vocab_size or CUSTOM_VOCAB_CAP, lowercase=lowercase)
-        log.info("trained a custom BPE tokenizer: %d tokens -> %s", tok.vocab_size, path)
-        return tok, _path_or_name(str(path))
-    return resolve_tokenizer(spec, models_dir=models_dir), _path_or_name(spec)
-
-
-def _gpt2_base(cfg: ClipCapTrainConfig | SbgTrainConfig, tok, models_dir: Path | None):
-    """``(GPT2Config, weights or None)`` for the configured GPT-2 (``"scratch"``: random, sized by the config).
-
-    Reads only the ``gpt2*`` settings, which the ClipCap and SBG generator settings declare alike.
-    """
-    from ..gpt2 import GPT2Config
-
-    if cfg.gpt2 == "scratch":
-        return GPT2Config(vocab_size=tok.vocab_size, n_positions=cfg.gpt2_positions, n_embd=cfg.gpt2_width,
-                          n_layer=cfg.gpt2_layers, n_head=cfg.gpt2_heads, eos_token_id=tok.eos_token_id), None
-    from .. import hub
-    from ..checkpoint import load_gpt2_weights
-
-    folder = hub.resolve_local_or_hub(cfg.gpt2, models_dir=models_dir)
-    sd, gcfg = load_gpt2_weights(folder)
-    if tok.vocab_size > gcfg.vocab_size:
-        raise ClipCapError(f"the tokenizer has {tok.vocab_size} tokens but GPT-2 {cfg.gpt2!r} has {gcfg.vocab_size}; "
-                           f"train the custom tokenizer with --custom-vocab-size {gcfg.vocab_size} or less")
-    return GPT2Config(**{**gcfg.to_dict(), "eos_token_id": tok.eos_token_id}), sd
-
-
-def load_gpt_weights(gpt, sd: dict[str, torch.Tensor]) -> None:
-    """Load pretrained GPT-2 tensors (any key layout) into a :class:`~lib_clipcap.gpt2.GPT2LMHead`, strictly."""
-    from ..checkpoint import normalize_gpt2_keys
-    from ..gpt2 import GPT2LMHead
-
-    sd = {k: v for k, v in normalize_gpt2_keys(sd).items() if not k.endswith(GPT2LMHead.IGNORED_KEY_SUFFIXES)}
-    sd.setdefault("lm_head.weight", sd["transformer.wte.weight"])
-    gpt.load_state_dict(sd, strict=True)
-
-
 def build_clipcap_config(cfg: ClipCapTrainConfig, *, prefix_size: int, gpt2_config, tokenizer_spec: str,
                          clip_model: str | None, clip_pretrained: str | None):
     """The :class:`~lib_clipcap.model.ClipCapConfig` a training run produces."""
@@ -202,16 +152,10 @@ def build_clipcap_config(cfg: ClipCapTrainConfig, *, prefix_size: int, gpt2_conf
                      mapper_heads=cfg.mapper_heads)
     return ClipCapConfig(mapping=cfg.mapping, prefix_length=cfg.prefix_length, prefix_size=prefix_size,
                          gpt2=gpt2_config, has_gpt_weights=not frozen_base,
-                         gpt2_base=_path_or_name(cfg.gpt2) if cfg.gpt2 != "scratch" else "gpt2",
+                         gpt2_base=path_or_name(cfg.gpt2) if cfg.gpt2 != "scratch" else "gpt2",
                          normalize=cfg.normalize,
                          clip_model=clip_model, clip_pretrained=clip_pretrained, tokenizer=tokenizer_spec,
                          stop_token=cfg.stop_token, **extra)
-
-
-def _path_or_name(spec: str) -> str:
-    """An existing file/folder as an absolute path (saved relative to the checkpoint when near it), else the name."""
-    p = Path(spec).expanduser()
-    return str(p.resolve()) if p.exists() else spec
 
 
 def _amp_context(device, enabled: bool):
@@ -318,7 +262,7 @@ def train_clipcap(cfg: ClipCapTrainConfig, *, resume: bool = False, features=Non
     """
     import torch
 
-    from ..captioner import _device_and_dtype
+    from ..devices import device_and_dtype
     from ..model import ClipCapModel
     from .features import load_features
 
@@ -336,12 +280,12 @@ def train_clipcap(cfg: ClipCapTrainConfig, *, resume: bool = False, features=Non
     train_fs, val_fs = split_off_validation(train_fs, cfg.val_images)
     if val_fs is None and cfg.val_split:
         val_fs = fs.select(cfg.val_split)
-    dev, _ = _device_and_dtype(cfg.device, None)
+    dev, _ = device_and_dtype(cfg.device, None)
     all_caps = [c for caps in train_fs.captions for c in caps]
     tok_choice = cfg.tokenizer if cfg.tokenizer != "auto" else ("custom" if cfg.gpt2 == "scratch" else "gpt2")
     tok, tok_spec = resolve_train_tokenizer(tok_choice, all_caps, out, vocab_size=cfg.custom_vocab_size,
                                             lowercase=cfg.lowercase, models_dir=models_dir)
-    gcfg, gpt_sd = _gpt2_base(cfg, tok, models_dir)
+    gcfg, gpt_sd = gpt2_base(cfg, tok, models_dir)
     max_tokens = min(cfg.max_tokens, gcfg.n_positions - cfg.prefix_length)
     pairs: CaptionPairs = make_pairs(train_fs.captions, tok, max_tokens=max_tokens, lowercase=cfg.lowercase)
     mcfg = build_clipcap_config(cfg, prefix_size=train_fs.dim, gpt2_config=gcfg, tokenizer_spec=tok_spec,

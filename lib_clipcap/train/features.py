@@ -128,7 +128,7 @@ def extract_features(dataset, out_dir: str | Path, *, clip=None, clip_model: str
     """
     import torch
 
-    from ..captioner import _device_and_dtype
+    from ..devices import device_and_dtype
     from ..clip import ClipBackbone
     from ..fileio import atomic_replace, atomic_write_text
 
@@ -137,7 +137,7 @@ def extract_features(dataset, out_dir: str | Path, *, clip=None, clip_model: str
     if clip is None:
         if not clip_model:
             raise ClipCapError("extract_features needs a CLIP backbone: pass clip= or clip_model=/clip_pretrained=")
-        dev, dt = _device_and_dtype(device, dtype)
+        dev, dt = device_and_dtype(device, dtype)
         clip = ClipBackbone.load(clip_model, clip_pretrained, device=dev, dtype=dt)
     shard_size = max(batch_size, -(-shard_size // batch_size) * batch_size)
     items = dataset.items

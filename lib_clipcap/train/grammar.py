@@ -91,11 +91,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..captioner import _device_and_dtype
+    from ..devices import device_and_dtype
     from ..clip import ClipBackbone
     from ..grammar import train_grammar_head
 
-    dev, _ = _device_and_dtype(args.device, "fp32")
+    dev, _ = device_and_dtype(args.device, "fp32")
     caps = read_captions(args.captions, lowercase=args.lowercase)
     train, held = split_captions(caps, args.val_fraction)
     if args.max_captions:

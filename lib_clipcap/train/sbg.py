@@ -91,18 +91,18 @@ def train_sbg(cfg: SbgTrainConfig, *, clip=None, features=None) -> Path:
     import torch
     import torch.nn.functional as F
 
-    from ..captioner import _device_and_dtype
+    from ..devices import device_and_dtype
     from ..clip import ClipBackbone
     from ..gpt2 import GPT2LMHead
     from ..sbg.generator import SbgGenerator
     from ..sbg.keywords import KeywordExtractor
-    from .clipcap import _gpt2_base, load_gpt_weights, resolve_train_tokenizer
+    from .gpt2_base import gpt2_base, load_gpt_weights, resolve_train_tokenizer
     from .features import load_features
 
     out = start_run(cfg)
     models_dir = models_folder(cfg.models_dir)
     fs = (features if features is not None else load_features(cfg.features)).select(cfg.split)
-    dev, _ = _device_and_dtype(cfg.device, None)
+    dev, _ = device_and_dtype(cfg.device, None)
     if clip is None:
         model_name = cfg.clip_model or fs.meta.get("clip_model")
         pretrained = cfg.clip_pretrained if cfg.clip_model else fs.meta.get("clip_pretrained")
@@ -113,7 +113,7 @@ def train_sbg(cfg: SbgTrainConfig, *, clip=None, features=None) -> Path:
     caps = [c for cs in fs.captions for c in cs]
     tok, _ = resolve_train_tokenizer(cfg.tokenizer, caps, out / "_tokenizer", vocab_size=50257,
                                      lowercase=cfg.lowercase, models_dir=models_dir)
-    gcfg, gpt_sd = _gpt2_base(cfg, tok, models_dir)
+    gcfg, gpt_sd = gpt2_base(cfg, tok, models_dir)
     torch.manual_seed(cfg.seed)
     gpt = GPT2LMHead(gcfg)
     if gpt_sd is not None:
