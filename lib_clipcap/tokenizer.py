@@ -7,7 +7,6 @@ GPT-2's ``vocab.json`` + ``merges.txt`` (also under their original names ``encod
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from .errors import MissingFileError
@@ -81,12 +80,3 @@ class Tokenizer:
     def __repr__(self) -> str:
         return f"Tokenizer(vocab_size={self.vocab_size}, eos={self.eos_token_id}, source={self.source!r})"
 
-
-def read_vocab_size(path: Path) -> int | None:
-    """Vocabulary size of a tokenizer file without building it (for compatibility checks)."""
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    vocab = data.get("model", {}).get("vocab") if "model" in data else data
-    return len(vocab) if isinstance(vocab, dict) else None

@@ -91,21 +91,6 @@ def epoch_batches(n: int, batch_size: int, *, seed: int, epoch: int, drop_last: 
     return batches
 
 
-def read_caption_lines(path: str | Path) -> list[str]:
-    """Captions from a text file (one per line) or a JSONL file (``{"caption": ...}`` / ``{"captions": [...]}``)."""
-    p = Path(path)
-    out: list[str] = []
-    for line in p.read_text(encoding="utf-8").splitlines():
-        line = line.strip()
-        if not line:
-            continue
-        if p.suffix == ".jsonl":
-            obj = json.loads(line)
-            caps = obj.get("captions", obj.get("caption", []))
-            out.extend([caps] if isinstance(caps, str) else caps)
-        else:
-            out.append(line)
-    return out
 
 
 # ------------------------------------------------------------------------------------------------- tokenizers
