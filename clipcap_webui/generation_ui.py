@@ -8,7 +8,8 @@ One list of controls is the section's argument list everywhere the host passes i
 
 API callers may instead pass one JSON object with any of these names as the only argument
 (``"args": [{"enabled": true, "outputs": ["sidecar"]}]``); missing names take their defaults. ``model`` ``""`` (the
-default) means the ``clipcap_model`` setting as it is when the generation runs.
+default; "Settings default", the control's own value before gradio 3.44, means the same) is the ``clipcap_model``
+setting as it is when the generation runs.
 
 The settings are recorded in the infotext as ``ClipCap ...`` entries (:func:`infotext_entries`), and
 :func:`infotext_fields` maps them back onto the controls, so PNG Info / "send to" / the API's ``infotext`` field
@@ -17,6 +18,7 @@ restore the section as it was.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
@@ -49,6 +51,84 @@ SETTING_KEYS = (KEY_MODEL, KEY_PRESET, KEY_OUTPUTS, KEY_EXT, KEY_EXISTING, KEY_P
 #: setting would never reach short positional ``alwayson_scripts`` args.
 SETTINGS_MODEL = ""
 SETTINGS_MODEL_LABEL = "Settings default"
+
+#: The first gradio whose ``Dropdown`` takes ``(label, value)`` choices. Before it (3.41.2 in A1111 v1.10 and
+#: reForge, 3.43 in Forge Classic) ``Dropdown`` stores ``str(choice)``: a pair becomes the text
+#: ``"('label', 'value')"``, which the page shows and sends back as the value. ``Radio`` and ``CheckboxGroup`` take
+#: pairs in 3.41 already.
+DROPDOWN_PAIRS_SINCE = (3, 44)
+
+
+def _gradio_version() -> tuple[int, int]:
+    import gradio as gr
+
+    numbers = re.findall(r"\d+", str(getattr(gr, "__version__", "") or ""))[:2]
+    return tuple(int(n) for n in numbers) if len(numbers) == 2 else (0, 0)  # type: ignore[return-value]
+
+
+def dropdown_takes_pairs() -> bool:
+    """Whether this gradio's ``Dropdown`` shows ``(label, value)`` choices as label and sends the value."""
+    return _gradio_version() >= DROPDOWN_PAIRS_SINCE
+
+
+def model_choices(names: Sequence[str] | None = None) -> tuple[list[Any], str]:
+    """``(choices, value)`` of a model dropdown: "Settings default" first, then the registry's models.
+
+    The one place every ClipCap model dropdown (the generation section, the Extras step) gets its choices. Where
+    ``Dropdown`` takes pairs, "Settings default" is the label of the value ``""``; before gradio 3.44 every choice is
+    a plain string, and "Settings default" is its own value, which :func:`model_from_control` reads as ``""``. Either
+    way the value a handler gets is a model name or means the setting.
+    """
+    if names is None:
+        from lib_clipcap.registry import list_models
+
+        names = list_models()
+    names = [n for n in names if n not in (SETTINGS_MODEL, SETTINGS_MODEL_LABEL)]
+    if dropdown_takes_pairs():
+        return [(SETTINGS_MODEL_LABEL, SETTINGS_MODEL), *((n, n) for n in names)], SETTINGS_MODEL
+    return [SETTINGS_MODEL_LABEL, *names], SETTINGS_MODEL_LABEL
+
+
+def model_dropdown(gr: Any, **kwargs: Any) -> Any:
+    """A ``gr.Dropdown`` of :func:`model_choices` (its value: "Settings default")."""
+    choices, value = model_choices()
+    return gr.Dropdown(choices=choices, value=value, **kwargs)
+
+
+_PAIR_TEXT = re.compile(r"^\s*[(\[].*[)\]]\s*$", re.S)
+
+
+def model_from_control(value: Any) -> str:
+    """The model a model control's value names; ``""`` (:data:`SETTINGS_MODEL`) for "Settings default".
+
+    Accepts what the hosts' pages and APIs send: a model name, ``""`` / ``None`` / "Settings default", a
+    ``[label, value]`` pair, and the text ``"('label', 'value')"`` that gradio before 3.44 made of a pair choice
+    (stored by an older version of this extension in ui-config.json or an API script's saved arguments).
+
+    Raises:
+        TypeError: ``value`` is not text (nor a pair of texts).
+    """
+    if value is None:
+        return SETTINGS_MODEL
+    if isinstance(value, (list, tuple)):
+        if len(value) == 2 and all(isinstance(v, str) for v in value):
+            return model_from_control(value[1])
+        raise TypeError("must be a model name")
+    if not isinstance(value, str):
+        raise TypeError("must be a model name")
+    text = value.strip()
+    if len(text) <= 400 and _PAIR_TEXT.match(text):  # a model name is short: no parsing of long client texts
+        import ast
+
+        try:
+            pair = ast.literal_eval(text)
+        except (ValueError, SyntaxError, MemoryError, RecursionError):
+            pair = None
+        if isinstance(pair, (list, tuple)) and len(pair) == 2 and all(isinstance(v, str) for v in pair):
+            return model_from_control(pair[1])
+    if text.casefold() == SETTINGS_MODEL_LABEL.casefold():
+        return SETTINGS_MODEL
+    return text
 
 
 @dataclass
@@ -116,7 +196,7 @@ class GenerationSettings:
             return tuple(x for x in OUTPUTS if x in items)
 
         take("enabled", lambda v: v if isinstance(v, bool) else _raise(TypeError("must be true or false")))
-        take("model", lambda v: text(v).strip())
+        take("model", model_from_control)
         take("preset", choice(tuple(DECODING_PRESETS)))
         take("outputs", outputs)
         take("caption_ext", _caption_ext)
@@ -210,21 +290,20 @@ def infotext_fields(controls: Sequence[Any]) -> list[tuple[Any, Any]]:
 def build(script: Any, is_img2img: bool) -> list[Any]:
     """``Script.ui``: the accordion and its controls; sets ``infotext_fields`` and ``paste_field_names``.
 
-    Gradio 3.41 and 4.x alike (choices as ``(label, value)`` pairs, no ``.style()``). Called again by the host's API
-    to read default values, so it keeps no state besides the script's attributes.
+    Gradio 3.41 and 4.x alike (no ``.style()``): ``Radio`` and ``CheckboxGroup`` take ``(label, value)`` pairs
+    there; the model ``Dropdown`` gets its choices from :func:`model_choices` (plain strings before gradio 3.44).
+    Called again by the host's API to read default values, so it keeps no state besides the script's attributes.
     """
     import gradio as gr
 
     from lib_clipcap.batch.options import EXISTING_POLICIES
     from .presets import PRESET_LABELS
-    from lib_clipcap.registry import list_models
 
-    models = [(SETTINGS_MODEL_LABEL, SETTINGS_MODEL), *((m, m) for m in list_models())]
     with _accordion(script) as enabled:
         with gr.Row():
-            model = gr.Dropdown(label="Model", choices=models, value=SETTINGS_MODEL, elem_id=script.elem_id("model"),
-                                info="Settings default: the model chosen in Settings when the generation runs "
-                                     "(the bundled demo model when that one is not installed).")
+            model = model_dropdown(gr, label="Model", elem_id=script.elem_id("model"),
+                                   info="Settings default: the model chosen in Settings when the generation runs "
+                                        "(the bundled demo model when that one is not installed).")
             preset = gr.Radio(label="Decoding", choices=[(v, k) for k, v in PRESET_LABELS.items()], value="settings",
                               elem_id=script.elem_id("preset"))
         outputs = gr.CheckboxGroup(label="Write the caption to", value=list(DEFAULT_OUTPUTS),

@@ -30,30 +30,27 @@ def build() -> dict[str, Any]:
     import gradio as gr
 
     from .presets import PRESET_LABELS
-    from lib_clipcap.registry import list_models
 
-    from .generation_ui import SETTINGS_MODEL, SETTINGS_MODEL_LABEL
-
-    # "Settings default" (""), not the setting's current name: the host's API caches the UI's default values.
-    models = [(SETTINGS_MODEL_LABEL, SETTINGS_MODEL), *((m, m) for m in list_models())]
-    default = SETTINGS_MODEL
     try:
         from modules.ui_components import InputAccordion
     except ImportError:
         InputAccordion = None
     if InputAccordion is not None:
         with InputAccordion(False, label=NAME, elem_id="extras_clipcap") as enable:
-            model, preset = _controls(gr, models, default, PRESET_LABELS)
+            model, preset = _controls(gr, PRESET_LABELS)
     else:
         with gr.Accordion(NAME, open=False):
             enable = gr.Checkbox(False, label="Enable", elem_id="extras_clipcap")
-            model, preset = _controls(gr, models, default, PRESET_LABELS)
+            model, preset = _controls(gr, PRESET_LABELS)
     return {"enable": enable, "model": model, "preset": preset}
 
 
-def _controls(gr: Any, models: list[Any], default: str, labels: dict[str, str]) -> tuple[Any, Any]:
+def _controls(gr: Any, labels: dict[str, str]) -> tuple[Any, Any]:
+    from .generation_ui import model_dropdown
+
     with gr.Row():
-        model = gr.Dropdown(label="Model", choices=models, value=default, elem_id="extras_clipcap_model")
+        # "Settings default", not the setting's current name: the host's API caches the UI's default values.
+        model = model_dropdown(gr, label="Model", elem_id="extras_clipcap_model")
         preset = gr.Radio(label="Decoding", choices=[(v, k) for k, v in labels.items()], value="settings",
                           elem_id="extras_clipcap_preset")
     return model, preset
@@ -86,10 +83,16 @@ def caption_image(image: Any, *, model: str | None, preset: str) -> str:
     """
     from lib_clipcap.errors import ClipCapError
     from lib_clipcap.options_table import caption_kwargs, resolve_model
+    from .generation_ui import model_from_control
     from .presets import apply_preset
 
     from . import memory, models, settings
 
+    try:
+        model = model_from_control(model)  # "Settings default" (and gradio 3.41's "('label', 'value')") -> a name
+    except TypeError:
+        raise ClipCapError(f"The model control sent {model!r}, which is not a model name; pick a model in the "
+                           "ClipCap step.") from None
     values = apply_preset(settings.option_values(), preset)
     manager = models.get_manager()
     name, notice = resolve_model(model, default=values["model"], models_dir=manager.models_dir)

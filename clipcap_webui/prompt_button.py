@@ -124,9 +124,15 @@ def caption_image(image: Any) -> str:
     from lib_clipcap.errors import ClipCapError
     from lib_clipcap.options_table import caption_kwargs, resolve_model
 
+    from .generation_ui import model_from_control
+
     values = settings.option_values()
     manager = models.get_manager()
-    model, notice = resolve_model(None, default=values.get("model"), models_dir=manager.models_dir)
+    try:  # the setting as a model control would send it (gradio 3.41 turned a pair choice into "('a', 'b')")
+        default = model_from_control(values.get("model"))
+    except TypeError:
+        default = None  # not text: the table's default
+    model, notice = resolve_model(None, default=default, models_dir=manager.models_dir)
     if notice:
         _warn(notice)
     result = memory.run_caption(manager, [image], model=model, **caption_kwargs(values))[0]

@@ -79,6 +79,8 @@ def test_section_builds_in_both_tabs(webui):
     import gradio as gr
     from modules import infotext_utils, scripts
 
+    from clipcap_webui.generation_ui import model_from_control
+
     webui.create_ui()
     assert webui.errors() == []
     for tab, runner in (("txt2img", scripts.scripts_txt2img), ("img2img", scripts.scripts_img2img)):
@@ -88,7 +90,9 @@ def test_section_builds_in_both_tabs(webui):
         assert len(controls) == 9
         enabled, model, preset, outputs, ext, existing, prefix, suffix, prompt_mode = controls
         assert isinstance(enabled, gr.Checkbox) and enabled.value is False  # the host's InputAccordion
-        assert model.value == ""  # "Settings default": the setting as it is when the generation runs
+        # "Settings default": the setting as it is when the generation runs ("" where Dropdown takes (label, value)
+        # pairs, the label itself before gradio 3.44: test_page_config.py reads it as the page does)
+        assert model.value in ("", "Settings default") and model_from_control(model.value) == ""
         assert outputs.value == ["sidecar", "metadata"] and existing.value == "skip" and ext.value == ".txt"
         assert prompt_mode.visible is (tab == "img2img")
         ids = {getattr(b, "elem_id", None) for b in wd.walk(webui.demo)}

@@ -365,3 +365,57 @@ def test_presets_override_only_decoding():
     assert caption_kwargs(apply_preset(base, "varied"))["top_p"] == 0.9
     with pytest.raises(ValueError, match="valid: settings, fast, best, varied"):
         apply_preset(base, "turbo")
+
+
+# ------------------------------------------------------------------------------------------- the model control
+@pytest.mark.parametrize("value, expected", [
+    ("", ""), (None, ""), ("Settings default", ""), ("  settings DEFAULT ", ""), (" shapes-demo ", "shapes-demo"),
+    (["Settings default", ""], ""), (("shapes-sbg", "shapes-sbg"), "shapes-sbg"),
+    # what gradio 3.41's Dropdown made of (label, value) choices (kept by ui-config.json or an API caller's script
+    # arguments from an older version)
+    ("('shapes-demo', 'shapes-demo')", "shapes-demo"), ("('Settings default', '')", ""), ('["coco", "coco"]', "coco"),
+    ("(not a literal, x)", "(not a literal, x)"),  # no pair: left as it is, for the registry's message
+])
+def test_model_control_values(value, expected):
+    from clipcap_webui.generation_ui import model_from_control
+
+    assert model_from_control(value) == expected
+
+
+def test_model_control_value_that_is_not_text():
+    from clipcap_webui.generation_ui import GenerationSettings, model_from_control
+
+    with pytest.raises(TypeError):
+        model_from_control(3)
+    s = GenerationSettings.from_args([True, 3])
+    assert s.model == "" and s.problems and "model=3" in s.problems[0]  # the default, and said so
+    assert GenerationSettings.from_args([True, "('shapes-demo', 'shapes-demo')"]).model == "shapes-demo"
+    assert GenerationSettings.from_args([True, "Settings default"]).model == ""
+
+
+@pytest.mark.parametrize("version, pairs", [((3, 41), False), ((3, 43), False), ((3, 44), True), ((4, 40), True),
+                                            ((6, 0), True)])
+def test_model_choices_per_gradio(monkeypatch, version, pairs):
+    """Pairs only where gradio's Dropdown takes them (3.44+); before, plain strings with "Settings default" as its
+    own value. Either way every value means a model to :func:`model_from_control`."""
+    from clipcap_webui import generation_ui as gu
+
+    monkeypatch.setattr(gu, "_gradio_version", lambda: version)
+    choices, value = gu.model_choices(["shapes-demo", "coco"])
+    if pairs:
+        assert choices == [("Settings default", ""), ("shapes-demo", "shapes-demo"), ("coco", "coco")]
+        assert value == ""
+    else:
+        assert choices == ["Settings default", "shapes-demo", "coco"] and value == "Settings default"
+    values = [c[1] if isinstance(c, tuple) else c for c in choices]
+    assert [gu.model_from_control(v) for v in values] == ["", "shapes-demo", "coco"]
+
+
+def test_gradio_version_is_read():
+    import gradio as gr
+
+    from clipcap_webui import generation_ui as gu
+
+    major, minor = gu._gradio_version()
+    assert gr.__version__.startswith(f"{major}.{minor}")
+    assert gu.dropdown_takes_pairs() == ((major, minor) >= (3, 44))
