@@ -182,6 +182,22 @@ def _filter_top_k_top_p(logits: torch.Tensor, top_k: int, top_p: float) -> torch
     return logits
 
 
+def sampling_logits(logits: torch.Tensor, options: "DecodingOptions") -> torch.Tensor:
+    """The logits ``mode="sample"`` draws from: divided by ``options.temperature``, then top-k/top-p filtered
+    (``-inf`` outside). ``logits`` is ``[..., vocab]``.
+
+    One function for the sampler and for whoever must score its draws under the same distribution (the SCST
+    trainer's on-policy log-probabilities, :mod:`lib_clipcap.train.rl`).
+    """
+    shape = logits.shape
+    flat = logits.reshape(-1, shape[-1])
+    if options.temperature != 1.0:
+        flat = flat / options.temperature
+    if options.top_k > 0 or options.top_p < 1.0:
+        flat = _filter_top_k_top_p(flat, options.top_k, options.top_p)
+    return flat.view(shape)
+
+
 @torch.inference_mode()
 def decode(
     gpt: GPT2LMHead,
@@ -264,8 +280,7 @@ def _greedy_or_sample(gpt, prefix, opts, stop_ids, pad_id, attention_mask):
         if opts.mode == "greedy":
             nxt = logits.argmax(-1)
         else:
-            filtered = _filter_top_k_top_p(logits / opts.temperature, opts.top_k, opts.top_p)
-            nxt = torch.multinomial(filtered.softmax(-1), 1, generator=generator).squeeze(1)
+            nxt = torch.multinomial(sampling_logits(logits, opts).softmax(-1), 1, generator=generator).squeeze(1)
         nxt = torch.where(finished, torch.full_like(nxt, pad_id), nxt)
         logp_sum += torch.where(finished, 0.0, logp.gather(1, nxt.unsqueeze(1)).squeeze(1))
         lengths += (~finished).long()

@@ -78,7 +78,8 @@ def test_scst_log_probs_match_the_sampler_and_skip_padding(world, demo_captioner
     rep = feats.repeat_interleave(2, 0)
     with torch.no_grad():
         logp, mask = _sequence_logprobs(cap.model, rep, seqs, cap.tokenizer.eos_token_id)
-        hot, _ = _sequence_logprobs(cap.model, rep, seqs, cap.tokenizer.eos_token_id, temperature=0.5)
+        hot, _ = _sequence_logprobs(cap.model, rep, seqs, cap.tokenizer.eos_token_id,
+                                    DecodingOptions(mode="sample", temperature=0.5))
     assert mask.sum(1).tolist() == [len(s) for s in seqs]
     assert bool((logp[mask == 0] == 0).all()) and bool((hot[mask == 0] == 0).all())
     for r in range(1, len(seqs)):  # decode's score is the mean token log-probability at temperature 1

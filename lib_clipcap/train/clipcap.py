@@ -35,8 +35,8 @@ from typing import TYPE_CHECKING, Any
 from ..errors import ClipCapError
 from .data import CaptionPairs, collate, make_pairs
 from .gpt2_base import gpt2_base, load_gpt_weights, path_or_name, resolve_train_tokenizer
-from .loop import (CHECKPOINT_DIR, SCHEDULES, TRAIN_CONFIG_NAME, EpochBatches, MetricsLog, Progress, models_folder,
-                   optimizer_step, start_run, step_checkpoint, warmup_schedule)
+from .loop import (CHECKPOINT_DIR, SCHEDULES, TRAIN_CONFIG_NAME, EpochBatches, GPT2Settings, MetricsLog, Progress,
+                   TrainRunConfig, models_folder, optimizer_step, start_run, step_checkpoint, warmup_schedule)
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -47,8 +47,8 @@ FINAL_NAME = "clipcap.safetensors"
 BEST_NAME = "best.safetensors"  # in CHECKPOINT_DIR: the best validated weights so far
 
 
-@dataclass
-class ClipCapTrainConfig:
+@dataclass(kw_only=True)
+class ClipCapTrainConfig(TrainRunConfig, GPT2Settings):
     """Every setting of a ClipCap training run (saved as ``train_config.json`` in the output folder).
 
     The defaults are the original's for Flickr/COCO: MLP mapper, prefix 10, GPT-2 small fine-tuned, batch 40,
@@ -56,9 +56,6 @@ class ClipCapTrainConfig:
     lower-cased, no validation (the final weights are the last step's).
     """
 
-    features: str
-    out: str
-    split: str = "train"
     val_split: str | None = None
     mapping: str = "mlp"
     prefix_length: int = 10
@@ -67,11 +64,6 @@ class ClipCapTrainConfig:
     mapper_heads: int = 8
     mlp_hidden: int | None = None
     prefix_only: bool = False
-    gpt2: str = "gpt2"
-    gpt2_layers: int = 12
-    gpt2_width: int = 768
-    gpt2_heads: int = 12
-    gpt2_positions: int = 1024
     tokenizer: str = "auto"
     custom_vocab_size: int = 0
     lowercase: bool = True
@@ -79,10 +71,8 @@ class ClipCapTrainConfig:
     max_tokens: int = 40
     stop_token: str | None = "."
     epochs: int = 10
-    max_steps: int | None = None
     batch_size: int = 40
     lr: float = 2e-5
-    weight_decay: float = 0.01
     warmup_steps: int = 5000
     schedule: str = "linear"
     grad_clip: float | None = None
@@ -90,25 +80,19 @@ class ClipCapTrainConfig:
     amp: bool = True
     save_every: int = 1000
     keep_checkpoints: int = 2
-    seed: int = 0
-    device: str | None = None
-    log_every: int = 50
     val_images: int = 0
     eval_every: int = 0
     val_caption_images: int = 500
     select_by: str = "cider"
     patience: int = 0
-    progress: bool = True
-    models_dir: str | None = None
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.mapping not in ("mlp", "transformer"):
             raise ClipCapError(f"mapping must be mlp or transformer; got {self.mapping!r}")
-        for name in ("prefix_length", "batch_size", "epochs", "max_tokens"):
+        for name in ("prefix_length", "max_tokens"):
             if getattr(self, name) < 1:
                 raise ClipCapError(f"{name} must be >= 1; got {getattr(self, name)}")
-        if self.grad_clip is not None and not self.grad_clip > 0:
-            raise ClipCapError(f"grad_clip must be > 0 (or None to disable); got {self.grad_clip}")
         if self.schedule not in SCHEDULES:
             raise ClipCapError(f"schedule must be one of {', '.join(SCHEDULES)}; got {self.schedule!r}")
         from .validation import SELECT_METRICS

@@ -7,13 +7,15 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ..errors import ClipCapError
 from .data import train_bpe_tokenizer
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
+
+    from .loop import GPT2Settings
 
 __all__ = ["CUSTOM_VOCAB_CAP", "gpt2_base", "load_gpt_weights", "path_or_name", "resolve_train_tokenizer"]
 
@@ -39,11 +41,10 @@ def resolve_train_tokenizer(spec: str, captions: list[str], out: Path, *, vocab_
     return resolve_tokenizer(spec, models_dir=models_dir), path_or_name(spec)
 
 
-def gpt2_base(cfg: Any, tok, models_dir: Path | None):
+def gpt2_base(cfg: "GPT2Settings", tok, models_dir: Path | None):
     """``(GPT2Config, weights or None)`` for the configured GPT-2 (``"scratch"``: random, sized by the config).
 
-    ``cfg`` is a trainer's config; only its ``gpt2*`` settings are read, which the ClipCap and SBG generator
-    configs declare alike (``gpt2``, ``gpt2_positions``, ``gpt2_width``, ``gpt2_layers``, ``gpt2_heads``).
+    ``cfg`` is a trainer's config; only its :class:`~lib_clipcap.train.loop.GPT2Settings` are read.
     """
     from ..gpt2 import GPT2Config
 

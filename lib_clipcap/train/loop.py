@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
@@ -24,6 +24,56 @@ if TYPE_CHECKING:  # pragma: no cover
 METRICS_NAME = "metrics.jsonl"
 TRAIN_CONFIG_NAME = "train_config.json"
 CHECKPOINT_DIR = "checkpoints"
+
+
+@dataclass(kw_only=True)
+class TrainRunConfig:
+    """The settings every trainer has (ClipCap, the SBG generator, CLIP-S SCST), with the checks they share.
+
+    Each trainer's config derives from this one and sets its own defaults (the values of the paper it follows); its
+    fields become ``train ... --options`` through :func:`~lib_clipcap.train.data.add_dataclass_arguments`. Keyword
+    construction only, so that a trainer can add required fields (``checkpoint``) and change defaults freely.
+    """
+
+    features: str
+    out: str
+    split: str = "train"
+    epochs: int = 1
+    max_steps: int | None = None
+    batch_size: int = 16
+    lr: float = 5e-5
+    weight_decay: float = 0.01
+    grad_clip: float | None = 1.0
+    seed: int = 0
+    device: str | None = None
+    log_every: int = 50
+    progress: bool = True
+    models_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        from ..errors import ClipCapError
+
+        for name in ("batch_size", "epochs"):
+            if getattr(self, name) < 1:
+                raise ClipCapError(f"{name} must be >= 1; got {getattr(self, name)}")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ClipCapError(f"max_steps must be >= 1 (or unset); got {self.max_steps}")
+        if not self.lr > 0:
+            raise ClipCapError(f"lr must be > 0; got {self.lr}")
+        if self.grad_clip is not None and not self.grad_clip > 0:
+            raise ClipCapError(f"grad_clip must be > 0 (or None to disable); got {self.grad_clip}")
+
+
+@dataclass(kw_only=True)
+class GPT2Settings:
+    """The GPT-2 a trainer starts from (:func:`~lib_clipcap.train.gpt2_base.gpt2_base` reads these): a registry
+    name or folder, or ``"scratch"`` with the shape given here."""
+
+    gpt2: str = "gpt2"
+    gpt2_layers: int = 12
+    gpt2_width: int = 768
+    gpt2_heads: int = 12
+    gpt2_positions: int = 1024
 
 
 def start_run(cfg: Any) -> Path:

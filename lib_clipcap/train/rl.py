@@ -33,16 +33,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import ClipCapError
-from .loop import EpochBatches, MetricsLog, Progress, optimizer_step, start_run, step_checkpoint
+from .loop import EpochBatches, MetricsLog, Progress, TrainRunConfig, optimizer_step, start_run, step_checkpoint
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
+    from ..decoding import DecodingOptions
+
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class RLTrainConfig:
+@dataclass(kw_only=True)
+class RLTrainConfig(TrainRunConfig):
     """Settings of a CLIP-S SCST run (saved as ``train_config.json``).
 
     The defaults follow the CLIP-S paper's SCST configuration (``configs/phase2/clipRN50_clips_grammar.yml``): five
@@ -50,9 +52,6 @@ class RLTrainConfig:
     """
 
     checkpoint: str
-    features: str
-    out: str
-    split: str = "train"
     clip_model: str | None = None
     clip_pretrained: str | None = None
     tokenizer: str | None = None
@@ -66,21 +65,14 @@ class RLTrainConfig:
     top_k: int = 0
     top_p: float = 1.0
     max_new_tokens: int = 30
-    epochs: int = 1
-    max_steps: int | None = None
-    batch_size: int = 16
     lr: float = 5e-6
     weight_decay: float = 0.0
-    grad_clip: float | None = 1.0
     train_gpt: bool = True
     save_every: int = 0
-    seed: int = 0
-    device: str | None = None
     log_every: int = 10
-    progress: bool = True
-    models_dir: str | None = None
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.samples < 1:
             raise ClipCapError(f"samples must be >= 1; got {self.samples}")
         if self.baseline not in ("greedy", "mean"):
@@ -126,19 +118,19 @@ def _caption_rewards(clip, image_feats, texts, grammar, grammar_weight, clip_wei
     return reward, cs, probs
 
 
-def _sequence_logprobs(model, features: torch.Tensor, seqs: list[list[int]], pad_id: int, *,
-                       temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0
-                       ) -> tuple[torch.Tensor, torch.Tensor]:
+def _sequence_logprobs(model, features: torch.Tensor, seqs: list[list[int]], pad_id: int,
+                       sampler: "DecodingOptions | None" = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Token log-probabilities ``[n, T]`` of ``seqs`` under ``model`` (with grad) and their mask ``[n, T]``.
 
-    The log-probabilities are those of the distribution the candidates were sampled from (logits divided by
-    ``temperature``, then top-k/top-p filtered, as :func:`~lib_clipcap.decoding.decode` samples), so the policy
-    gradient is on-policy; with temperature 1 and no filtering it is the model's own distribution. The mask covers
-    each caption's tokens up to and including its stop token, never the padding after it.
+    The log-probabilities are those of the distribution that ``sampler`` (the candidates' own
+    :class:`~lib_clipcap.decoding.DecodingOptions`) draws from, computed by the decoder's own
+    :func:`~lib_clipcap.decoding.sampling_logits`, so the policy gradient is on-policy; without a sampler (or at
+    temperature 1 with no filtering) it is the model's own distribution. The mask covers each caption's tokens up to
+    and including its stop token, never the padding after it.
     """
     import torch
 
-    from ..decoding import _filter_top_k_top_p
+    from ..decoding import sampling_logits
 
     width = max(1, max(len(s) for s in seqs))
     tokens = torch.full((len(seqs), width), pad_id, dtype=torch.long)
@@ -151,11 +143,8 @@ def _sequence_logprobs(model, features: torch.Tensor, seqs: list[list[int]], pad
     tokens, mask = tokens.to(dev), mask.to(dev)
     p = model.config.prefix_length
     logits = model(tokens, features)[:, p - 1:-1].float()
-    if temperature != 1.0:
-        logits = logits / temperature
-    if top_k > 0 or top_p < 1.0:
-        n, t, v = logits.shape
-        logits = _filter_top_k_top_p(logits.reshape(n * t, v), top_k, top_p).view(n, t, v)
+    if sampler is not None:
+        logits = sampling_logits(logits, sampler)
     logp = logits.log_softmax(-1).gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
     # Padding, and (in a numerical tie at the top-k/top-p edge) a token the recomputed filter dropped, count 0.
     keep = (mask > 0) & torch.isfinite(logp)
@@ -212,15 +201,15 @@ def train_rl(cfg: RLTrainConfig, *, captioner=None, grammar=None, features=None)
     metrics = MetricsLog(out, cfg.log_every)
     bar = Progress(cfg.progress, total, "clip-s scst")
     k = cfg.samples
-    # The candidates' distribution, given once to the sampler and to the loss's log-probabilities (on-policy).
-    sampling = dict(temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p)
     weights = dict(grammar=grammar, grammar_weight=cfg.grammar_weight, clip_weight=cfg.clip_weight,
                    prefix=cfg.clip_prefix)
     for step in range(total):
         epoch, idx = batches(step)
         feats = feats_all[idx.to(dev)]
+        # The candidates' distribution: given to the sampler, and to the loss's log-probabilities (on-policy).
         sample_opts = DecodingOptions(mode="sample", num_candidates=k, max_new_tokens=cfg.max_new_tokens,
-                                      seed=cfg.seed * 100_003 + step, **sampling)
+                                      seed=cfg.seed * 100_003 + step, temperature=cfg.temperature,
+                                      top_k=cfg.top_k, top_p=cfg.top_p)
         # The greedy baseline and the candidates come from the current weights, without grad.
         model.eval()
         with torch.inference_mode():
@@ -237,7 +226,7 @@ def train_rl(cfg: RLTrainConfig, *, captioner=None, grammar=None, features=None)
         r_greedy, cs_greedy, p_greedy = caption_rewards(clip, feats, g_text, **weights)
         r_sample, cs_sample, p_sample = caption_rewards(clip, feats[rep.to(dev)], s_text, **weights)
         advantage = scst_advantage(r_sample, r_greedy, k, cfg.baseline)
-        logp, mask = _sequence_logprobs(model, feats[rep.to(dev)], seqs, tok.eos_token_id, **sampling)
+        logp, mask = _sequence_logprobs(model, feats[rep.to(dev)], seqs, tok.eos_token_id, sample_opts)
         loss = -(advantage.to(dev).unsqueeze(1) * logp * mask).sum() / mask.sum().clamp_min(1.0)
         optimizer_step(loss, optimizer, params, grad_clip=cfg.grad_clip)
         stats = {"loss": float(loss.detach()), "reward_sample": float(r_sample.mean()),

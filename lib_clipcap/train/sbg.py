@@ -19,18 +19,16 @@ from pathlib import Path
 
 from ..errors import ClipCapError
 from .data import collate, normalize_caption
-from .loop import EpochBatches, MetricsLog, Progress, models_folder, optimizer_step, start_run, warmup_schedule
+from .loop import (EpochBatches, GPT2Settings, MetricsLog, Progress, TrainRunConfig, models_folder, optimizer_step,
+                   start_run, warmup_schedule)
 
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class SbgTrainConfig:
+@dataclass(kw_only=True)
+class SbgTrainConfig(TrainRunConfig, GPT2Settings):
     """Settings of an SBG generator run (saved as ``train_config.json`` beside the generator)."""
 
-    features: str
-    out: str
-    split: str = "train"
     clip_model: str | None = None
     clip_pretrained: str | None = None
     vocabulary: str = "natural"
@@ -38,29 +36,15 @@ class SbgTrainConfig:
     max_keywords: int | None = 16
     max_prompt_tokens: int = 48
     separator: str = "###"
-    gpt2: str = "gpt2"
-    gpt2_layers: int = 12
-    gpt2_width: int = 768
-    gpt2_heads: int = 12
-    gpt2_positions: int = 1024
     tokenizer: str = "gpt2"
     lowercase: bool = True
     loss_on: str = "caption"
     max_tokens: int = 96
     epochs: int = 3
-    max_steps: int | None = None
-    batch_size: int = 16
-    lr: float = 5e-5
-    weight_decay: float = 0.01
     warmup_steps: int = 500
-    grad_clip: float | None = 1.0
-    seed: int = 0
-    device: str | None = None
-    log_every: int = 50
-    progress: bool = True
-    models_dir: str | None = None
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.loss_on not in ("caption", "all"):
             raise ClipCapError(f"loss_on must be 'caption' or 'all'; got {self.loss_on!r}")
 
