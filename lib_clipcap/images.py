@@ -38,6 +38,7 @@ __all__ = [
     "describe_source",
     "is_image_path",
     "load_image",
+    "release_freed_memory",
     "try_load_image",
 ]
 
@@ -261,8 +262,65 @@ def _allowed_formats() -> list[str]:
     return [fmt for fmt in Image.OPEN if fmt not in _DENIED_FORMATS]
 
 
-def _decode(fp: io.BufferedIOBase | io.BytesIO, label: str, max_pixels: int | None) -> Image.Image:
-    """Identify, size-check, decode and normalise the image in ``fp`` (which the caller closes)."""
+# EXIF orientation -> the transposition that undoes it (as ImageOps.exif_transpose does).
+_ORIENTATION = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+                5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+                8: Image.Transpose.ROTATE_90}
+#: Decoded images of at least this many pixels give their memory back to the system afterwards (see
+#: :func:`release_freed_memory`): below it, the allocator's reuse is cheaper than trimming.
+_TRIM_PIXELS = 16 * 1024 * 1024
+
+
+def _shrink_target(width: int, height: int, reduce_to: int | None) -> tuple[int, int] | None:
+    """The size with the shorter side at ``reduce_to`` (aspect ratio kept), or ``None`` when it is not larger."""
+    short = min(width, height)
+    if reduce_to is None or short <= reduce_to:
+        return None
+    scale = reduce_to / short
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def _shrunk(image: Image.Image, size: tuple[int, int], label: str) -> Image.Image:
+    """``image`` (pixels loaded) reduced to ``size``, oriented and in RGB; the full-size pixels are never copied."""
+    try:
+        orientation = int(image.getexif().get(0x0112, 1))  # read now: a resized copy may not carry the EXIF block
+    except Exception:  # malformed EXIF: keep the stored orientation, as _apply_exif_orientation does
+        orientation = 1
+    if image.mode.startswith("I") or image.mode == "F":
+        return _finish(image, label)  # high-bit-depth data: normalised at full size (rare for huge images)
+    if image.mode in ("1", "P", "PA"):  # palettes resize by nearest neighbour only: expand them first
+        image = image.convert("RGBA")
+    # reducing_gap: box-average by an integer factor first, then a bicubic pass (as Image.thumbnail does); RGBA is
+    # resized with premultiplied alpha, so compositing onto white afterwards gives what it gives before resizing.
+    small = image.resize(size, Image.Resampling.BICUBIC, reducing_gap=2.0)
+    if orientation in _ORIENTATION:
+        small = small.transpose(_ORIENTATION[orientation])
+    return _to_rgb(small, label, copy=False)
+
+
+def release_freed_memory() -> None:
+    """Hand memory that was freed back to the operating system, where the C library allows it (glibc).
+
+    Freed image buffers stay in the allocator's free lists (one set per thread), so after a burst of large images a
+    long-running server would keep their peak for good; ``malloc_trim`` returns it. A no-op elsewhere.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None)
+        trim = getattr(libc, "malloc_trim", None)  # glibc only (musl has none)
+        if trim is not None:
+            trim(0)
+    except (OSError, AttributeError):  # pragma: no cover - an unusual C library: nothing to trim
+        pass
+
+
+def _decode(fp: io.BufferedIOBase | io.BytesIO, label: str, max_pixels: int | None,
+            reduce_to: int | None = None) -> Image.Image:
+    """Identify, size-check, decode and normalise the image in ``fp`` (which the caller closes); with ``reduce_to``,
+    reduce it as early as the format allows (see :func:`load_image`)."""
     try:
         opened = Image.open(fp, formats=_allowed_formats())  # lazy: reads the header only
     except UnidentifiedImageError as exc:
@@ -286,6 +344,12 @@ def _decode(fp: io.BufferedIOBase | io.BytesIO, label: str, max_pixels: int | No
     with opened:
         width, height = opened.size
         _check_size(label, width, height, max_pixels)  # before any pixel is decoded
+        target = _shrink_target(width, height, reduce_to)
+        if target is not None:
+            try:
+                opened.draft(opened.mode, target)  # JPEG decodes at 1/2..1/8 scale (at least target); others: no-op
+            except Exception:  # noqa: BLE001 - a draft is an optimisation only
+                pass
         try:
             # Animations (GIF, WebP, APNG): Image.open sits on frame 0 and load() decodes just that frame. Asking for
             # n_frames here would make Pillow walk the whole file, so we deliberately do not.
@@ -301,13 +365,21 @@ def _decode(fp: io.BufferedIOBase | io.BytesIO, label: str, max_pixels: int | No
                 f"image data is truncated or corrupt ({type(exc).__name__}: {exc}); re-export or re-download the "
                 "file",
             ) from exc
-        fmt = opened.format
-        result = _finish(opened, label)
-    logger.debug("Loaded %s (%s %s %dx%d)", label, fmt, opened.mode, width, height)
+        fmt, mode = opened.format, opened.mode
+        try:
+            result = _finish(opened, label) if target is None else _shrunk(opened, target, label)
+        finally:
+            # Free the decoded pixels now (``result`` is always a new image): the with-statement only closes files
+            # in current Pillow, and the full-size buffer would otherwise live until this frame is gone.
+            opened.close()
+    if width * height >= _TRIM_PIXELS:  # ... and give a large image's memory back to the system (see there)
+        release_freed_memory()
+    logger.debug("Loaded %s (%s %s %dx%d)", label, fmt, mode, width, height)
     return result
 
 
-def _load_path(path: str | os.PathLike[str], label: str, max_pixels: int | None) -> Image.Image:
+def _load_path(path: str | os.PathLike[str], label: str, max_pixels: int | None,
+               reduce_to: int | None = None) -> Image.Image:
     if label == "":
         raise _fail("''", "the path is empty; pass the path of an image file")
     # Stat first: opening a FIFO or device would block or stream forever, and a clear "is a directory" beats
@@ -336,17 +408,18 @@ def _load_path(path: str | os.PathLike[str], label: str, max_pixels: int | None)
     except OSError as exc:
         raise _fail(label, f"cannot open the file ({exc})") from exc
     with fp:
-        return _decode(fp, label, max_pixels)
+        return _decode(fp, label, max_pixels, reduce_to)
 
 
-def _load_bytes(data: bytes | bytearray | memoryview, label: str, max_pixels: int | None) -> Image.Image:
+def _load_bytes(data: bytes | bytearray | memoryview, label: str, max_pixels: int | None,
+                reduce_to: int | None = None) -> Image.Image:
     view = memoryview(data)
     if view.nbytes == 0:
         raise _fail(label, "no data (0 bytes)")
     # Decode from an immutable snapshot, so a caller mutating its bytearray meanwhile cannot affect decoding
     # (BytesIO shares a bytes object's buffer instead of copying it).
     with io.BytesIO(data if isinstance(data, bytes) else view.tobytes()) as fp:
-        return _decode(fp, label, max_pixels)
+        return _decode(fp, label, max_pixels, reduce_to)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -422,7 +495,8 @@ def _tensor_to_array(tensor: Any, label: str) -> np.ndarray:
 # --------------------------------------------------------------------------------------------------------------------
 
 
-def load_image(source: ImageSource, *, max_pixels: int | None = MAX_IMAGE_PIXELS_DEFAULT) -> Image.Image:
+def load_image(source: ImageSource, *, max_pixels: int | None = MAX_IMAGE_PIXELS_DEFAULT,
+               reduce_to: int | None = None) -> Image.Image:
     """Load any supported image source as a new, fully decoded RGB image.
 
     Files are opened read-only and closed before returning; the format is detected from the content, not the suffix.
@@ -438,6 +512,11 @@ def load_image(source: ImageSource, *, max_pixels: int | None = MAX_IMAGE_PIXELS
         max_pixels: Refuse images with more than this many pixels (width x height), checked from the header before
             any pixel is decoded. ``None`` disables this check (Pillow's own global guard may still refuse absurd
             sizes).
+        reduce_to: For files and bytes: an image whose shorter side is longer than this is reduced (aspect ratio
+            kept) so that side is ``reduce_to`` pixels, as early as possible -- JPEGs are decoded at reduced scale,
+            other formats reduced right after decoding, before orientation and mode conversion -- so a huge image
+            costs one full-size buffer, briefly, instead of several. For callers that only need a small picture
+            (CLIP looks at 224-336 pixels). ``None``: full size. Images at or below it are returned as without it.
 
     Returns:
         A new ``RGB`` image, independent of ``source`` and of any file.
@@ -459,10 +538,12 @@ def load_image(source: ImageSource, *, max_pixels: int | None = MAX_IMAGE_PIXELS
                 label, f"image data is truncated, corrupt or unavailable ({type(exc).__name__}: {exc})"
             ) from exc
         return _finish(source, label)
+    if reduce_to is not None and (isinstance(reduce_to, bool) or not isinstance(reduce_to, int) or reduce_to < 1):
+        raise ValueError(f"reduce_to must be a positive int or None (full size), got {reduce_to!r}")
     if isinstance(source, (str, os.PathLike)):
-        return _load_path(source, label, max_pixels)
+        return _load_path(source, label, max_pixels, reduce_to)
     if isinstance(source, (bytes, bytearray, memoryview)):
-        return _load_bytes(source, label, max_pixels)
+        return _load_bytes(source, label, max_pixels, reduce_to)
     if isinstance(source, np.ndarray):
         return _array_to_image(source, label, max_pixels)
     if _is_tensor(source):

@@ -71,7 +71,7 @@ def test_usage_errors_and_locked_folder_exit_2(fast_model, tmp_path, capsys):
     assert main(["tag", str(tmp_path / "missing")]) == 2
     assert "input not found" in capsys.readouterr().err
     assert main(["tag", str(tmp_path), "--ext", ".png"]) == 2
-    assert "caption_ext='.png'" in capsys.readouterr().err
+    assert "--ext '.png' is invalid" in capsys.readouterr().err  # the flag as typed, not the API field
     with FolderLock(tmp_path):
         assert main(["tag", str(tmp_path)]) == 2
     err = capsys.readouterr().err
@@ -85,6 +85,32 @@ def test_no_model_given_never_falls_back_to_the_demo_model(tmp_path, capsys, mon
     err = capsys.readouterr().err
     assert "flickr8k" in err and "falling back" not in err
     assert not list((tmp_path / "ds").glob("*.txt"))
+
+
+def test_manifests_are_new_files_or_our_own_and_refusals_name_the_flag(fast_model, tmp_path, capsys):
+    """Issue 21.1 on the command line: a manifest is only a .jsonl/.csv file that is new or an earlier run's."""
+    make_images(tmp_path / "ds", 1)
+    (tmp_path / ".bashrc").write_text("export PS1='$ '\n")
+    (tmp_path / "sheet.csv").write_text("name,price\nfoo,3\n")
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    base = ["tag", str(tmp_path / "ds"), "--workers", "0", "--max-new-tokens", "5"]
+    for flag, value, words in (("--manifest-csv", str(tmp_path / ".bashrc"), "must be a file whose name ends in .csv"),
+                               ("--manifest-jsonl", "run.sh", "ends in .jsonl"),
+                               ("--manifest-csv", str(tmp_path / "ds" / "im00.png"), "ends in .csv"),
+                               ("--manifest-csv", str(tmp_path / "sheet.csv"), "was not written by ClipCap")):
+        assert main([*base, flag, value]) == 2
+        err = capsys.readouterr().err
+        assert f"clipcap: {flag} {value!r} is invalid: " in err and words in err, err
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before  # nothing written at all
+    assert not (tmp_path / "run.sh").exists()
+    # our own manifests are extended by a second run
+    mine = ["--manifest-csv", str(tmp_path / "m.csv"), "--manifest-jsonl", str(tmp_path / "m.jsonl")]
+    assert main([*base, *mine]) == 0
+    assert main([*base, *mine, "--existing", "overwrite"]) == 0
+    capsys.readouterr()
+    lines = (tmp_path / "m.csv").read_text().splitlines()
+    assert lines[0].startswith("path,output,status") and len(lines) == 3 and lines.count(lines[0]) == 1
+    assert len((tmp_path / "m.jsonl").read_text().splitlines()) == 2
 
 
 # ------------------------------------------------------------------------------------------------- crash test

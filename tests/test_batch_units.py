@@ -309,3 +309,44 @@ def test_stale_temp_files_finds_only_our_leftovers(tmp_path):
         (tmp_path / name).write_text("")
     found = sorted(p.name for p in stale_temp_files(tmp_path, {"a.txt", "b.txt"}))
     assert found == [".a.txt.abcd1234.tmp", ".b.txt.zz_9zz99.tmp"]
+
+
+# --------------------------------------------------------------------------------------------------- manifests
+def test_manifest_names_are_case_folded_jsonl_or_csv_and_never_dot_files():
+    for name, value in (("manifest_csv", "m.CSV"), ("manifest_jsonl", "sub/Run.JSONL"), ("manifest_csv", "a.b.csv")):
+        assert getattr(TagOptions(inputs=["x"], **{name: value}), name) == value  # kept as typed
+    for name, value in (("manifest_csv", ".bashrc"), ("manifest_csv", "x.png"), ("manifest_jsonl", "run.sh"),
+                        ("manifest_csv", ".csv"), ("manifest_jsonl", ".clipcap-journal.jsonl"),
+                        ("manifest_csv", "m.jsonl"), ("manifest_jsonl", "m.csv"), ("manifest_csv", "m\x1b.csv")):
+        with pytest.raises(OptionError, match=f"{name}=") as e:
+            TagOptions(inputs=["x"], **{name: value})
+        assert e.value.field == name
+
+
+def test_manifest_opens_only_new_files_or_its_own(tmp_path):
+    from lib_clipcap.batch.options import FileOutcome
+    from lib_clipcap.batch.writer import Manifest
+
+    row = FileOutcome("a.png", "written", "a.txt", "", "a cat", -0.5, None)
+    m = Manifest(tmp_path / "m.jsonl", tmp_path / "m.csv", model="demo")
+    m.write([row])
+    m.close()
+    (tmp_path / "m.csv").write_bytes((tmp_path / "m.csv").read_bytes() + b'x.png,torn')  # a row cut by a crash
+    m = Manifest(tmp_path / "m.jsonl", tmp_path / "m.csv", model="demo")  # ours: extended
+    m.write([row])
+    m.close()
+    lines = (tmp_path / "m.csv").read_text().splitlines()
+    assert lines[0] == "path,output,status,caption,model,score,keywords,reason" and lines[2] == "x.png,torn"
+    assert lines[3].startswith("a.png,a.txt,written") and len((tmp_path / "m.jsonl").read_text().splitlines()) == 2
+    (tmp_path / "empty.csv").touch()  # a run that created it and wrote nothing more (or a user's touch): fine
+    Manifest(None, tmp_path / "empty.csv", model="demo").close()
+    assert (tmp_path / "empty.csv").read_text().startswith("path,output")
+    foreign = touch(tmp_path / "prices.csv", b"name,price\nfoo,3\n")
+    with pytest.raises(OptionError, match="was not written by ClipCap") as e:
+        Manifest(tmp_path / "new.jsonl", foreign, model="demo")
+    assert e.value.field == "manifest_csv" and foreign.read_bytes() == b"name,price\nfoo,3\n"
+    assert (tmp_path / "new.jsonl").exists() and (tmp_path / "new.jsonl").stat().st_size == 0  # closed, not leaked
+    os.symlink(touch(tmp_path / ".profile", b"PATH=x\n"), tmp_path / "link.csv")
+    with pytest.raises(OptionError, match="symlink"):
+        Manifest(None, tmp_path / "link.csv", model="demo")
+    assert (tmp_path / ".profile").read_bytes() == b"PATH=x\n"

@@ -442,3 +442,47 @@ def test_a_resumed_tag_run_keeps_a_reviewed_edit(shapes_folder, demo_captioner):
     second = run_tagging(options, demo_captioner)
     assert second.written == 0 and second.skipped == 7
     assert Path(edited.caption_file).read_text(encoding="utf-8") == "fixed by hand"
+
+
+def test_one_text_rule_refuses_unicode_line_separators_and_flags_them(tmp_path):
+    from lib_clipcap.batch.options import TagOptions
+    from lib_clipcap.options_table import OptionError
+
+    for bad in ("a\u2028b", "a\u2029b", "a\x85b"):
+        with pytest.raises(CaptionTextError, match="U\\+0?[0-9A-F]{3,4}"):
+            F.check_caption_text(bad)
+        with pytest.raises(OptionError, match="line break or tab"):
+            TagOptions(inputs=["x"], suffix=bad)
+        assert "control_chars" in F.flags_for(bad)
+    assert "control_chars" not in F.flags_for("one line\n")  # an editor's final newline is fine
+
+
+def test_scan_does_not_read_captions_through_symlinks_leading_out(tmp_path):
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    (root / "ds").mkdir(parents=True)
+    _render(root / "ds" / "a.png", 1, 0)
+    _render(root / "ds" / "b.png", 1, 1)
+    outside.mkdir()
+    (outside / "secret.txt").write_text("secret", encoding="utf-8")
+    os.symlink(outside / "secret.txt", root / "ds" / "a.txt")
+    (root / "ds" / "b.txt").write_text("a caption", encoding="utf-8")
+    local = scan_folder(root / "ds")  # a local tool, no allowed folders: reads it
+    assert local.row(str(root / "ds" / "a.png")).caption == "secret"
+    served = scan_folder(root / "ds", allowed_roots=[Path(os.path.realpath(root))])
+    a, b = served.row(str(root / "ds" / "a.png")), served.row(str(root / "ds" / "b.png"))
+    assert a.caption is None and "outside the allowed folders" in a.caption_error and "secret" not in a.caption_error
+    assert b.caption == "a caption" and b.caption_error is None
+
+
+def test_a_backtracking_bulk_find_fails_within_the_time_limit(tmp_path):
+    pytest.importorskip("regex")
+    from lib_clipcap.options_table import OptionError
+    from lib_clipcap.review.table import ReviewRow
+
+    row = ReviewRow(image="x.png", rel="x.png", caption_file="x.txt", journal_root=".", caption="a" * 40 + "!")
+    t0 = time.monotonic()
+    with pytest.raises(OptionError, match="took longer than"):
+        plan_bulk([row], find="(a|aa)+$", replace="x", regex=True)
+    assert time.monotonic() - t0 < 2.0
+    assert plan_bulk([row], find="A", replace="b") == []  # literal find is case-sensitive, as before
+    assert plan_bulk([row], find="(a)(!)", replace=r"\2\1", regex=True)[0][1] == "a" * 39 + "!a"

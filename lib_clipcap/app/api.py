@@ -6,9 +6,12 @@ pydantic 2 (Forge, standalone): request bodies are checked against :mod:`lib_cli
 and messages whatever the pydantic version), and pydantic models only describe the schema and the responses.
 
 Every error is a JSON body ``{"error": {"type": ..., "message": ...}}`` with a 4xx status for bad input (5xx only
-for server-side trouble), so clients can tell what to fix; a bad request never disturbs the next one. Model calls go
-through the :class:`~lib_clipcap.app.service.ModelManager` (one at a time, under its lock) in a worker thread, so the
-event loop keeps answering other requests meanwhile.
+for server-side trouble), so clients can tell what to fix; a bad request never disturbs the next one. Bodies are
+strict JSON: ``NaN`` and ``Infinity`` are refused (422, naming the field), since no JSON answer could quote them.
+Model calls go through the :class:`~lib_clipcap.app.service.ModelManager` (one at a time, under its lock) in a worker
+thread, so the event loop keeps answering other requests meanwhile. Work before the lock is bounded too: at most
+``max_decodes`` uploads are decoded at once (:class:`DecodeSlots`), huge ones are reduced while decoding, and their
+memory is handed back afterwards.
 
 Example::
 
@@ -20,9 +23,11 @@ Example::
 
 import base64
 import binascii
+import asyncio
 import io
 import json
 import logging
+import math
 import secrets
 import time
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
@@ -54,6 +59,7 @@ __all__ = [
     "ApiError",
     "CaptionRequest",
     "CaptionResponse",
+    "DecodeSlots",
     "create_router",
     "credentials_ok",
     "mount_api",
@@ -65,6 +71,11 @@ __all__ = [
 API_PREFIX = "/clipcap/v1"
 DEFAULT_MAX_IMAGE_BYTES = 32 * 1024 * 1024
 DEFAULT_MAX_PIXELS = 8192 * 8192
+#: Images decoded at once per server (see :class:`DecodeSlots`): two keep both of a small machine's cores busy.
+DEFAULT_MAX_DECODES = 2
+#: Uploaded images whose shorter side is longer are reduced to it while decoding: CLIP looks at 224-336 pixels, so
+#: 1024 leaves every model a clean downscale while a huge image never lives at full size past its decoding.
+DEFAULT_DECODE_SIZE = 1024
 _JSON_OVERHEAD = 64 * 1024  # room for the options around the base64 image
 
 
@@ -82,7 +93,10 @@ class ApiError(Exception):
         self.extra = extra
 
     def response(self) -> JSONResponse:
-        return JSONResponse({"error": {"type": self.type, "message": self.message, **self.extra}},
+        # Every extra goes through _jsonable: a value JSON cannot hold (NaN, bytes...) must never turn this error
+        # into a plain-text 500 while it is being encoded.
+        extra = {k: _jsonable(v) for k, v in self.extra.items()}
+        return JSONResponse({"error": {"type": self.type, "message": str(self.message), **extra}},
                             status_code=self.status, headers=self.headers)
 
 
@@ -111,8 +125,10 @@ def _from_library_error(e: Exception) -> ApiError:
 
 
 def _jsonable(value: Any) -> Any:
+    """``value`` if strict JSON can hold it (no NaN or Infinity: responses are encoded with ``allow_nan=False``),
+    else its ``repr``."""
     try:
-        json.dumps(value)
+        json.dumps(value, allow_nan=False)
         return value
     except (TypeError, ValueError):
         return repr(value)
@@ -309,6 +325,10 @@ async def read_json(request: Request, limit: int) -> Dict[str, Any]:
     A body is parsed only when the request says ``Content-Type: application/json``: forms and text bodies are what
     any web page can send cross-site without a preflight, so they are refused (415) whatever they hold (the route's
     :func:`request_guard` says the same earlier; this keeps the rule for routers built without one).
+
+    Raises:
+        ApiError: 415 (not JSON), 413 (too large), 400 (malformed JSON), 422 (not an object, or a number that is not
+            finite: ``NaN``, ``Infinity``, ``1e999``; the error names the field and the number as typed).
     """
     content_type = request.headers.get("content-type")
     length = request.headers.get("content-length")
@@ -331,12 +351,46 @@ async def read_json(request: Request, limit: int) -> Dict[str, Any]:
         raise ApiError(415, "unsupported_media_type", "the request has a body but no 'Content-Type: "
                                                       "application/json' header; send JSON with that header")
     try:
-        data = json.loads(raw)
+        # NaN, Infinity and numbers too large for a float (1e999) are not JSON numbers, but Python's parser takes
+        # them; they are marked here and refused below with the field they are in.
+        data = json.loads(raw, parse_constant=_NonFinite, parse_float=_parse_float)
     except (ValueError, UnicodeDecodeError) as e:
         raise ApiError(400, "invalid_json", f"the request body is not valid JSON: {e}") from None
     if not isinstance(data, dict):
         raise ApiError(422, "invalid_request", f"the request body must be a JSON object, not {type(data).__name__}")
+    bad = _find_non_finite(data, "")
+    if bad is not None:
+        where, token = bad
+        raise ApiError(422, "invalid_number", f"field {where!r}: {token} is not a finite number (NaN and Infinity "
+                                              f"are not JSON numbers); give a finite number", field=where,
+                       value=token)
     return data
+
+
+class _NonFinite(str):
+    """A number token of the body that is not finite (``NaN``, ``-Infinity``, ``1e999``), as it was typed."""
+
+
+def _parse_float(token: str) -> Any:
+    value = float(token)
+    return value if math.isfinite(value) else _NonFinite(token)
+
+
+def _find_non_finite(value: Any, where: str) -> Optional[Tuple[str, str]]:
+    """``(field path, token)`` of the first non-finite number in a parsed body (``temperature``, ``replace[0][1]``)."""
+    if isinstance(value, _NonFinite):
+        return where or "body", str(value)
+    if isinstance(value, dict):
+        for k, v in value.items():
+            found = _find_non_finite(v, f"{where}.{k}" if where else str(k))
+            if found:
+                return found
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            found = _find_non_finite(v, f"{where}[{i}]")
+            if found:
+                return found
+    return None
 
 
 def _check_fields(data: Mapping[str, Any], allowed: List[str]) -> None:
@@ -380,8 +434,15 @@ def decode_image_data(value: Any, *, max_bytes: int) -> bytes:
     return raw
 
 
-def open_image(raw: bytes, *, max_pixels: int):
-    """Decode image bytes safely (:func:`lib_clipcap.images.load_image`), with 413 for too many pixels."""
+def open_image(raw: bytes, *, max_pixels: int, reduce_to: Optional[int] = None):
+    """Decode image bytes safely (:func:`lib_clipcap.images.load_image`), with 413 for too many pixels.
+
+    Args:
+        raw: The encoded image.
+        max_pixels: Refused above this many pixels (from the header, before decoding).
+        reduce_to: Reduce images whose shorter side is longer, as early as the format allows (see
+            :func:`~lib_clipcap.images.load_image`); ``None``: full size.
+    """
     from PIL import Image, UnidentifiedImageError
 
     from ..images import load_image
@@ -400,9 +461,34 @@ def open_image(raw: bytes, *, max_pixels: int):
         raise ApiError(413, "image_too_large", f"the image is {width}x{height} = {width * height:,} pixels; the "
                                                f"limit is {max_pixels:,} pixels")
     try:
-        return load_image(raw, max_pixels=max_pixels)
+        return load_image(raw, max_pixels=max_pixels, reduce_to=reduce_to)
     except ImageLoadError as e:
         raise ApiError(400, "not_an_image", str(e)) from None
+
+
+class DecodeSlots:
+    """At most ``limit`` images decoded at once by one router, whatever the number of requests; the rest wait.
+
+    Decoding is where a request's memory goes (an 8192x8192 PNG of 200 KB is 200 MB of pixels), and it happens
+    before the model's lock, so without a bound a burst of requests multiplies it. Waiting happens on the event loop
+    (an ``asyncio.Semaphore``), not in worker threads, so waiting requests hold no thread. The semaphore is made on
+    first use in the running loop (asyncio primitives belong to one loop; a test client may run several in turn).
+    """
+
+    def __init__(self, limit: int) -> None:
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise ValueError(f"max_decodes must be a positive integer, got {limit!r}")
+        self.limit = limit
+        self._sem: Optional[asyncio.Semaphore] = None
+        self._loop: Optional[asyncio.AbstractEventLoop] = None
+
+    async def run(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """``fn(*args, **kwargs)`` in the thread pool, once a slot is free."""
+        loop = asyncio.get_running_loop()
+        if self._sem is None or self._loop is not loop:
+            self._sem, self._loop = asyncio.Semaphore(self.limit), loop
+        async with self._sem:
+            return await run_in_threadpool(fn, *args, **kwargs)
 
 
 def _resolve_model(name: Any, default: str) -> str:
@@ -439,7 +525,8 @@ BATCH_UNAVAILABLE = ("batch tagging is not enabled on this server: no folders ar
 def create_router(manager: Any, *, credentials: Optional[Mapping[str, str]] = None, job_manager: Any = None,
                   max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES, max_pixels: int = DEFAULT_MAX_PIXELS,
                   default_model: Optional[str] = None, request_policy: Optional[RequestPolicy] = None,
-                  batch_unavailable: str = BATCH_UNAVAILABLE) -> APIRouter:
+                  batch_unavailable: str = BATCH_UNAVAILABLE, max_decodes: int = DEFAULT_MAX_DECODES,
+                  decode_size: Optional[int] = DEFAULT_DECODE_SIZE) -> APIRouter:
     """Build the ``/clipcap/v1`` router.
 
     Args:
@@ -457,6 +544,9 @@ def create_router(manager: Any, *, credentials: Optional[Mapping[str, str]] = No
             unknown here: servers pass :meth:`RequestPolicy.for_bind`).
         batch_unavailable: The 503 message of the batch routes when ``job_manager`` is ``None``: it should name the
             setting that allows folders.
+        max_decodes: Images decoded at once by this router's requests; the others wait (see :class:`DecodeSlots`).
+        decode_size: Uploaded images whose shorter side is longer are reduced to it while decoding (see
+            :data:`DEFAULT_DECODE_SIZE`); ``None``: decode at full size.
 
     Returns:
         An ``APIRouter`` with prefix ``/clipcap/v1``; add it with ``app.include_router`` or :func:`mount_api`.
@@ -466,6 +556,7 @@ def create_router(manager: Any, *, credentials: Optional[Mapping[str, str]] = No
         deps.append(Depends(_auth_dependency(dict(credentials))))
     router = APIRouter(prefix=API_PREFIX, tags=["clipcap"], route_class=_ClipCapRoute, dependencies=deps)
     body_limit = max_image_bytes * 4 // 3 + _JSON_OVERHEAD
+    decode_slots = DecodeSlots(max_decodes)
     caption_fields = ["image"] + [o.api_field for o in OPTIONS]
     state: Dict[str, Any] = {"default": default_model}
 
@@ -486,10 +577,12 @@ def create_router(manager: Any, *, credentials: Optional[Mapping[str, str]] = No
         _check_fields(data, caption_fields)
         model = _resolve_model(data.get("model"), current_default())
         kwargs = caption_kwargs({k: v for k, v in data.items() if k not in ("image", "model")})
-        raw = decode_image_data(data.get("image"), max_bytes=max_image_bytes)
-        image = await run_in_threadpool(open_image, raw, max_pixels=max_pixels)
+        raw = decode_image_data(data.pop("image", None), max_bytes=max_image_bytes)
+        image = await decode_slots.run(open_image, raw, max_pixels=max_pixels, reduce_to=decode_size)
+        del raw  # the encoded bytes are not needed while the request waits for the model
         t1 = time.perf_counter()
         results = await run_in_threadpool(manager.caption, image, model=model, **kwargs)
+        del image
         t2 = time.perf_counter()
         res = results[0]
         if getattr(res, "error", None):
@@ -630,7 +723,8 @@ def mount_api(app: FastAPI, manager: Any, **kwargs: Any) -> APIRouter:
         app: The FastAPI app (the WebUI's, from ``on_app_started(demo, app)``, or the standalone server's).
         manager: The model manager.
         **kwargs: As for :func:`create_router` (``credentials``, ``job_manager``, ``max_image_bytes``,
-            ``max_pixels``, ``default_model``, ``request_policy``, ``batch_unavailable``).
+            ``max_pixels``, ``default_model``, ``request_policy``, ``batch_unavailable``, ``max_decodes``,
+            ``decode_size``).
 
     Returns:
         The router that was added.

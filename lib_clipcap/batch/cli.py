@@ -173,8 +173,29 @@ def _check_engine_args(args: argparse.Namespace) -> Optional[str]:
     return None
 
 
+# TagOptions fields whose flag is not simply "--" + the field with dashes (errors name the flag the user typed).
+_FLAGS = {"inputs": "FOLDER", "caption_ext": "--ext", "list_file": "--list", "recursive": "--no-recursive",
+          "resume": "--no-resume", "banned_words": "--ban"}
+
+
+def flag_for(field: str) -> str:
+    """The command-line flag of a :class:`~lib_clipcap.batch.TagOptions` field (``manifest_csv`` ->
+    ``--manifest-csv``, ``caption_ext`` -> ``--ext``)."""
+    return _FLAGS.get(field, "--" + field.replace("_", "-"))
+
+
 def run(args: argparse.Namespace) -> int:
     """Run the ``tag`` command; returns the exit status."""
+    from ..options_table import OptionError
+
+    try:
+        return _run(args)
+    except OptionError as e:  # name the flag as typed, not the API field: "--manifest-csv '.bashrc' is invalid: ..."
+        eprint(f"{flag_for(e.field)} {e.value!r} is invalid: {e.reason}")
+        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
     from .runner import run_tagging
 
     if not args.inputs and not args.list_file:

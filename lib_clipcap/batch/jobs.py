@@ -13,8 +13,11 @@ served between batches instead of waiting for the whole job.
 
 Every path of a job (inputs, list file, output folder, manifests, and every file and folder found, symlinks
 resolved) must lie inside one of ``allowed_roots``; relative paths are taken relative to the first root. Caption
-files get one of ``caption_exts`` only (:data:`DEFAULT_CAPTION_EXTS` unless the operator adds more): a job started
-over the network must not be able to write a ``.desktop`` launcher, a ``.sh`` or a ``.bashrc``.
+files get one of ``caption_exts`` only (:data:`DEFAULT_CAPTION_EXTS` unless the operator adds more; compared
+case-folded, :func:`lib_clipcap.textrules.check_suffix`): a job started over the network must not be able to write a
+``.desktop`` launcher, a ``.sh`` or a ``.bashrc``. For the same reason a manifest is only a ``.jsonl`` / ``.csv``
+file that is new or that an earlier run wrote (:func:`lib_clipcap.batch.writer.check_manifest_file`), checked when
+the job is started, so a refusal is an immediate error rather than a failed job.
 
 Different faces may allow different folders (the WebUI lets its own Caption tab use any local folder but the HTTP API
 only the folders named in its settings): :meth:`JobManager.scope` gives each face a view with its own folders and
@@ -36,9 +39,11 @@ from typing import Any, Dict, List, Optional, Sequence
 
 from ..errors import ClipCapError
 from ..options_table import OptionError
+from ..textrules import check_suffix, suffix_key
 from .discover import check_allowed
 from .errors import BatchInputError
 from .options import FileOutcome, TagOptions
+from .writer import check_manifest_file
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +111,7 @@ class JobManager:
                  caption_exts_hint: str = "the server's allowed caption suffixes", keep_finished: int = 100) -> None:
         self.manager = manager
         self.allowed_roots = _real_roots(allowed_roots)
-        self.caption_exts = None if caption_exts is None else tuple(e.lower() for e in caption_exts)
+        self.caption_exts = None if caption_exts is None else tuple(suffix_key(e) for e in caption_exts)
         self.caption_exts_hint = caption_exts_hint
         self.keep_finished = keep_finished
         self._jobs: Dict[str, _Job] = {}
@@ -136,14 +141,14 @@ class JobManager:
         Raises:
             PathNotAllowedError: a path is outside the allowed roots (message names it and the roots).
             BatchInputError: an input or the list file does not exist.
-            OptionError: the caption suffix is not allowed, or a path holds a control character.
+            OptionError: the caption suffix is not allowed, a path holds a control character, or a manifest exists
+                and was not written by this tool.
         """
         roots = self.allowed_roots if allowed_roots is None else _real_roots(allowed_roots)
         exts = self.caption_exts if caption_exts is _MANAGER_DEFAULT else caption_exts
-        if exts is not None and options.caption_ext.lower() not in [e.lower() for e in exts]:
-            raise OptionError("caption_ext", options.caption_ext,
-                              f"not an allowed caption suffix (allowed: {', '.join(exts)}); allow it with "
-                              f"{caption_exts_hint or self.caption_exts_hint}")
+        if exts is not None:  # the one case-folded suffix rule (.TXT is .txt), as the options' own check
+            check_suffix("caption_ext", options.caption_ext, allowed=list(exts),
+                         allowed_hint=caption_exts_hint or self.caption_exts_hint)
 
         def absolute(p: str, what: str) -> str:
             if any(ord(c) < 32 or ord(c) == 127 for c in p):
@@ -167,6 +172,9 @@ class JobManager:
                 check_allowed(changes[name], roots, what)
         if options.list_file and not os.path.isfile(changes["list_file"]):
             raise BatchInputError(f"list file not found: {changes['list_file']}")
+        for name, kind in (("manifest_jsonl", "jsonl"), ("manifest_csv", "csv")):
+            if getattr(options, name):  # a new file, or a manifest of an earlier run: refused now, not when it runs
+                check_manifest_file(changes[name], kind, shown=getattr(options, name))
         return dataclasses.replace(options, **changes)
 
     def start(self, options: TagOptions, model: str, **scope: Any) -> str:
@@ -320,7 +328,7 @@ class JobScope:
         self.base = jobs
         self.manager = jobs.manager
         self.allowed_roots = _real_roots(allowed_roots)
-        self.caption_exts = None if caption_exts is None else tuple(e.lower() for e in caption_exts)
+        self.caption_exts = None if caption_exts is None else tuple(suffix_key(e) for e in caption_exts)
         self.caption_exts_hint = caption_exts_hint
 
     def _scope(self) -> Dict[str, Any]:

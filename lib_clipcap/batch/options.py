@@ -13,9 +13,10 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from ..options_table import OptionError, caption_kwargs, decoding_keys, get_option
 from ..options_table import defaults as _table_defaults
+from ..textrules import check_suffix, check_text, suffix_key
 
-__all__ = ["DEFAULT_MAX_PIXELS", "EXISTING_POLICIES", "TAG_DECODING_DEFAULTS", "FileOutcome", "TagFailure", "TagOptions",
-           "TagSummary"]
+__all__ = ["DEFAULT_MAX_PIXELS", "EXISTING_POLICIES", "MANIFEST_SUFFIXES", "TAG_DECODING_DEFAULTS", "FileOutcome",
+           "TagFailure", "TagOptions", "TagSummary", "check_manifest_name"]
 
 #: What to do when a caption file already exists: keep it (``skip``), replace it, or add the new caption after /
 #: before the old text, joined by the separator.
@@ -97,21 +98,29 @@ def _int(name: str, value: Any, *, lo: int, hi: int | None = None, nullable: boo
     return value
 
 
-# Line breaks as Python's str.splitlines() knows them (a trainer or an editor may break a line at any of them).
-_LINE_BREAKS = frozenset("\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029")
+_MULTILINE_HINT = " (set multiline to allow line breaks on purpose)"
+
+#: The only suffix each manifest may have (case-folded). A manifest is data: never a script, an image or a dot-file
+#: (``.bashrc``; the tool's own ``.clipcap-journal.jsonl`` and ``.clipcap-review-undo.jsonl`` are dot-files too).
+MANIFEST_SUFFIXES = {"manifest_jsonl": ".jsonl", "manifest_csv": ".csv"}
 
 
-def _check_text(name: str, value: str, *, multiline: bool) -> None:
-    """Refuse control characters in caption text (line breaks and tabs only when ``multiline``)."""
-    for c in value:
-        if c in _LINE_BREAKS or c == "\t":
-            if multiline:
-                continue
-            raise OptionError(name, value, "it holds a line break or tab, but caption files hold one line of text"
-                                           + ("" if name == "replace" else
-                                              " (set multiline to allow line breaks on purpose)"))
-        if ord(c) < 32 or 127 <= ord(c) < 160:
-            raise OptionError(name, value, f"it holds the control character U+{ord(c):04X}; remove it")
+def check_manifest_name(name: str, value: Optional[str]) -> None:
+    """Refuse a manifest path whose file name is not ``<stem>.jsonl`` / ``<stem>.csv`` (:data:`MANIFEST_SUFFIXES`,
+    case-folded) with a stem that does not start with a dot.
+
+    Raises:
+        OptionError: naming ``name`` (``manifest_jsonl`` / ``manifest_csv``) and the path as given.
+    """
+    if value is None:
+        return
+    if any(ord(c) < 32 or 127 <= ord(c) < 160 for c in value):  # (a non-UTF-8 file name's escapes are fine)
+        raise OptionError(name, value, "the path holds a control character; give a plain path")
+    want = MANIFEST_SUFFIXES[name]
+    stem, ext = os.path.splitext(os.path.basename(value))
+    if suffix_key(ext) != want or not stem or stem.startswith("."):
+        raise OptionError(name, value, f"a manifest must be a file whose name ends in {want} and does not start "
+                                       f"with a dot, like run{want}; give such a file name")
 
 
 def _bool(name: str, value: Any) -> bool:
@@ -140,7 +149,9 @@ class TagOptions:
         output_dir: Write captions under this folder, mirroring each file's path relative to its input folder,
             instead of next to the images. The journal and lock then live here too.
         manifest_jsonl, manifest_csv: Also append one row per file (path, output, status, caption, model, score,
-            keywords, reason) to these files.
+            keywords, reason) to these files. Names must end in ``.jsonl`` / ``.csv`` (not dot-files); an existing
+            file is only extended when an earlier run wrote it (CSV: our header line; JSONL: a row of ours first),
+            never a file of someone else's (see :func:`lib_clipcap.batch.writer.check_manifest_file`).
         dry_run: Report what would be written and why files would be skipped; write nothing (no caption, journal,
             lock or manifest) and caption nothing.
         resume: Skip files that the journal of an earlier run with the same settings records as finished (and whose
@@ -229,10 +240,10 @@ class TagOptions:
         self.exclude = _strings("exclude", self.exclude)
         for name in ("recursive", "dry_run", "resume", "multiline", "lowercase", "strip_period"):
             setattr(self, name, _bool(name, getattr(self, name)))
+        for name in ("manifest_jsonl", "manifest_csv"):
+            check_manifest_name(name, getattr(self, name))
         for name in ("separator", "prefix", "suffix"):
-            if not isinstance(getattr(self, name), str):
-                raise OptionError(name, getattr(self, name), "must be a string")
-            _check_text(name, getattr(self, name), multiline=self.multiline)
+            check_text(name, getattr(self, name), multiline=self.multiline, multiline_hint=_MULTILINE_HINT)
         if self.existing not in EXISTING_POLICIES:
             raise OptionError("existing", self.existing, f"must be one of {', '.join(EXISTING_POLICIES)}")
         self.caption_ext = self._check_ext(self.caption_ext)
@@ -242,8 +253,8 @@ class TagOptions:
         self.workers = _int("workers", self.workers, lo=0, hi=_MAX_WORKERS)
         self.replace = _pairs(self.replace)
         for find, repl in self.replace:  # replacements act on the one-line caption: never line breaks
-            _check_text("replace", find, multiline=False)
-            _check_text("replace", repl, multiline=False)
+            check_text("replace", find)
+            check_text("replace", repl)
         self.banned_words = list(get_option("banned_words").coerce(self.banned_words or []))
         if self.rerank is not None:
             self.rerank = get_option("rerank").coerce(self.rerank)
@@ -257,15 +268,12 @@ class TagOptions:
         self.caption_kwargs()  # cross-field checks (num_candidates <= beam_size in beam search) fail here, early
 
     @staticmethod
-    def _check_ext(ext: Any) -> str:
-        if not isinstance(ext, str) or not ext.startswith(".") or len(ext) < 2:
-            raise OptionError("caption_ext", ext, "must be a suffix starting with a dot, like .txt or .caption")
-        if any(c in ext for c in "/\\\0") or ext in (".", ".."):
-            raise OptionError("caption_ext", ext, "must be a plain suffix without path separators")
-        if ext.lower() in _FORBIDDEN_CAPTION_EXTS:
-            raise OptionError("caption_ext", ext, "is an image (or temporary-file) suffix; captions would replace "
-                                                  "images; use .txt or .caption")
-        return ext
+    def _check_ext(ext: Any, field: str = "caption_ext") -> str:
+        """``ext`` if it may be a caption (or reference caption) suffix: :func:`lib_clipcap.textrules.check_suffix`
+        with the image and temporary-file suffixes forbidden, compared case-folded (``.PNG`` is ``.png``)."""
+        return check_suffix(field, ext, forbidden=_FORBIDDEN_CAPTION_EXTS,
+                            forbidden_reason="is an image (or temporary-file) suffix; captions would replace images; "
+                                             "use .txt or .caption")
 
     def caption_kwargs(self) -> Dict[str, Any]:
         """Keyword arguments for the model's decoding options (checked as the settings table checks them).

@@ -31,13 +31,13 @@ from typing import Any, Callable, ContextManager, Dict, Iterator, List, Optional
 from ..fileio import atomic_write_many
 from .discover import Discovery, check_allowed, discover
 from .errors import BatchError, BatchLockedError
-from .journal import Journal, run_signature, sha256_bytes
+from .journal import JOURNAL_NAME, Journal, run_signature, sha256_bytes
 from .loader import default_workers, iterate_batches
-from .lock import FolderLock
+from .lock import LOCK_NAME, FolderLock
 from .options import FileOutcome, TagFailure, TagOptions, TagSummary
 from .plan import Task, journal_root, plan_tasks, remove_stale_temps
 from .policy import final_text
-from .writer import Manifest, read_existing
+from .writer import Manifest, check_manifest_file, read_existing
 
 log = logging.getLogger(__name__)
 
@@ -238,21 +238,21 @@ def run_tagging(options: TagOptions, captioner: Any, *, progress: Optional[Progr
     Raises:
         BatchInputError: an input does not exist.
         BatchLockedError: another run holds an output folder's lock.
-        PathNotAllowedError: an input, output or manifest is outside ``allowed_roots``.
+        PathNotAllowedError: an input, output, manifest, journal or lock is outside ``allowed_roots``.
+        OptionError: a manifest exists and was not written by this tool (before the model loads).
         DecodingError, ClipCapError: invalid decoding options (before any file is touched).
         OSError: the journal or a manifest cannot be written (the run stops; what was written stays valid).
         RuntimeError: the model failed on a batch, or a worker process died (the run stops; rerun to resume).
     """
     t0 = time.perf_counter()
     session = _as_session(captioner)
+    _check_outputs(options, allowed_roots)  # before the model loads: a refused manifest is a quick, clear error
     with session() as model:  # decoding options and transform are fixed for the run; weights are used per batch
         opts, extra = model_options(model, options)
         preprocess = model.clip.preprocess
         model_name = getattr(model, "name", "") or type(model).__name__
         device = getattr(model, "device", None)
         device_type = getattr(device, "type", "cpu")
-    if allowed_roots is not None:
-        _check_outputs(options, allowed_roots)
     found = discover(options, allowed_roots=allowed_roots)
 
     def caption(tasks: List[Task], recorder: Recorder) -> None:
@@ -291,8 +291,9 @@ def execute_run(options: TagOptions, model_name: str, found: Discovery, caption:
     summary = TagSummary(dry_run=options.dry_run, model=model_name)
     summary.total = len(found.items) + len(found.failures)
     signature = run_signature(options.signature_fields(), model_name)
-    journals = {root: Journal(root, signature, resume=options.resume).load()
-                for root in dict.fromkeys(journal_root(i, options) for i in found.items)}
+    roots = list(dict.fromkeys(journal_root(i, options) for i in found.items))
+    _check_run_files(roots, allowed_roots)
+    journals = {root: Journal(root, signature, resume=options.resume).load() for root in roots}
     recorder = Recorder(summary, progress, on_file, keep_plan=options.dry_run)
     with contextlib.ExitStack() as stack:
         if not options.dry_run:
@@ -327,11 +328,22 @@ def execute_run(options: TagOptions, model_name: str, found: Discovery, caption:
     return summary
 
 
-def _check_outputs(options: TagOptions, allowed_roots: Sequence[Path]) -> None:
+def _check_outputs(options: TagOptions, allowed_roots: Optional[Sequence[Path]]) -> None:
+    """Outputs inside the allowed folders (when restricted), and manifests that are new or an earlier run's."""
     for path, what in ((options.output_dir, "output folder"), (options.manifest_jsonl, "manifest"),
                        (options.manifest_csv, "manifest")):
         if path:
             check_allowed(os.path.abspath(path), allowed_roots, what)
+    for path, kind in ((options.manifest_jsonl, "jsonl"), (options.manifest_csv, "csv")):
+        if path:
+            check_manifest_file(os.path.abspath(path), kind, shown=path)
+
+
+def _check_run_files(roots: Sequence[Path], allowed_roots: Optional[Sequence[Path]]) -> None:
+    """Journals and locks are read and written too: the path rule applies to them as to captions."""
+    for root in roots:
+        for name, what in ((JOURNAL_NAME, "journal"), (LOCK_NAME, "lock file")):
+            check_allowed(Path(root) / name, allowed_roots, what)
 
 
 @contextlib.contextmanager

@@ -19,7 +19,7 @@ from ..app.cli_common import eprint
 HELP = "score a tagged folder's captions (CLIP-S, grammar, flags) and list the worst first"
 
 _CSV_COLUMNS = ("image", "caption_file", "caption", "clip_score", "grammar", "ref_clip_score", "length", "tokens",
-                "flags", "error")
+                "flags", "error", "caption_error")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -182,7 +182,8 @@ def run(args: argparse.Namespace) -> int:
             cap = "(no caption file)" if r.caption is None else r.caption
             cap = cap if len(cap) <= 100 else cap[:97] + "..."
             print(f"{_fmt(r.clip_score):>7} {_fmt(r.grammar):>7} {r.tokens if r.tokens is not None else '-':>6}  "
-                  f"{','.join(r.flags) or '-':<22} {r.rel}: {cap}" + (f"  [{r.error}]" if r.error else ""))
+                  f"{','.join(r.flags) or '-':<22} {r.rel}: {cap}"
+                  + "".join(f"  [{e}]" for e in (r.error, r.caption_error) if e))
     return 0
 
 

@@ -19,7 +19,6 @@ import hashlib
 import json
 import logging
 import os
-import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,9 +26,10 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from ..batch.discover import check_allowed, is_within
 from ..batch.journal import JOURNAL_NAME, Journal, sha256_bytes
-from ..batch.lock import FolderLock
+from ..batch.lock import LOCK_NAME, FolderLock
 from ..errors import ClipCapError
 from ..fileio import atomic_write_bytes, stale_temp_files
+from ..textrules import UserPattern
 from .flags import check_caption_text, decode_caption
 from .table import ReviewRow, ReviewTable
 
@@ -111,6 +111,13 @@ def _read_undo(path: Path) -> List[Dict[str, Any]]:
     return groups
 
 
+def _check_own_files(root: Path, allowed_roots: Optional[Sequence[Path]]) -> None:
+    """The undo log, journal and lock of ``root`` are read and written too: the path rule applies to them as to
+    captions (a symlink planted in their place must not lead a save outside the allowed folders)."""
+    for name, what in ((UNDO_NAME, "undo log"), (JOURNAL_NAME, "journal"), (LOCK_NAME, "lock file")):
+        check_allowed(root / name, allowed_roots, what)
+
+
 def undo_depth(table: ReviewTable) -> int:
     """How many saves :func:`undo_last` can still undo in this table's output root."""
     return len(_read_undo(table_root(table) / UNDO_NAME))
@@ -188,13 +195,15 @@ def save_captions(table: ReviewTable, edits: Sequence[Tuple[str, str]], *,
             written then.
         UnknownImageError: an image is not in ``table``.
         ReviewEditError: an image given twice.
-        PathNotAllowedError: a caption file resolves outside ``allowed_roots``.
+        PathNotAllowedError: a caption file (or the folder's undo log, journal or lock) resolves outside
+            ``allowed_roots``.
         BatchLockedError: a batch run holds the folder's lock (try again when it has finished).
     """
     pairs = _rows_for(table, edits)
     root = table_root(table)
     for row, _ in pairs:  # the batch rule and message (PathNotAllowedError: a PermissionError)
         check_allowed(row.caption_file, allowed_roots, "caption file")
+    _check_own_files(root, allowed_roots)
     outcomes: Dict[str, EditOutcome] = {}
     todo: List[Tuple[ReviewRow, bytes, Optional[bytes]]] = []
     root.mkdir(parents=True, exist_ok=True)
@@ -249,9 +258,11 @@ def undo_last(table: ReviewTable, *, allowed_roots: Optional[Sequence[Path]] = N
 
     Raises:
         BatchLockedError: a batch run holds the folder's lock.
+        PathNotAllowedError: the undo log, journal or lock resolves outside ``allowed_roots``.
     """
     root = table_root(table)
     path = root / UNDO_NAME
+    _check_own_files(root, allowed_roots)
     with FolderLock(root):
         groups = _read_undo(path)
         if not groups:
@@ -322,16 +333,16 @@ def plan_bulk(rows: Sequence[ReviewRow], *, find: Optional[str] = None, replace:
         ``(row, new caption)`` for every row whose caption would change; ``len()`` of it is the preview count.
 
     Raises:
-        OptionError: an invalid regular expression or an empty find text.
+        OptionError: an invalid regular expression (or one that ran out of time), an invalid replacement, or an
+            empty find text.
     """
     from ..options_table import OptionError
 
     pattern = None
     if find is not None and find != "":
-        try:
-            pattern = re.compile(find if regex else re.escape(find))
-        except re.error as e:
-            raise OptionError("find", find, f"is not a valid regular expression ({e})") from None
+        # Case-sensitive, like a text editor's replace; a user's expression runs under one time limit
+        # (textrules.UserPattern), so a backtracking pattern fails the preview instead of stalling the server.
+        pattern = UserPattern("find", find, regex=regex, case_insensitive=False)
     elif prefix is None or not prefix.strip():
         raise OptionError("find", find, "give a text to find, or a prefix to add")
     out = []
@@ -340,10 +351,7 @@ def plan_bulk(rows: Sequence[ReviewRow], *, find: Optional[str] = None, replace:
             continue
         text = row.caption
         if pattern is not None:
-            try:
-                text = pattern.sub(replace if regex else replace.replace("\\", "\\\\"), text)
-            except (re.error, IndexError) as e:
-                raise OptionError("replace", replace, f"is not a valid replacement ({e})") from None
+            text = pattern.sub(replace, text)
         if prefix is not None and prefix.strip():
             p = prefix.strip()
             if not text.casefold().startswith(p.casefold()):

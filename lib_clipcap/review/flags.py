@@ -10,7 +10,8 @@ Flags (the strings are part of the CLI's JSON/CSV and the API):
 - ``trigger_only``: the caption is nothing but the trigger word(s) / prefix (a run whose caption came out empty);
 - ``too_long``: more CLIP tokens than the trainer reads (75 by default, kohya's ``max_token_length``); the rest is
   silently cut off during training;
-- ``control_chars``: line breaks or other control characters (kohya joins lines, other trainers keep only the first).
+- ``control_chars``: line breaks (``U+2028``/``U+2029`` included) or other control characters (kohya joins lines,
+  other trainers keep only the first): what :func:`check_caption_text` would refuse to save.
 
 Importing this module is cheap: no torch, no Pillow.
 """
@@ -18,11 +19,11 @@ Importing this module is cheap: no torch, no Pillow.
 from __future__ import annotations
 
 import re
-import unicodedata
 from collections import Counter
 from typing import Callable, Dict, Iterable, List, Optional, Sequence
 
 from ..errors import ClipCapError
+from ..textrules import has_forbidden_chars, text_problem
 
 __all__ = ["FLAGS", "DEFAULT_DUPLICATE_MIN", "DEFAULT_TOKEN_LIMIT", "CaptionTextError", "check_caption_text",
            "clip_token_counter", "decode_caption", "detect_trigger", "duplicate_keys", "flags_for", "is_trigger_only"]
@@ -44,24 +45,20 @@ class CaptionTextError(ClipCapError, ValueError):
 def check_caption_text(text: object) -> str:
     """Return ``text`` if it can be saved as a caption, else raise.
 
-    A caption file is one line of UTF-8: trainers read the first line (or join lines), so a newline or any other
-    control character would silently change what the trainer sees.
+    A caption file is one line of UTF-8: trainers read the first line (or join lines), so a line break (``\\n``,
+    ``U+2028``, ``U+2029``, ``U+0085``...) or any other control character would silently change what the trainer
+    sees. The rule is batch tagging's own (:func:`lib_clipcap.textrules.text_problem`), so both faces refuse the
+    same text with the same words.
 
     Raises:
-        CaptionTextError: not a string, a control character (named with its position), or text that cannot be
-            encoded as UTF-8 (lone surrogates).
+        CaptionTextError: not a string, a refused character (named with its code point and position), or text that
+            cannot be encoded as UTF-8 (lone surrogates).
     """
     if not isinstance(text, str):
         raise CaptionTextError(f"a caption must be a string, got {type(text).__name__}")
-    for i, ch in enumerate(text):
-        if unicodedata.category(ch) == "Cc":
-            raise CaptionTextError(f"the caption contains the control character {ch!r} at position {i} (line "
-                                   f"breaks and tabs included); a caption is one line: remove it")
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError as e:
-        raise CaptionTextError(f"the caption cannot be written as UTF-8 ({e.reason} at position {e.start}); "
-                               f"remove that character") from None
+    problem = text_problem(text)
+    if problem is not None:
+        raise CaptionTextError(f"the caption is refused: {problem}")
     return text
 
 
@@ -183,6 +180,6 @@ def flags_for(text: Optional[str], *, utf8: bool = True, tokens: Optional[int] =
         out.append("trigger_only")
     if tokens is not None and tokens > token_limit:
         out.append("too_long")
-    if any(unicodedata.category(ch) == "Cc" for ch in text.rstrip("\r\n")):
+    if has_forbidden_chars(text):
         out.append("control_chars")
     return out

@@ -7,10 +7,13 @@ undo the last save.
   scan of the same folder (for paging); scores come from CLIP (the ``model``'s, default: the server's default model)
   with image features cached on disk, so a re-scan after edits is cheap.
 - ``PUT /review/caption``: ``{"folder", "image", "caption"}`` -> the saved row, rescored. The caption must be one line:
-  control characters (newlines included) are refused with 422. Saved atomically through the batch writer and journal.
+  control characters and line breaks (``U+2028``/``U+2029`` included) are refused with 422, by batch tagging's own
+  text rule (:mod:`lib_clipcap.textrules`). Saved atomically through the batch writer and journal.
 - ``POST /review/undo``: ``{"folder"}`` -> the files the last save changed, restored.
 
-The same rules as batch tagging: the folders a job manager allows, nothing without one (503); 403 outside them.
+The same rules as batch tagging: the folders a job manager allows, nothing without one (503); 403 outside them. A
+caption or reference file that is a symlink leading outside them is not read: its row says so in ``caption_error``.
+A ``regex`` filter runs in a worker thread with a time limit (422 when it runs out), so it never stalls the server.
 """
 
 # No ``from __future__ import annotations``: FastAPI 0.94 (A1111) resolves route annotations at creation.

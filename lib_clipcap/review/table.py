@@ -9,14 +9,14 @@ by :mod:`lib_clipcap.review.scoring`.
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence
 
-from ..batch.discover import discover
+from ..batch.discover import discover, is_within
 from ..batch.options import TagFailure, TagOptions
 from ..batch.plan import journal_root
+from ..textrules import REGEX_TIME_LIMIT_S, UserPattern
 from .flags import (
     DEFAULT_DUPLICATE_MIN,
     DEFAULT_TOKEN_LIMIT,
@@ -52,7 +52,9 @@ class ReviewRow:
         grammar: P(grammatical) from the grammar head, ``None`` until scored / without a head.
         ref_caption: The second caption source's text, when one was given and it exists.
         ref_clip_score: RefCLIP-S against ``ref_caption``.
-        error: Why the image or the caption file could not be read (the row stays in the table).
+        error: Why the image could not be read (the row stays in the table; scoring sets and clears it).
+        caption_error: Why the caption file or the reference caption was not read: unreadable, a folder in its
+            place, or (on a server) a symlink leading outside the allowed folders. Set by the scan only.
     """
 
     image: str
@@ -69,6 +71,7 @@ class ReviewRow:
     ref_caption: Optional[str] = None
     ref_clip_score: Optional[float] = None
     error: Optional[str] = None
+    caption_error: Optional[str] = None
 
     def to_dict(self) -> Dict[str, Any]:
         """The row as JSON-friendly data (the CLI's ``--json`` rows and the API's)."""
@@ -137,7 +140,17 @@ class ReviewTable:
         return out
 
 
-def _read_text(path: Path) -> tuple[Optional[str], bool, Optional[str]]:
+def _read_text(path: Path, allowed_roots: Optional[Sequence[Path]] = None, what: str = "caption file"
+               ) -> tuple[Optional[str], bool, Optional[str]]:
+    """``(text, valid UTF-8, error)`` of a caption file; ``(None, True, None)`` when there is none.
+
+    With ``allowed_roots``, a file whose real path (symlinks resolved) lies outside them is not read at all: the row
+    reports it, the way a save through it is refused. Its target is not named: that would tell a client about
+    files outside the folders it may see.
+    """
+    if allowed_roots is not None and os.path.lexists(path) and not is_within(path, allowed_roots):
+        return None, True, (f"the {what} {path} is a symlink leading outside the allowed folders; not read (replace "
+                            f"it with a regular file inside them)")
     try:
         data = path.read_bytes()
     except FileNotFoundError:
@@ -193,7 +206,7 @@ def scan_folder(folder: str | os.PathLike, *, caption_ext: str = ".txt", output_
     options = TagOptions(inputs=[os.path.expanduser(os.fspath(folder))], recursive=recursive, include=list(include),
                          exclude=list(exclude), caption_ext=caption_ext, output_dir=output_dir)
     if ref_ext is not None:
-        TagOptions._check_ext(ref_ext)
+        TagOptions._check_ext(ref_ext, "ref_ext")
     out_dir = Path(os.path.abspath(options.output_dir)) if options.output_dir else None
     r_dir = Path(os.path.abspath(ref_dir)) if ref_dir else out_dir
     found = discover(options, allowed_roots=allowed_roots)
@@ -202,13 +215,14 @@ def scan_folder(folder: str | os.PathLike, *, caption_ext: str = ".txt", output_
         cap = item.caption_path(options.caption_ext, out_dir)
         row = ReviewRow(image=os.fspath(item.path), rel=item.rel.as_posix(), caption_file=os.fspath(cap),
                         journal_root=os.fspath(journal_root(item, options)))
-        row.caption, row.utf8, row.error = _read_text(cap)
+        row.caption, row.utf8, row.caption_error = _read_text(cap, allowed_roots)
         _text_facts(row)
         if ref_ext is not None or ref_dir is not None:
             ref = item.caption_path(ref_ext or options.caption_ext, r_dir)
             if os.path.realpath(ref) != os.path.realpath(cap):
-                text, _, _ = _read_text(ref)
+                text, _, ref_error = _read_text(ref, allowed_roots, "reference caption file")
                 row.ref_caption = text if text is not None and text.strip() else None
+                row.caption_error = row.caption_error or ref_error
         rows.append(row)
     table = ReviewTable(folder=os.path.abspath(os.path.expanduser(folder)), rows=rows, failures=list(found.failures),
                         caption_ext=options.caption_ext, output_dir=options.output_dir,
@@ -249,17 +263,19 @@ def sort_rows(rows: Iterable[ReviewRow], by: str = "clip", *, descending: bool =
 
 def filter_rows(rows: Iterable[ReviewRow], *, flags: Sequence[str] = (), text: Optional[str] = None,
                 regex: bool = False, min_score: Optional[float] = None, max_score: Optional[float] = None,
-                score: str = "clip") -> List[ReviewRow]:
+                score: str = "clip", time_limit: float = REGEX_TIME_LIMIT_S) -> List[ReviewRow]:
     """Rows that match every given condition.
 
     Args:
         flags: Keep rows carrying at least one of these flags (``"any"``: any flag at all; ``"none"``: no flag).
-        text: Keep rows whose caption contains this text (case-insensitive), or matches it as a regular expression.
+        text: Keep rows whose caption contains this text (case-insensitive), or matches it as a regular expression
+            (with ``regex``; all rows together may take ``time_limit`` seconds).
         min_score, max_score: Keep rows whose ``score`` (``clip``, ``grammar``, ``ref``) is within the range (rows
             without that score are dropped when a bound is given).
 
     Raises:
-        OptionError: an unknown flag or score name, or an invalid regular expression.
+        OptionError: an unknown flag or score name, an invalid regular expression, one that ran out of time, or
+            ``regex`` without the ``regex`` package.
     """
     from ..options_table import OptionError
 
@@ -269,12 +285,9 @@ def filter_rows(rows: Iterable[ReviewRow], *, flags: Sequence[str] = (), text: O
     attr = {"clip": "clip_score", "grammar": "grammar", "ref": "ref_clip_score"}.get(score)
     if attr is None:
         raise OptionError("score", score, "must be clip, grammar or ref")
-    pattern = None
-    if text:
-        try:
-            pattern = re.compile(text if regex else re.escape(text), re.IGNORECASE)
-        except re.error as e:
-            raise OptionError("text", text, f"is not a valid regular expression ({e})") from None
+    # A user's expression runs under one time limit with the GIL released (textrules.UserPattern): a backtracking
+    # pattern fails this request with a clear error instead of stalling the server.
+    pattern = UserPattern("text", text, regex=regex, time_limit=time_limit) if text else None
     out = []
     for r in rows:
         if flags:

@@ -198,7 +198,7 @@ class ReviewUI:
                 + (f" · RefCLIP-S {_fmt(r.ref_clip_score)}" if r.ref_caption else "")
                 + f" · {r.tokens if r.tokens is not None else 0} tokens"
                 + (f" · flags: {', '.join(r.flags)}" if r.flags else "")
-                + (f"\n\n⚠ {r.error}" if r.error else "")
+                + "".join(f"\n\n⚠ {e}" for e in (r.error, r.caption_error) if e)
                 + f"\n\nCaption file: `{r.caption_file}`")
         return self.preview(r.image), info, r.caption or ""
 
