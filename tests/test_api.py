@@ -433,14 +433,15 @@ def test_mount_twice_replaces_the_routes_and_openapi_documents_the_options(manag
     schema = client.get("/openapi.json").json()
     ours = sorted(p for p in schema["paths"] if p.startswith(API_PREFIX))
     assert ours == sorted([f"{API_PREFIX}/caption", f"{API_PREFIX}/models", f"{API_PREFIX}/unload",
-                           f"{API_PREFIX}/batch", f"{API_PREFIX}/batch/{{job_id}}", f"{API_PREFIX}/review",
+                           f"{API_PREFIX}/batch", f"{API_PREFIX}/batch/{{job_id}}", f"{API_PREFIX}/batch/runs",
+                           f"{API_PREFIX}/batch/undo", f"{API_PREFIX}/review",
                            f"{API_PREFIX}/review/caption", f"{API_PREFIX}/review/undo"])
     op_ids = [op["operationId"] for p in ours for op in schema["paths"][p].values()]
     assert len(op_ids) == len(set(op_ids))
     from lib_clipcap.app.api import _is_ours
 
-    # no route registered twice: 9 routes (FastAPI < 0.16x copies them) or one included-router entry (newer)
-    assert sum(1 for r in app.router.routes if _is_ours(r)) in (1, 9)
+    # no route registered twice: 11 routes (FastAPI < 0.16x copies them) or one included-router entry (newer)
+    assert sum(1 for r in app.router.routes if _is_ours(r)) in (1, 11)
     body = schema["paths"][f"{API_PREFIX}/caption"]["post"]["requestBody"]["content"]["application/json"]["schema"]
     assert {"image", "model", "decoding", "top_p", "rerank"} <= set(body["properties"])
     assert client.get(f"{API_PREFIX}/models").status_code == 200

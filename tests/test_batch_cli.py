@@ -46,12 +46,13 @@ def test_summary_line_failures_and_exit_codes(fast_model, tmp_path, capsys):
     args = ["tag", str(tmp_path), "--model", "shapes-demo", "--batch-size", "2", "--workers", "0"]
     assert main(args) == 1
     out, err = capsys.readouterr()
-    assert out.splitlines()[-1].startswith("written 2, skipped 0, failed 1 in ")
+    assert out.splitlines()[-1].startswith("written 2, already done (resume) 0, had a caption (policy) 0, failed 1 in ")
     assert f"clipcap: failed: {tmp_path / 'bad.png'}: Cannot load image" in err
     assert "img/s" in err  # tqdm progress on stderr
     (tmp_path / "bad.png").unlink()
     assert main(args) == 0
-    assert capsys.readouterr().out.splitlines()[-1].startswith("written 0, skipped 2, failed 0")
+    last = capsys.readouterr().out.splitlines()[-1]
+    assert last.startswith("written 0, already done (resume) 2, had a caption (policy) 0, failed 0")
 
 
 def test_dry_run_lists_and_writes_nothing(fast_model, tmp_path, capsys):
@@ -59,8 +60,9 @@ def test_dry_run_lists_and_writes_nothing(fast_model, tmp_path, capsys):
     imgs[0].with_suffix(".txt").write_text("keep")
     assert main(["tag", str(tmp_path), "--dry-run", "--existing", "append"]) == 0
     out = capsys.readouterr().out
-    assert f"write (append)\t{imgs[0].with_suffix('.txt')}\t<- {imgs[0]}" in out
-    assert f"write (new)\t{imgs[1].with_suffix('.txt')}" in out and "would write 2, skipped 0, failed 0" in out
+    assert f"append\t{imgs[0].with_suffix('.txt')}\t<- {imgs[0]}" in out
+    assert f"create\t{imgs[1].with_suffix('.txt')}" in out
+    assert "would write 2, already done (resume) 0, had a caption (policy) 0, failed 0" in out
     assert sorted(p.name for p in tmp_path.iterdir()) == ["im00.png", "im00.txt", "im01.png"]
 
 

@@ -71,7 +71,8 @@ def test_tags_folder_with_prefix_manifests_and_leaves_images_untouched(cap, tmp_
     s = run_tagging(opts(tmp_path / "ds", prefix="sks", manifest_jsonl=str(tmp_path / "m.jsonl"),
                          manifest_csv=str(tmp_path / "m.csv")), cap, progress=lambda *a: calls.append(a))
     assert (s.written, s.skipped, s.failed, s.total) == (7, 0, 0, 7) and s.ok and not s.stopped
-    assert s.model == "shapes-demo" and s.images_per_s > 0 and s.line() == "written 7, skipped 0, failed 0"
+    assert s.model == "shapes-demo" and s.images_per_s > 0
+    assert s.line() == "written 7, already done (resume) 0, had a caption (policy) 0, failed 0"
     for img in imgs:
         assert img.with_suffix(".txt").read_text(encoding="utf-8") == f"sks, {ref[img]}"
         assert before[img] == (img.read_bytes(), img.stat().st_mtime_ns)  # bytes and mtime unchanged
@@ -149,8 +150,10 @@ def test_mirrored_output_folder_and_custom_suffix(cap, tmp_path):
     before = snapshot(tmp_path / "in")
     s = run_tagging(opts(tmp_path / "in", output_dir=str(tmp_path / "out"), caption_ext=".caption"), cap)
     assert s.written == 3 and snapshot(tmp_path / "in") == before  # nothing written next to the images
-    got = sorted(p.relative_to(tmp_path / "out").as_posix() for p in (tmp_path / "out").rglob("*") if p.is_file())
+    got = sorted(p.relative_to(tmp_path / "out").as_posix() for p in (tmp_path / "out").rglob("*") if p.is_file()
+                 and ".clipcap" not in p.relative_to(tmp_path / "out").parts)  # the run record: see test_batch_undo
     assert got == [JOURNAL_NAME, "a/b/img02.caption", "img00.caption", "img01.caption"]
+    assert (tmp_path / "out" / ".clipcap" / "files.jsonl").is_file()
 
 
 def test_dry_run_writes_nothing_and_explains(cap, tmp_path):
@@ -161,10 +164,11 @@ def test_dry_run_writes_nothing_and_explains(cap, tmp_path):
     s = run_tagging(opts(tmp_path, dry_run=True, manifest_jsonl=str(tmp_path / "m.jsonl"),
                          output_dir=None), cap)
     assert snapshot(tmp_path) == before  # no caption, journal, lock or manifest
-    assert s.dry_run and s.line() == "would write 4, skipped 1, failed 0"  # bad.png only fails when decoded
+    # bad.png only fails when decoded
+    assert s.dry_run and s.line() == "would write 4, already done (resume) 0, had a caption (policy) 1, failed 0"
     plan = {Path(o.path).name: (o.status, o.reason) for o in s.plan}
     assert plan["img01.png"] == ("skipped", "caption file exists (existing=skip)")
-    assert plan["img00.png"] == ("would_write", "new")
+    assert plan["img00.png"] == ("would_write", "create")
     s = run_tagging(opts(tmp_path, dry_run=True, existing="append"), cap)
     assert {Path(o.path).name: o.reason for o in s.plan}["img01.png"] == "append"
 

@@ -302,7 +302,8 @@ def test_ray_run_equals_single_machine_run_and_resumes(cluster, dataset, referen
         ray_data_log.removeHandler(caplog.handler)
     assert (s.total, s.written, s.skipped, s.failed) == (N_IMAGES + len(BAD), N_IMAGES, 0, len(BAD))
     assert s.model == "shapes-demo" and s.images_per_s > 0 and not s.stopped
-    assert s.line() == f"written {N_IMAGES}, skipped 0, failed {len(BAD)}"
+    assert s.line() == (f"written {N_IMAGES}, already done (resume) 0, had a caption (policy) 0, "
+                        f"failed {len(BAD)}")
     assert [d for d, _ in seen] == list(range(1, N_IMAGES + len(BAD) + 1))
     # the same captions as the single-machine run, file for file; the same failures with the same reasons
     assert captions(folder) == reference["captions"]
@@ -327,6 +328,32 @@ def test_ray_run_equals_single_machine_run_and_resumes(cluster, dataset, referen
     s2 = run_tagging_ray(TagOptions(inputs=[str(folder)], exclude=list(BAD)), "shapes-demo", ray_options(cluster))
     assert (s2.written, s2.skipped, s2.failed) == (0, N_IMAGES, 0)
     assert {p: p.stat().st_mtime_ns for p in folder.rglob("*.txt")} == before
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+def test_a_ray_run_is_recorded_and_undone_like_a_local_one(cluster, dataset, tmp_path):
+    """Issue 20: --engine ray writes through the same writer, so its runs are recorded, own text replaced on a
+    re-run, and undo restores byte-identical files."""
+    ensure_worker(cluster)
+    folder = copy_of(dataset, tmp_path / "ds")
+    hand = next(p for p in sorted(folder.rglob("*.png")) if p.name not in BAD).with_suffix(".txt")
+    hand.write_bytes(b"hand written, sks")
+    before = captions(folder)
+    from lib_clipcap.batch.runs import list_runs, undo_run
+    from lib_clipcap.distributed import run_tagging_ray
+
+    opts = dict(inputs=[str(folder)], existing="append", triggers=["sks"])
+    with one_actor_on_each_node():
+        s = run_tagging_ray(TagOptions(**opts), "shapes-demo", ray_options(cluster))
+        assert s.written == N_IMAGES and s.run_ids
+        first = hand.read_bytes()
+        assert first.startswith(b"sks, hand written, ") and first.count(b"sks") == 1
+        run_tagging_ray(TagOptions(**opts, prefix="x"), "shapes-demo", ray_options(cluster))
+    assert hand.read_bytes() == first.replace(b"hand written, ", b"hand written, x, ")  # replaced, not stacked
+    assert [r["engine"] for r in list_runs(folder)] == ["ray", "ray"]
+    assert undo_run(folder).complete and undo_run(folder).complete
+    assert captions(folder) == before
 
 
 @pytest.mark.slow

@@ -248,12 +248,23 @@ def test_batch_section_tags_a_folder_and_reports_failures(manager, tmp_path):
     job_id = updates[-1][0]
     assert job_id and all(u[0] == job_id for u in updates)
     final = updates[-1][1]
-    assert "**done**" in final and "written 2, skipped 0, failed 1" in final and "empty.png" in final, final
+    assert "**done**" in final and "empty.png" in final, final
+    assert "written 2, already done (resume) 0, had a caption (policy) 0, failed 1" in final, final
+    assert jobs.status(job_id)["options"]["decoding"] == "greedy"  # the batch default, whatever the panel says
     assert (folder / "img0.txt").read_text(encoding="utf-8").startswith("old caption, sks, ")
     assert (folder / "img1.txt").read_text(encoding="utf-8").startswith("sks, ")
     assert jobs.status(job_id)["options"]["max_new_tokens"] == 12
     assert f"Job `{job_id}`" in demo.clipcap.batch_cancel(job_id)
     assert demo.clipcap.batch_cancel("") == "No batch job is running."
+    # runs and undo from the tab, with the batch section's folder rules
+    listed = demo.clipcap.batch_runs(str(folder))
+    assert "| Run |" in listed and "append" in listed, listed
+    undone = demo.clipcap.batch_undo(str(folder), "")
+    assert "restored 1, removed 1" in undone, undone
+    assert (folder / "img0.txt").read_text(encoding="utf-8") == "old caption" and not (folder / "img1.txt").exists()
+    assert "outside" in demo.clipcap.batch_undo("/", "")
+    trig = demo.clipcap.make_tag_options(str(folder), {"decoding": "beam", "beam_size": 4}, {"triggers": "sks, ohwx"})
+    assert trig.triggers == ["sks", "ohwx"] and trig.decoding == "greedy"
     bad = dict(batch, caption_ext="txt")
     out = list(demo.clipcap.batch_start(str(folder), DEMO, *bad.values(), *ui_values(demo)))[-1][1]
     assert out.startswith("**Error:** caption_ext='txt' is invalid"), out

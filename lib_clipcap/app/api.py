@@ -682,6 +682,38 @@ def _add_batch_routes(router: APIRouter, manager: Any, job_manager: Any, current
             raise ApiError(404, "folder_not_found", str(e)) from None
         return {"id": str(job_id)}
 
+    async def folder_call(request: Request, fields: List[str], call: Callable[[Any], Any]) -> Any:
+        # JSON bodies only (read_json: 415 otherwise) and the router's origin check, as every other route: undo
+        # writes files, so it must never be reachable from a cross-site form post.
+        jobs = require_jobs()
+        data = await read_json(request, _JSON_OVERHEAD)
+        _check_fields(data, fields)
+        from ..batch.errors import BatchLockedError
+        from ..batch.runs import RunNotFoundError
+
+        try:
+            return await run_in_threadpool(call, jobs, data)
+        except PermissionError as e:  # outside the allowed folders
+            raise ApiError(403, "forbidden_path", str(e)) from None
+        except RunNotFoundError as e:
+            raise ApiError(404, "unknown_run", str(e)) from None
+        except BatchLockedError as e:
+            raise ApiError(409, "folder_busy", str(e)) from None
+        except (FileNotFoundError, NotADirectoryError) as e:
+            raise ApiError(404, "folder_not_found", str(e)) from None
+
+    @router.post("/batch/runs", responses=_ERRORS,
+                 summary="List the batch runs recorded for a folder (body: {\"folder\"}), oldest first")
+    async def batch_runs(request: Request) -> Any:
+        return _jsonable_status({"runs": await folder_call(request, ["folder"],
+                                                           lambda jobs, d: jobs.runs(d.get("folder")))})
+
+    @router.post("/batch/undo", responses=_ERRORS,
+                 summary="Undo a batch run of a folder (body: {\"folder\", \"run\"}; run: default the newest)")
+    async def batch_undo(request: Request) -> Any:
+        return _jsonable_status(await folder_call(request, ["folder", "run"],
+                                                  lambda jobs, d: jobs.undo(d.get("folder"), d.get("run"))))
+
     @router.get("/batch/{job_id}", responses=_ERRORS, summary="Progress and results of a batch job")
     def batch_status(job_id: str) -> Any:
         return job_status(job_id)

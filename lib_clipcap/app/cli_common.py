@@ -23,10 +23,13 @@ def eprint(*parts: object) -> None:
 
 
 # ------------------------------------------------------------------------------------------------ shared options
-def add_model_arguments(p: argparse.ArgumentParser) -> None:
+def add_model_arguments(p: argparse.ArgumentParser, *, demo_fallback: bool = True) -> None:
+    """The model options. ``demo_fallback``: whether this command falls back to the demo model when the default one
+    is missing (``tag`` does not: it exits 2), so ``--help`` says what the command really does."""
     g = p.add_argument_group("model")
-    g.add_argument("--model", "-m", help="registry model name (see `models`); default: flickr8k, falling back to "
-                                         "the bundled demo model when it is not available")
+    fallback = (", falling back to the bundled demo model when it is not available" if demo_fallback else
+                "; when it is not available the command stops (exit status 2) instead of using the demo model")
+    g.add_argument("--model", "-m", help=f"registry model name (see `models`); default: flickr8k{fallback}")
     g.add_argument("--checkpoint", help="a local checkpoint instead of a registry model")
     g.add_argument("--clip-model", help="open_clip model name for --checkpoint (e.g. ViT-B-32)")
     g.add_argument("--clip-pretrained", help="open_clip pretrained tag or a local CLIP weights file")

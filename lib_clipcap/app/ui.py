@@ -209,10 +209,49 @@ class CaptionUI:
 
         from ..batch import TagOptions
 
+        from ..batch.options import TAG_DECODING_DEFAULTS
+
         accepted = {f.name for f in dataclasses.fields(TagOptions) if f.init}
-        args = {k: v for k, v in caption_kwargs(values).items() if k in accepted}
+        # One decoding default for every batch face: the CLI and the API decode greedily, one caption per file
+        # (deterministic, so a resumed run gives the same text); the panel's beam settings are for single captions.
+        panel = {k: v for k, v in caption_kwargs(values).items()
+                 if k in accepted and k not in ("decoding", "beam_size", "num_candidates")}
+        args = {**panel, **TAG_DECODING_DEFAULTS}
         args.update({k: v for k, v in dict(batch).items() if k in accepted})
+        if isinstance(args.get("triggers"), str):  # the text box: "sks, ohwx" (a trigger never holds a comma)
+            args["triggers"] = [t.strip() for t in args["triggers"].split(",") if t.strip()]
         return TagOptions(inputs=[folder], **args)
+
+    def batch_runs(self, folder: str) -> str:
+        """Markdown list of the runs recorded for ``folder`` (same folder rules as jobs)."""
+        if not folder or not str(folder).strip():
+            return "Enter the folder that was tagged first."
+        try:
+            runs = self.job_manager.runs(str(folder).strip())
+        except Exception as e:  # noqa: BLE001
+            return _error_text(e)
+        if not runs:
+            return "No runs recorded for this folder."
+        rows = ["| Run | Started | State | Created | Changed | Policy |", "|---|---|---|---|---|---|"]
+        for r in reversed(runs):
+            when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["started"])) if r.get("started") else "?"
+            rows.append(f"| `{r['id']}` | {when} | {'undone' if r.get('undone') else r.get('state')} | "
+                        f"{r['created']} | {r['changed']} | {(r.get('options') or {}).get('existing', '?')} |")
+        return "\n".join(rows)
+
+    def batch_undo(self, folder: str, run_id: str) -> str:
+        """Undo run ``run_id`` (empty: the newest not undone) of ``folder``; markdown report."""
+        if not folder or not str(folder).strip():
+            return "Enter the folder that was tagged first."
+        try:
+            r = self.job_manager.undo(str(folder).strip(), (run_id or "").strip() or None)
+        except Exception as e:  # noqa: BLE001
+            return _error_text(e)
+        text = (f"Undo `{r['run']}`: restored {len(r['restored'])}, removed {len(r['removed'])}, already undone "
+                f"{len(r['already'])}, refused {len(r['refused'])}")
+        if r["refused"]:
+            text += "\n\nLeft alone:\n" + "\n".join(f"- `{f['path']}`: {f['reason']}" for f in r["refused"][:50])
+        return text
 
     def batch_follow(self, job_id: str, *, poll: float = 1.0) -> Iterator[tuple[str, str]]:
         """Yield ``(job id, progress markdown)`` until the job ends."""
@@ -241,13 +280,14 @@ class CaptionUI:
 #: come from the main panel; the rest of TagOptions (globs, manifests, output folder...) are CLI/API-only.
 BATCH_FIELDS: tuple[tuple[str, str, str, str], ...] = (
     ("existing", "Existing caption files", "radio", "skip keeps them; overwrite, append or prepend change them"),
-    ("prefix", "Prefix", "textbox", "text put before every caption, e.g. a trigger word"),
+    ("prefix", "Prefix", "textbox", "text put before every generated caption (mid-file with append)"),
+    ("triggers", "Trigger words", "textbox", "comma-separated; always the first words of every file, never twice"),
     ("suffix", "Suffix", "textbox", "text put after every caption"),
     ("caption_ext", "Caption file suffix", "textbox", "a.jpg gets a.txt with .txt"),
     ("recursive", "Include sub-folders", "checkbox", ""),
     ("lowercase", "Lower-case captions", "checkbox", ""),
     ("strip_period", "Remove trailing period", "checkbox", ""),
-    ("dry_run", "Dry run (write nothing)", "checkbox", "list what would be written"),
+    ("dry_run", "Dry run (write nothing)", "checkbox", "what each file would get; loads no model"),
 )
 
 
@@ -261,6 +301,7 @@ def _batch_defaults() -> dict[str, Any]:
         return {}
     fields = {f.name: f.default for f in dataclasses.fields(TagOptions)}
     out = {name: fields[name] for name, *_ in BATCH_FIELDS if name in fields}
+    out["triggers"] = ""  # a list field, shown as comma-separated text
     out["existing_choices"] = list(EXISTING_POLICIES)
     return out
 
@@ -298,6 +339,11 @@ def _job_finished(status: Any) -> bool:
     return state in _DONE_STATES
 
 
+def _duration(seconds: float) -> str:
+    s = int(round(seconds))
+    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
+
+
 def format_job_status(job_id: str, status: Any) -> str:
     """A short markdown summary of a job status dict (whatever keys the job manager reports)."""
     d = _status_dict(status)
@@ -306,7 +352,13 @@ def format_job_status(job_id: str, status: Any) -> str:
     done, total = d.get("done", d.get("processed")), d.get("total")
     if isinstance(done, (int, float)) and isinstance(total, (int, float)) and total:
         parts.append(f"{int(done)}/{int(total)} images ({100 * done / total:.0f}%)")
-    counts = [f"{k} {d[k]}" for k in ("written", "skipped", "failed") if isinstance(d.get(k), (int, float))]
+    if isinstance(d.get("images_per_s"), (int, float)) and d.get("images_per_s"):
+        eta = d.get("eta_s")
+        parts.append(f"{d['images_per_s']:.2f} images/s" + (f", ETA {_duration(eta)}" if isinstance(
+            eta, (int, float)) and state == "running" else ""))
+    names = {"resumed": "already done (resume)", "kept": "had a caption (policy)"}
+    keys = ("written", "resumed", "kept", "failed") if "resumed" in d else ("written", "skipped", "failed")
+    counts = [f"{names.get(k, k)} {d[k]}" for k in keys if isinstance(d.get(k), (int, float))]
     if counts:
         parts.append(", ".join(counts))
     text = " · ".join(parts)
@@ -458,6 +510,16 @@ def build_ui(manager: Any, *, host: Any = None, job_manager: Any = None, values:
             start_btn.click(fn=ctl.batch_start, inputs=[folder, model_dd, *batch_inputs, *option_inputs],
                             outputs=[job_id, progress])
             cancel_btn.click(fn=ctl.batch_cancel, inputs=[job_id], outputs=[progress])
+            with gr.Row():  # every run that writes is recorded in the folder's .clipcap state folder: list / undo
+                runs_btn = compat.component(gr.Button, value="List runs", elem_id="clipcap_batch_runs",
+                                            interactive=why is None)
+                run_id = compat.component(gr.Textbox, label="Run to undo (empty: the newest)",
+                                          elem_id="clipcap_batch_run_id", interactive=why is None, scale=2)
+                undo_btn = compat.component(gr.Button, value="Undo run", elem_id="clipcap_batch_undo",
+                                            interactive=why is None)
+            runs_md = compat.component(gr.Markdown, value="", elem_id="clipcap_batch_runs_list")
+            runs_btn.click(fn=ctl.batch_runs, inputs=[folder], outputs=[runs_md])
+            undo_btn.click(fn=ctl.batch_undo, inputs=[folder, run_id], outputs=[runs_md])
 
         # ----------------------------------------------------------------------------------------------- review
         from ..review.ui import build_review_section  # its own module: gallery, edits, undo, bulk edits, keys

@@ -1,7 +1,10 @@
 """``python -m lib_clipcap tag FOLDER... [options]``: caption a training set into sidecar files.
 
-Progress (images/s, ETA) goes to stderr through tqdm; the result line ``written N, skipped N, failed N`` to stdout,
-followed on stderr by every failed file with its reason. Exit status: 0 all files fine, 1 some failed, 2 bad usage
+Progress (images/s, ETA, counting only the files being captioned) goes to stderr through tqdm; the result line
+``written N, already done (resume) N, had a caption (policy) N, failed N`` to stdout, followed on stderr by every
+failed file with its reason. Every run that writes is recorded in the folder's ``.clipcap`` state folder:
+``tag --runs DIR`` lists the runs, ``tag --undo DIR [RUN]`` takes one back (:mod:`lib_clipcap.batch.runs`).
+Exit status: 0 all files fine, 1 some failed, 2 bad usage
 or a fatal error (lock held, model missing...), 130 stopped by Ctrl-C (press it once to stop after the current
 batch, twice to abort at once; either way rerunning the command resumes).
 
@@ -39,14 +42,32 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--output-dir", help="write captions under this folder, mirroring the input layout")
     g.add_argument("--manifest-jsonl", metavar="FILE", help="also append a JSONL row per file")
     g.add_argument("--manifest-csv", metavar="FILE", help="also append a CSV row per file")
-    g.add_argument("--dry-run", action="store_true", help="list what would be written; write nothing")
+    g.add_argument("--dry-run", action="store_true",
+                   help="say per file what the policy would do (create / replace own part / append / skip, and "
+                        "why); loads no model, writes nothing")
+    g.add_argument("--preview", type=int, metavar="N",
+                   help="caption the first N files to be written and print the exact text each would get; writes "
+                        "nothing")
+    g.add_argument("--keep-runs", type=int, default=20, metavar="N",
+                   help="run records and backups kept per folder for --undo (default 20; older ones are dropped, "
+                        "and the run says which)")
+    g = p.add_argument_group("runs and undo (instead of tagging)")
+    g.add_argument("--runs", metavar="DIR", help="list the runs recorded for DIR (the folder tagged, or its "
+                                                 "--output-dir) and exit")
+    g.add_argument("--undo", nargs="+", metavar=("DIR", "RUN"),
+                   help="undo run RUN in DIR (default: its newest run not undone): restore every caption file it "
+                        "changed, remove the ones it created; files changed since are left alone and reported")
     g.add_argument("--no-resume", dest="resume", action="store_false",
                    help="ignore the journal of an earlier run and caption everything again")
     g = p.add_argument_group("caption text")
     g.add_argument("--existing", choices=EXISTING_POLICIES, default="skip",
                    help="when a caption file exists (default: skip)")
     g.add_argument("--separator", default=", ", help="joins prefix, caption, suffix and old text (default ', ')")
-    g.add_argument("--prefix", default="", help="text before every caption, e.g. a trigger word")
+    g.add_argument("--prefix", default="", help="text before every generated caption (with --existing append it "
+                                                "sits mid-file: use --trigger for words that must come first)")
+    g.add_argument("--trigger", dest="triggers", action="append", default=[], metavar="WORD",
+                   help="a trigger word, always the first segment of the file whatever --existing says, never twice "
+                        "(repeatable; kohya keep_tokens / shuffle_caption sets)")
     g.add_argument("--suffix", default="", help="text after every caption")
     g.add_argument("--multiline", action="store_true",
                    help="allow line breaks in --prefix/--suffix/--separator (refused otherwise)")
@@ -56,7 +77,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--replace", nargs=2, action="append", default=[], metavar=("FIND", "REPLACE"),
                    help="replace text in captions (repeatable, applied in order)")
     g.add_argument("--workers", type=int, help="image-decoding processes (default: 0 on CPU, up to 16 on a GPU)")
-    add_model_arguments(p)
+    add_model_arguments(p, demo_fallback=False)  # tag never falls back to the toy model (exit status 2)
     add_decoding_arguments(p, method_defaults=TAG_DECODING_DEFAULTS, mode_note="one deterministic caption per file, "
                            "the same however files are batched, so an interrupted run resumes identically")
     g = p.add_argument_group("engine (--engine ray: Ray Data on many GPUs / machines; pip install \"ray[data]\")")
@@ -93,6 +114,7 @@ def options_from_args(args: argparse.Namespace):
         list_file=args.list_file, max_pixels=args.max_pixels, caption_ext=args.caption_ext, output_dir=args.output_dir,
         manifest_jsonl=args.manifest_jsonl, manifest_csv=args.manifest_csv, dry_run=args.dry_run, resume=args.resume,
         existing=args.existing, separator=args.separator, prefix=args.prefix, suffix=args.suffix,
+        triggers=args.triggers, preview=args.preview, keep_runs=args.keep_runs,
         multiline=args.multiline, lowercase=args.lowercase, strip_period=args.strip_period, max_length=args.max_length,
         replace=[tuple(p) for p in args.replace], banned_words=kw.pop("banned_words"), batch_size=args.batch_size,
         workers=args.workers, **kw,
@@ -100,18 +122,21 @@ def options_from_args(args: argparse.Namespace):
 
 
 class _Progress:
-    """tqdm on stderr, created on the first update (when the total is known)."""
+    """tqdm on stderr over the files being captioned only (a resumed run's bar starts at 0 of what is left, so its
+    rate and ETA are the real ones), created when captioning starts."""
 
     def __init__(self) -> None:
         self.bar: Any = None
 
-    def __call__(self, done: int, total: int, path: str) -> None:
+    def __call__(self, p: Any) -> None:
+        if not p.to_process:
+            return
         if self.bar is None:
             from tqdm import tqdm
 
-            self.bar = tqdm(total=total, unit="img", file=sys.stderr, dynamic_ncols=True, smoothing=0.1,
+            self.bar = tqdm(total=p.to_process, unit="img", file=sys.stderr, dynamic_ncols=True, smoothing=0.1,
                             desc="clipcap: tagging")
-        self.bar.update(done - self.bar.n)
+        self.bar.update(p.processed - self.bar.n)
 
     def close(self) -> None:
         if self.bar is not None:
@@ -175,7 +200,7 @@ def _check_engine_args(args: argparse.Namespace) -> Optional[str]:
 
 # TagOptions fields whose flag is not simply "--" + the field with dashes (errors name the flag the user typed).
 _FLAGS = {"inputs": "FOLDER", "caption_ext": "--ext", "list_file": "--list", "recursive": "--no-recursive",
-          "resume": "--no-resume", "banned_words": "--ban"}
+          "resume": "--no-resume", "banned_words": "--ban", "triggers": "--trigger"}
 
 
 def flag_for(field: str) -> str:
@@ -191,13 +216,16 @@ def run(args: argparse.Namespace) -> int:
     try:
         return _run(args)
     except OptionError as e:  # name the flag as typed, not the API field: "--manifest-csv '.bashrc' is invalid: ..."
-        eprint(f"{flag_for(e.field)} {e.value!r} is invalid: {e.reason}")
+        reason = e.reason.replace("set multiline", "add --multiline")  # the option's name here is its flag
+        eprint(f"{flag_for(e.field)} {e.value!r} is invalid: {reason}")
         return 2
 
 
 def _run(args: argparse.Namespace) -> int:
     from .runner import run_tagging
 
+    if args.runs is not None or args.undo is not None:
+        return _runs_or_undo(args)
     if not args.inputs and not args.list_file:
         eprint("give at least one folder or image, or --list FILE")
         return 2
@@ -206,15 +234,67 @@ def _run(args: argparse.Namespace) -> int:
         eprint(problem)
         return 2
     options = options_from_args(args)
+    # A dry run's plan needs no model (loading one takes ~25 s), only its name, for the journal.
+    if options.dry_run and args.engine == "local":
+        name = _model_name(args)
+        eprint(f"dry run: nothing is loaded or written (model {name})")
+        return _run_and_report(options, lambda progress, stop, on_file: run_tagging(
+            options, None, on_file=on_file, model_name=name))
     if args.engine == "ray":
         return _run_ray(args, options)
     cap = load_captioner(args, allow_demo_fallback=False)  # never caption a training set with the toy model by accident
     eprint(f"model: {cap!r}")
 
     def tag(progress, stop, on_file):
-        return run_tagging(options, cap, progress=progress, should_stop=stop, on_file=on_file)
+        return run_tagging(options, cap, on_progress=progress, should_stop=stop, on_file=on_file)
 
     return _run_and_report(options, tag)
+
+
+def _model_name(args: argparse.Namespace) -> str:
+    """The name a loaded model would have (what journals are keyed by), without loading it."""
+    from pathlib import Path
+
+    from ..registry import DEFAULT_MODEL
+
+    if getattr(args, "checkpoint", None):
+        return Path(args.checkpoint).stem
+    return args.model or DEFAULT_MODEL
+
+
+def _runs_or_undo(args: argparse.Namespace) -> int:
+    """``--runs DIR`` / ``--undo DIR [RUN]``."""
+    from .errors import BatchError
+    from .runs import describe_runs, list_runs, undo_run
+
+    if args.runs is not None and args.undo is not None:
+        eprint("give --runs DIR or --undo DIR [RUN], not both")
+        return 2
+    if args.inputs:
+        eprint(f"--runs and --undo take their folder themselves; drop {' '.join(args.inputs)}")
+        return 2
+    try:
+        if args.runs is not None:
+            runs = list_runs(args.runs)
+            if not runs:
+                print(f"no runs recorded in {args.runs}")
+            for line in describe_runs(runs):
+                print(line)
+            return 0
+        if len(args.undo) > 2:
+            eprint(f"--undo takes a folder and at most one run id; got {' '.join(args.undo)}")
+            return 2
+        report = undo_run(args.undo[0], args.undo[1] if len(args.undo) > 1 else None)
+    except BatchError as e:
+        eprint(str(e))
+        return 2
+    print(report.line())
+    for r in report.refused:
+        eprint(f"refused: {r['path']}: {r['reason']}")
+    if not report.complete:
+        eprint("fix or restore the refused files by hand, then rerun the same --undo to finish")
+        return 1
+    return 0
 
 
 def _run_ray(args: argparse.Namespace, options) -> int:
@@ -228,7 +308,7 @@ def _run_ray(args: argparse.Namespace, options) -> int:
     eprint(f"engine: ray ({ray_options.address or 'private Ray on this machine'}); model: {spec.describe()}")
 
     def tag(progress, stop, on_file):
-        return run_tagging_ray(options, spec, ray_options, progress=progress, should_stop=stop, on_file=on_file)
+        return run_tagging_ray(options, spec, ray_options, on_progress=progress, should_stop=stop, on_file=on_file)
 
     return _run_and_report(options, tag)
 
@@ -241,9 +321,11 @@ def _run_and_report(options, tag: Callable) -> int:
     def on_file(o) -> None:
         if options.dry_run:
             if o.status == "would_write":
-                plan_lines.append(f"write ({o.reason})\t{o.output}\t<- {o.path}")
+                plan_lines.append(f"{o.reason}\t{o.output}\t<- {o.path}")
             elif o.status == "skipped":
                 plan_lines.append(f"skip\t{o.path}\t({o.reason})")
+        elif options.preview and o.status == "would_write":
+            plan_lines.append(f"{o.output} ({o.reason}):\n{o.text}\n")
 
     with _StopOnCtrlC() as stop:
         try:
@@ -254,6 +336,11 @@ def _run_and_report(options, tag: Callable) -> int:
         print(line)
     rate = f" ({summary.images_per_s:.2f} images/s)" if summary.images_per_s else ""
     print(f"{summary.line()} in {summary.elapsed_s:.1f} s{rate}")
+    for root, run_id in summary.run_ids.items():
+        eprint(f"run {run_id} recorded in {root}; undo it with: tag --undo {root} {run_id}")
+    if summary.pruned_runs:
+        eprint(f"dropped the records and backups of {len(summary.pruned_runs)} older run(s), which can no longer be "
+               f"undone (--keep-runs {options.keep_runs}): {', '.join(summary.pruned_runs)}")
     for f in summary.failures:
         eprint(f"failed: {f.path}: {f.reason}")
     if summary.stopped:

@@ -189,7 +189,9 @@ class _Walker:
             if not opts.recursive:
                 dirnames[:] = []
             else:
-                dirnames[:] = sorted(d for d in dirnames if self._allowed(os.path.join(dirpath, d), "the folder"))
+                # .clipcap is ClipCap's state folder (run records, backups: batch.runs.STATE_DIR), never data
+                dirnames[:] = sorted(d for d in dirnames
+                                     if d != ".clipcap" and self._allowed(os.path.join(dirpath, d), "the folder"))
             for name in sorted(filenames):
                 full = Path(dirpath) / name
                 if not is_image_path(name):

@@ -90,6 +90,13 @@ class _Job:
     current: Optional[str] = None
     error: Optional[str] = None
     images_per_s: Optional[float] = None
+    eta_s: Optional[float] = None
+    processed: int = 0
+    to_process: Optional[int] = None
+    resumed: int = 0
+    kept: int = 0
+    run_ids: Dict[str, str] = dataclasses.field(default_factory=dict)
+    pruned_runs: List[str] = dataclasses.field(default_factory=list)
     cancel: threading.Event = dataclasses.field(default_factory=threading.Event)
     roots: List[Path] = dataclasses.field(default_factory=list)
 
@@ -211,7 +218,11 @@ class JobManager:
             ``id``, ``model``, ``state`` (queued/running/done/cancelled/failed), ``cancel_requested``, ``done``,
             ``total`` (``None`` until files are counted), ``written``, ``skipped``, ``failed``, ``failures`` (up to
             200 ``{"path", "reason"}``), ``current`` (file being finished), ``error`` (why a job failed),
-            ``images_per_s``, ``created``/``started``/``finished`` (epoch seconds), ``options``.
+            ``images_per_s`` and ``eta_s`` (while running too: from the files captioned so far, skipped ones not
+            counted), ``processed`` / ``to_process`` (files captioned of those that need it), ``resumed`` /
+            ``kept`` (the two kinds of ``skipped``: already done by an earlier run, had a caption the policy keeps),
+            ``run_ids`` (output root -> run id, for undo), ``pruned_runs``, ``created``/``started``/``finished``
+            (epoch seconds), ``options``.
 
         Raises:
             KeyError: no such job.
@@ -222,7 +233,9 @@ class JobManager:
                 "id": job.id, "model": job.model, "state": job.state, "cancel_requested": job.cancel.is_set(),
                 "done": job.done, "total": job.total, "written": job.written, "skipped": job.skipped,
                 "failed": job.failed, "failures": [dict(f) for f in job.failures], "current": job.current,
-                "error": job.error, "images_per_s": job.images_per_s, "created": job.created,
+                "error": job.error, "images_per_s": job.images_per_s, "eta_s": job.eta_s,
+                "processed": job.processed, "to_process": job.to_process, "resumed": job.resumed, "kept": job.kept,
+                "run_ids": dict(job.run_ids), "pruned_runs": list(job.pruned_runs), "created": job.created,
                 "started": job.started, "finished": job.finished, "options": job.options.to_dict(),
             }
 
@@ -247,6 +260,51 @@ class JobManager:
         with self._lock:
             ids = list(self._jobs)
         return [self.status(i) for i in ids]
+
+    def folder(self, folder: Any, *, allowed_roots: Optional[Sequence[Path]] = None, field: str = "folder") -> Path:
+        """``folder`` as an absolute path inside the allowed folders (relative: to the first one), existing.
+
+        Raises:
+            OptionError: not a string, or it holds a control character (naming ``field``).
+            PathNotAllowedError: outside the allowed folders.
+            BatchInputError: no such folder.
+        """
+        roots = self.allowed_roots if allowed_roots is None else _real_roots(allowed_roots)
+        if not isinstance(folder, str) or not folder.strip():
+            raise OptionError(field, folder, "must be the path of a folder that was tagged (or its output_dir)")
+        if any(ord(c) < 32 or ord(c) == 127 for c in folder):
+            raise OptionError(field, folder, "the path holds a control character; give a plain path")
+        q = Path(folder).expanduser()
+        if not q.is_absolute() and roots:
+            q = roots[0] / q
+        path = Path(os.path.abspath(q))
+        check_allowed(path, roots, field)
+        if not path.is_dir():
+            raise BatchInputError(f"{field} not found: {path}")
+        return path
+
+    def runs(self, folder: Any, *, allowed_roots: Optional[Sequence[Path]] = None) -> List[Dict[str, Any]]:
+        """The runs recorded for ``folder`` (:func:`lib_clipcap.batch.runs.list_runs`), same folder rules as jobs."""
+        from .runs import list_runs
+
+        roots = self.allowed_roots if allowed_roots is None else _real_roots(allowed_roots)
+        return list_runs(self.folder(folder, allowed_roots=roots), allowed_roots=roots)
+
+    def undo(self, folder: Any, run_id: Optional[str] = None, *,
+             allowed_roots: Optional[Sequence[Path]] = None) -> Dict[str, Any]:
+        """Undo a run of ``folder`` (:func:`lib_clipcap.batch.runs.undo_run`; nothing is written outside the allowed
+        folders, no symlink is followed); returns the :class:`~lib_clipcap.batch.runs.UndoReport` as data.
+
+        Raises:
+            OptionError: ``run`` is not a string.
+            RunNotFoundError, BatchLockedError, PathNotAllowedError, BatchInputError: as :func:`undo_run`.
+        """
+        from .runs import undo_run
+
+        if run_id is not None and not isinstance(run_id, str):
+            raise OptionError("run", run_id, "must be a run id string (see the runs list)")
+        roots = self.allowed_roots if allowed_roots is None else _real_roots(allowed_roots)
+        return undo_run(self.folder(folder, allowed_roots=roots), run_id or None, allowed_roots=roots).to_dict()
 
     def wait(self, job_id: str, timeout: Optional[float] = None) -> Dict[str, Any]:
         """Block until the job has finished (or ``timeout`` seconds passed); return its status."""
@@ -284,19 +342,27 @@ class JobManager:
     def _run(self, job: _Job) -> None:
         from .runner import run_tagging
 
-        def progress(done: int, total: int, path: str) -> None:
+        def on_progress(p: Any) -> None:
             with self._lock:
-                job.done, job.total, job.current = done, total, path
+                job.done, job.total, job.current = p.done, p.total, p.current or job.current
+                job.processed, job.to_process = p.processed, p.to_process
+                job.images_per_s, job.eta_s = p.images_per_s, p.eta_s
 
         def on_file(o: FileOutcome) -> None:
             with self._lock:
                 setattr(job, o.tally, getattr(job, o.tally) + 1)
+                if o.status == "skipped":
+                    if o.category == "resumed":
+                        job.resumed += 1
+                    else:
+                        job.kept += 1
                 if o.tally == "failed" and len(job.failures) < MAX_LISTED_FAILURES:
                     job.failures.append({"path": o.path, "reason": o.reason})
 
         try:
-            summary = run_tagging(job.options, lambda: self.manager.using(job.model), progress=progress,
-                                  should_stop=job.cancel.is_set, on_file=on_file, allowed_roots=job.roots)
+            summary = run_tagging(job.options, lambda: self.manager.using(job.model), on_progress=on_progress,
+                                  should_stop=job.cancel.is_set, on_file=on_file, allowed_roots=job.roots,
+                                  model_name=job.model)
         except Exception as e:  # noqa: BLE001 - any failure ends this job, never the worker thread
             log.warning("batch job %s failed: %s", job.id, e, exc_info=not isinstance(e, ClipCapError))
             with self._lock:
@@ -305,6 +371,8 @@ class JobManager:
         with self._lock:
             job.total = summary.total
             job.images_per_s = summary.images_per_s
+            job.eta_s = 0.0 if not summary.stopped else None
+            job.run_ids, job.pruned_runs = dict(summary.run_ids), list(summary.pruned_runs)
             job.current = None
             job.state = "cancelled" if summary.stopped else "done"
             job.finished = time.time()
@@ -354,6 +422,14 @@ class JobScope:
     def jobs(self) -> List[Dict[str, Any]]:
         """As :meth:`JobManager.jobs`."""
         return self.base.jobs()
+
+    def runs(self, folder: Any) -> List[Dict[str, Any]]:
+        """As :meth:`JobManager.runs`, within this scope's folders."""
+        return self.base.runs(folder, allowed_roots=self.allowed_roots)
+
+    def undo(self, folder: Any, run_id: Optional[str] = None) -> Dict[str, Any]:
+        """As :meth:`JobManager.undo`, within this scope's folders."""
+        return self.base.undo(folder, run_id, allowed_roots=self.allowed_roots)
 
     def wait(self, job_id: str, timeout: Optional[float] = None) -> Dict[str, Any]:
         """As :meth:`JobManager.wait`."""

@@ -98,7 +98,30 @@ def _int(name: str, value: Any, *, lo: int, hi: int | None = None, nullable: boo
     return value
 
 
+#: The API's and the UI's wording; the command line names its flag instead (``--multiline``, see batch/cli.py).
 _MULTILINE_HINT = " (set multiline to allow line breaks on purpose)"
+#: Runs kept per output root (records and backups) unless ``keep_runs`` says otherwise; same as
+#: :data:`lib_clipcap.batch.runs.DEFAULT_KEEP_RUNS` (repeated so that building options imports nothing more).
+DEFAULT_KEEP_RUNS = 20
+
+
+def _triggers(value: Any, separator: str) -> List[str]:
+    """Trigger words: one segment each (no line break, no separator mark), duplicates (case-insensitive) dropped."""
+    out: List[str] = []
+    seen = set()
+    mark = separator.strip()
+    for t in _strings("triggers", value):
+        check_text("triggers", t)
+        t = t.strip()
+        if not t:
+            raise OptionError("triggers", t, "a trigger word cannot be empty")
+        if mark and mark in t:
+            raise OptionError("triggers", t, f"a trigger is one segment of the caption: it cannot hold the "
+                                             f"separator {mark!r}; give each trigger on its own")
+        if t.casefold() not in seen:
+            seen.add(t.casefold())
+            out.append(t)
+    return out
 
 #: The only suffix each manifest may have (case-folded). A manifest is data: never a script, an image or a dot-file
 #: (``.bashrc``; the tool's own ``.clipcap-journal.jsonl`` and ``.clipcap-review-undo.jsonl`` are dot-files too).
@@ -152,15 +175,24 @@ class TagOptions:
             keywords, reason) to these files. Names must end in ``.jsonl`` / ``.csv`` (not dot-files); an existing
             file is only extended when an earlier run wrote it (CSV: our header line; JSONL: a row of ours first),
             never a file of someone else's (see :func:`lib_clipcap.batch.writer.check_manifest_file`).
-        dry_run: Report what would be written and why files would be skipped; write nothing (no caption, journal,
-            lock or manifest) and caption nothing.
+        dry_run: Report per file what the policy would do (create / replace own part / append / prepend /
+            overwrite / skip, and why); write nothing (no caption, journal, lock, record or manifest), load and
+            caption nothing.
+        preview: Caption the first N files that would be written and report the exact text each file would get
+            (:attr:`FileOutcome.text`); write nothing. Loads the model.
+        keep_runs: Run records and backups kept per output root (older ones are dropped and reported in
+            :attr:`TagSummary.pruned_runs`); ``None``: keep all.
         resume: Skip files that the journal of an earlier run with the same settings records as finished (and whose
             caption file still holds what that run wrote). ``False`` starts a fresh journal.
 
     Text:
         existing: ``skip`` (default), ``overwrite``, ``append`` or ``prepend`` when a caption file exists.
         separator: Joins prefix, caption and suffix, and old and new text for append/prepend.
-        prefix, suffix: Text (e.g. a trigger word) put before / after every generated caption, verbatim.
+        prefix, suffix: Text put before / after every generated caption, verbatim (part of the tool's own segment:
+            with append/prepend it sits mid-file; use ``triggers`` for words that must come first).
+        triggers: Trigger words (kohya ``keep_tokens`` / ``shuffle_caption`` sets): always the first segments of the
+            file whatever the policy, in this order, never twice (a trigger segment already in the old text moves
+            first).
         multiline: Allow line breaks and tabs in ``prefix``, ``suffix`` and ``separator`` (for trainers that read
             multi-line caption files). Off by default: a caption file holds one line, and text with line breaks is
             how a request could shape a file into something else (a launcher, a script). The generated caption
@@ -199,11 +231,14 @@ class TagOptions:
     manifest_jsonl: Optional[str] = None
     manifest_csv: Optional[str] = None
     dry_run: bool = False
+    preview: Optional[int] = None
+    keep_runs: Optional[int] = DEFAULT_KEEP_RUNS
     resume: bool = True
     existing: str = "skip"
     separator: str = ", "
     prefix: str = ""
     suffix: str = ""
+    triggers: List[str] = field(default_factory=list)
     multiline: bool = False
     lowercase: bool = False
     strip_period: bool = False
@@ -244,6 +279,9 @@ class TagOptions:
             check_manifest_name(name, getattr(self, name))
         for name in ("separator", "prefix", "suffix"):
             check_text(name, getattr(self, name), multiline=self.multiline, multiline_hint=_MULTILINE_HINT)
+        self.triggers = _triggers(self.triggers, self.separator)
+        self.preview = _int("preview", self.preview, lo=1)
+        self.keep_runs = _int("keep_runs", self.keep_runs, lo=1)
         if self.existing not in EXISTING_POLICIES:
             raise OptionError("existing", self.existing, f"must be one of {', '.join(EXISTING_POLICIES)}")
         self.caption_ext = self._check_ext(self.caption_ext)
@@ -297,8 +335,15 @@ class TagOptions:
         out: Dict[str, Any] = {name: getattr(self, name) for name in keep}
         out["output_dir"] = os.path.abspath(self.output_dir) if self.output_dir else None
         out["replace"] = [list(p) for p in self.replace]
+        if self.triggers:  # (absent when unset: journals of runs before triggers existed still resume)
+            out["triggers"] = list(self.triggers)
         out["decoding"] = self.caption_kwargs()
         return out
+
+    @property
+    def writes(self) -> bool:
+        """The run writes files (not a dry run, not a preview)."""
+        return not (self.dry_run or self.preview)
 
     def to_dict(self) -> Dict[str, Any]:
         """The options as JSON-friendly data (``TagOptions(**d)`` rebuilds them)."""
@@ -330,6 +375,9 @@ class FileOutcome:
             ``prepend``).
         caption: The generated caption after post-processing (without prefix/suffix/old text), when written.
         score, keywords: From the model, when written.
+        category: For ``skipped``: ``resumed`` (finished by an earlier run of the same settings, per the journal)
+            or ``policy`` (it had a caption the policy keeps).
+        text: Preview only: the exact content the file would get.
     """
 
     path: str
@@ -339,6 +387,8 @@ class FileOutcome:
     caption: Optional[str] = None
     score: Optional[float] = None
     keywords: Optional[List[str]] = None
+    category: str = ""
+    text: Optional[str] = None
 
     @property
     def tally(self) -> str:
@@ -354,6 +404,10 @@ class TagSummary:
     Attributes:
         total: Files found (including skipped and failed ones).
         written, skipped, failed: Counts; ``written + skipped + failed == total`` unless the run was stopped.
+        resumed, kept: The two kinds of ``skipped``: already done by an earlier run (resume), and had a caption
+            the policy keeps.
+        run_ids: The run id recorded in each output root's state folder (for ``tag --undo``).
+        pruned_runs: Runs whose records and backups retention (``keep_runs``) dropped at the start of this one.
         failures: Every failed file with its reason.
         elapsed_s: Wall time of the whole run, discovery to last write.
         images_per_s: Files that went through decoding and the model (written, or failed there) per second of
@@ -377,6 +431,10 @@ class TagSummary:
     plan: List[FileOutcome] = field(default_factory=list)
     journals: List[str] = field(default_factory=list)
     model: str = ""
+    resumed: int = 0
+    kept: int = 0
+    run_ids: Dict[str, str] = field(default_factory=dict)
+    pruned_runs: List[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -384,7 +442,9 @@ class TagSummary:
         return self.failed == 0
 
     def line(self) -> str:
-        """``written N, skipped N, failed N`` (``would write`` in a dry run)."""
+        """``written N, already done (resume) N, had a caption (policy) N, failed N`` (``would write`` in a dry
+        run or preview)."""
         verb = "would write" if self.dry_run else "written"
-        return f"{verb} {self.written}, skipped {self.skipped}, failed {self.failed}"
+        return (f"{verb} {self.written}, already done (resume) {self.resumed}, had a caption (policy) {self.kept}, "
+                f"failed {self.failed}")
 

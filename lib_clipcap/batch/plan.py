@@ -8,12 +8,13 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 from ..fileio import stale_temp_files
 from .discover import Item, is_within
-from .journal import Journal
+from .journal import Journal, sha256_bytes
 from .options import FileOutcome, TagOptions
+from .policy import own_part
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +29,10 @@ class Task:
     size: int
     mtime_ns: int
     action: str  # new / overwrite / append / prepend
+    before: Optional[str] = None  # SHA-256 of the caption file when planned (None: no file); rechecked when writing
+    user: Optional[str] = None  # append/prepend: the user's text kept beside the new caption
+    note: str = ""  # what the policy will do, for a dry run: "create", "replace own part (run ...)", "append"...
+    log: Any = None  # the output root's RunLog (lib_clipcap.batch.runs), None in a dry run
 
 
 def journal_root(item: Item, options: TagOptions) -> Path:
@@ -36,7 +41,8 @@ def journal_root(item: Item, options: TagOptions) -> Path:
 
 
 def plan_tasks(items: Sequence[Item], options: TagOptions, journals: Dict[Path, Journal],
-          allowed_roots: Optional[Sequence[Path]]) -> tuple[List[Task], List[FileOutcome]]:
+               allowed_roots: Optional[Sequence[Path]],
+               histories: Optional[Dict[Path, Dict[str, list]]] = None) -> tuple[List[Task], List[FileOutcome]]:
     """Decide, per image, before decoding anything: caption it (a task), skip it, or fail it.
 
     Args:
@@ -45,6 +51,8 @@ def plan_tasks(items: Sequence[Item], options: TagOptions, journals: Dict[Path, 
         options: The run's options.
         journals: The journal of each output root (see :func:`journal_root`).
         allowed_roots: Where captions may be written (job manager), or ``None``.
+        histories: Per output root, what earlier runs wrote per caption file (:meth:`StateFolder.history
+            <lib_clipcap.batch.runs.StateFolder.history>`), so append/prepend replace the tool's own text.
 
     Returns:
         ``(tasks to caption, outcomes already settled: skipped or failed)``.
@@ -82,16 +90,40 @@ def plan_tasks(items: Sequence[Item], options: TagOptions, journals: Dict[Path, 
         if exists and os.path.isdir(output):
             fail(f"a folder is in the way of its caption file {out_s}")
             continue
-        journal = journals[journal_root(item, options)]
+        root = journal_root(item, options)
+        journal = journals[root]
         if journal.is_done(output, st.st_size, st.st_mtime_ns):
             settled.append(FileOutcome(path, "skipped", out_s, f"already captioned by an earlier run (journal "
-                                                               f"{journal.path.name})"))
+                                                               f"{journal.path.name})", category="resumed"))
             continue
         if exists and options.existing == "skip":
-            settled.append(FileOutcome(path, "skipped", out_s, "caption file exists (existing=skip)"))
+            settled.append(FileOutcome(path, "skipped", out_s, "caption file exists (existing=skip)",
+                                       category="policy"))
             continue
-        action = options.existing if exists else "new"
-        tasks.append(Task(item, output, journal, st.st_size, st.st_mtime_ns, action))
+        if not exists:
+            tasks.append(Task(item, output, journal, st.st_size, st.st_mtime_ns, "new", note="create"))
+            continue
+        try:
+            data = output.read_bytes()
+        except OSError as e:
+            fail(f"cannot read the existing caption file: {e.strerror or e}")
+            continue
+        before = sha256_bytes(data)
+        if options.existing == "overwrite":
+            tasks.append(Task(item, output, journal, st.st_size, st.st_mtime_ns, "overwrite", before,
+                              note="overwrite (the old file is kept for --undo)"))
+            continue
+        try:
+            text = data.decode("utf-8-sig")
+        except UnicodeDecodeError:
+            fail("the existing caption file is not UTF-8 text; fix it or use existing=overwrite")
+            continue
+        history = (histories or {}).get(root, {}).get(journal.key(output), [])
+        user, why = own_part(text, before, history, options)
+        if user is None:
+            settled.append(FileOutcome(path, "skipped", out_s, why, category="policy"))
+            continue
+        tasks.append(Task(item, output, journal, st.st_size, st.st_mtime_ns, options.existing, before, user, why))
     return tasks, settled
 
 

@@ -3,15 +3,22 @@
 The order is fixed and documented because users combine the options: the *generated* caption is lower-cased, then
 find/replace runs (so a replacement may introduce capitals, e.g. a trigger word), banned words are removed, trailing
 periods stripped, whitespace collapsed and the length cut; then prefix and suffix are joined on with the separator;
-finally the existing caption file's text is kept, replaced, or joined before/after it.
+finally the existing caption file's text is kept, replaced, or joined before/after it, and the trigger words go
+first.
+
+**The tool knows its own text.** A file is laid out as ``triggers, body``; the body is the user's text and the tool's
+own segment (prefix, generated caption, suffix), in the order the policy put them. The run record
+(:mod:`.runs`) keeps both parts of every file a run wrote, so a later ``append``/``prepend`` run replaces its own
+earlier segment instead of adding a second one (:func:`own_part`). A file whose tool-written segment was edited since
+is the user's text: ``append``/``prepend`` leave it alone (only ``overwrite`` replaces it).
 """
 
 from __future__ import annotations
 
 import re
-from typing import Optional
+from typing import Iterable, List, Optional, Sequence, Tuple
 
-from ..phrases import join_phrases
+from ..phrases import _inner, join_phrases
 from .options import TagOptions
 
 _SPACE = re.compile(r"\s+")
@@ -95,4 +102,78 @@ def final_text(existing: Optional[str], generated: str, options: TagOptions) -> 
         ``(cleaned caption, file content)``.
     """
     caption = clean_caption(generated, options)
-    return caption, combine(existing, decorate(caption, options), options)
+    return caption, compose(existing, decorate(caption, options), options)
+
+
+# ------------------------------------------------------------------------------------------------ trigger words
+def _fold(s: str) -> str:
+    return s.strip().casefold()
+
+
+def strip_triggers(text: str, triggers: Iterable[str], separator: str) -> str:
+    """``text`` without the segments (split on the separator's punctuation) that are one of ``triggers``
+    (case-insensitive), so a trigger put first is never there twice. Text without such a segment is returned as is."""
+    wanted = {_fold(t) for t in triggers if t.strip()}
+    mark = separator.strip() or separator
+    if not wanted or not text:
+        return text
+    parts = text.split(mark) if mark else [text]
+    kept = [p for p in parts if _fold(p) not in wanted]
+    if len(kept) == len(parts):
+        return text
+    return join_phrases([p.strip() for p in kept], separator)
+
+
+def compose(user: Optional[str], own: str, options: TagOptions) -> str:
+    """The file content: the trigger words first, then ``own`` placed beside the user's text by the policy.
+
+    Args:
+        user: The user's text to keep (``None`` or empty: none; ignored by ``overwrite``).
+        own: The tool's segment (:func:`decorate` of the cleaned caption).
+    """
+    body = combine(strip_triggers(user or "", options.triggers, options.separator) or None, own, options)
+    return join_phrases(tuple(options.triggers) + (body,), options.separator)
+
+
+def _without_own(body: str, own: str, separator: str) -> Optional[str]:
+    """``body`` with the tool's ``own`` segment taken off its start or end; ``None`` when it is not there as written
+    (the user edited it)."""
+    body = body.strip()
+    for o in dict.fromkeys((own.strip(), _inner(own).strip())):
+        if not o:
+            continue
+        if body == o:
+            return ""
+        if body.endswith(separator + o):
+            return body[: -len(separator + o)]
+        if body.startswith(o + separator):
+            return body[len(o + separator):]
+    return None
+
+
+def own_part(existing: str, sha: str, history: Sequence[object], options: TagOptions) -> Tuple[Optional[str], str]:
+    """What of an existing caption file is the user's, for an ``append``/``prepend`` run.
+
+    Args:
+        existing: The file's text.
+        sha: SHA-256 of its bytes.
+        history: Its :class:`~lib_clipcap.batch.runs.FileRecord` s, oldest first (empty: the tool never wrote it).
+        options: Uses ``triggers`` and ``separator``.
+
+    Returns:
+        ``(user text, why)``: the text to keep beside the new caption (triggers removed); ``None`` when the tool's
+        own earlier text was edited since, so the whole file is the user's and must not be rewritten.
+    """
+    recs: List = list(history)
+    for rec in reversed(recs):
+        if rec.after == sha:  # exactly what a run wrote: its user part is known
+            return rec.user, f"replace own part (run {rec.run})"
+    triggers = list(options.triggers) + [t for rec in recs for t in rec.triggers]
+    body = strip_triggers(existing.strip(), triggers, options.separator)
+    if not recs or any(rec.before == sha for rec in recs):  # never ours, or given back by an undo
+        return body, options.existing
+    rest = _without_own(body, recs[-1].own, options.separator)
+    if rest is not None:  # the user edited only their own part: keep their edits, replace ours
+        return rest, f"replace own part (run {recs[-1].run}; your edits kept)"
+    return None, (f"its ClipCap text (run {recs[-1].run}) was edited since, so the file is yours now; "
+                  f"--existing overwrite replaces it")

@@ -26,23 +26,52 @@ import queue
 import threading
 import time
 from pathlib import Path
+from dataclasses import dataclass
 from typing import Any, Callable, ContextManager, Dict, Iterator, List, Optional, Sequence
 
 from ..fileio import atomic_write_many
 from .discover import Discovery, check_allowed, discover
 from .errors import BatchError, BatchLockedError
 from .journal import JOURNAL_NAME, Journal, run_signature, sha256_bytes
+from .runs import STATE_DIR, FileRecord, RunLog, StateFolder, new_run_id
 from .loader import default_workers, iterate_batches
 from .lock import LOCK_NAME, FolderLock
 from .options import FileOutcome, TagFailure, TagOptions, TagSummary
 from .plan import Task, journal_root, plan_tasks, remove_stale_temps
-from .policy import final_text
-from .writer import Manifest, check_manifest_file, read_existing
+from .policy import clean_caption, compose, decorate
+from .writer import Manifest, check_manifest_file
 
 log = logging.getLogger(__name__)
 
 ProgressFn = Callable[[int, int, str], None]
 SessionFn = Callable[[], ContextManager[Any]]
+
+
+@dataclass
+class RunProgress:
+    """Where a run stands, for progress bars and job status.
+
+    Rates count only files that went through the model since captioning started: files a resumed run skips, or
+    that keep their caption, are not work done, so counting them would promise an ETA the run cannot keep.
+
+    Attributes:
+        done, total: Files settled (skipped, failed or written) of all files found.
+        processed, to_process: Files captioned (written or failed at the model) of those that need it.
+        images_per_s: ``processed`` per second since captioning started (``None`` before the first batch).
+        eta_s: Seconds left for ``to_process - processed`` at that rate (``None`` without a rate).
+        current: The last file settled.
+    """
+
+    done: int = 0
+    total: int = 0
+    processed: int = 0
+    to_process: int = 0
+    images_per_s: Optional[float] = None
+    eta_s: Optional[float] = None
+    current: str = ""
+
+
+ProgressInfoFn = Callable[[RunProgress], None]
 
 
 class Recorder:
@@ -52,16 +81,40 @@ class Recorder:
     """
 
     def __init__(self, summary: TagSummary, progress: Optional[ProgressFn], on_file: Optional[Callable],
-                 keep_plan: bool) -> None:
+                 keep_plan: bool, on_progress: Optional[ProgressInfoFn] = None, preview: bool = False) -> None:
         self.summary = summary
         self.progress = progress
         self.on_file = on_file
+        self.on_progress = on_progress
         self.keep_plan = keep_plan
+        self.preview = preview  # write_batch reports the text it would write and writes nothing
         self.done = 0
         self.processed = 0  # files that went through decoding and the model (for images/s)
+        self.to_process = 0
+        self._t_proc: Optional[float] = None
         self.manifest: Optional[Manifest] = None
         self.sinks: List[Any] = []
         self._lock = threading.Lock()
+
+    def start_processing(self, count: int) -> None:
+        """Captioning of ``count`` files starts now: the clock of the rate and ETA."""
+        self.to_process = count
+        self._t_proc = time.perf_counter()
+        self._report("")
+
+    def snapshot(self, current: str = "") -> RunProgress:
+        """The run's :class:`RunProgress` now."""
+        rate = eta = None
+        if self._t_proc is not None and self.processed:
+            elapsed = time.perf_counter() - self._t_proc
+            rate = self.processed / elapsed if elapsed > 0 else None
+            if rate:
+                eta = max(0, self.to_process - self.processed) / rate
+        return RunProgress(self.done, self.summary.total, self.processed, self.to_process, rate, eta, current)
+
+    def _report(self, current: str) -> None:
+        if self.on_progress is not None:
+            self.on_progress(self.snapshot(current))
 
     def record(self, outcomes: Sequence[FileOutcome], *, processed: bool = False) -> None:
         with self._lock:
@@ -76,6 +129,11 @@ class Recorder:
                 setattr(s, o.tally, getattr(s, o.tally) + 1)
                 if o.tally == "failed":
                     s.failures.append(TagFailure(o.path, o.reason))
+                elif o.status == "skipped":
+                    if o.category == "resumed":
+                        s.resumed += 1
+                    else:
+                        s.kept += 1
                 if self.keep_plan:
                     s.plan.append(o)
                 self.done += 1
@@ -83,6 +141,8 @@ class Recorder:
                     self.on_file(o)
                 if self.progress is not None:
                     self.progress(self.done, s.total, o.path)
+            if outcomes:
+                self._report(outcomes[-1].path)
 
 
 def _as_session(captioner: Any) -> SessionFn:
@@ -111,7 +171,7 @@ def model_options(model: Any, options: TagOptions) -> tuple[Any, Dict[str, Any]]
 # ------------------------------------------------------------------------------------------------------- writing
 def write_batch(tasks: Sequence[Task], batch: Any, results: Dict[int, Any], options: TagOptions,
                 recorder: Recorder) -> None:
-    """Post-process, journal, write and record one captioned batch (runs in the writer thread).
+    """Post-process, back up, record, journal, write and report one captioned batch (runs in the writer thread).
 
     Args:
         tasks: The run's tasks.
@@ -120,7 +180,7 @@ def write_batch(tasks: Sequence[Task], batch: Any, results: Dict[int, Any], opti
         results: Position -> the model's result (``ok``, ``error``, ``text``, ``score``, ``keywords``).
     """
     outcomes: Dict[int, FileOutcome] = {}
-    pending: List[tuple[int, bytes, str, Any]] = []
+    pending: List[tuple[int, bytes, str, Any, str, Optional[bytes]]] = []
     made_dirs: Dict[Path, Optional[str]] = {}
     for pos in batch.indices:
         task = tasks[pos]
@@ -132,16 +192,28 @@ def write_batch(tasks: Sequence[Task], batch: Any, results: Dict[int, Any], opti
         if not res.ok:
             outcomes[pos] = FileOutcome(path, "failed", out_s, res.error or "captioning failed")
             continue
-        try:
-            existing = read_existing(task.output) if options.existing in ("append", "prepend") else None
-        except (OSError, UnicodeDecodeError) as e:
-            outcomes[pos] = FileOutcome(path, "failed", out_s, f"cannot read the existing caption file ({e}); fix it "
-                                                               f"or use existing=overwrite")
-            continue
-        caption, text = final_text(existing, res.text, options)
+        caption = clean_caption(res.text, options)
         if not caption:
             outcomes[pos] = FileOutcome(path, "failed", out_s, f"the caption is empty after post-processing (model "
                                                                f"said {res.text!r})")
+            continue
+        own = decorate(caption, options)
+        text = compose(task.user if task.action in ("append", "prepend") else None, own, options)
+        if recorder.preview:
+            outcomes[pos] = FileOutcome(path, "would_write", out_s, task.note, caption, res.score,
+                                        list(res.keywords) if res.keywords else None, text=text)
+            continue
+        # The file must still be what the plan saw: a caption edited while the run went on is the user's newer text.
+        try:
+            old = task.output.read_bytes() if task.before is not None else None
+        except OSError as e:
+            outcomes[pos] = FileOutcome(path, "failed", out_s, f"cannot read the existing caption file: "
+                                                               f"{e.strerror or e}")
+            continue
+        if (sha256_bytes(old) if old is not None else None) != task.before or (
+                task.before is None and os.path.lexists(task.output)):
+            outcomes[pos] = FileOutcome(path, "failed", out_s, "the caption file changed while the run was going; "
+                                                               "left as it is (rerun to caption it)")
             continue
         folder = task.output.parent
         if folder not in made_dirs:  # mirrored outputs: create the folder once
@@ -153,19 +225,31 @@ def write_batch(tasks: Sequence[Task], batch: Any, results: Dict[int, Any], opti
         if made_dirs[folder]:
             outcomes[pos] = FileOutcome(path, "failed", out_s, made_dirs[folder])
             continue
-        pending.append((pos, text.encode("utf-8"), caption, res))
-    # Journal first (fsynced), then the renames: see journal.py for why this order makes every crash point safe.
+        pending.append((pos, text.encode("utf-8"), caption, res, own, old))
+    # Backups, then the run record, then the journal (each fsynced), then the renames: see runs.py and journal.py
+    # for why this order makes every crash point safe and every write reversible.
+    by_log: Dict[int, tuple[RunLog, list]] = {}
     by_journal: Dict[int, tuple[Journal, list]] = {}
-    for pos, data, _, _ in pending:
+    for pos, data, _, _, own, old in pending:
         task = tasks[pos]
+        if task.log is not None:
+            if old is not None:
+                task.log.backup(old)
+            rec = FileRecord(task.log.run_id, task.journal.key(task.output),
+                             "created" if task.before is None else "changed", task.before, sha256_bytes(data), own,
+                             (task.user or "") if task.action in ("append", "prepend") else "",
+                             tuple(options.triggers), options.existing if task.before is not None else "new")
+            by_log.setdefault(id(task.log), (task.log, []))[1].append(rec)
         if task.journal is not None:
             rec = {"out": task.journal.key(task.output), "image": os.fspath(task.item.rel), "size": task.size,
                    "mtime_ns": task.mtime_ns, "sha256": sha256_bytes(data)}
             by_journal.setdefault(id(task.journal), (task.journal, []))[1].append(rec)
+    for log_, records in by_log.values():
+        log_.record(records)
     for journal, records in by_journal.values():
         journal.append(records)
-    errors = write_files([(tasks[pos].output, data) for pos, data, _, _ in pending])
-    for (pos, _, caption, res), err in zip(pending, errors):
+    errors = write_files([(tasks[pos].output, data) for pos, data, *_ in pending])
+    for (pos, _, caption, res, _, _), err in zip(pending, errors):
         task = tasks[pos]
         path, out_s = os.fspath(task.item.path), os.fspath(task.output)
         if err is not None:
@@ -218,7 +302,8 @@ class BatchWriter(threading.Thread):
 def run_tagging(options: TagOptions, captioner: Any, *, progress: Optional[ProgressFn] = None,
                 should_stop: Optional[Callable[[], bool]] = None,
                 on_file: Optional[Callable[[FileOutcome], None]] = None,
-                allowed_roots: Optional[Sequence[Path]] = None) -> TagSummary:
+                allowed_roots: Optional[Sequence[Path]] = None,
+                on_progress: Optional[ProgressInfoFn] = None, model_name: Optional[str] = None) -> TagSummary:
     """Caption every image ``options`` selects and write the caption files.
 
     Args:
@@ -231,6 +316,9 @@ def run_tagging(options: TagOptions, captioner: Any, *, progress: Optional[Progr
             captioned are written (``summary.stopped``); rerunning resumes.
         on_file: Called with each file's :class:`FileOutcome` (the API job keeps counts and failures this way).
         allowed_roots: Real paths of the only folders the run may read or write (job manager); ``None``: anywhere.
+        on_progress: Called with a :class:`RunProgress` (rate and ETA from captioned files only) as files settle.
+        model_name: The model's name, for a dry run, which never loads or enters ``captioner`` (default: its
+            ``name`` attribute); it decides which journal the plan compares with.
 
     Returns:
         A :class:`TagSummary`.
@@ -245,8 +333,13 @@ def run_tagging(options: TagOptions, captioner: Any, *, progress: Optional[Progr
         RuntimeError: the model failed on a batch, or a worker process died (the run stops; rerun to resume).
     """
     t0 = time.perf_counter()
-    session = _as_session(captioner)
     _check_outputs(options, allowed_roots)  # before the model loads: a refused manifest is a quick, clear error
+    if options.dry_run:  # the plan needs no model: say what the policy would do in a second, not after loading
+        name = model_name or getattr(captioner, "name", "") or type(captioner).__name__
+        found = discover(options, allowed_roots=allowed_roots)
+        return execute_run(options, name, found, lambda tasks, recorder: None, progress=progress, on_file=on_file,
+                           allowed_roots=allowed_roots, started=t0, on_progress=on_progress)
+    session = _as_session(captioner)
     with session() as model:  # decoding options and transform are fixed for the run; weights are used per batch
         opts, extra = model_options(model, options)
         preprocess = model.clip.preprocess
@@ -259,7 +352,7 @@ def run_tagging(options: TagOptions, captioner: Any, *, progress: Optional[Progr
         _caption_tasks(tasks, options, session, opts, extra, preprocess, device_type, recorder, should_stop)
 
     return execute_run(options, model_name, found, caption, progress=progress, on_file=on_file,
-                       allowed_roots=allowed_roots, started=t0)
+                       allowed_roots=allowed_roots, started=t0, on_progress=on_progress, engine="local")
 
 
 #: The captioning stage of a run: caption ``tasks`` and hand each batch to :func:`write_batch` (through a
@@ -270,7 +363,8 @@ CaptionStage = Callable[[List[Task], Recorder], None]
 def execute_run(options: TagOptions, model_name: str, found: Discovery, caption: CaptionStage, *,
                 progress: Optional[ProgressFn] = None, on_file: Optional[Callable[[FileOutcome], None]] = None,
                 allowed_roots: Optional[Sequence[Path]] = None, started: Optional[float] = None,
-                sinks: Sequence[Any] = ()) -> TagSummary:
+                sinks: Sequence[Any] = (), on_progress: Optional[ProgressInfoFn] = None,
+                engine: str = "local") -> TagSummary:
     """Everything of a run but the captioning: journals, locks, plan, stale temporary files, manifests, summary.
 
     Args:
@@ -283,30 +377,51 @@ def execute_run(options: TagOptions, model_name: str, found: Discovery, caption:
         started: ``time.perf_counter()`` when the run started (default: now).
         sinks: Extra manifests (``write(outcomes)``, ``close()``), written like the JSONL/CSV ones and closed at the
             end; not used in a dry run.
+        on_progress: As for :func:`run_tagging`.
+        engine: Recorded in the run record (``local`` / ``ray``).
 
     Returns:
         The :class:`TagSummary`.
     """
     t0 = time.perf_counter() if started is None else started
-    summary = TagSummary(dry_run=options.dry_run, model=model_name)
+    writes = options.writes
+    summary = TagSummary(dry_run=not writes, model=model_name)
     summary.total = len(found.items) + len(found.failures)
     signature = run_signature(options.signature_fields(), model_name)
     roots = list(dict.fromkeys(journal_root(i, options) for i in found.items))
     _check_run_files(roots, allowed_roots)
     journals = {root: Journal(root, signature, resume=options.resume).load() for root in roots}
-    recorder = Recorder(summary, progress, on_file, keep_plan=options.dry_run)
+    states = {root: StateFolder(root, allowed_roots) for root in roots}
+    for state in states.values():
+        state.check()  # a symlinked or foreign state folder is refused before anything is written
+    recorder = Recorder(summary, progress, on_file, keep_plan=not writes, on_progress=on_progress,
+                        preview=bool(options.preview))
+    run_id = new_run_id()
+    logs: Dict[Path, RunLog] = {}
     with contextlib.ExitStack() as stack:
-        if not options.dry_run:
+        if writes:
             for root in journals:
                 stack.enter_context(_lock(root))
             for journal in journals.values():
                 journal.load()  # again, under the lock: another run may have finished since the first look
             summary.journals = [os.fspath(j.path) for j in journals.values()]
-        tasks, settled = plan_tasks(found.items, options, journals, allowed_roots)
+            info = {"options": options.to_dict(), "model": model_name, "engine": engine, "signature": signature}
+            logs = {root: RunLog(states[root], run_id, info, options.keep_runs) for root in roots}
+        histories = {root: state.history() for root, state in states.items()}
+        tasks, settled = plan_tasks(found.items, options, journals, allowed_roots, histories)
+        for t in tasks:
+            t.log = logs.get(journal_root(t.item, options))
         settled = [FileOutcome(f.path, "failed", None, f.reason) for f in found.failures] + settled
         if options.dry_run:
             recorder.record(settled + [FileOutcome(os.fspath(t.item.path), "would_write", os.fspath(t.output),
-                                                   t.action) for t in tasks])
+                                                   t.note) for t in tasks])
+        elif options.preview:
+            recorder.record(settled)
+            shown = tasks[: options.preview]
+            summary.total = len(settled) + len(shown)  # the preview's files, not the whole set
+            if shown:
+                recorder.start_processing(len(shown))
+                caption(shown, recorder)
         else:
             recorder.manifest = stack.enter_context(contextlib.closing(Manifest(
                 Path(options.manifest_jsonl) if options.manifest_jsonl else None,
@@ -319,13 +434,33 @@ def execute_run(options: TagOptions, model_name: str, found: Discovery, caption:
                 for journal in {id(t.journal): t.journal for t in tasks if t.journal}.values():
                     journal.open()
                     stack.callback(journal.close)
-                caption(tasks, recorder)
+                recorder.start_processing(len(tasks))
+                failed = True
+                try:
+                    caption(tasks, recorder)
+                    failed = False
+                finally:
+                    _finish_logs(logs, summary, recorder, failed)
     summary.elapsed_s = time.perf_counter() - t0
-    if not options.dry_run:
-        summary.images_per_s = recorder.processed / summary.elapsed_s if summary.elapsed_s else 0.0
+    if writes:
+        summary.images_per_s = recorder.snapshot().images_per_s or 0.0
     summary.stopped = recorder.done < summary.total
     log.info("batch tagging: %s in %.1f s", summary.line(), summary.elapsed_s)
     return summary
+
+
+def _finish_logs(logs: Dict[Path, RunLog], summary: TagSummary, recorder: Recorder, failed: bool) -> None:
+    """Close each root's run record with the run's state and counts; report its id and what retention dropped."""
+    state = "failed" if failed else ("stopped" if recorder.done < summary.total else "done")
+    counts = {"written": summary.written, "resumed": summary.resumed, "kept": summary.kept, "failed": summary.failed}
+    for root, run_log in logs.items():
+        try:
+            run_log.finish(state, counts)
+        except OSError as e:  # the files and their records are written; only the closing state is missing
+            log.warning("cannot close the run record of %s in %s: %s", run_log.run_id, root, e)
+        if run_log.started:
+            summary.run_ids[os.fspath(root)] = run_log.run_id
+            summary.pruned_runs.extend(run_log.pruned)
 
 
 def _check_outputs(options: TagOptions, allowed_roots: Optional[Sequence[Path]]) -> None:
@@ -342,7 +477,7 @@ def _check_outputs(options: TagOptions, allowed_roots: Optional[Sequence[Path]])
 def _check_run_files(roots: Sequence[Path], allowed_roots: Optional[Sequence[Path]]) -> None:
     """Journals and locks are read and written too: the path rule applies to them as to captions."""
     for root in roots:
-        for name, what in ((JOURNAL_NAME, "journal"), (LOCK_NAME, "lock file")):
+        for name, what in ((JOURNAL_NAME, "journal"), (LOCK_NAME, "lock file"), (STATE_DIR, "state folder")):
             check_allowed(Path(root) / name, allowed_roots, what)
 
 

@@ -343,7 +343,8 @@ def _check_layout(options: TagOptions, ray_options: RayOptions) -> None:
 def run_tagging_ray(options: TagOptions, model: Any, ray_options: Optional[RayOptions] = None, *,
                     progress: Optional[ProgressFn] = None, should_stop: Optional[Callable[[], bool]] = None,
                     on_file: Optional[Callable[[FileOutcome], None]] = None,
-                    on_batch: Optional[Callable[[str, int], None]] = None) -> TagSummary:
+                    on_batch: Optional[Callable[[str, int], None]] = None,
+                    on_progress: Optional[Callable[[Any], None]] = None) -> TagSummary:
     """Caption every image ``options`` selects on a Ray cluster; write the captions like
     :func:`lib_clipcap.batch.run_tagging`.
 
@@ -357,6 +358,8 @@ def run_tagging_ray(options: TagOptions, model: Any, ray_options: Optional[RayOp
             after each batch that comes back.
         on_batch: ``on_batch(node_id, images)`` after each batch that came back and was handed to the writer: which
             Ray node captioned it (per-node counts; the log gives the totals).
+        on_progress: As for :func:`~lib_clipcap.batch.run_tagging` (a :class:`~lib_clipcap.batch.runner.RunProgress`
+            with the rate and ETA of the captioned files only). Runs are recorded and undone as the local engine's.
 
     Returns:
         A :class:`~lib_clipcap.batch.TagSummary`, as the local engine's.
@@ -373,6 +376,9 @@ def run_tagging_ray(options: TagOptions, model: Any, ray_options: Optional[RayOp
     ray_options = ray_options or RayOptions()
     spec = ModelSpec.coerce(model)
     _check_layout(options, ray_options)
+    if options.preview and not ray_options.sidecars:
+        raise OptionError("preview", options.preview, "previews the text of caption files; with no sidecars there "
+                                                      "are none: drop it or --no-sidecars")
     model_name, preprocess, shape = _probe(spec, options)
     found = discover(options, remote=make_lister(options))
     remote = next((i for i in found.items if isinstance(i, RemoteItem)), None)
@@ -380,9 +386,11 @@ def run_tagging_ray(options: TagOptions, model: Any, ray_options: Optional[RayOp
         _check_layout(TagOptions(inputs=[remote.path], output_dir=None), ray_options)
     pipeline = _Pipeline(spec, options, ray_options, preprocess, shape, should_stop, on_batch)
     if ray_options.sidecars:
-        summary = _run_with_sidecars(options, ray_options, model_name, found, pipeline, progress, on_file, t0)
+        summary = _run_with_sidecars(options, ray_options, model_name, found, pipeline, progress, on_file, t0,
+                                     on_progress)
     else:
-        summary = _run_manifest_only(options, ray_options, model_name, found, pipeline, progress, on_file, t0)
+        summary = _run_manifest_only(options, ray_options, model_name, found, pipeline, progress, on_file, t0,
+                                     on_progress)
     if pipeline.nodes:
         log.info("captioned on %d node(s): %s", len(pipeline.nodes),
                  ", ".join(f"{n[:8]}: {c}" for n, c in sorted(pipeline.nodes.items())))
@@ -397,7 +405,7 @@ def _signature(options: TagOptions, model_name: str) -> str:
 
 def _run_with_sidecars(options: TagOptions, ray_options: RayOptions, model_name: str, found: Any,
                        pipeline: _Pipeline, progress: Optional[ProgressFn], on_file: Optional[Callable],
-                       t0: float) -> TagSummary:
+                       t0: float, on_progress: Optional[Callable] = None) -> TagSummary:
     def caption(tasks: List[Any], recorder: Recorder) -> None:
         writer = BatchWriter(tasks, options, recorder)
         writer.start()
@@ -410,7 +418,7 @@ def _run_with_sidecars(options: TagOptions, ray_options: RayOptions, model_name:
             raise writer.error
 
     sinks = []
-    if ray_options.manifest_parquet and not options.dry_run:
+    if ray_options.manifest_parquet and options.writes:
         from .manifest import ParquetManifest
 
         stats = {os.fspath(i.path): (i.stat().st_size, i.stat().st_mtime_ns) for i in found.items
@@ -420,12 +428,12 @@ def _run_with_sidecars(options: TagOptions, ray_options: RayOptions, model_name:
                                      flush_s=ray_options.parquet_flush_s,
                                      rows_per_part=ray_options.parquet_rows_per_part))
     return execute_run(options, model_name, found, caption, progress=progress, on_file=on_file, started=t0,
-                       sinks=sinks)
+                       sinks=sinks, on_progress=on_progress, engine="ray")
 
 
 def _run_manifest_only(options: TagOptions, ray_options: RayOptions, model_name: str, found: Any,
                        pipeline: _Pipeline, progress: Optional[ProgressFn], on_file: Optional[Callable],
-                       t0: float) -> TagSummary:
+                       t0: float, on_progress: Optional[Callable] = None) -> TagSummary:
     """No caption files: every caption goes into the manifests; the Parquet manifest is also the resume record."""
     from .manifest import ParquetManifest, done_images, remove_stale_parts
 
@@ -433,7 +441,7 @@ def _run_manifest_only(options: TagOptions, ray_options: RayOptions, model_name:
     signature = _signature(options, model_name)
     summary = TagSummary(dry_run=options.dry_run, model=model_name)
     summary.total = len(found.items) + len(found.failures)
-    recorder = Recorder(summary, progress, on_file, keep_plan=options.dry_run)
+    recorder = Recorder(summary, progress, on_file, keep_plan=options.dry_run, on_progress=on_progress)
     with contextlib.ExitStack() as stack:
         if not options.dry_run:
             folder.mkdir(parents=True, exist_ok=True)
@@ -453,7 +461,7 @@ def _run_manifest_only(options: TagOptions, ray_options: RayOptions, model_name:
             stats[path] = (st.st_size, st.st_mtime_ns)
             if done.get(path) == stats[path]:
                 settled.append(FileOutcome(path, "skipped", None, f"already captioned by an earlier run (manifest "
-                                                                  f"{folder.name})"))
+                                                                  f"{folder.name})", category="resumed"))
             else:
                 todo.append(item)
         if options.dry_run:
@@ -468,6 +476,7 @@ def _run_manifest_only(options: TagOptions, ray_options: RayOptions, model_name:
                 flush_s=ray_options.parquet_flush_s, rows_per_part=ray_options.parquet_rows_per_part))))
             recorder.record(settled)
             if todo:
+                recorder.start_processing(len(todo))
                 paths = [os.fspath(i.path) for i in todo]
                 for out in pipeline.stream(paths):
                     batch, results = _results(out)
@@ -489,6 +498,6 @@ def _run_manifest_only(options: TagOptions, ray_options: RayOptions, model_name:
                     recorder.record(outcomes, processed=True)
     summary.elapsed_s = time.perf_counter() - t0
     if not options.dry_run:
-        summary.images_per_s = recorder.processed / summary.elapsed_s if summary.elapsed_s else 0.0
+        summary.images_per_s = recorder.snapshot().images_per_s or 0.0
     summary.stopped = recorder.done < summary.total
     return summary
