@@ -355,8 +355,11 @@ def test_bulk_preview_then_apply_then_undo(shapes_folder):
     assert plan_bulk(table.rows, prefix="sks") == []
     assert all(r.caption.startswith("sks, ") for r in table.rows if r.caption)
     # Regex with a group; the whole bulk edit is one undo step.
-    regex_plan = plan_bulk(table.rows, find=r"^sks, (a|an) ", replace=r"sks, the ", regex=True)
-    assert len(regex_plan) == 6
+    # Find/replace sees the body only (the detected trigger "sks" is kept first): "^" is the body's start.
+    assert table.triggers == ["sks"]
+    assert plan_bulk(table.rows, find=r"^sks, ", replace="", regex=True, table=table) == []
+    regex_plan = plan_bulk(table.rows, find=r"^(a|an) ", replace=r"the ", regex=True, table=table)
+    assert len(regex_plan) == 6 and all(t.startswith("sks, the ") for _, t in regex_plan)
     undo_last(table)  # the prefix
     undo_last(table)  # the replace
     assert {r.image: Path(r.caption_file).read_text(encoding="utf-8") if r.caption is not None else None

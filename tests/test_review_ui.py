@@ -44,15 +44,15 @@ def test_section_says_why_without_batch_folders(demo_captioner, tmp_path):
     ids = {getattr(b, "elem_id", None) for b in demo.blocks.values()}
     assert {"clipcap_review", "clipcap_review_gallery", "clipcap_review_save", "clipcap_review_undo",
             "clipcap_review_recaption", "clipcap_review_bulk_preview"} <= ids
-    state, gallery, _, _, _, _, status = demo.clipcap_review.scan(str(tmp_path), ".txt", DEMO, "clip", [], "", False,
-                                                                  None, None, {})
+    state, gallery, _, _, _, _, status, *_ = demo.clipcap_review.scan(str(tmp_path), ".txt", DEMO, "clip", [], "",
+                                                                      False, None, None, {})
     assert gallery == [] and "--batch-root" in status
 
 
 def test_scan_navigate_save_undo(review, folder):
     _, ds = folder
-    state, gallery, summary, preview, info, caption, status = review.scan("set", ".txt", DEMO, "clip", [], "", False,
-                                                                          None, None, {})
+    state, gallery, summary, preview, info, caption, status, *_ = review.scan("set", ".txt", DEMO, "clip", [], "",
+                                                                              False, None, None, {})
     assert "Scanned and scored 4 images" in status, status
     assert len(gallery) == 4 and "4 images" in summary
     assert state["order"][0].endswith("2.png")  # the wrong caption first
@@ -64,13 +64,13 @@ def test_scan_navigate_save_undo(review, folder):
     state, *_ = review.select(0, state)
     # Save an edit; a newline is refused.
     out = review.save("two\nlines", state)
-    assert "control character" in out[-1] and (ds / "2.txt").read_text(encoding="utf-8").startswith("a large purple")
+    assert "control character" in out[6] and (ds / "2.txt").read_text(encoding="utf-8").startswith("a large purple")
     out = review.save("a better caption", state)
-    assert out[-1].startswith("Saved") and (ds / "2.txt").read_text(encoding="utf-8") == "a better caption"
+    assert out[6].startswith("Saved") and (ds / "2.txt").read_text(encoding="utf-8") == "a better caption"
     assert out[5] == "a better caption"
     out = review.undo(out[0])
-    assert out[-1] == "Undone: 1 restored." and (ds / "2.txt").read_text(encoding="utf-8").startswith("a large purple")
-    assert review.undo(out[0])[-1] == "Nothing to undo."
+    assert out[6] == "Undone: 1 restored." and (ds / "2.txt").read_text(encoding="utf-8").startswith("a large purple")
+    assert review.undo(out[0])[6] == "Nothing to undo."
 
 
 def test_filters_recaption_and_bulk(review, folder):
@@ -86,7 +86,7 @@ def test_filters_recaption_and_bulk(review, folder):
     assert preview.startswith("**4 caption files would change**")
     assert all(not p.read_text().startswith("sks") for p in ds.glob("*.txt"))
     out = review.bulk_apply("", "", False, "sks", state)
-    assert out[-1].startswith("Changed 4 caption files")
+    assert out[6].startswith("Changed 4 caption files")
     assert all(p.read_text().startswith("sks, ") for p in ds.glob("*.txt"))
     assert review.bulk_preview("", "", False, "sks", out[0]) == "No caption file would change."
     review.undo(out[0])

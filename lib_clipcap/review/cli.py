@@ -19,7 +19,7 @@ from ..app.cli_common import eprint
 HELP = "score a tagged folder's captions (CLIP-S, grammar, flags) and list the worst first"
 
 _CSV_COLUMNS = ("image", "caption_file", "caption", "clip_score", "grammar", "ref_clip_score", "length", "tokens",
-                "flags", "error", "caption_error")
+                "flags", "error", "caption_error", "triggers", "body")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -38,8 +38,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--ref-dir", metavar="DIR", help="a second caption source for RefCLIP-S: mirrored under DIR")
     g = p.add_argument_group("flags")
     g.add_argument("--trigger", action="append", metavar="WORD",
-                   help="trigger word(s) for the trigger_only flag (repeatable; default: detected, the leading "
-                        "comma-separated segment most captions share)")
+                   help="trigger word(s), as given to `tag --trigger` (repeatable; default: detected, the leading "
+                        "comma-separated segment most captions share): shown apart, left out of CLIP-S and grammar "
+                        "scoring, and the trigger_only flag")
     g.add_argument("--token-limit", type=int, default=DEFAULT_TOKEN_LIMIT,
                    help=f"flag captions longer than this many CLIP tokens (default {DEFAULT_TOKEN_LIMIT}: kohya's "
                         f"max_token_length; 150 or 225 when training with a longer one)")
@@ -121,6 +122,7 @@ def _csv(rows: List[Any]) -> str:
     for r in rows:
         d = r.to_dict()
         d["flags"] = " ".join(r.flags)
+        d["triggers"] = ", ".join(r.triggers)
         w.writerow(["" if d[c] is None else d[c] for c in _CSV_COLUMNS])
     return buf.getvalue()
 
@@ -177,12 +179,14 @@ def run(args: argparse.Namespace) -> int:
     if args.csv:
         _write(args.csv, _csv(rows))
     if not args.json and not args.csv:
-        print(f"{'CLIP-S':>7} {'gramm.':>7} {'tokens':>6}  {'flags':<22} image: caption")
+        width = max([len(", ".join(r.triggers)) for r in rows] + [7])
+        print(f"{'CLIP-S':>7} {'gramm.':>7} {'tokens':>6}  {'flags':<22} {'trigger':<{width}} image: caption "
+              f"(without the trigger)")
         for r in rows:
-            cap = "(no caption file)" if r.caption is None else r.caption
+            cap = "(no caption file)" if r.caption is None else r.scored_text
             cap = cap if len(cap) <= 100 else cap[:97] + "..."
             print(f"{_fmt(r.clip_score):>7} {_fmt(r.grammar):>7} {r.tokens if r.tokens is not None else '-':>6}  "
-                  f"{','.join(r.flags) or '-':<22} {r.rel}: {cap}"
+                  f"{','.join(r.flags) or '-':<22} {', '.join(r.triggers) or '-':<{width}} {r.rel}: {cap}"
                   + "".join(f"  [{e}]" for e in (r.error, r.caption_error) if e))
     return 0
 

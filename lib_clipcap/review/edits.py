@@ -322,12 +322,20 @@ def undo_last(table: ReviewTable, *, allowed_roots: Optional[Sequence[Path]] = N
 
 
 def plan_bulk(rows: Sequence[ReviewRow], *, find: Optional[str] = None, replace: str = "", regex: bool = False,
-              prefix: Optional[str] = None, separator: str = ", ") -> List[Tuple[ReviewRow, str]]:
+              prefix: Optional[str] = None, separator: str = ", ",
+              table: Optional[ReviewTable] = None) -> List[Tuple[ReviewRow, str]]:
     """The captions a bulk edit would change, with their new text (nothing is written: a preview).
 
     Find/replace runs first (literal text, or a regular expression with ``\\1`` group references), then the prefix
     (trigger word) is put before captions that do not start with it yet, joined by ``separator``. Missing, blank and
     non-UTF-8 captions are left out: they need a look of their own.
+
+    Trigger words are kept: find/replace sees each caption's body only (:attr:`ReviewRow.body`), and the row's
+    triggers (``table``'s, :meth:`ReviewTable.with_triggers`; without ``table``, the ones the row starts with) go
+    first again, once. A prefix that is already one of them changes nothing.
+
+    Args:
+        rows: The rows to edit (a whole folder, a filtered view or a selection: only these change).
 
     Returns:
         ``(row, new caption)`` for every row whose caption would change; ``len()`` of it is the preview count.
@@ -337,6 +345,7 @@ def plan_bulk(rows: Sequence[ReviewRow], *, find: Optional[str] = None, replace:
             empty find text.
     """
     from ..options_table import OptionError
+    from .triggers import attach_triggers, split_triggers
 
     pattern = None
     if find is not None and find != "":
@@ -349,12 +358,17 @@ def plan_bulk(rows: Sequence[ReviewRow], *, find: Optional[str] = None, replace:
     for row in rows:
         if row.caption is None or not row.caption.strip() or not row.utf8:
             continue
-        text = row.caption
-        if pattern is not None:
-            text = pattern.sub(replace, text)
+        triggers = table.row_triggers(row) if table is not None else list(row.triggers)
+        body = split_triggers(row.caption, triggers)[1] if triggers else row.caption
+        new_body = pattern.sub(replace, body) if pattern is not None else body
+        if new_body == body:
+            text = row.caption  # the body is unchanged: the triggers stay exactly as written
+        else:
+            text = attach_triggers(new_body, triggers, separator) if triggers else new_body
         if prefix is not None and prefix.strip():
             p = prefix.strip()
-            if not text.casefold().startswith(p.casefold()):
+            lead = {t.casefold() for t in split_triggers(text, list(triggers) + [p])[0]}
+            if p.casefold() not in lead and not text.casefold().startswith(p.casefold()):
                 text = p + separator + text.lstrip()
         if text != row.caption:
             out.append((row, text))

@@ -3,12 +3,15 @@ undo the last save.
 
 - ``POST /review``: body ``{"folder": ..., options}`` -> ``{"total", "offset", "limit", "rows": [...], "summary",
   ...}``, rows worst first (``sort``: clip, grammar, ref, length, path), filtered (``flags``, ``text``/``regex``,
-  ``min_score``/``max_score``), paged (``offset``, ``limit`` <= 1000). ``"rescan": false`` reuses the server's last
+  ``min_score``/``max_score``), paged (``offset``, ``limit`` <= 1000). Each row has its ``triggers`` (the trigger
+  words it starts with, given in ``triggers`` or detected) apart from its ``body``, which is what is scored. ``"rescan": false`` reuses the server's last
   scan of the same folder (for paging); scores come from CLIP (the ``model``'s, default: the server's default model)
   with image features cached on disk, so a re-scan after edits is cheap.
 - ``PUT /review/caption``: ``{"folder", "image", "caption"}`` -> the saved row, rescored. The caption must be one line:
   control characters and line breaks (``U+2028``/``U+2029`` included) are refused with 422, by batch tagging's own
-  text rule (:mod:`lib_clipcap.textrules`). Saved atomically through the batch writer and journal.
+  text rule (:mod:`lib_clipcap.textrules`). Saved atomically through the batch writer and journal. The row's trigger
+  words (``triggers`` given, or detected) are kept first, once: send the caption's body or the whole caption
+  (``"keep_triggers": false`` writes ``caption`` exactly as sent).
 - ``POST /review/undo``: ``{"folder"}`` -> the files the last save changed, restored.
 
 The same rules as batch tagging: the folders a job manager allows, nothing without one (503); 403 outside them. A
@@ -191,7 +194,7 @@ def add_review_routes(router: APIRouter, manager: Any, job_manager: Any, current
             if scores and (rescan or not done):
                 stats = svc.score(table, model, grammar=grammar, prefix=prefix)
             elif scores:  # the kept scan: score only rows a rescan or an edit left without scores (cheap: cached)
-                pending = [r for r in table.rows if r.caption and r.caption.strip() and r.clip_score is None
+                pending = [r for r in table.rows if r.scored_text and r.scored_text.strip() and r.clip_score is None
                            and not r.error]
                 if pending:
                     stats = svc.score(table, model, grammar=grammar, prefix=prefix, rows=pending)
@@ -208,7 +211,7 @@ def add_review_routes(router: APIRouter, manager: Any, job_manager: Any, current
 
     @router.put("/review/caption", summary="Save one caption (atomic, journaled, undoable)")
     async def save_caption(request: Request) -> Any:
-        svc, data, p = await folder_request(request, _SCAN_FIELDS + ["image", "caption", "rescore"])
+        svc, data, p = await folder_request(request, _SCAN_FIELDS + ["image", "caption", "rescore", "keep_triggers"])
         image = _str(data, "image")
         if not image:
             raise OptionError("image", image, "is required: the image whose caption to save (a path in the folder)")
@@ -216,6 +219,7 @@ def add_review_routes(router: APIRouter, manager: Any, job_manager: Any, current
             raise ApiError(422, "invalid_caption", "caption is required and must be a string", field="caption")
         caption = data["caption"]
         rescore = _bool(data, "rescore", True)
+        keep = _bool(data, "keep_triggers", True)
 
         def work() -> Dict[str, Any]:
             from .flags import check_caption_text
@@ -230,7 +234,7 @@ def add_review_routes(router: APIRouter, manager: Any, job_manager: Any, current
                     row = svc.image_row(table, image)
                 except KeyError:
                     raise UnknownImageError(f"{image} is not an image of the reviewed folder {table.folder}") from None
-            out = svc.save(table, [(row.image, caption)], rescore=rescore)[0]
+            out = svc.save(table, [(row.image, caption)], rescore=rescore, keep_triggers=keep)[0]
             if out.status == "failed":
                 raise ApiError(500, "write_failed", f"{row.caption_file}: {out.reason}")
             return {"status": out.status, "row": row.to_dict(), "undo_depth": undo_depth(table)}

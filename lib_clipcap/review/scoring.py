@@ -198,13 +198,16 @@ class ReviewScorer:
     def score(self, table: ReviewTable | Sequence[ReviewRow], *, progress: Optional[ProgressFn] = None) -> None:
         """Fill ``clip_score``, ``grammar`` and ``ref_clip_score`` of every row that has a caption and an image.
 
-        Rows whose caption is missing or blank keep ``None`` (they are flagged instead); an image that cannot be
+        The caption's body is scored (its trigger words left out: :attr:`ReviewRow.body`). Rows whose caption is
+        missing, blank or nothing but triggers keep ``None`` (they are flagged instead); an image that cannot be
         loaded sets the row's ``error`` and leaves its scores ``None``. One bad file never stops the scan.
         """
         whole = isinstance(table, ReviewTable)
         rows = list(table.rows if whole else table)
         feats = self.image_features(rows, progress, prune=whole)
-        idx = [i for i, r in enumerate(rows) if i in feats and r.caption is not None and r.caption.strip()]
+        # The body is scored, never the trigger words (``sks, ...``): they mean nothing to CLIP or the grammar head
+        # (see :mod:`.triggers`). A caption that is nothing but triggers has nothing to score (it is flagged).
+        idx = [i for i, r in enumerate(rows) if i in feats and r.scored_text is not None and r.scored_text.strip()]
         for r in rows:
             r.clip_score = r.grammar = r.ref_clip_score = None
         if not idx:
@@ -212,7 +215,7 @@ class ReviewScorer:
         import torch
 
         img = torch.stack([feats[i] for i in idx])
-        caps = [rows[i].caption for i in idx]
+        caps = [rows[i].scored_text for i in idx]
         txt = self.text_features(caps)
         clip_s = clip_score_from_cosine((img * txt).sum(-1))
         gram = self.grammar_probs(caps) if self.grammar is not None else None

@@ -26,6 +26,12 @@ from .table import ReviewRow, ReviewTable, scan_folder
 __all__ = ["ReviewService", "ScanParams"]
 
 
+def _unscored(row: ReviewRow) -> bool:
+    """A row with text to score but no score: edited, or its body changed with the detected trigger."""
+    text = row.scored_text
+    return bool(text and text.strip()) and row.clip_score is None and not row.error
+
+
 @dataclass(frozen=True)
 class ScanParams:
     """Where the captions of a folder are and how to flag them (a scan's identity in :class:`ReviewService`)."""
@@ -211,15 +217,32 @@ class ReviewService:
             return [float(x) for x in clip_score_from_cosine((txt * feats[0]).sum(-1))]
 
     # -------------------------------------------------------------------------------------------------- edits
-    def save(self, table: ReviewTable, edits: Sequence[Tuple[str, str]], *, rescore: bool = True
-             ) -> List[EditOutcome]:
-        """Save captions (see :func:`~lib_clipcap.review.edits.save_captions`) and rescore the saved rows."""
+    def save(self, table: ReviewTable, edits: Sequence[Tuple[str, str]], *, rescore: bool = True,
+             keep_triggers: bool = True) -> List[EditOutcome]:
+        """Save captions (see :func:`~lib_clipcap.review.edits.save_captions`) and rescore the saved rows.
+
+        Args:
+            keep_triggers: Each text gets its row's trigger words first, once (:meth:`ReviewTable.with_triggers`):
+                a caption body, or a whole caption that already starts with them, saves the same file.
+        """
+        if keep_triggers:
+            edits = [(image, self._with_triggers(table, image, text)) for image, text in edits]
         with self._lock:
             out = save_captions(table, edits, allowed_roots=self.allowed_roots)
         if rescore:
             saved = {o.image for o in out if o.status == "saved"}
-            self.rescore(table, [r for r in table.rows if r.image in saved])
+            self.rescore(table, [r for r in table.rows if r.image in saved or _unscored(r)])
         return out
+
+    @staticmethod
+    def _with_triggers(table: ReviewTable, image: str, text: Any) -> Any:
+        if not isinstance(text, str):
+            return text  # refused by the text rule, with its own message
+        try:
+            row = table.row(os.fspath(image))
+        except KeyError:
+            return text  # refused by save_captions, with its own message
+        return table.with_triggers(row, text)
 
     def undo(self, table: ReviewTable, *, rescore: bool = True) -> List[EditOutcome]:
         """Undo the last save in the table's folder (see :func:`~lib_clipcap.review.edits.undo_last`)."""
@@ -227,7 +250,7 @@ class ReviewService:
             out = undo_last(table, allowed_roots=self.allowed_roots)
         if rescore:
             changed = {o.image for o in out if o.status == "restored"}
-            self.rescore(table, [r for r in table.rows if r.image in changed])
+            self.rescore(table, [r for r in table.rows if r.image in changed or _unscored(r)])
         return out
 
     def image_row(self, table: ReviewTable, image: str) -> ReviewRow:

@@ -27,6 +27,7 @@ from .flags import (
     duplicate_keys,
     flags_for,
 )
+from .triggers import attach_triggers, split_triggers
 
 __all__ = ["SORT_KEYS", "ReviewRow", "ReviewTable", "filter_rows", "scan_folder", "sort_rows"]
 
@@ -55,6 +56,9 @@ class ReviewRow:
         error: Why the image could not be read (the row stays in the table; scoring sets and clears it).
         caption_error: Why the caption file or the reference caption was not read: unreadable, a folder in its
             place, or (on a server) a symlink leading outside the allowed folders. Set by the scan only.
+        triggers: The trigger words the caption starts with, as written (given or detected, see
+            :mod:`lib_clipcap.review.triggers`); shown apart, never scored, kept by every edit.
+        body: The caption without them: what CLIP-S and grammar score (``None`` when there is no caption).
     """
 
     image: str
@@ -72,6 +76,13 @@ class ReviewRow:
     ref_clip_score: Optional[float] = None
     error: Optional[str] = None
     caption_error: Optional[str] = None
+    triggers: List[str] = field(default_factory=list)
+    body: Optional[str] = None
+
+    @property
+    def scored_text(self) -> Optional[str]:
+        """The text that is scored: the body (the caption itself for a row never split)."""
+        return self.body if self.body is not None else self.caption
 
     def to_dict(self) -> Dict[str, Any]:
         """The row as JSON-friendly data (the CLI's ``--json`` rows and the API's)."""
@@ -120,6 +131,7 @@ class ReviewTable:
         row.caption, row.utf8 = text, utf8
         row.clip_score = row.grammar = row.ref_clip_score = None
         _text_facts(row)
+        self._split(row)
         if refresh:
             self.refresh_flags()
 
@@ -129,8 +141,31 @@ class ReviewTable:
             self.triggers = detect_trigger(r.caption for r in self.rows)
         dups = duplicate_keys((r.caption for r in self.rows), duplicate_min=self.duplicate_min)
         for r in self.rows:
+            before = r.body
+            self._split(r)
+            if before is not None and r.body != before:  # the detected trigger changed: the scored text did too
+                r.clip_score = r.grammar = r.ref_clip_score = None
             r.flags = flags_for(r.caption, utf8=r.utf8, tokens=r.tokens, token_limit=self.token_limit,
                                 triggers=self.triggers, duplicates=dups)
+
+    def _split(self, row: ReviewRow) -> None:
+        if row.caption is None:
+            row.triggers, row.body = [], None
+        else:
+            row.triggers, row.body = split_triggers(row.caption, self.triggers)
+
+    def row_triggers(self, row: ReviewRow) -> List[str]:
+        """The trigger words an edit of ``row`` keeps first: the ones its caption starts with (as written), and,
+        when triggers were given (not detected), every given one (batch tagging's ``--trigger``: on every file)."""
+        out = list(row.triggers)
+        if self.triggers_given:
+            have = {t.casefold() for t in out}
+            out += [t for t in self.triggers if t.strip() and t.strip().casefold() not in have]
+        return out
+
+    def with_triggers(self, row: ReviewRow, text: str) -> str:
+        """``text`` (a caption body, or a whole caption) with ``row``'s trigger words first, each once."""
+        return attach_triggers(text, self.row_triggers(row))
 
     def summary(self) -> Dict[str, int]:
         """How many rows carry each flag (every flag listed, zeros included), plus ``rows``."""

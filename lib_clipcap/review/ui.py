@@ -4,8 +4,14 @@ A gallery of the folder's images with their captions, worst first (CLIP-S, gramm
 flag, text or regular expression and score range; the selected image with its caption in an editable box, saved
 atomically through the batch writer and journal, undo of the last saves; "recaption" with the model and decoding
 options of the panel above, candidates side by side with the current caption (with their CLIP-S) to pick from; bulk
-find/replace and prefix (trigger word) with a preview of how many files change. Keyboard: Alt+→ / Alt+← next and
-previous image (also → / ← outside text boxes), Ctrl+S (⌘S) save, while the pointer or focus is in the section.
+find/replace and prefix (trigger word) with a preview of how many files change, on the whole folder, the filtered view
+or only the images ticked. Keyboard: Alt+→ / Alt+← next and previous image (also → / ← outside text boxes), Ctrl+S
+(⌘S) save, while the pointer or focus is in the section.
+
+Trigger words (given in the "Trigger words" box, else detected) are shown apart and never scored; the caption box
+holds the caption's body, and every save (an edit, a candidate, a bulk edit) puts the row's triggers first again, once
+(:mod:`lib_clipcap.review.triggers`). The gallery pages through the whole view (``PAGE_SIZE`` images a page), with a
+list of the page's rows whose full labels show on hover. A save refused (e.g. for a line break) keeps the typed text.
 
 It uses the folders batch tagging may use (the job manager's), and says so when there are none.
 :class:`ReviewUI` holds the handlers (plain values in and out, testable without a browser);
@@ -20,10 +26,16 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 log = logging.getLogger(__name__)
 
-__all__ = ["GALLERY_LIMIT", "ReviewUI", "build_review_section"]
+__all__ = ["GALLERY_LIMIT", "OUTPUTS", "PAGE_SIZE", "SCOPES", "ReviewUI", "build_review_section"]
 
-#: Images shown in the gallery at once (the worst ones of the current view); next/previous walk the whole view.
-GALLERY_LIMIT = 60
+#: Images shown in the gallery at once: one page of the current view; the page buttons walk the whole view, and
+#: next/previous (the selected image) walk it too.
+PAGE_SIZE = 60
+GALLERY_LIMIT = PAGE_SIZE  # the older name
+#: What a bulk edit applies to.
+SCOPES = ("whole folder", "this view", "selected")
+#: The outputs of the handlers that refresh the whole section, in order.
+OUTPUTS = ("state", "gallery", "summary", "preview", "info", "caption", "status", "position", "page_list", "picked")
 _THUMB = 192
 
 # Installs the section's keyboard shortcuts once per page. Gradio puts the app in a shadow root in some versions
@@ -49,6 +61,16 @@ KEYS_JS = """
       e.preventDefault(); click('clipcap_review_prev');
     }
   }, true);
+  // Full labels on hover: gallery captions are cut to the thumbnail's width; their title holds the whole text.
+  const titles = () => {
+    const g = root().querySelector('#clipcap_review_gallery');
+    if (!g) { return; }
+    g.querySelectorAll('[class*="caption"]').forEach((el) => {
+      const t = el.textContent.trim();
+      if (t && el.getAttribute('title') !== t) { el.setAttribute('title', t); }
+    });
+  };
+  new MutationObserver(titles).observe(root(), {subtree: true, childList: true, characterData: true});
   return [];
 }
 """
@@ -149,24 +171,87 @@ class ReviewUI:
                            max_score=hi, score=score if score in ("clip", "grammar", "ref") else "clip")
         return sort_rows(rows, sort or "clip")
 
-    def _gallery(self, table: Any, order: Sequence[str]) -> List[Tuple[Any, str]]:
-        by = {r.image: r for r in table.rows}
+    @staticmethod
+    def _page(state: Dict[str, Any]) -> Tuple[int, int, int, int]:
+        """``(page, pages, start, end)`` of the view's current page (``start``/``end``: row indices, end excluded)."""
+        n = len(state.get("order") or [])
+        pages = max(1, -(-n // PAGE_SIZE))
+        page = max(0, min(int(state.get("page", 0) or 0), pages - 1))
+        state["page"] = page
+        return page, pages, page * PAGE_SIZE, min(n, (page + 1) * PAGE_SIZE)
+
+    @staticmethod
+    def _label(r: Any, pos: Optional[int] = None) -> str:
+        """A row's full label: position, path, scores, flags, trigger words (apart), caption body."""
+        body = "(no caption file)" if r.caption is None else (r.body if r.body is not None else r.caption)
+        return ((f"{pos}. " if pos is not None else "") + f"{r.rel} · CLIP-S {_fmt(r.clip_score)} · grammar "
+                f"{_fmt(r.grammar)}" + (f" · [{', '.join(r.flags)}]" if r.flags else "")
+                + (f" · trigger: {', '.join(r.triggers)}" if r.triggers else "") + f" · {body}")
+
+    def _page_rows(self, table: Any, state: Dict[str, Any]) -> List[Tuple[int, Any]]:
+        order = state.get("order") or []
+        _, _, start, end = self._page(state)
         out = []
-        for image in order[:GALLERY_LIMIT]:
-            r = by[image]
-            cap = "(no caption file)" if r.caption is None else r.caption
-            cap = cap[:80] + ("…" if len(cap) > 80 else "")
-            flags = f" [{', '.join(r.flags)}]" if r.flags else ""
-            out.append((self.thumbnail(r.image), f"{_fmt(r.clip_score)}{flags} {cap}"))
+        for i in range(start, end):
+            try:
+                out.append((i, table.row(order[i])))
+            except KeyError:
+                continue
         return out
 
-    def _summary(self, table: Any, order: Sequence[str]) -> str:
+    def _gallery(self, table: Any, state: Dict[str, Any]) -> List[Tuple[Any, str]]:
+        out = []
+        for _, r in self._page_rows(table, state):
+            body = "(no caption file)" if r.caption is None else (r.body if r.body is not None else r.caption)
+            flags = f" [{', '.join(r.flags)}]" if r.flags else ""
+            trig = f" ‹{', '.join(r.triggers)}›" if r.triggers else ""
+            # The whole text: the gallery cuts it to the thumbnail's width, its title (see KEYS_JS) shows it all.
+            out.append((self.thumbnail(r.image), f"{_fmt(r.clip_score)}{flags}{trig} {body}"))
+        return out
+
+    def _page_list(self, table: Any, state: Dict[str, Any]) -> str:
+        """The page's rows as an HTML list, one line each (cut with an ellipsis), the full label as its title."""
+        import html
+
+        items = []
+        for i, r in self._page_rows(table, state):
+            label = html.escape(self._label(r, i + 1), quote=True)
+            items.append(f'<li title="{label}" data-row="{i + 1}" style="white-space:nowrap;overflow:hidden;'
+                         f'text-overflow:ellipsis">{label}</li>')
+        if not items:
+            return ""
+        return (f'<ol class="clipcap-review-rows" start="{self._page(state)[2] + 1}" style="max-height:16em;'
+                f'overflow-y:auto;margin:0;font-size:90%">' + "".join(items) + "</ol>")
+
+    def _position(self, state: Dict[str, Any]) -> str:
+        n = len(state.get("order") or [])
+        picked = len(state.get("selected") or [])
+        if not n:
+            return "No rows in this view." + (f" {picked} selected." if picked else "")
+        page, pages, start, end = self._page(state)
+        return f"Rows {start + 1}–{end} of {n} · page {page + 1} / {pages} · {picked} selected"
+
+    def _picked(self, table: Any, state: Dict[str, Any]) -> Any:
+        """The tick boxes of the page's images (values: their paths in the folder), ticked where selected."""
+        from .. import compat
+
+        chosen = set(state.get("selected") or [])
+        rows = [r for _, r in self._page_rows(table, state)]
+        return compat.update(choices=[r.rel for r in rows], value=[r.rel for r in rows if r.image in chosen])
+
+    def _summary(self, table: Any, state: Dict[str, Any]) -> str:
         s = table.summary()
+        order = state.get("order") or []
         flagged = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in s.items() if k != "rows" and v)
-        shown = min(len(order), GALLERY_LIMIT)
-        text = (f"**{s['rows']} images** in `{table.folder}`; flags: {flagged or 'none'}"
-                + (f"; trigger: `{', '.join(table.triggers)}`" if table.triggers else "")
-                + f". Showing the {shown} worst of {len(order)} in this view.")
+        _, _, start, end = self._page(state)
+        trig = ""
+        if table.triggers:
+            trig = (f"; trigger{'s' if len(table.triggers) > 1 else ''} "
+                    f"({'given' if table.triggers_given else 'detected'}, kept, not scored): "
+                    f"`{', '.join(table.triggers)}`")
+        shown = f"rows {start + 1}–{end} of {len(order)}" if order else f"none of {len(order)}"
+        text = (f"**{s['rows']} images** in `{table.folder}`; flags: {flagged or 'none'}{trig}"
+                f". Showing {shown} in this view, worst first.")
         sc = getattr(table, "scoring", None)
         if sc:
             text += f" Scores: CLIP-S with {sc['model']}'s CLIP" + (", grammar head" if sc.get("has_grammar") else "")
@@ -184,7 +269,7 @@ class ReviewUI:
         return image
 
     def _selected(self, table: Any, state: Dict[str, Any]) -> Tuple[Any, str, str]:
-        """``(preview image or None, info markdown, caption text)`` of the selected row."""
+        """``(preview image or None, info markdown, caption body)`` of the selected row."""
         order = state.get("order") or []
         if not order:
             return None, "Nothing selected (the view is empty).", ""
@@ -194,28 +279,39 @@ class ReviewUI:
             r = table.row(order[i])
         except KeyError:
             return None, "That image is no longer in the folder; scan again.", ""
+        keep = table.row_triggers(r)
         info = (f"**{i + 1} / {len(order)}** `{r.rel}` · CLIP-S {_fmt(r.clip_score)} · grammar {_fmt(r.grammar)}"
                 + (f" · RefCLIP-S {_fmt(r.ref_clip_score)}" if r.ref_caption else "")
                 + f" · {r.tokens if r.tokens is not None else 0} tokens"
                 + (f" · flags: {', '.join(r.flags)}" if r.flags else "")
+                + (f"\n\nTrigger words (kept first on save, not scored): `{', '.join(keep)}`" if keep else "")
                 + "".join(f"\n\n⚠ {e}" for e in (r.error, r.caption_error) if e)
                 + f"\n\nCaption file: `{r.caption_file}`")
-        return self.preview(r.image), info, r.caption or ""
+        body = r.body if r.body is not None else (r.caption or "")
+        return self.preview(r.image), info, body
 
-    def _outputs(self, table: Any, state: Dict[str, Any], status: str) -> tuple:
-        preview, info, caption = self._selected(table, state)
-        return (state, self._gallery(table, state.get("order") or []), self._summary(table, state.get("order") or []),
-                preview, info, caption, status)
+    def _outputs(self, table: Any, state: Dict[str, Any], status: str, *, caption: Optional[str] = None) -> tuple:
+        """The section's :data:`OUTPUTS`; ``caption``: what the caption box shows instead of the selected row's body
+        (the text a refused save was given, so that nothing typed is lost)."""
+        preview, info, body = self._selected(table, state)
+        return (state, self._gallery(table, state), self._summary(table, state), preview, info,
+                body if caption is None else caption, status, self._position(state), self._page_list(table, state),
+                self._picked(table, state))
 
     @staticmethod
-    def _empty(state: Dict[str, Any], status: str) -> tuple:
-        return state or {}, [], "", None, "", "", status
+    def _empty(state: Dict[str, Any], status: str, *, caption: str = "") -> tuple:
+        from .. import compat
+
+        return (state or {}, [], "", None, "", caption, status, "", "", compat.update(choices=[], value=[]))
 
     # ------------------------------------------------------------------------------------------------ handlers
     def scan(self, folder: str, caption_ext: str, model: str, sort: str, flags: Sequence[str], text: str,
-             regex: bool, lo: Any, hi: Any, state: Optional[Dict[str, Any]] = None) -> tuple:
-        """Scan and score ``folder``; the outputs are ``(state, gallery, summary, preview, info, caption, status)``."""
+             regex: bool, lo: Any, hi: Any, state: Optional[Dict[str, Any]] = None, triggers: Any = "") -> tuple:
+        """Scan and score ``folder``; the outputs are :data:`OUTPUTS`. ``triggers``: trigger words (comma-separated
+        text or a list; empty: detected)."""
         import time
+
+        from .triggers import parse_triggers
 
         state = dict(state or {})
         why = self.unavailable()
@@ -224,13 +320,14 @@ class ReviewUI:
         try:
             from ..registry import get_model
 
-            params = self.service.params(folder, caption_ext=(caption_ext or ".txt").strip())
+            params = self.service.params(folder, caption_ext=(caption_ext or ".txt").strip(),
+                                         triggers=parse_triggers(triggers))
             t0 = time.perf_counter()
             table = self.service.table(params, rescan=True)
             stats = self.service.score(table, get_model(model).name)
             took = time.perf_counter() - t0
             state.update(params=params, order=[r.image for r in self._view(table, sort, flags, text, regex, lo, hi)],
-                         index=0)
+                         index=0, page=0, selected=[])
         except Exception as e:  # noqa: BLE001 - shown in the status line
             return self._empty(state, _error_text(e))
         status = (f"Scanned and scored {len(table.rows)} images in {took:.1f} s ({stats['images_encoded']} encoded, "
@@ -241,17 +338,77 @@ class ReviewUI:
 
     def refilter(self, sort: str, flags: Sequence[str], text: str, regex: bool, lo: Any, hi: Any,
                  state: Dict[str, Any]) -> tuple:
-        """Apply the sort and filters to the scanned table (no rescan)."""
+        """Apply the sort and filters to the scanned table (no rescan); the selection keeps what is still in view."""
         try:
             table = self._table(state)
-            state = dict(state, order=[r.image for r in self._view(table, sort, flags, text, regex, lo, hi)], index=0)
+            order = [r.image for r in self._view(table, sort, flags, text, regex, lo, hi)]
+            seen = set(order)
+            state = dict(state, order=order, index=0, page=0,
+                         selected=[i for i in state.get("selected") or [] if i in seen])
         except Exception as e:  # noqa: BLE001
             return self._empty(state, _error_text(e))
         return self._outputs(table, state, f"{len(state['order'])} images in this view.")
 
+    def page(self, delta: int, state: Dict[str, Any], *, absolute: Optional[int] = None) -> tuple:
+        """Show another page of the view (``delta`` pages on, or page ``absolute``, 0-based); its first image is
+        selected. Outputs :data:`OUTPUTS`."""
+        try:
+            table = self._table(state)
+        except Exception as e:  # noqa: BLE001
+            return self._empty(state, _error_text(e))
+        state = dict(state)
+        page, pages, _, _ = self._page(state)
+        state["page"] = max(0, min(pages - 1, absolute if absolute is not None else page + int(delta)))
+        state["index"] = self._page(state)[2]
+        return self._outputs(table, state, self._position(state))
+
+    def goto(self, value: Any, state: Dict[str, Any]) -> tuple:
+        """Show the page holding row ``value`` (1-based, as the list numbers them)."""
+        try:
+            row = int(str(value).strip())
+        except ValueError:
+            return self.page(0, state)
+        return self.page(0, state, absolute=max(0, row - 1) // PAGE_SIZE)
+
+    def pick(self, values: Sequence[str], state: Dict[str, Any]) -> tuple:
+        """The page's tick boxes changed: the selection holds the ticked images of this page and the selected images
+        of the other pages. Outputs ``(state, position)``."""
+        try:
+            table = self._table(state)
+        except Exception as e:  # noqa: BLE001
+            return state, _error_text(e)
+        state = dict(state)
+        page = {r.image for _, r in self._page_rows(table, state)}
+        by_rel = {r.rel: r.image for _, r in self._page_rows(table, state)}
+        ticked = [by_rel[v] for v in values or [] if v in by_rel]
+        state["selected"] = [i for i in state.get("selected") or [] if i not in page] + ticked
+        return state, self._position(state)
+
+    def select_rows(self, which: str, state: Dict[str, Any]) -> tuple:
+        """``which``: ``"page"`` (add this page's images to the selection), ``"view"`` (every image of the view) or
+        ``"none"`` (clear it). Outputs ``(state, position, picked)``."""
+        from .. import compat
+
+        try:
+            table = self._table(state)
+        except Exception as e:  # noqa: BLE001
+            return state, _error_text(e), compat.update()
+        state = dict(state)
+        chosen = list(state.get("selected") or [])
+        if which == "none":
+            chosen = []
+        else:
+            add = [r.image for _, r in self._page_rows(table, state)] if which == "page" else \
+                list(state.get("order") or [])
+            chosen = list(dict.fromkeys(chosen + add))
+        state["selected"] = chosen
+        return state, self._position(state), self._picked(table, state)
+
     def select(self, index: int, state: Dict[str, Any]) -> tuple:
-        """Select the ``index``-th image of the view (a gallery click)."""
-        return self.step(0, state, absolute=index)
+        """Select the ``index``-th image of the gallery's page (a gallery click)."""
+        st = dict(state or {})
+        start = self._page(st)[2] if st.get("order") else 0
+        return self.step(0, st, absolute=start + int(index))
 
     def step(self, delta: int, state: Dict[str, Any], *, absolute: Optional[int] = None) -> tuple:
         """Move the selection by ``delta`` (next: 1, previous: -1); outputs ``(state, preview, info, caption)``."""
@@ -267,19 +424,26 @@ class ReviewUI:
         return state, preview, info, caption
 
     def save(self, text: str, state: Dict[str, Any]) -> tuple:
-        """Save the edited caption of the selected image (atomically, journaled, undoable) and rescore it."""
+        """Save the edited caption of the selected image (atomically, journaled, undoable) and rescore it.
+
+        ``text`` is the caption's body (or the whole caption): the row's trigger words go first, once. A refused
+        save (a line break, a control character...) says why and leaves ``text`` in the caption box.
+        """
+        typed = text if text is not None else ""
         try:
             table = self._table(state)
             order = state.get("order") or []
             if not order:
                 raise ValueError("no image is selected")
             image = order[int(state.get("index", 0))]
-            out = self.service.save(table, [(image, text if text is not None else "")])[0]
+            out = self.service.save(table, [(image, typed)])[0]
         except Exception as e:  # noqa: BLE001
             try:
-                return self._outputs(self._table(state), state, _error_text(e))
+                return self._outputs(self._table(state), state, _error_text(e), caption=typed)
             except Exception:  # noqa: BLE001
-                return self._empty(state, _error_text(e))
+                return self._empty(state, _error_text(e), caption=typed)
+        if out.status == "failed":
+            return self._outputs(table, state, f"Not saved: {out.reason}", caption=typed)
         status = {"saved": "Saved", "unchanged": "No change"}.get(out.status, f"Not saved: {out.reason}")
         return self._outputs(table, state, f"{status}: `{out.caption_file}`.")
 
@@ -299,7 +463,8 @@ class ReviewUI:
 
     def recaption(self, model: str, state: Dict[str, Any], *option_values: Any) -> tuple:
         """Caption the selected image with ``model`` and the panel's options; outputs ``(candidates radio update,
-        markdown comparing them with the current caption)``."""
+        markdown comparing them with the current caption)``. Candidates are bodies: taken and saved, they get the
+        row's trigger words first; the current caption is compared (and scored) by its body too."""
         from .. import compat
 
         try:
@@ -316,44 +481,76 @@ class ReviewUI:
             res = self.manager.caption(row.image, model=get_model(model).name, **kwargs)[0]
             if res.error:
                 raise ValueError(res.error)
-            texts = list(dict.fromkeys(c.text for c in res.candidates if c.text.strip())) or [res.text]
-            scores = self.service.score_texts(table, row, texts + ([row.caption] if row.caption else []))
+            from .triggers import split_triggers
+
+            keep = table.row_triggers(row)
+            texts = [split_triggers(c.text, keep)[1] if keep else c.text for c in res.candidates]
+            texts = list(dict.fromkeys(t for t in texts if t.strip())) or [res.text]
+            current = row.scored_text
+            scores = self.service.score_texts(table, row, texts + ([current] if current else []))
         except Exception as e:  # noqa: BLE001
             return compat.update(choices=[], value=None), _error_text(e)
         lines = ["| | caption | CLIP-S |", "|---|---|---|"]
-        if row.caption:
-            lines.append(f"| current | {row.caption} | {_fmt(scores[-1])} |")
+        if current:
+            lines.append(f"| current | {current} | {_fmt(scores[-1])} |")
         for i, (t, s) in enumerate(zip(texts, scores)):
             lines.append(f"| {i + 1} | {t} | {_fmt(s)} |")
+        if keep:
+            lines.append(f"\nTrigger words kept first on save: `{', '.join(keep)}`")
         return compat.update(choices=texts, value=texts[0]), "\n".join(lines)
 
-    def bulk_preview(self, find: str, replace: str, regex: bool, prefix: str, state: Dict[str, Any]) -> str:
-        """How many caption files a bulk edit would change, with a few examples (nothing is written)."""
+    def _bulk_rows(self, table: Any, state: Dict[str, Any], scope: Optional[str]) -> List[Any]:
+        """The rows a bulk edit applies to: the whole folder, the filtered view, or the selected images."""
+        scope = scope or SCOPES[0]
+        if scope not in SCOPES:
+            raise ValueError(f"apply to {scope!r}: choose one of {', '.join(SCOPES)}")
+        if scope == "whole folder":
+            return list(table.rows)
+        images = state.get("order") if scope == "this view" else state.get("selected")
+        if scope == "selected" and not images:
+            raise ValueError("no image is selected: tick images under the gallery (or Select page / Select view)")
+        out = []
+        for image in images or []:
+            try:
+                out.append(table.row(image))
+            except KeyError:
+                continue
+        return out
+
+    def _plan(self, find: str, replace: str, regex: bool, prefix: str, state: Dict[str, Any],
+              scope: Optional[str]) -> Tuple[Any, List[Any], List[Tuple[Any, str]]]:
         from .edits import plan_bulk
 
+        table = self._table(state)
+        rows = self._bulk_rows(table, state, scope)
+        return table, rows, plan_bulk(rows, find=find or None, replace=replace or "", regex=bool(regex),
+                                      prefix=prefix or None, table=table)
+
+    def bulk_preview(self, find: str, replace: str, regex: bool, prefix: str, state: Dict[str, Any],
+                     scope: Optional[str] = None) -> str:
+        """How many caption files a bulk edit would change, with a few examples (nothing is written). ``scope``: one
+        of :data:`SCOPES` (default: the whole folder)."""
         try:
-            table = self._table(state)
-            plan = plan_bulk(table.rows, find=find or None, replace=replace or "", regex=bool(regex),
-                             prefix=prefix or None)
+            table, rows, plan = self._plan(find, replace, regex, prefix, state, scope)
         except Exception as e:  # noqa: BLE001
             return _error_text(e)
         if not plan:
             return "No caption file would change."
         examples = "\n".join(f"- `{r.rel}`: {r.caption[:60]} → **{t[:60]}**" for r, t in plan[:3])
-        return f"**{len(plan)} caption file{'s' if len(plan) != 1 else ''} would change** (of {len(table.rows)}):\n\n" \
-               f"{examples}"
+        of = f"of {len(rows)}" + ("" if len(rows) == len(table.rows) else f" {scope or SCOPES[0]}")
+        return f"**{len(plan)} caption file{'s' if len(plan) != 1 else ''} would change** ({of}):\n\n{examples}"
 
-    def bulk_apply(self, find: str, replace: str, regex: bool, prefix: str, state: Dict[str, Any]) -> tuple:
-        """Apply a bulk edit (one undo step) and refresh the view."""
-        from .edits import plan_bulk
-
+    def bulk_apply(self, find: str, replace: str, regex: bool, prefix: str, state: Dict[str, Any],
+                   scope: Optional[str] = None) -> tuple:
+        """Apply a bulk edit (one undo step) to ``scope`` (see :meth:`bulk_preview`) and refresh the view."""
         try:
-            table = self._table(state)
-            plan = plan_bulk(table.rows, find=find or None, replace=replace or "", regex=bool(regex),
-                             prefix=prefix or None)
-            out = self.service.save(table, [(r.image, t) for r, t in plan]) if plan else []
+            table, _, plan = self._plan(find, replace, regex, prefix, state, scope)
+            out = self.service.save(table, [(r.image, t) for r, t in plan], keep_triggers=False) if plan else []
         except Exception as e:  # noqa: BLE001
-            return self._empty(state, _error_text(e))
+            try:
+                return self._outputs(self._table(state), state, _error_text(e))
+            except Exception:  # noqa: BLE001
+                return self._empty(state, _error_text(e))
         saved = sum(o.status == "saved" for o in out)
         failed = [o for o in out if o.status == "failed"]
         status = f"Changed {saved} caption file{'s' if saved != 1 else ''}" + (
@@ -393,6 +590,9 @@ def build_review_section(manager: Any, *, job_manager: Any, model: Any, option_i
                                            elem_id="clipcap_review_folder", interactive=why is None)
             c["caption_ext"] = compat.component(gr.Textbox, label="Caption suffix", value=".txt", scale=1,
                                                 elem_id="clipcap_review_ext", interactive=why is None)
+            c["triggers"] = compat.component(gr.Textbox, label="Trigger words", placeholder="detected (or: sks, ohwx)",
+                                             scale=1, elem_id="clipcap_review_triggers", interactive=why is None,
+                                             info="kept first in every caption, never scored")
             c["scan"] = compat.component(gr.Button, value="Scan", variant="primary", scale=1,
                                          elem_id="clipcap_review_scan", interactive=why is None)
         with gr.Row():
@@ -411,6 +611,25 @@ def build_review_section(manager: Any, *, job_manager: Any, model: Any, option_i
         c["summary"] = compat.component(gr.Markdown, value="", elem_id="clipcap_review_summary")
         c["gallery"] = compat.component(gr.Gallery, label="Images, in the chosen order", columns=6, height=420,
                                         allow_preview=False, elem_id="clipcap_review_gallery", show_label=True)
+        with gr.Row():
+            c["prev_page"] = compat.component(gr.Button, value="« Previous page", scale=1,
+                                              elem_id="clipcap_review_prev_page")
+            c["position"] = compat.component(gr.Markdown, value="", elem_id="clipcap_review_position")
+            c["goto"] = compat.component(gr.Textbox, label="Go to row", placeholder="e.g. 121", scale=1,
+                                         elem_id="clipcap_review_goto")
+            c["next_page"] = compat.component(gr.Button, value="Next page »", scale=1,
+                                              elem_id="clipcap_review_next_page")
+        with gr.Accordion("This page as a list (full labels on hover), select for bulk edit", open=False,
+                          elem_id="clipcap_review_rows"):
+            c["page_list"] = compat.component(gr.HTML, value="", elem_id="clipcap_review_page_list")
+            c["picked"] = compat.component(gr.CheckboxGroup, choices=[], value=[], label="Selected on this page",
+                                           elem_id="clipcap_review_picked")
+            with gr.Row():
+                c["pick_page"] = compat.component(gr.Button, value="Select page", elem_id="clipcap_review_pick_page")
+                c["pick_view"] = compat.component(gr.Button, value="Select whole view",
+                                                  elem_id="clipcap_review_pick_view")
+                c["pick_none"] = compat.component(gr.Button, value="Clear selection",
+                                                  elem_id="clipcap_review_pick_none")
         with gr.Row():
             with gr.Column(scale=1):
                 c["preview"] = compat.component(gr.Image, label="Selected", type="pil", interactive=False,
@@ -441,6 +660,8 @@ def build_review_section(manager: Any, *, job_manager: Any, model: Any, option_i
                                                    elem_id="clipcap_review_bulk_regex")
                 c["prefix"] = compat.component(gr.Textbox, label="Prefix (trigger word)",
                                                elem_id="clipcap_review_prefix")
+                c["scope"] = compat.component(gr.Radio, choices=list(SCOPES), value=SCOPES[0], label="Apply to",
+                                              elem_id="clipcap_review_scope")
             with gr.Row():
                 c["preview_bulk"] = compat.component(gr.Button, value="Preview", elem_id="clipcap_review_bulk_preview")
                 c["apply_bulk"] = compat.component(gr.Button, value="Apply", variant="stop",
@@ -448,8 +669,9 @@ def build_review_section(manager: Any, *, job_manager: Any, model: Any, option_i
             c["bulk_info"] = compat.component(gr.Markdown, value="", elem_id="clipcap_review_bulk_info")
 
     view_inputs = [c["sort"], c["flags"], c["text"], c["regex"], c["min"], c["max"]]
-    outputs = [state, c["gallery"], c["summary"], c["preview"], c["info"], c["caption"], c["status"]]
-    c["scan"].click(fn=ui.scan, inputs=[c["folder"], c["caption_ext"], model, *view_inputs, state], outputs=outputs)
+    outputs = [state] + [c[name] for name in OUTPUTS[1:]]
+    c["scan"].click(fn=ui.scan, inputs=[c["folder"], c["caption_ext"], model, *view_inputs, state, c["triggers"]],
+                    outputs=outputs)
     c["scan"].click(fn=None, inputs=None, outputs=None, **compat.event_js(KEYS_JS))
     for comp in (c["sort"], c["flags"], c["regex"]):
         comp.change(fn=ui.refilter, inputs=[*view_inputs, state], outputs=outputs)
@@ -468,12 +690,21 @@ def build_review_section(manager: Any, *, job_manager: Any, model: Any, option_i
     c["next"].click(fn=lambda st: ui.step(1, st), inputs=[state], outputs=selected)
     c["prev"].click(fn=lambda st: ui.step(-1, st), inputs=[state], outputs=selected)
     c["save"].click(fn=ui.save, inputs=[c["caption"], state], outputs=outputs)
+    c["prev_page"].click(fn=lambda st: ui.page(-1, st), inputs=[state], outputs=outputs)
+    c["next_page"].click(fn=lambda st: ui.page(1, st), inputs=[state], outputs=outputs)
+    c["goto"].submit(fn=ui.goto, inputs=[c["goto"], state], outputs=outputs)
+    # Only what the user ticks (``input``, where gradio has it): a page change sets the boxes without a round trip.
+    picked_event = getattr(c["picked"], "input", None) or c["picked"].change
+    picked_event(fn=ui.pick, inputs=[c["picked"], state], outputs=[state, c["position"]])
+    for name, which in (("pick_page", "page"), ("pick_view", "view"), ("pick_none", "none")):
+        c[name].click(fn=lambda st, w=which: ui.select_rows(w, st), inputs=[state],
+                      outputs=[state, c["position"], c["picked"]])
     c["undo"].click(fn=ui.undo, inputs=[state], outputs=outputs)
     c["recaption"].click(fn=ui.recaption, inputs=[model, state, *option_inputs],
                          outputs=[c["candidates"], c["compare"]])
     c["use"].click(fn=lambda chosen, current: chosen or current, inputs=[c["candidates"], c["caption"]],
                    outputs=[c["caption"]])
-    bulk_inputs = [c["find"], c["replace"], c["bulk_regex"], c["prefix"], state]
+    bulk_inputs = [c["find"], c["replace"], c["bulk_regex"], c["prefix"], state, c["scope"]]
     c["preview_bulk"].click(fn=ui.bulk_preview, inputs=bulk_inputs, outputs=[c["bulk_info"]])
     c["apply_bulk"].click(fn=ui.bulk_apply, inputs=bulk_inputs, outputs=outputs)
     c["state"] = state
