@@ -8,8 +8,9 @@ mounted.
 Every route also passes :func:`request_policy` (see :mod:`lib_clipcap.app.security` and docs/security.md): JSON bodies
 only, no request from a page of another site unless the host's ``--cors-allow-origins`` /
 ``--cors-allow-origins-regex`` allow it, and, while the WebUI is bound to this computer only, no host name but a
-local one (DNS rebinding). Batch tagging over HTTP may use only the folders :func:`clipcap_webui.host.batch_roots`
-allows for the API.
+local one (DNS rebinding). The same policy guards the host's whole app, its gradio included
+(:mod:`clipcap_webui.host_guard`, installed by the tab script next to these routes). Batch tagging over HTTP may use
+only the folders :func:`clipcap_webui.host.batch_roots` allows for the API.
 
 The routes exist when the host serves an API (``--api``, or ``--nowebui`` where the API is all there is), like
 ``/sdapi/v1/*``: without ``--api`` a ``--gradio-auth``-protected UI must not gain an unprotected side door.
@@ -51,16 +52,23 @@ def api_credentials() -> dict[str, str] | None:
         raise ValueError(f"--api-auth: {e}") from None
 
 
-def request_policy() -> Any:
+def request_policy(*, origin_regex: bool = True) -> Any:
     """The :class:`~lib_clipcap.app.security.RequestPolicy` of the host's flags: its CORS origins are the origins whose
-    pages may call the routes; the Host check applies while the WebUI is bound to a loopback address only."""
+    pages may call the routes; the Host check applies while the WebUI is bound to a loopback address only.
+
+    The same policy guards the host's whole app (:mod:`clipcap_webui.host_guard`). ``origin_regex=False`` leaves
+    ``--cors-allow-origins-regex`` out (for a malformed pattern: fail closed).
+
+    Raises:
+        re.error: ``--cors-allow-origins-regex`` is not a valid regular expression.
+    """
     from lib_clipcap.app.security import RequestPolicy
 
     exp = host.exposure()
     origins = [o for o in str(host.cmd_opt("cors_allow_origins", "") or "").split(",") if o.strip()]
     return RequestPolicy.for_bind(
         exp.bind if exp.local else None, allowed_origins=origins,
-        allowed_origin_regex=host.cmd_opt("cors_allow_origins_regex", None) or None,
+        allowed_origin_regex=(host.cmd_opt("cors_allow_origins_regex", None) or None) if origin_regex else None,
         extra_hosts=[h for h in (host.cmd_opt("server_name", None),) if h],
         origin_hint="the WebUI's --cors-allow-origins ORIGIN (or --cors-allow-origins-regex)",
         host_hint="--server-name NAME")

@@ -1,4 +1,5 @@
-"""ClipCap in the WebUI: the "Caption" tab, its settings, the prompt-from-image buttons and the /clipcap/v1 API.
+"""ClipCap in the WebUI: the "Caption" tab, its settings, the prompt-from-image buttons, the /clipcap/v1 API and the
+request guard on the host's app.
 
 Thin glue only: the library is ``lib_clipcap``, the host adapter ``clipcap_webui``. The host imports this file by path
 (module name ``"clipcap_tab.py"``, not in ``sys.modules``) and A1111 takes the extension folder off ``sys.path``
@@ -28,7 +29,7 @@ def ensure_path() -> None:
 
 ensure_path()
 import lib_clipcap  # noqa: E402,F401  (cheap; in sys.modules from now on, so lazy submodule imports work)
-from clipcap_webui import LOG_PREFIX, models, prompt_button, requirements, routes, settings  # noqa: E402
+from clipcap_webui import LOG_PREFIX, host_guard, models, prompt_button, requirements, routes, settings  # noqa: E402
 
 PLAN = requirements.check()
 for _line in requirements.messages(PLAN) + [f"missing {spec}: restart without --skip-install" for spec in PLAN.install]:
@@ -49,6 +50,7 @@ def on_ui_tabs() -> list:
 
 def on_app_started(demo, app) -> None:  # demo is None with --nowebui
     ensure_path()
+    host_guard.install(app)  # the tab's gradio functions run on the host's app: guard all of it (docs/security.md)
     routes.mount(app)
 
 

@@ -94,6 +94,20 @@ class Client:
         finally:
             conn.close()
 
+    def head_only(self, method: str, path: str, headers: Mapping[str, str]) -> Reply:
+        """Send only the request line and ``headers`` (say, ``Content-Length: 50000000``), never a body, and read
+        the answer: what a server decides from the headers alone."""
+        conn = http.client.HTTPConnection(self.host, self.port, timeout=60)
+        try:
+            conn.putrequest(method, path, skip_host=True, skip_accept_encoding=True)
+            for k, v in {"Host": f"{self.host}:{self.port}", **headers}.items():
+                conn.putheader(k, v)
+            conn.endheaders()
+            resp = conn.getresponse()
+            return Reply(resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read())
+        finally:
+            conn.close()
+
     def get(self, path: str, **kw: Any) -> Reply:
         return self.request("GET", path, **kw)
 

@@ -383,7 +383,8 @@ def test_manifest_only_url_run_stops_and_the_cli_resumes_it(cluster, dataset, re
     assert code == 1, err  # 1: some files failed (the bad ones), as with the local engine
     rest = N_IMAGES - first.written
     # the summary line ends the output (Ray may print notes of its own before it, e.g. about the first run's actors)
-    assert re.fullmatch(rf"written {rest}, skipped {first.written}, failed {len(BAD)} in [0-9.]+ s "
+    assert re.fullmatch(rf"written {rest}, already done \(resume\) {first.written}, had a caption \(policy\) 0, "
+                        rf"failed {len(BAD)} in [0-9.]+ s "
                         rf"\([0-9.]+ images/s\)", out.splitlines()[-1]), out
     assert f"failed: {url}/empty.jpg:" in err
     import pyarrow.parquet as pq

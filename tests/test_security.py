@@ -307,10 +307,29 @@ def test_policy_rules():
     assert local.check("POST", {**post, "content-type": "application/jsonp"}).status == 415
     assert local.check("GET", {"host": "evil.example", "origin": "https://evil.example"}).type == "forbidden_host"
     assert local.check("GET", {"host": "127.0.0.1", "origin": "https://evil.example"}) is None  # reads are fine
+    read = {"host": "127.0.0.1:7860", "origin": "https://evil.example"}
+    for method in ("GET", "HEAD", "OPTIONS"):  # ...unless the app behind answers reads with CORS (gradio)
+        assert local.check(method, read, origin_on_reads=True).type == "forbidden_origin"
+    assert local.check("GET", {**read, "origin": "http://127.0.0.1:7860"}, origin_on_reads=True) is None
+    assert local.check("GET", {"host": "127.0.0.1", "referer": "https://evil.example/"},
+                       origin_on_reads=True) is None  # a link from another site is a navigation, not a read
     assert local.check("POST", {**post, "content-type": "text/plain"}, require_json=False) is None  # UI uploads
     assert RequestPolicy.for_bind(None).allowed_hosts is None  # every interface: any name
     anything = RequestPolicy(allowed_origins=["*"])
     assert anything.check("POST", {**post, "origin": "https://evil.example"}) is None  # the operator's choice
+    assert anything.check("POST", {**post, "origin": "null"}).status == 403
+
+
+def test_browser_extension_origins_are_allowed_by_exact_name_only():
+    ext = "chrome-extension://abcdefghijklmnop"
+    post = {"host": "127.0.0.1:7860", "content-type": "application/json", "content-length": "2"}
+    policy = RequestPolicy.for_bind("127.0.0.1", allowed_origins=[ext])
+    assert policy.check("POST", {**post, "origin": ext}) is None
+    assert policy.check("GET", {**post, "origin": ext.upper()}, origin_on_reads=True) is None
+    assert policy.check("POST", {**post, "origin": "chrome-extension://other"}).status == 403
+    assert RequestPolicy.for_bind("127.0.0.1").check("POST", {**post, "origin": ext}).status == 403
+    by_pattern = RequestPolicy.for_bind("127.0.0.1", allowed_origin_regex=r"moz-extension://[0-9a-f-]+")
+    assert by_pattern.check("POST", {**post, "origin": "moz-extension://1234-abcd"}) is None
 
 
 @pytest.mark.slow
@@ -348,6 +367,7 @@ def test_the_serve_command_applies_the_rules(tmp_path):
         assert c.post("/clipcap/v1/batch", json.dumps(attack), content_type="text/plain").status == 415
         assert c.get("/clipcap/v1/models", headers={"Host": "evil.example"}).status == 403
         assert c.get("/clipcap/v1/models", headers={"Host": "my.box:80"}).status == 200  # --allow-host
+        assert c.get("/docs").status == 404 and c.get("/openapi.json").status == 404  # no --api-docs
         r = c.post("/clipcap/v1/batch", {"inputs": ["ds"], "caption_ext": ".desktop"})
         assert r.status == 422 and "--caption-ext" in r.text
         r = c.post("/clipcap/v1/batch", {"inputs": ["ds"], "model": DEMO, "workers": 0}, headers={"Origin": TOOL})
@@ -358,3 +378,78 @@ def test_the_serve_command_applies_the_rules(tmp_path):
     finally:
         proc.terminate()
         proc.wait(30)
+
+
+# ------------------------------------------------------------------------------ the whole app: gradio routes too
+@pytest.fixture
+def ui_app(tmp_path, demo_captioner):
+    """The standalone app with its gradio UI, one allowed origin, and a small image limit (64 KiB)."""
+    pytest.importorskip("gradio")
+    manager = ModelManager(models_dir=tmp_path / "models", loader=lambda name: Shared(demo_captioner))
+    policy = RequestPolicy.for_bind("127.0.0.1", allowed_origins=[TOOL], origin_hint="--cors-allow-origin ORIGIN",
+                                    host_hint="--allow-host NAME")
+    return create_app(manager, ui=True, default_model=DEMO, request_policy=policy, max_image_bytes=64 * 1024)
+
+
+def no_cors_grant(reply) -> bool:
+    return not any(k.startswith("access-control-allow") for k in reply.headers)
+
+
+def test_other_sites_cannot_read_the_ui_or_the_api(ui_app, tmp_path):
+    """gradio's own CORS layer reflects any origin, with credentials, on reads: /config holds the models folder. The
+    guard refuses a foreign Origin on every method before gradio sees it."""
+    with serve(ui_app) as c:
+        config = c.get("/config")
+        assert config.status == 200 and str(tmp_path / "models") in config.text  # what a foreign page must not read
+        prefix = config.json().get("api_prefix", "") or ""
+        for headers in ({"Origin": EVIL}, {"Origin": EVIL, "Host": f"x.localhost:{c.port}"},
+                        {"Origin": f"http://localhost:{c.port + 1}"}, {"Origin": f"http://127.0.0.1:{c.port + 1}"},
+                        {"Origin": "null"}):
+            for path in ("/config", f"{prefix}/info", "/", "/clipcap/v1/models"):
+                r = c.get(path, headers=headers)
+                assert r.status == 403 and r.error_type == "forbidden_origin", (path, headers, r.status)
+                assert no_cors_grant(r) and str(tmp_path) not in r.text, (path, headers, r.headers)
+            r = c.request("OPTIONS", "/config", headers={**headers, "Access-Control-Request-Method": "GET"})
+            assert r.status == 403 and no_cors_grant(r)
+        for headers in ({}, {"Origin": c.origin}, {"Referer": f"{EVIL}/a-link-to-this-server"}):
+            assert c.get("/config", headers=headers).status == 200, headers
+        r = c.get("/config", headers={"Origin": TOOL})  # --cors-allow-origin: that site's pages may read
+        assert r.status == 200 and r.headers.get("access-control-allow-origin") == TOOL
+
+
+def test_job_status_is_not_readable_by_other_sites(world):
+    with serve(world["app"]) as c:
+        r = c.post("/clipcap/v1/batch", {"inputs": ["ds"], "model": DEMO, "workers": 0, "dry_run": True})
+        assert r.status == 202, r.body
+        job = r.json()["id"]
+        world["jobs"].wait(job, 60)
+        r = c.get(f"/clipcap/v1/batch/{job}", headers={"Origin": EVIL})
+        assert r.status == 403 and no_cors_grant(r) and str(world["root"]) not in r.text
+        assert c.get(f"/clipcap/v1/batch/{job}").status == 200  # a program, or the server's own page, may
+
+
+def test_api_docs_are_off_unless_asked_for(world, ui_app):
+    for app in (world["app"], ui_app):
+        with serve(app) as c:
+            for path in ("/docs", "/redoc", "/openapi.json"):
+                assert c.get(path).status == 404, path
+    app = create_app(world["manager"], ui=False, default_model=DEMO, api_docs=True)
+    with serve(app) as c:
+        assert c.get("/docs").status == 200
+        assert "/clipcap/v1/caption" in c.get("/openapi.json").json()["paths"]
+
+
+def test_ui_request_bodies_are_capped_by_the_image_limit(ui_app):
+    with serve(ui_app) as c:
+        prefix = c.get("/config").json().get("api_prefix", "") or ""
+        for path in (f"{prefix}/upload", f"{prefix}/run/predict", f"{prefix}/queue/join"):
+            r = c.head_only("POST", path, {"Content-Type": "multipart/form-data; boundary=x",
+                                           "Content-Length": str(64 * 1024 * 4 // 3 + (1 << 20) + 1)})
+            assert r.status == 413 and r.error_type == "payload_too_large", (path, r.status, r.body)
+            r = c.head_only("POST", path, {"Content-Type": "multipart/form-data; boundary=x",
+                                           "Transfer-Encoding": "chunked"})
+            assert r.status == 411, (path, r.status, r.body)
+        body = (b"--x\r\nContent-Disposition: form-data; name=\"files\"; filename=\"a.png\"\r\n"
+                b"Content-Type: image/png\r\n\r\n" + b"\x89PNG" + b"0" * 1000 + b"\r\n--x--\r\n")
+        r = c.post(f"{prefix}/upload", body, content_type="multipart/form-data; boundary=x")
+        assert r.status == 200, r.body  # an upload within the limit goes through

@@ -73,7 +73,7 @@ def world(tmp_path, demo_captioner):
     policy = RequestPolicy.for_bind("127.0.0.1", origin_hint="--cors-allow-origin ORIGIN",
                                     host_hint="--allow-host NAME")
     app = create_app(manager, job_manager=jobs, ui=False, default_model=DEMO, request_policy=policy)
-    return {"root": root, "outside": outside, "jobs": jobs, "app": app, "tmp": tmp_path}
+    return {"root": root, "outside": outside, "jobs": jobs, "app": app, "tmp": tmp_path, "manager": manager}
 
 
 def batch(c, **body):
@@ -283,7 +283,17 @@ def test_regex_filters_without_the_regex_package_are_refused_clearly(monkeypatch
     assert UserPattern("text", "A red").search("a RED square")  # plain text needs no package
 
 
-def test_at_most_two_images_are_decoded_at_once(world, monkeypatch):
+@pytest.mark.parametrize("flag", [None, "1", "3"])
+def test_at_most_max_decodes_images_are_decoded_at_once(world, monkeypatch, flag):
+    """Default 2 (api.DEFAULT_MAX_DECODES); ``serve --max-decodes N`` sets N, parsed as the command line does."""
+    import argparse
+
+    from lib_clipcap.app.server import add_arguments
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args(["--max-decodes", flag] if flag else [])
+    app = create_app(world["manager"], ui=False, default_model=DEMO, max_decodes=args.max_decodes)
     active, peak, lock = [0], [0], threading.Lock()
     real = api.open_image
 
@@ -300,7 +310,7 @@ def test_at_most_two_images_are_decoded_at_once(world, monkeypatch):
 
     monkeypatch.setattr(api, "open_image", counting)
     replies: list = [None] * 6
-    with serve(world["app"]) as c:
+    with serve(app) as c:
         def post(i: int) -> None:
             replies[i] = c.post("/clipcap/v1/caption", {"image": png_b64((24, 24)), "max_new_tokens": 3})
 
@@ -310,7 +320,7 @@ def test_at_most_two_images_are_decoded_at_once(world, monkeypatch):
         for t in threads:
             t.join(60)
     assert [r.status for r in replies] == [200] * 6
-    assert peak[0] == api.DEFAULT_MAX_DECODES == 2
+    assert peak[0] == (int(flag) if flag else api.DEFAULT_MAX_DECODES) and api.DEFAULT_MAX_DECODES == 2
 
 
 def test_huge_uploads_are_reduced_while_decoding():

@@ -284,7 +284,9 @@ def test_standalone_app_serves_ui_and_api_with_optional_auth(manager):
         page = client.get("/")
         assert page.status_code == 200 and "<html" in page.text.lower()
         assert client.get("/clipcap/v1/models").json()["default"] == DEMO
-    app = create_app(manager, default_model=DEMO, credentials={"ann": "pw"})
+        assert client.get("/docs").status_code == 404  # API docs only with --api-docs
+    # with the docs switched on, the password guards them like every other page
+    app = create_app(manager, default_model=DEMO, credentials={"ann": "pw"}, api_docs=True)
     good = {"Authorization": "Basic " + base64.b64encode(b"ann:pw").decode()}
     with TestClient(app, base_url="http://127.0.0.1:7861") as client:
         for path in ("/", "/clipcap/v1/models", "/docs"):

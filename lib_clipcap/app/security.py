@@ -10,32 +10,40 @@ checked here before a route runs:
 1. **Host** (every method, only when the server is bound to a loopback address): the ``Host`` header must be a
    loopback name (``localhost``, ``127.x.y.z``, ``::1``), the bound address, or a name the operator allowed. A
    rebinding page sends its own name and is refused (403).
-2. **Origin** (methods that change state: everything but GET, HEAD, OPTIONS): a browser sends ``Origin`` with every
-   such request (and ``Referer`` with most); when present it must be the server's own origin (the ``Host`` the
-   request came to), an origin the operator allowed, or match the allowed pattern. ``Origin: null`` (sandboxed
-   frames, file pages) is refused. A request with neither header comes from a program (curl, a script), which is
-   not a cross-site threat: it is let through to authentication and the route's own checks.
+2. **Origin** (methods that change state: everything but GET, HEAD, OPTIONS; with ``origin_on_reads``, every
+   method): a browser sends ``Origin`` with every such request (and ``Referer`` with most); when present it must be
+   the server's own origin (the ``Host`` the request came to), an origin the operator allowed, or match the allowed
+   pattern. ``Origin: null`` (sandboxed frames, file pages) is refused. A request with neither header comes from a
+   program (curl, a script), which is not a cross-site threat: it is let through to authentication and the route's
+   own checks. Reads matter too where another CORS layer answers them: gradio's own CORS middleware reflects the
+   requesting origin (with credentials) on ``/config`` and its file routes, so a page of any site could *read*
+   them. A browser sends ``Origin`` on a GET only for a cross-origin ``fetch``/XHR (CORS mode), an ``EventSource``
+   or a module script, never for a navigation or an ``<img>``; so refusing a foreign ``Origin`` on reads blocks
+   exactly the cross-site reads (``Referer`` is not used for reads: links from other sites carry one).
 3. **Content type** (same methods): a request with a body must say ``application/json`` (or ``application/*+json``);
    anything else is refused with 415 before the body is read (FastAPI applies the same rule to its own JSON bodies,
    as its fix for this CSRF). Forms and text bodies are never parsed as JSON.
 
 :class:`RequestPolicy` holds the configuration and :meth:`RequestPolicy.check` the decision; the FastAPI routes
-(:mod:`lib_clipcap.app.api`) and the standalone server's ASGI middleware (:mod:`lib_clipcap.app.server`) both use it, and the
-WebUI adapter builds one from the host's flags. Refusals carry a message that names the setting which would allow
-the request.
+(:mod:`lib_clipcap.app.api`) use it per route, and :class:`RequestGuard`, a plain ASGI middleware, applies it to a
+whole app, websockets included: the standalone server's (:mod:`lib_clipcap.app.server`) and, installed by the WebUI
+adapter, the host's own gradio app. Refusals carry a message that names the setting which would allow the request.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import json
+import logging
 import re
 from dataclasses import dataclass, field
-from typing import Mapping, Optional, Sequence, Tuple
+from typing import Any, Awaitable, Callable, Mapping, MutableMapping, Optional, Sequence, Tuple
 from urllib.parse import urlsplit
 
 __all__ = [
     "SAFE_METHODS",
     "Refusal",
+    "RequestGuard",
     "RequestPolicy",
     "is_json_media_type",
     "is_loopback_host",
@@ -46,6 +54,8 @@ __all__ = [
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
 _LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost", "ip6-loopback"})
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -135,7 +145,8 @@ class RequestPolicy:
 
     def __post_init__(self) -> None:
         origins = {o.strip() for o in self.allowed_origins if o and o.strip()}
-        normal = {"*"} if "*" in origins else {n for n in map(normalize_origin, origins) if n}
+        # an origin that is no http(s) URL (a browser extension's "chrome-extension://ID") is kept as written
+        normal = {"*"} if "*" in origins else {normalize_origin(o) or o.lower().rstrip("/") for o in origins}
         object.__setattr__(self, "_origins", frozenset(normal))
         if self.allowed_origin_regex:
             object.__setattr__(self, "_regex", re.compile(self.allowed_origin_regex))
@@ -172,12 +183,14 @@ class RequestPolicy:
         ``host_header``."""
         if origin.strip().lower() == "null":
             return False
-        normal = normalize_origin(origin)
-        if normal is None:
-            return False
-        if "*" in self._origins or normal in self._origins:
+        if "*" in self._origins:
             return True
         if self._regex is not None and self._regex.fullmatch(origin.strip()):
+            return True
+        normal = normalize_origin(origin)
+        if normal is None:  # not an http(s) origin: only an exact name the operator allowed
+            return origin.strip().lower().rstrip("/") in self._origins
+        if normal in self._origins:
             return True
         if host_header:  # same origin: the page was served by this server, under the name it used to reach it
             scheme = normal.split("://", 1)[0]
@@ -188,7 +201,8 @@ class RequestPolicy:
                 return True
         return False
 
-    def check(self, method: str, headers: Mapping[str, str], *, require_json: bool = True) -> Optional[Refusal]:
+    def check(self, method: str, headers: Mapping[str, str], *, require_json: bool = True,
+              origin_on_reads: bool = False) -> Optional[Refusal]:
         """The refusal for a request, or ``None`` when it may proceed.
 
         Args:
@@ -198,6 +212,9 @@ class RequestPolicy:
                 ``content-type``, ``content-length``, ``transfer-encoding``).
             require_json: Apply the content-type rule (the API's routes); ``False`` for routes that take uploads
                 (the gradio UI posts files as ``multipart/form-data``), which keep the host and origin rules.
+            origin_on_reads: Refuse a foreign ``Origin`` on GET, HEAD and OPTIONS too (``Referer`` is not consulted
+                for them). For a whole app behind a CORS layer that reflects origins (gradio's), where a read can
+                leak (``/config`` holds folder paths); a preflight from a foreign page is refused as well.
         """
         host_header = headers.get("host")
         if not self.host_allowed(host_header):
@@ -207,18 +224,17 @@ class RequestPolicy:
                            f"rebinding attack); use http://127.0.0.1 or http://localhost, or allow the name with "
                            f"{self.host_hint}")
         method = method.upper()
-        if method in SAFE_METHODS:
-            return None
         origin = headers.get("origin")
         source = "Origin"
+        if method in SAFE_METHODS:
+            if origin_on_reads and origin is not None and not self.origin_allowed(origin, host_header):
+                return self._origin_refusal(origin, source)
+            return None
         if origin is None and headers.get("referer"):
             ref = urlsplit(headers["referer"])
             origin, source = (f"{ref.scheme}://{ref.netloc}" if ref.scheme and ref.netloc else "null"), "Referer"
         if origin is not None and not self.origin_allowed(origin, host_header):
-            return Refusal(403, "forbidden_origin",
-                           f"cross-site request refused: the request comes from a page of {origin!r} ({source} "
-                           f"header), not from this server; if you trust that site, allow its origin with "
-                           f"{self.origin_hint}")
+            return self._origin_refusal(origin, source)
         if method == "WEBSOCKET" or not require_json:
             return None
         content_type = headers.get("content-type")
@@ -230,3 +246,70 @@ class RequestPolicy:
                            f"{shown!r}); forms and text bodies are refused so that other web sites cannot make "
                            f"this server act")
         return None
+
+    def _origin_refusal(self, origin: str, source: str) -> Refusal:
+        return Refusal(403, "forbidden_origin",
+                       f"cross-site request refused: the request comes from a page of {origin!r} ({source} "
+                       f"header), not from this server; if you trust that site, allow its origin with "
+                       f"{self.origin_hint}")
+
+
+#: ``on_refusal(scope, refusal)``: told of each refused request (to log it); ``scope`` is the ASGI scope.
+RefusalHook = Callable[[Mapping[str, Any], Refusal], None]
+
+
+class RequestGuard:
+    """ASGI middleware: :meth:`RequestPolicy.check` in front of every HTTP request and websocket handshake of an app.
+
+    It sits outside the app's own middleware (CORS included), so a refused request gets a plain 403 with no
+    ``Access-Control-Allow-*`` header, and a refused websocket is closed before it is accepted (the server answers
+    the handshake with 403). The JSON-only rule is not applied here (UI uploads are forms; routes that take JSON apply
+    it themselves); the host and origin rules are, reads included unless ``origin_on_reads`` is false.
+
+    Args:
+        app: The ASGI app to guard.
+        policy: The :class:`RequestPolicy`.
+        origin_on_reads: Refuse a foreign ``Origin`` on GET/HEAD/OPTIONS too (see :meth:`RequestPolicy.check`).
+        on_refusal: Called with the scope and the :class:`Refusal` of each refused request (e.g. to log it).
+    """
+
+    #: Marks the class for installers that must not add it twice to one app (checked by name, not identity: the
+    #: module may have been imported twice, e.g. after a host reloads its scripts).
+    clipcap_request_guard = True
+
+    def __init__(self, app: Any, policy: RequestPolicy, *, origin_on_reads: bool = True,
+                 on_refusal: Optional[RefusalHook] = None) -> None:
+        self.app = app
+        self.policy = policy
+        self.origin_on_reads = origin_on_reads
+        self.on_refusal = on_refusal
+
+    def refusal(self, scope: Mapping[str, Any]) -> Optional[Refusal]:
+        """The refusal for an ASGI ``http`` or ``websocket`` scope, or ``None`` when it may proceed."""
+        kind = scope.get("type")
+        if kind not in ("http", "websocket"):  # lifespan and the like
+            return None
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers") or ()}
+        method = "WEBSOCKET" if kind == "websocket" else str(scope.get("method", "GET"))
+        return self.policy.check(method, headers, require_json=False, origin_on_reads=self.origin_on_reads)
+
+    async def __call__(self, scope: MutableMapping[str, Any], receive: Callable[[], Awaitable[Any]],
+                       send: Callable[[Any], Awaitable[None]]) -> None:
+        refusal = self.refusal(scope)
+        if refusal is None:
+            await self.app(scope, receive, send)
+            return
+        if self.on_refusal is not None:
+            try:
+                self.on_refusal(scope, refusal)
+            except Exception:  # noqa: BLE001 - a logging hook must not turn a refusal into a 500
+                log.debug("refusal hook failed", exc_info=True)
+        if scope["type"] == "websocket":
+            # closing before accepting makes the server answer the handshake with 403: the page never gets a socket
+            await send({"type": "websocket.close", "code": 1008})
+            return
+        body = json.dumps({"error": {"type": refusal.type, "message": refusal.message}}).encode()
+        await send({"type": "http.response.start", "status": refusal.status,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                                (b"vary", b"Origin")]})
+        await send({"type": "http.response.body", "body": body})

@@ -1,11 +1,14 @@
 """``python -m lib_clipcap serve``: the captioning web UI and HTTP API without the Stable Diffusion WebUI.
 
-One FastAPI app: the API under ``/clipcap/v1`` (:mod:`lib_clipcap.app.api`), its docs at ``/docs``, and the gradio UI
-(:func:`lib_clipcap.app.ui.build_ui`, the same Blocks as the WebUI tab) at ``/``. Bound to 127.0.0.1 unless told
-otherwise; ``--auth user:pass`` puts HTTP Basic auth in front of everything (UI and API alike). Every request, UI
-and API alike, passes :class:`RequestGuardMiddleware` first: on a loopback bind only loopback host names are
-answered (DNS rebinding), and no page of another site can make the server act (``--cors-allow-origin`` names the
-sites that may); the API additionally takes JSON bodies only (see :mod:`lib_clipcap.app.security` and docs/security.md).
+One FastAPI app: the API under ``/clipcap/v1`` (:mod:`lib_clipcap.app.api`) and the gradio UI
+(:func:`lib_clipcap.app.ui.build_ui`, the same Blocks as the WebUI tab) at ``/``; the API docs (``/docs``,
+``/openapi.json``) only with ``--api-docs``. Bound to 127.0.0.1 unless told otherwise; ``--auth user:pass`` puts
+HTTP Basic auth in front of everything (UI and API alike). Every request, UI and API alike, passes
+:class:`~lib_clipcap.app.security.RequestGuard` first: on a loopback bind only loopback host names are answered (DNS
+rebinding), and no page of another site can make the server act or read its answers, gradio's routes included
+(``--cors-allow-origin`` names the sites that may); the API additionally takes JSON bodies only, and no request body
+of the UI may exceed what an image of ``--max-image-mb`` needs (see :mod:`lib_clipcap.app.security` and
+docs/security.md).
 
 Importing this module is cheap (the CLI imports it for ``--help``); gradio, fastapi and uvicorn load in :func:`run`.
 """
@@ -19,10 +22,13 @@ import sys
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from .security import RequestGuard  # stdlib only: keeps this module cheap to import
+
 HELP = "serve the captioning web UI and HTTP API (standalone, http://127.0.0.1:7861)"
 PREFIX = "clipcap:"
 
-__all__ = ["HELP", "BasicAuthMiddleware", "RequestGuardMiddleware", "add_arguments", "create_app", "run"]
+__all__ = ["HELP", "BasicAuthMiddleware", "BodyLimitMiddleware", "RequestGuardMiddleware", "add_arguments",
+           "create_app", "run"]
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -51,10 +57,27 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--allow-host", action="append", default=[], metavar="NAME",
                    help="on a 127.0.0.1 bind, also answer requests for host NAME (e.g. a name in /etc/hosts); "
                         "by default only localhost names are answered, against DNS rebinding")
-    p.add_argument("--max-image-mb", type=float, default=32.0, help="largest image file the API accepts (MB)")
+    p.add_argument("--max-image-mb", type=float, default=32.0,
+                   help="largest image file the API accepts (MB); also caps every request body of the UI")
+    p.add_argument("--max-decodes", type=_positive_int, default=2, metavar="N",
+                   help="images the API decodes at once (default 2); further uploads wait, so a burst of huge images "
+                        "cannot exhaust memory")
+    p.add_argument("--api-docs", action="store_true",
+                   help="serve the API's interactive docs at /docs and its schema at /openapi.json (off by default)")
     p.add_argument("--no-ui", action="store_true", help="serve the HTTP API only")
     p.add_argument("--no-preload", action="store_true",
                    help="load the default model on the first request instead of right away in the background")
+
+
+def _positive_int(text: str) -> int:
+    """argparse type for counts: a whole number >= 1 (argparse names the flag in its message)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return value
 
 
 class BasicAuthMiddleware:
@@ -86,40 +109,59 @@ class BasicAuthMiddleware:
         await self.app(scope, receive, send)
 
 
-class RequestGuardMiddleware:
-    """ASGI middleware: :meth:`RequestPolicy.check <lib_clipcap.app.security.RequestPolicy.check>` in front of every
-    HTTP request and websocket of the app (host and origin rules; the API's routes add the JSON rule themselves,
-    since the UI uploads files as forms)."""
+#: The standalone server's guard under its earlier name (:class:`lib_clipcap.app.security.RequestGuard`: host and
+#: origin rules on every HTTP request, read or write, and every websocket).
+RequestGuardMiddleware = RequestGuard
 
-    def __init__(self, app: Any, policy: Any) -> None:
+
+class BodyLimitMiddleware:
+    """ASGI middleware: refuse a request body larger than ``max_bytes`` (413) on every path outside ``exempt_prefix``.
+
+    gradio 3 has no upload limit at all (its ``/upload``, and its JSON ``/run/predict``, which carries images as
+    base64, read whatever comes); gradio 4+ limits only ``/upload``, and only when told to. So the standalone app caps
+    every body of the UI here, by its declared ``Content-Length``, before any of it is read. A body without one
+    (``Transfer-Encoding: chunked``) is refused with 411: browsers and gradio's clients always declare the length,
+    and a cap that had to count a stream could only cut it off half-read. The API's routes (``exempt_prefix``)
+    enforce their own, per-route limits while the body streams.
+    """
+
+    def __init__(self, app: Any, max_bytes: int, exempt_prefix: str = "") -> None:
         self.app = app
-        self.policy = policy
+        self.max_bytes = int(max_bytes)
+        self.exempt_prefix = exempt_prefix
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        kind = scope.get("type")
-        if kind in ("http", "websocket"):
-            headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers") or ()}
-            method = "WEBSOCKET" if kind == "websocket" else scope.get("method", "GET")
-            refusal = self.policy.check(method, headers, require_json=False)
-            if refusal is not None:
-                if kind == "websocket":
-                    await send({"type": "websocket.close", "code": 1008})
-                    return
-                import json
-
-                body = json.dumps({"error": {"type": refusal.type, "message": refusal.message}}).encode()
-                await send({"type": "http.response.start", "status": refusal.status,
-                            "headers": [(b"content-type", b"application/json"),
-                                        (b"content-length", str(len(body)).encode())]})
-                await send({"type": "http.response.body", "body": body})
-                return
+        if scope.get("type") != "http" or (self.exempt_prefix and
+                                           str(scope.get("path", "")).startswith(self.exempt_prefix)):
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or ())
+        length = headers.get(b"content-length")
+        if length is None and b"transfer-encoding" in headers:
+            await _send_error(send, 411, "length_required", "the request body must be sent with a Content-Length")
+            return
+        if length is not None and (not length.strip().isdigit() or int(length) > self.max_bytes):
+            await _send_error(send, 413, "payload_too_large",
+                              f"the request body is larger than {self.max_bytes:,} bytes, the most an image of the "
+                              f"server's --max-image-mb needs")
+            return
         await self.app(scope, receive, send)
+
+
+async def _send_error(send: Any, status: int, kind: str, message: str) -> None:
+    import json
+
+    body = json.dumps({"error": {"type": kind, "message": message}}).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
 
 
 def create_app(manager: Any, *, credentials: Mapping[str, str] | None = None, job_manager: Any = None,
                ui: bool = True, default_model: str | None = None, notice: str | None = None,
-               max_image_bytes: int | None = None, request_policy: Any = None) -> Any:
-    """The standalone FastAPI app: API at ``/clipcap/v1``, docs at ``/docs``, UI at ``/``.
+               max_image_bytes: int | None = None, request_policy: Any = None, api_docs: bool = False,
+               max_decodes: int | None = None) -> Any:
+    """The standalone FastAPI app: API at ``/clipcap/v1``, UI at ``/``, docs at ``/docs`` only when ``api_docs``.
 
     Args:
         manager: The model manager shared by the UI and the API.
@@ -128,9 +170,16 @@ def create_app(manager: Any, *, credentials: Mapping[str, str] | None = None, jo
         ui: Mount the gradio UI.
         default_model, notice: The preselected model and a notice shown above the UI (see
             :func:`lib_clipcap.options_table.pick_default_model`); default: picked for ``manager.models_dir``.
-        max_image_bytes: API upload limit (default :data:`lib_clipcap.app.api.DEFAULT_MAX_IMAGE_BYTES`).
+        max_image_bytes: Largest image the API accepts (default
+            :data:`lib_clipcap.app.api.DEFAULT_MAX_IMAGE_BYTES`); also the UI's upload limit (gradio's
+            ``max_file_size`` where it has one, and :class:`BodyLimitMiddleware` on every UI request body, sized
+            for the image as base64).
         request_policy: A :class:`lib_clipcap.app.security.RequestPolicy` (default: for a 127.0.0.1 bind, no other
-            origin allowed). Its allowed origins also get CORS headers, so their pages can read the answers.
+            origin allowed). Its allowed origins also get CORS headers, so their pages can read the answers; any
+            other origin is refused on every route and method, gradio's included.
+        max_decodes: Images the API decodes at once (default :data:`lib_clipcap.app.api.DEFAULT_MAX_DECODES`).
+        api_docs: Serve ``/docs`` and ``/openapi.json`` (the outer app's, and gradio's own schema). Off by default:
+            the schema describes every route and field to whoever asks.
 
     Returns:
         A ``fastapi.FastAPI`` to serve with uvicorn (or to test with ``fastapi.testclient.TestClient``).
@@ -138,7 +187,7 @@ def create_app(manager: Any, *, credentials: Mapping[str, str] | None = None, jo
     from fastapi import FastAPI
 
     from .. import __version__
-    from .api import DEFAULT_MAX_IMAGE_BYTES, mount_api
+    from .api import API_PREFIX, DEFAULT_MAX_DECODES, DEFAULT_MAX_IMAGE_BYTES, mount_api
     from ..options_table import pick_default_model
     from .security import RequestPolicy
 
@@ -147,10 +196,13 @@ def create_app(manager: Any, *, credentials: Mapping[str, str] | None = None, jo
     if default_model is None:
         default_model, picked_notice = pick_default_model(models_dir=getattr(manager, "models_dir", None))
         notice = notice if notice is not None else picked_notice
+    docs = {} if api_docs else {"docs_url": None, "redoc_url": None, "openapi_url": None}
+    max_image_bytes = max_image_bytes or DEFAULT_MAX_IMAGE_BYTES
     app = FastAPI(title="ClipCap captioning", version=__version__,
-                  description="CLIP-prefix image captioning: HTTP API under /clipcap/v1, web UI at /.")
+                  description="CLIP-prefix image captioning: HTTP API under /clipcap/v1, web UI at /.", **docs)
     mount_api(app, manager, job_manager=job_manager, default_model=default_model,
-              max_image_bytes=max_image_bytes or DEFAULT_MAX_IMAGE_BYTES, request_policy=policy)
+              max_image_bytes=max_image_bytes, request_policy=policy,
+              max_decodes=max_decodes or DEFAULT_MAX_DECODES)
     if ui:
         import gradio as gr
 
@@ -158,7 +210,10 @@ def create_app(manager: Any, *, credentials: Mapping[str, str] | None = None, jo
 
         demo = build_ui(manager, job_manager=job_manager, values={"model": default_model}, notice=notice or "")
         _enable_queue(demo)
-        app = gr.mount_gradio_app(app, demo, path="/")
+        app = _mount_ui(gr, app, demo, docs=docs, max_file_bytes=max_image_bytes)
+        # gradio 3 posts images as base64 JSON (4/3 of the file) and has no limit of its own; 1 MiB for the rest
+        app.add_middleware(BodyLimitMiddleware, max_bytes=max_image_bytes * 4 // 3 + (1 << 20),
+                           exempt_prefix=API_PREFIX)
     if credentials:
         app.add_middleware(BasicAuthMiddleware, credentials=credentials)
     if policy.allowed_origins or policy.allowed_origin_regex:  # let the allowed sites' pages read the answers
@@ -167,8 +222,23 @@ def create_app(manager: Any, *, credentials: Mapping[str, str] | None = None, jo
         app.add_middleware(CORSMiddleware, allow_origins=list(policy.allowed_origins),
                            allow_origin_regex=policy.allowed_origin_regex, allow_methods=["*"], allow_headers=["*"],
                            allow_credentials=bool(credentials))
-    app.add_middleware(RequestGuardMiddleware, policy=policy)  # added last: runs first
+    # added last: runs first, outside gradio's CORS layer, which would otherwise reflect any origin on reads
+    app.add_middleware(RequestGuard, policy=policy, origin_on_reads=True)
     return app
+
+
+def _mount_ui(gr: Any, app: Any, demo: Any, *, docs: Mapping[str, Any], max_file_bytes: int) -> Any:
+    """Mount ``demo`` at ``/`` with gradio's own schema route off unless ``docs`` is empty, and gradio's upload
+    limit where this gradio has one (``max_file_size``: gradio 4.x and later; 3.x has none)."""
+    import inspect
+
+    params = inspect.signature(gr.mount_gradio_app).parameters
+    kwargs: dict = {}
+    if "app_kwargs" in params and docs:
+        kwargs["app_kwargs"] = {"openapi_url": None}  # gradio's inner FastAPI serves /openapi.json otherwise
+    if "max_file_size" in params:
+        kwargs["max_file_size"] = int(max_file_bytes)
+    return gr.mount_gradio_app(app, demo, path="/", **kwargs)
 
 
 def _enable_queue(demo: Any) -> None:
@@ -256,11 +326,12 @@ def run(args: argparse.Namespace) -> int:
               file=sys.stderr)
     app = create_app(manager, credentials=credentials, job_manager=job_manager, ui=not args.no_ui,
                      default_model=model, notice=notice or "", max_image_bytes=int(args.max_image_mb * 1024 * 1024),
-                     request_policy=policy)
+                     request_policy=policy, api_docs=args.api_docs, max_decodes=args.max_decodes)
     if not args.no_preload:
         _preload(manager, model)
     shown = f"[{args.host}]" if ":" in args.host else args.host
-    print(PREFIX, f"serving on http://{shown}:{args.port}/ (API under /clipcap/v1, API docs at /docs); "
-                  f"Ctrl-C stops", file=sys.stderr, flush=True)
+    docs = ", API docs at /docs" if args.api_docs else ""
+    print(PREFIX, f"serving on http://{shown}:{args.port}/ (API under /clipcap/v1{docs}); Ctrl-C stops",
+          file=sys.stderr, flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     return 0

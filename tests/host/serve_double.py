@@ -2,6 +2,8 @@
 
     python serve_double.py MODE PORT ROOT IMAGE...   # IMAGEs: what the fake txt2img "Generate" shows
 
+Launched as the host launches (:meth:`webui_double.WebUI.launch`: gradio's launch, the host's middleware, then
+``on_app_started``), so the page runs behind the extension's request guard like the real WebUI's.
 Prints ``READY <url>`` once the page is served.
 """
 
@@ -20,9 +22,8 @@ from PIL import Image  # noqa: E402
 from modules import ui  # noqa: E402
 
 ui.fake_outputs[:] = [Image.open(p).convert("RGB") for p in sys.argv[4:]]
-demo = webui.create_ui()
-demo.queue()
-demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+webui.create_ui()
+webui.launch(port)
 print(f"READY http://127.0.0.1:{port}/", flush=True)
 sys.stdin.read()
-demo.close()
+webui.close()

@@ -9,9 +9,14 @@
   ``on_ui_tabs``, root Blocks, ``connect_paste_params_buttons``) with real gradio;
 - :meth:`start`: a FastAPI app, the host's ``Api`` when ``--api``/``--nowebui``, and ``on_app_started(demo, app)``
   (``demo=None`` mirrors ``--nowebui``);
-- :meth:`reload_ui`: "Reload UI": ``on_before_reload``, ``on_script_unloaded``, ``load_scripts()``, ``create_ui()``.
+- :meth:`launch`: what ``webui.py`` really does after ``create_ui``: ``demo.queue(64)``, ``demo.launch()`` (a real
+  uvicorn server on 127.0.0.1, gradio's own app), the host's middleware swap (gradio's ``CORSMiddleware`` out, gzip
+  and the ``--cors-allow-origins`` CORS in), the ``Api``, then ``on_app_started(demo, app)`` on gradio's app;
+- :meth:`reload_ui`: "Reload UI": ``on_before_reload``, ``on_script_unloaded``, ``load_scripts()``, ``create_ui()``
+  (the host then launches the new UI: a new app; call :meth:`launch` again).
 
-:meth:`shutdown` removes the fake modules, restores ``sys.path`` and the environment, and undoes the gradio patch.
+:meth:`shutdown` closes a launched server, removes the fake modules, restores ``sys.path`` and the environment, and
+undoes the gradio patch.
 """
 
 from __future__ import annotations
@@ -25,9 +30,12 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 DOUBLE = HERE / "double"
 DOUBLE_FORGE = HERE / "double_forge"
+DOUBLE_NEO = HERE / "double_neo"  # Forge Neo: its rewritten backend/, over double_forge (modules_forge)
+DOUBLE_CLASSIC = HERE / "double_classic"  # Forge Classic: ldm_patched/ (the old Forge backend), no backend/
+MODES = ("a1111", "forge", "neo", "classic")
 REPO = HERE.parents[1]
 EXTENSION_NAME = "sd-webui-clipcap"
-HOST_PACKAGES = ("modules", "launch", "backend", "modules_forge")
+HOST_PACKAGES = ("modules", "launch", "backend", "modules_forge", "ldm_patched")
 ENV_KEYS = ("WEBUI_DOUBLE_MODE", "WEBUI_DOUBLE_ROOT", "WEBUI_DOUBLE_ARGV")
 
 
@@ -39,19 +47,21 @@ def purge_host_modules() -> None:
 
 class WebUI:
     def __init__(self, mode: str, root: Path, argv: list[str] | tuple[str, ...] = ()) -> None:
-        assert mode in ("a1111", "forge"), mode
+        assert mode in MODES, mode
         self.mode = mode
         self.root = Path(root)
         self.argv = list(argv)
         self.extension_dir = self.root / "extensions" / EXTENSION_NAME
         self.demo: Any = None
         self.app: Any = None
+        self.url: str | None = None  # of the server :meth:`launch` started
+        self._launched: list[Any] = []
         self._saved_env: dict[str, str | None] = {}
         self._saved_path: list[str] | None = None
 
     @property
     def forge(self) -> bool:
-        return self.mode == "forge"
+        return self.mode != "a1111"  # Forge, Neo and Classic: the Forge UI (ForgeCanvas, main thread, sys.path)
 
     # --------------------------------------------------------------------------------------------------- lifecycle
     def boot(self) -> "WebUI":
@@ -67,6 +77,8 @@ class WebUI:
         sys.path.insert(0, str(DOUBLE))
         if self.forge:
             sys.path.insert(0, str(DOUBLE_FORGE))
+        if self.mode in ("neo", "classic"):
+            sys.path.insert(0, str(DOUBLE_NEO if self.mode == "neo" else DOUBLE_CLASSIC))
 
         from modules import shared  # runs preload.py of each extension and parses the flags
 
@@ -74,9 +86,12 @@ class WebUI:
             from modules import gradio_extensions  # noqa: F401
         else:
             from modules import gradio_extensons  # noqa: F401
-        from modules import extensions, infotext_utils, interrogate, scripts
+        from modules import extensions, infotext_utils, scripts
 
-        shared.interrogator = interrogate.InterrogateModels("interrogate")
+        if self.mode in ("a1111", "forge"):  # Neo and Classic removed modules.interrogate and shared.interrogator
+            from modules import interrogate
+
+            shared.interrogator = interrogate.InterrogateModels("interrogate")
         infotext_utils.reset()
         extensions.list_extensions()
         scripts.load_scripts()
@@ -101,6 +116,53 @@ class WebUI:
         script_callbacks.app_started_callback(demo, self.app)
         return self.app
 
+    def launch(self, port: int | None = None) -> Any:
+        """Serve the current UI as the host's ``webui.py`` does (A1111 v1.10.1 = Forge here); returns gradio's app,
+        with :attr:`url` its address. A second launch (after :meth:`reload_ui`) stops the first server, as the host
+        closes the old demo before it builds the new one."""
+        import socket
+
+        from modules import call_queue, script_callbacks, shared
+        from modules.api.api import Api
+        from starlette.middleware.cors import CORSMiddleware
+        from starlette.middleware.gzip import GZipMiddleware
+
+        self.close()
+        if port is None:
+            with socket.socket() as sock:
+                sock.bind(("127.0.0.1", 0))
+                port = sock.getsockname()[1]
+        demo = self.demo
+        demo.queue(64)  # gradio 3: concurrency_count=64; gradio 4+: status_update_rate=64 (the host's own call)
+        app, local_url, _ = demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True,
+                                        quiet=True, app_kwargs={"docs_url": "/docs", "redoc_url": "/redoc"})
+        self._launched.append(demo)
+        self.url = local_url
+        # webui.py: "gradio uses a very open CORS policy via app.user_middleware ... We disable this here"; by class
+        # name, so gradio 4's CustomCORSMiddleware stays (as in Forge)
+        app.user_middleware = [x for x in app.user_middleware if x.cls.__name__ != "CORSMiddleware"]
+        # modules/initialize_util.py setup_middleware()
+        app.middleware_stack = None  # launch served /startup-events: the stack was built
+        app.add_middleware(GZipMiddleware, minimum_size=1000)
+        cors: dict[str, Any] = {"allow_methods": ["*"], "allow_headers": ["*"], "allow_credentials": True}
+        if shared.cmd_opts.cors_allow_origins:
+            cors["allow_origins"] = shared.cmd_opts.cors_allow_origins.split(",")
+        if shared.cmd_opts.cors_allow_origins_regex:
+            cors["allow_origin_regex"] = shared.cmd_opts.cors_allow_origins_regex
+        app.add_middleware(CORSMiddleware, **cors)
+        app.build_middleware_stack()  # the host discards the result: the stack stays None until the next request
+        if shared.cmd_opts.api:
+            Api(app, call_queue.queue_lock)
+        self.app = app
+        script_callbacks.app_started_callback(demo, app)
+        return app
+
+    def close(self) -> None:
+        """Stop the servers :meth:`launch` started."""
+        while self._launched:
+            self._launched.pop().close(verbose=False)
+        self.url = None
+
     def reload_ui(self) -> Any:
         from modules import script_callbacks, scripts
 
@@ -110,6 +172,7 @@ class WebUI:
         return self.create_ui()
 
     def shutdown(self) -> None:
+        self.close()
         for name in ("modules.gradio_extensons", "modules.ui_gradio_extensions"):
             patch = sys.modules.get(name)
             if patch is not None:
