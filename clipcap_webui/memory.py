@@ -11,6 +11,9 @@ Captions must run beside diffusion without breaking it:
   wrapped once in a ``ModelPatcher`` (kept referenced, or Forge drops it as abandoned) and each call asks
   ``load_models_gpu([patcher])`` to make room and load it, then ``soft_empty_cache()``. Forge evicts it again when a
   generation needs the memory, so "Keep models in VRAM" has no effect there (as for Forge's own interrogator).
+- **Forge Neo**: the same calls on its rewritten (ComfyUI-style) ``backend.memory_management``, whose entries hold the
+  patcher weakly: the policy keeps it, so Neo can evict the captioner (``free_memory``) and load it again.
+- **Forge Classic** (:class:`ClassicPolicy`): the same on the old Forge backend, ``ldm_patched.modules``.
 
 Lock order: the host's ``queue_lock`` is always taken *before* the model manager's lock (:func:`host_queue`, or
 :meth:`guard` around a manager call). Code that already runs inside a generation (which holds ``queue_lock``, e.g.
@@ -196,11 +199,38 @@ class ForgePolicy:
                 self.mm.soft_empty_cache()
 
 
+class ClassicPolicy(ForgePolicy):
+    """Forge Classic: the same registration with its old-Forge-backend memory manager
+    (``ldm_patched.modules.model_management`` + ``ldm_patched.modules.model_patcher.ModelPatcher``).
+
+    Classic's ``text_encoder_device()`` is the CPU unless ``--always-gpu`` / ``--clip-in-gpu``; the captioner is no
+    text encoder of the diffusion model, so it loads on ``get_torch_device()`` and lets ``load_models_gpu`` make room
+    (and evict it again for the next generation)."""
+
+    def load_device(self) -> Any:
+        return self.mm.text_encoder_offload_device()
+
+    def patcher(self, model: Any) -> Any:
+        import torch
+
+        grammar = id(getattr(model, "grammar", None))
+        with self._lock:
+            made_for, p = self._patchers.get(model, (None, None))
+            if p is None or made_for != grammar:
+                load, offload = self.mm.get_torch_device(), self.mm.text_encoder_offload_device()
+                fp16 = torch.device(load).type != "cpu" and bool(self.mm.should_use_fp16(device=load))
+                model.to(None, torch.float16 if fp16 else torch.float32)
+                p = self.model_patcher(torch_module(model), load_device=load, offload_device=offload)
+                self._patchers[model] = (grammar, p)
+            return p
+
+
 def make_policy() -> Any:
-    """The policy for the running host: Forge's memory manager when present, else the A1111 recipe."""
+    """The policy for the running host (:func:`clipcap_webui.host.host_info`): the Forge-family memory manager when
+    present (Forge and Neo: ``backend``; Classic: ``ldm_patched``), else the A1111 recipe."""
     mm, patcher = host.forge_memory(), host.forge_model_patcher()
     if mm is not None and patcher is not None:
-        return ForgePolicy(mm, patcher)
+        return ClassicPolicy(mm, patcher) if host.host_info().memory == "ldm_patched" else ForgePolicy(mm, patcher)
     return A1111Policy()
 
 

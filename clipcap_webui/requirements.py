@@ -8,13 +8,20 @@ Used by ``install.py`` (at every host launch: decide what to install, in one pip
   older than a feature needs, that feature is disabled with a message saying why;
 - **ours**: installed when missing or older than the lower bound (lower bounds only, never ``==``).
 
+What a host pins differs: Forge Neo ships no open_clip at all (its requirements.txt has none), so there it is ours
+(a version without open_clip 2.20's ``protobuf<4`` bound, which Neo's protobuf 4.25 would break); Forge Classic pins
+``open-clip-torch==1.3.0``, too old for the captioner, and re-pins it after every extension installer, so there the
+captioner reports itself disabled (docs/hosts.md). :func:`detect_host` tells the hosts apart without importing them.
+
 Nothing here imports the packages it checks: versions come from ``importlib.metadata``, so a check costs
 milliseconds.
 """
 
 from __future__ import annotations
 
+import importlib
 import importlib.metadata
+import importlib.util
 import re
 from dataclasses import dataclass
 from typing import Callable
@@ -57,6 +64,40 @@ REQUIREMENTS: tuple[Requirement, ...] = (
 )
 
 
+# Per host, the requirements that differ from REQUIREMENTS (same name): Neo does not pin open_clip.
+HOST_REQUIREMENTS: dict[str, tuple[Requirement, ...]] = {
+    "neo": (Requirement("open-clip-torch", "2.26.1", CORE, pinned=False),),
+}
+
+
+def _find(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def detect_host() -> str:
+    """``"a1111"``, ``"forge"``, ``"neo"`` or ``"classic"``, from what the webui root on ``sys.path`` ships (install.py
+    runs with it on ``PYTHONPATH``), importing nothing of it but ``modules_forge.forge_version`` (same answer as
+    :func:`clipcap_webui.host.host_info`)."""
+    if not _find("modules_forge"):
+        return "a1111"
+    try:  # a two-line module in every Forge (launch_utils.py imports it first thing)
+        version = str(getattr(importlib.import_module("modules_forge.forge_version"), "version", "") or "")
+    except Exception:  # noqa: BLE001 - whatever a host's file does, install.py goes on
+        version = ""
+    if version.lower().startswith("neo"):
+        return "neo"
+    return "classic" if _find("ldm_patched") else "forge"
+
+
+def requirements_for(host: str) -> tuple[Requirement, ...]:
+    """:data:`REQUIREMENTS` with ``host``'s differences (:data:`HOST_REQUIREMENTS`)."""
+    over = {r.name: r for r in HOST_REQUIREMENTS.get(host, ())}
+    return tuple(over.get(r.name, r) for r in REQUIREMENTS)
+
+
 def parse_version(text: str) -> tuple[int, ...]:
     """The leading numeric release of a version string: ``"2.14.1+cu130"`` -> ``(2, 14, 1)``."""
     m = re.match(r"\s*v?(\d+(?:\.\d+)*)", text or "")
@@ -88,8 +129,11 @@ class Plan:
 
 
 def check(version_of: Callable[[str], str | None] = _installed,
-          requirements: tuple[Requirement, ...] = REQUIREMENTS) -> Plan:
-    """Compare the environment with ``requirements`` (``version_of(name)`` gives an installed version or ``None``)."""
+          requirements: tuple[Requirement, ...] | None = None, host: str | None = None) -> Plan:
+    """Compare the environment with ``requirements`` (``version_of(name)`` gives an installed version or ``None``;
+    default requirements: those of ``host``, default the running one, :func:`detect_host`)."""
+    if requirements is None:
+        requirements = requirements_for(host or detect_host())
     plan = Plan(install=[], disabled={})
     for req in requirements:
         have = version_of(req.name)

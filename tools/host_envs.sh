@@ -1,15 +1,21 @@
 #!/usr/bin/env bash
 # Create or refresh the host-double virtualenvs: .venv-a1111 (tools/requirements-a1111.txt: gradio 3.41.2,
-# fastapi 0.94, pydantic 1, transformers 4.30.2, open-clip-torch 2.20.0) and .venv-forge
-# (tools/requirements-forge.txt: gradio 4.40.0, pydantic 2.8.2, fastapi 0.104.1, transformers 4.46.1).
+# fastapi 0.94, pydantic 1, transformers 4.30.2, open-clip-torch 2.20.0), .venv-forge
+# (tools/requirements-forge.txt: gradio 4.40.0, pydantic 2.8.2, fastapi 0.104.1, transformers 4.46.1), .venv-neo
+# (tools/requirements-neo.txt, Forge Neo: gradio 4.40.0, numpy 2.3.5, pydantic 2.10.6, transformers 4.57.6,
+# protobuf 4.25.9) and .venv-classic (tools/requirements-classic.txt, Forge Classic: gradio 3.43.2, pydantic 1.10.22,
+# transformers 4.30.2, numpy 1.26.4). "#launcher:" lines of a requirements file are what the host's launcher installs
+# before its requirements (gradio for Neo and Classic): they are installed first, in their own pip call, as the host does.
 # A second run is instant: a venv is rebuilt only when its requirements file or this script changed (hash stamp).
 #
-# torch is the one deliberate deviation from the hosts' pins (2.14.1 instead of 2.1.2 / 2.3.1: the only torch that
-# imports torchvision here). It is a 5.5 GB CUDA build, so instead of unpacking it twice more it is seeded from the
+# torch is the one deliberate deviation from the hosts' pins (2.14.1 instead of 2.1.2 / 2.3.1 / 2.11.0 / 2.9.1: the
+# only torch that imports torchvision here); Python is 3.11 for every host (Neo recommends 3.13, not installable here;
+# its launcher accepts 3.11 with a warning). Each requirements file's header names its other deviations.
+# torch is a 5.5 GB CUDA build, so instead of unpacking it again per host it is seeded from the
 # main .venv by hard links when that venv holds the same version on the same filesystem (pip then sees it installed;
 # if pip ever replaces it, it only unlinks the venv's own names). Otherwise pip installs it like everything else.
 #
-# Usage: bash tools/host_envs.sh [a1111] [forge]      (default: both; prints "HOST=<venv python>" lines)
+# Usage: bash tools/host_envs.sh [a1111] [forge] [neo] [classic]   (default: all; prints "HOST=<venv python>" lines)
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 source "$HERE/env.sh"   # the main .venv ($PY, $ROOT): torch is seeded from it
@@ -80,7 +86,7 @@ if linked:
 EOF
 }
 
-build() {  # $1 = a1111 | forge
+build() {  # $1 = a1111 | forge | neo | classic
   local host="$1" venv="$ROOT/.venv-$1" req="$ROOT/tools/requirements-$1.txt"
   local stamp="$venv/.requirements.sha256" want
   want="$(cat "$req" "${BASH_SOURCE[0]}" | sha256sum | cut -d' ' -f1)"
@@ -94,6 +100,14 @@ build() {  # $1 = a1111 | forge
   fi
   rm -f "$stamp"
   seed_torch "$venv/bin/python" "$req"
+  local launcher
+  launcher="$(sed -n 's/^#launcher://p' "$req" | tr '\n' ' ')"
+  if [ -n "${launcher// /}" ]; then  # what the host's launcher installs before its requirements (gradio)
+    echo "clipcap: installing the $host launcher packages: $launcher" >&2
+    # shellcheck disable=SC2086
+    "$venv/bin/python" -m pip install -q --disable-pip-version-check $launcher 2>&1 \
+      | { grep -v "is ignored: it is neither a file nor a directory" >&2 || true; }
+  fi
   echo "clipcap: installing the $host pins from $req (first run takes a few minutes)" >&2
   "$venv/bin/python" -m pip install -q --disable-pip-version-check -r "$req" 2>&1 \
     | { grep -v "is ignored: it is neither a file nor a directory" >&2 || true; }
@@ -102,8 +116,10 @@ build() {  # $1 = a1111 | forge
 import importlib.metadata as md, sys
 from packaging.requirements import Requirement
 bad = []
+lines = []
 for line in open(sys.argv[1]):
-    line = line.split("#")[0].strip()
+    lines += line[len("#launcher:"):].split() if line.startswith("#launcher:") else [line.split("#")[0].strip()]
+for line in lines:
     if line:
         r = Requirement(line)
         v = md.version(r.name)
@@ -120,10 +136,10 @@ EOF
 }
 
 hosts=("$@")
-[ ${#hosts[@]} -eq 0 ] && hosts=(a1111 forge)
+[ ${#hosts[@]} -eq 0 ] && hosts=(a1111 forge neo classic)
 for h in "${hosts[@]}"; do
   case "$h" in
-    a1111|forge) build "$h" ;;
-    *) echo "clipcap: unknown host '$h' (expected a1111 or forge)" >&2; exit 2 ;;
+    a1111|forge|neo|classic) build "$h" ;;
+    *) echo "clipcap: unknown host '$h' (expected a1111, forge, neo or classic)" >&2; exit 2 ;;
   esac
 done

@@ -5,8 +5,11 @@
 #    WebUI host double (tests/host) under current gradio. Arguments go to this run.
 # 2. Without arguments (or with CLIPCAP_HOST_ENVS=1): tests/host again under A1111's pins (.venv-a1111: gradio 3.41.2,
 #    fastapi 0.94, pydantic 1, transformers 4.30.2, open-clip-torch 2.20.0) and under Forge's (.venv-forge: gradio
-#    4.40.0, pydantic 2.8.2, transformers 4.46.1), built by tools/host_envs.sh (instant once built).
-#    CLIPCAP_HOST_ENVS=0 skips them.
+#    4.40.0, pydantic 2.8.2, transformers 4.46.1), against the A1111 and Forge doubles; then under Forge Neo's pins
+#    (.venv-neo: gradio 4.40.0, numpy 2.3.5, pydantic 2.10.6, transformers 4.57.6) against the Neo double and under
+#    Forge Classic's (.venv-classic: gradio 3.43.2, pydantic 1.10.22, transformers 4.30.2) against the Classic double.
+#    The venvs are built by tools/host_envs.sh (instant once built). CLIPCAP_HOST_ENVS=0 skips them. (The main run
+#    covers all four doubles under current gradio.)
 # Exits non-zero if any run fails. Each run prints pytest's summary line; the last line adds them up.
 set -uo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
@@ -35,7 +38,12 @@ run main "$PY" "$@"
 if [ "${CLIPCAP_HOST_ENVS:-$([ $# -eq 0 ] && echo 1 || echo 0)}" = 1 ]; then
   if hosts="$(bash "$ROOT/tools/host_envs.sh")"; then
     while IFS='=' read -r host py; do
-      [ -n "$host" ] && run "host-$host" "$py" tests/host -p no:cacheprovider -W ignore::DeprecationWarning
+      case "$host" in  # which doubles each host's pins run against (conftest.py reads CLIPCAP_HOST_MODES)
+        neo|classic) modes="$host" ;;
+        *) modes="a1111 forge" ;;
+      esac
+      [ -n "$host" ] && CLIPCAP_HOST_MODES="$modes" run "host-$host" "$py" tests/host -p no:cacheprovider \
+        -W ignore::DeprecationWarning
     done <<< "$hosts"
   else
     echo "clipcap: could not build the host-double virtualenvs (tools/host_envs.sh)" >&2

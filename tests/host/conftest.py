@@ -1,12 +1,16 @@
 """Fixtures for the host-mode tests: a booted WebUI double per mode, and fake captioning models.
 
-Every test that takes ``mode`` runs twice: against the A1111 double and against the Forge double, whatever gradio is
-installed (tools/test.sh runs this folder under A1111's pins, Forge's pins, and the main venv).
+Every test that takes ``mode`` runs against each host double: A1111, Forge, Forge Neo and Forge Classic, whatever
+gradio is installed (tools/test.sh runs this folder under each host's pins and the main venv). ``CLIPCAP_HOST_MODES``
+(space- or comma-separated) narrows the modes, e.g. ``neo`` under Neo's pins.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import re
 import sys
 from pathlib import Path
 
@@ -15,19 +19,31 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import webui_double  # noqa: E402
 
-MODES = ("a1111", "forge")
+ALL_MODES = webui_double.MODES  # a1111, forge, neo, classic
+MODES = tuple(m for m in re.split(r"[,\s]+", os.environ.get("CLIPCAP_HOST_MODES", "")) if m) or ALL_MODES
+assert set(MODES) <= set(ALL_MODES), MODES
 
 
-# The fast tier (-m "not slow") runs each host test once, against the A1111 double; the full run adds Forge.
-@pytest.fixture(params=[pytest.param(m, marks=pytest.mark.slow) if m == "forge" else m for m in MODES])
+# The fast tier (-m "not slow") runs each host test once, against the first mode (A1111 by default); the full run
+# adds the others.
+@pytest.fixture(params=[pytest.param(m, marks=pytest.mark.slow) if m != MODES[0] else m for m in MODES])
 def mode(request) -> str:
     return request.param
 
 
 @pytest.fixture
-def make_webui(tmp_path):
-    """``make(mode, argv=(), config=None)`` (config.json; default model ``shapes-demo``) -> a booted :class:`webui_double.WebUI` (shut down after the test)."""
+def make_webui(tmp_path, request):
+    """``make(mode, argv=(), config=None)`` (config.json; default model ``shapes-demo``) -> a booted :class:`webui_double.WebUI` (shut down after the test).
+
+    Every host test is audited (tests/host/_host_audit.py): a test fails when the extension touched a host module,
+    attribute, flag or setting that ``clipcap_webui.host.CAPABILITIES`` / ``FLAGS`` / ``SETTINGS`` do not declare
+    for the host it ran in (``@pytest.mark.no_host_audit`` opts a test out)."""
+    import _host_audit
+
     made: list[webui_double.WebUI] = []
+    audited = request.node.get_closest_marker("no_host_audit") is None
+    audits: list[tuple[str, _host_audit.Record]] = []
+    stack = contextlib.ExitStack()
 
     def make(mode: str, argv=(), config: dict | None = None) -> webui_double.WebUI:
         root = tmp_path / f"webui-{len(made)}"
@@ -36,9 +52,12 @@ def make_webui(tmp_path):
         (root / "config.json").write_text(json.dumps(config))
         w = webui_double.WebUI(mode, root, argv)
         made.append(w)
+        if audited:
+            audits.append((mode, stack.enter_context(_host_audit.audit())))
         return w.boot()
 
     yield make
+    stack.close()
     from lib_clipcap.app import service
 
     from clipcap_webui import models
@@ -47,6 +66,9 @@ def make_webui(tmp_path):
     service.reset_default_manager()
     for w in reversed(made):
         w.shutdown()
+    problems = sorted({f"{m}: {p}" for m, rec in audits for p in _host_audit.undeclared(rec, m)})
+    assert not problems, ("the extension touched host attributes its per-host capability list "
+                          "(clipcap_webui/host.py CAPABILITIES/FLAGS/SETTINGS) does not declare: " + "; ".join(problems))
 
 
 @pytest.fixture
@@ -113,3 +135,8 @@ def fake_models():
         return loader
 
     return install
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "no_host_audit: do not check the host attributes this test's extension touched "
+                                       "against clipcap_webui.host.CAPABILITIES")

@@ -276,9 +276,9 @@ def test_forge_runs_hooks_on_its_main_thread_without_deadlock(mode, make_webui, 
     assert done.wait(120), "generation did not finish: the caption call waited for the host's queue lock"
     assert loader.loaded[0].calls[0]["queue_locked"]
     if webui.forge:
-        from backend import memory_management
+        from modules._mode import memory_management  # backend's (Forge, Neo) or ldm_patched's (Classic)
 
-        assert [c for c in memory_management.calls if c[0] == "load_models_gpu"]  # Forge's manager loaded it
+        assert [c for c in memory_management().calls if c[0] == "load_models_gpu"]  # Forge's manager loaded it
     else:
         assert any(str(dev) == "cpu" for dev, _ in loader.loaded[0].moves)  # A1111: moved to the run device
 

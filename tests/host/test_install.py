@@ -120,3 +120,78 @@ def test_the_host_launch_module_honours_skip_install(tmp_path):
     r = subprocess.run([sys.executable, "-c", code.replace("sys.argv.append('--skip-install'); ", "")], env=env,
                        capture_output=True, text=True, timeout=60)
     assert json.loads(log.read_text())["command"] == 'install "x>=1"'
+
+
+# ------------------------------------------------------------------------------------ Forge Neo and Forge Classic
+from webui_double import DOUBLE_CLASSIC, DOUBLE_FORGE, DOUBLE_NEO  # noqa: E402
+
+# What Neo and Classic pin (their requirements.txt and launch_utils.py), besides HOST_PINNED: never ours to install.
+NEO_CLASSIC_PINNED = HOST_PINNED | {"pydantic-core", "spandrel", "opencv-python", "timm", "pillow-heif", "lark"}
+HOST_PATHS = {"a1111": [DOUBLE], "forge": [DOUBLE_FORGE, DOUBLE], "neo": [DOUBLE_NEO, DOUBLE_FORGE, DOUBLE],
+              "classic": [DOUBLE_CLASSIC, DOUBLE_FORGE, DOUBLE]}
+
+
+def host_env(mode, **extra):
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(map(str, HOST_PATHS[mode])), "WEBUI_DOUBLE_MODE": mode,
+            **extra}
+
+
+@pytest.mark.parametrize("mode", ["a1111", "forge", "neo", "classic"])
+def test_install_py_tells_the_hosts_apart_without_importing_them(mode):
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); from clipcap_webui.requirements import detect_host; "
+            "print(detect_host()); print(sorted(m for m in sys.modules if m.split('.')[0] in "
+            "('modules', 'backend', 'ldm_patched', 'launch')))")
+    r = subprocess.run([sys.executable, "-c", code, str(REPO)], env=host_env(mode), capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 0, r.stderr
+    name, imported = r.stdout.splitlines()
+    assert name == mode
+    assert imported == "[]"  # found, not imported (only modules_forge.forge_version is)
+
+
+def test_neo_gets_open_clip_from_us_but_never_its_pins():
+    """Neo ships no open_clip: install.py installs one whose requirements leave Neo's protobuf 4.25, numpy 2.3,
+    transformers and torch alone (open_clip >= 2.26.1 has no protobuf<4 bound)."""
+    install = load_install()
+    from clipcap_webui.requirements import check
+
+    plan = check(lambda name: None, host="neo")  # nothing at all installed
+    assert 'open-clip-torch>=2.26.1' in plan.install
+    assert not {spec.split(">=")[0].lower() for spec in plan.install} & (NEO_CLASSIC_PINNED - {"open-clip-torch"})
+    assert install.main(launch=FakeLaunch(), version_of=lambda name: "99.0") == 0  # all there: no pip call
+    plan = check(lambda name: "99.0", host="neo")
+    assert plan.install == [] and plan.disabled == {}
+
+
+def test_classic_pins_an_open_clip_too_old_for_the_captioner(capsys):
+    from clipcap_webui.requirements import check, messages
+
+    plan = check(lambda name: "1.3.0" if name == "open-clip-torch" else "99.0", host="classic")
+    assert plan.install == [] and not plan.core_ok  # never upgraded: Classic re-pins it after the installers
+    assert "open-clip-torch 1.3.0 is older than 2.20.0" in messages(plan)[0]
+
+
+@pytest.mark.parametrize("flag, link", [("--uv", False), ("--uv-symlink", True)])
+@pytest.mark.parametrize("mode", ["neo", "classic"])
+def test_the_hosts_uv_installer_gets_one_well_quoted_call(tmp_path, mode, flag, link):
+    """--uv in $COMMANDLINE_ARGS: the host's uv hook (modules_forge/uv_hook.py) turns install.py's run_pip into
+    ``uv pip install ...`` (no --prefer-binary); the specifiers survive its shlex re-quoting."""
+    log = tmp_path / "pip.jsonl"
+    code = ("import importlib.util, sys; sys.path.insert(0, sys.argv[1]); import launch; "
+            "spec = importlib.util.spec_from_file_location('install.py', sys.argv[1] + '/install.py'); "
+            "m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m); "
+            "print(m.main(launch=launch, version_of=lambda n: None if n in ('ftfy', 'open-clip-torch') else '99.0'))")
+    r = subprocess.run([sys.executable, "-c", code, str(REPO)], capture_output=True, text=True, timeout=60,
+                       env=host_env(mode, COMMANDLINE_ARGS=flag, WEBUI_DOUBLE_PIP_LOG=str(log)))
+    assert r.returncode == 0, r.stderr
+    call = json.loads(log.read_text())
+    import shlex
+
+    argv = shlex.split(call["line"])
+    assert argv[:3] == ["uv", "pip", "install"] and "--prefer-binary" not in argv
+    assert ("--link-mode" in argv) is link
+    asked = [a for a in argv[3:] if not a.startswith("--") and a != "symlink"]
+    if mode == "neo":
+        assert asked == ["open-clip-torch>=2.26.1", "ftfy"]
+    else:  # Classic pins open_clip: only ours is asked for, and the captioner says why it is off
+        assert asked == ["ftfy"] and "captioning disabled" in r.stdout

@@ -126,7 +126,7 @@ def test_forge_policy_wraps_a_real_captioner(make_webui):
         {id(p) for p in captioner.model.parameters()} | {id(p) for p in captioner.clip.model.parameters()}
 
 
-@pytest.mark.parametrize("mode", ["a1111", "forge"])
+@pytest.mark.parametrize("mode", ["a1111", "forge", "neo", "classic"])
 def test_button_waits_for_a_running_generation_without_deadlock(make_webui, fake_models, mode):
     """A generation holds queue_lock and captions from inside (issue 7's path); a button click meanwhile waits."""
     make_webui(mode)
@@ -204,3 +204,59 @@ def test_forge_sees_the_grammar_head_once_it_is_loaded(make_webui):
     managed = {id(p) for p in patcher.model.parameters()}
     assert {id(p) for p in captioner.grammar.model.parameters()} <= managed
     assert {id(p) for p in captioner.model.parameters()} <= managed
+
+
+# ------------------------------------------------------------------------- Forge Neo and Forge Classic memory managers
+class HostModel(torch.nn.Module):
+    """Stands in for the host's own diffusion model (``size`` bytes of weights)."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.zeros(size // 4))
+
+
+@pytest.mark.parametrize("mode", ["neo", "classic"])
+def test_the_hosts_memory_manager_evicts_and_reloads_the_captioner(make_webui, fake_models, mode):
+    """Neo (backend.memory_management, ComfyUI-style, weakly held entries) and Classic (ldm_patched's): the captioner
+    is registered as a ModelPatcher, so the host can evict it when its own model needs the room, and the next
+    caption loads it again; the policy keeps the patcher alive (Neo drops dead entries)."""
+    import gc
+
+    make_webui(mode)
+    from modules._mode import memory_management
+
+    from clipcap_webui import memory, models
+
+    mm = memory_management()
+    patcher_cls = memory.host.forge_model_patcher()
+    assert patcher_cls.__module__ == ("backend.patcher.base" if mode == "neo" else "ldm_patched.modules.model_patcher")
+    loader = fake_models()
+    policy = models.get_manager().policy
+    assert type(policy).__name__ == ("ForgePolicy" if mode == "neo" else "ClassicPolicy")
+
+    assert caption_once() == "a 16x12 picture"
+    ours = policy.patcher(loader.loaded[0])
+    gc.collect()  # Neo's entries are weak references: only the policy's keeps ours alive
+    assert mm.loaded_models()[0] is ours and ("model_load", ours) in mm.calls
+    assert loader.loaded[0].calls[0]["queue_locked"]
+
+    # the host loads its own model, too big to sit beside ours: the manager evicts the captioner
+    mm.set_budget(ours.model_size() + 4096)
+    host_model = patcher_cls(HostModel(8192), load_device=mm.get_torch_device(), offload_device=torch.device("cpu"))
+    mm.load_models_gpu([host_model])
+    assert ("model_unload", ours) in mm.calls
+    assert mm.loaded_models() == [host_model]
+    assert ours.current_device == torch.device("cpu")
+
+    # the next caption asks the manager again: ours is reloaded, the host's model evicted in turn
+    del mm.calls[:]
+    assert caption_once() == "a 16x12 picture"
+    assert ("model_load", ours) in mm.calls and ("model_unload", host_model) in mm.calls
+    assert mm.loaded_models() == [ours]
+    assert len(loader.loaded) == 1  # the same captioner: evicted from VRAM, never reloaded from disk
+
+    # "Unload all models" (the host's button) evicts it too
+    mm.unload_all_models()
+    assert mm.loaded_models() == [] and ours.current_device == torch.device("cpu")
+    assert caption_once() == "a 16x12 picture" and mm.loaded_models() == [ours]
+    mm.set_budget(8 << 30)

@@ -1,14 +1,15 @@
 """modules/devices.py. ``torch_gc`` only counts (``torch_gc_calls``) besides emptying the CUDA cache.
 
 A1111: ``device_interrogate`` is set by ``modules.shared`` from ``--use-cpu`` (CPU for ``interrogate``/``all``, else the
-optimal device). Forge: a shim over ``backend.memory_management`` (``torch_gc`` = ``soft_empty_cache``).
+optimal device). Forge: a shim over ``backend.memory_management`` (``torch_gc`` = ``soft_empty_cache``); Neo the
+same over its rewritten one; Classic over ``ldm_patched.modules.model_management``.
 """
 
 import contextlib
 
 import torch
 
-from modules._mode import FORGE
+from modules._mode import FORGE, memory_management
 
 torch_gc_calls = 0
 cpu = torch.device("cpu")
@@ -38,9 +39,7 @@ def get_optimal_device_name():
 
 def get_optimal_device():
     if FORGE:
-        from backend import memory_management
-
-        return memory_management.get_torch_device()
+        return memory_management().get_torch_device()
     return torch.device(get_optimal_device_name())
 
 
@@ -56,9 +55,7 @@ def torch_gc():
     global torch_gc_calls
     torch_gc_calls += 1
     if FORGE:
-        from backend import memory_management
-
-        memory_management.soft_empty_cache()
+        memory_management().soft_empty_cache()
     elif torch.cuda.is_available():
         torch.cuda.empty_cache()
         torch.cuda.ipc_collect()

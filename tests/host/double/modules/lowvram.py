@@ -21,8 +21,9 @@ def is_needed(sd_model):
 
     if FORGE:
         return False
-    return shared.cmd_opts.lowvram or shared.cmd_opts.medvram or (
-        shared.cmd_opts.medvram_sdxl and getattr(sd_model, "is_sdxl", False))
+    opts = shared.cmd_opts
+    return getattr(opts, "lowvram", False) or getattr(opts, "medvram", False) or (
+        getattr(opts, "medvram_sdxl", False) and getattr(sd_model, "is_sdxl", False))
 
 
 def apply(sd_model):

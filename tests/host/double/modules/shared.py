@@ -5,7 +5,7 @@ import os
 import gradio as gr
 
 from modules import options, paths_internal, shared_cmd_options, shared_state
-from modules._mode import FORGE
+from modules._mode import CLASSIC, FORGE, NEO
 from modules.options import OptionHTML, OptionInfo, options_section  # noqa: F401
 
 cmd_opts = shared_cmd_options.cmd_opts
@@ -14,7 +14,7 @@ options.cmd_opts = cmd_opts
 
 script_path = paths_internal.script_path
 data_path = paths_internal.data_path
-models_path = cmd_opts.models_dir or paths_internal.models_path
+models_path = getattr(cmd_opts, "models_dir", None) or paths_internal.models_path
 config_filename = os.path.join(data_path, "config.json")
 hide_dirs = {"visible": not cmd_opts.hide_ui_dir_config}
 restricted_opts = {"samples_filename_pattern", "directories_filename_pattern", "outdir_samples", "outdir_txt2img_samples"}
@@ -54,10 +54,11 @@ options_templates.update(options_section(("postprocessing", "Postprocessing", "p
     "postprocessing_operation_order": OptionInfo([], "Postprocessing operation order", gr.CheckboxGroup, {"choices": []}),
     "postprocessing_existing_caption_action": OptionInfo("Ignore", "Action for existing captions", gr.Radio, {"choices": ["Ignore", "Keep", "Prepend", "Append"]}).info("when generating captions using postprocessing; Ignore = use generated; Keep = use original; Prepend/Append = combine both"),
 }))
-options_templates.update(options_section(("interrogate", "Interrogate"), {
-    "interrogate_keep_models_in_memory": OptionInfo(False, "Keep models in VRAM"),
-    "interrogate_clip_num_beams": OptionInfo(1, "BLIP: num_beams"),
-}))
+if not (NEO or CLASSIC):  # Neo and Classic removed the interrogator and its settings
+    options_templates.update(options_section(("interrogate", "Interrogate"), {
+        "interrogate_keep_models_in_memory": OptionInfo(False, "Keep models in VRAM"),
+        "interrogate_clip_num_beams": OptionInfo(1, "BLIP: num_beams"),
+    }))
 options_templates.update(options_section(("ui", "User interface", "ui"), {
     "hidden_tabs": OptionInfo([], "Hidden UI tabs", gr.CheckboxGroup, lambda: {"choices": list(tab_names)}),
     "ui_tab_order": OptionInfo([], "UI tab order", gr.CheckboxGroup, lambda: {"choices": list(tab_names)}),
@@ -76,11 +77,12 @@ opts.load(config_filename)
 state = shared_state.State()
 demo = None
 sd_model = None  # the real one is a property that loads a checkpoint; never read it from an extension
-interrogator = None
+if not (NEO or CLASSIC):
+    interrogator = None  # A1111 / Forge: shared_init sets an InterrogateModels (the driver does)
 prompt_styles = None
 settings_components = {}
 tab_names = []
-parallel_processing_allowed = not (cmd_opts.lowvram or cmd_opts.medvram)
+parallel_processing_allowed = not (getattr(cmd_opts, "lowvram", False) or getattr(cmd_opts, "medvram", False))
 device = None
 weight_load_location = None
 xformers_available = False
@@ -91,10 +93,11 @@ def _init_devices():
     from modules import devices
 
     if FORGE:
-        from backend import memory_management
+        from modules._mode import memory_management
 
-        devices.device = memory_management.get_torch_device()
-        devices.device_interrogate = memory_management.text_encoder_device()
+        mm = memory_management()
+        devices.device = mm.get_torch_device()
+        devices.device_interrogate = mm.text_encoder_device()
     else:
         for task in ("sd", "interrogate", "gfpgan", "esrgan", "codeformer"):
             dev = devices.cpu if any(y in cmd_opts.use_cpu for y in (task, "all")) else devices.get_optimal_device()

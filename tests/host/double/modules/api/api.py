@@ -1,7 +1,8 @@
 """modules/api/api.py: ``Api`` with the host's auth semantics, ``/sdapi/v1/interrogate`` (docs/hosts.md, HTTP routes), and
 ``/sdapi/v1/txt2img`` / ``img2img`` with the host's script-argument handling (A1111 v1.10 = Forge): default script
 arguments read from a second call of each script's ``ui()``, ``alwayson_scripts`` args laid over them by position,
-and the request's ``infotext`` applied through the tab's paste fields (``apply_infotext``)."""
+and the request's ``infotext`` applied through the tab's paste fields (``apply_infotext``). Neo and Classic removed the
+interrogator: no ``/sdapi/v1/interrogate`` there, and no ``InterrogateRequest`` / ``InterrogateResponse`` models."""
 
 import base64
 import io
@@ -12,8 +13,12 @@ from fastapi import APIRouter, Depends, HTTPException
 from fastapi.security import HTTPBasic, HTTPBasicCredentials
 from PIL import PngImagePlugin
 
-from modules import deepbooru, images, infotext_utils, processing, scripts, shared
+from modules import images, infotext_utils, processing, scripts, shared
+from modules._mode import CLASSIC, NEO
 from modules.api import models
+
+if not (NEO or CLASSIC):
+    from modules import deepbooru
 
 
 def decode_base64_to_image(encoding):
@@ -69,7 +74,8 @@ class Api:
         self.router = APIRouter()
         self.app = app
         self.queue_lock = queue_lock
-        self.add_api_route("/sdapi/v1/interrogate", self.interrogateapi, methods=["POST"])
+        if not (NEO or CLASSIC):
+            self.add_api_route("/sdapi/v1/interrogate", self.interrogateapi, methods=["POST"])
         self.add_api_route("/sdapi/v1/txt2img", self.text2imgapi, methods=["POST"], response_model=models.TextToImageResponse)
         self.add_api_route("/sdapi/v1/img2img", self.img2imgapi, methods=["POST"], response_model=models.ImageToImageResponse)
         self.default_script_arg_txt2img = []
@@ -86,7 +92,7 @@ class Api:
                 return True
         raise HTTPException(status_code=401, detail="Incorrect username or password", headers={"WWW-Authenticate": "Basic"})
 
-    def interrogateapi(self, interrogatereq: models.InterrogateRequest):
+    def interrogateapi(self, interrogatereq: "models.InterrogateRequest"):
         image_b64 = interrogatereq.image
         if image_b64 is None:
             raise HTTPException(status_code=404, detail="Image not found")

@@ -2,14 +2,15 @@ from typing import Any, Dict, List, Optional
 
 from pydantic import BaseModel, Field
 
+from modules._mode import CLASSIC, NEO
 
-class InterrogateRequest(BaseModel):
-    image: str = Field(default="", title="Image", description="Image to work on, must be a Base64 string containing the image's data.")
-    model: str = Field(default="clip", title="Model", description="The interrogate model used.")
+if not (NEO or CLASSIC):  # Neo and Classic removed the interrogate API models
+    class InterrogateRequest(BaseModel):
+        image: str = Field(default="", title="Image", description="Image to work on, must be a Base64 string containing the image's data.")
+        model: str = Field(default="clip", title="Model", description="The interrogate model used.")
 
-
-class InterrogateResponse(BaseModel):
-    caption: str = Field(default=None, title="Caption", description="The generated caption for the image.")
+    class InterrogateResponse(BaseModel):
+        caption: str = Field(default=None, title="Caption", description="The generated caption for the image.")
 
 
 class StableDiffusionTxt2ImgProcessingAPI(BaseModel):
