@@ -27,8 +27,10 @@ import torch.nn.functional as F
 
 from .errors import DecodingError
 from .gpt2 import GPT2LMHead
+from .options_table import DECODING_CHOICES
 
-MODES = ("greedy", "beam", "sample")
+#: The decoding modes: the options table's ``decoding`` choices.
+MODES = DECODING_CHOICES
 
 
 @dataclass(frozen=True)
@@ -57,43 +59,29 @@ class DecodingOptions:
         self.validate()
 
     def validate(self) -> None:
-        """Raise :class:`DecodingError` naming the first bad value."""
+        """Raise :class:`~lib_clipcap.options_table.OptionError` (a :class:`DecodingError`) naming the first bad
+        value.
 
-        def bad(msg: str) -> None:
-            raise DecodingError(msg)
+        The rules are the options table's, not repeated here: each field that is a table row is checked by its row
+        (type, range, choices) and the rules between fields by :func:`~lib_clipcap.options_table.check_decoding`, so
+        a setting's bounds are written once, whichever face (or direct caller) builds the options.
+        """
+        from .options_table import check_decoding_values
 
-        if self.mode not in MODES:
-            bad(f"decoding must be one of {', '.join(MODES)}; got {self.mode!r}")
-        if self.beam_size < 1:
-            bad(f"beam_size must be >= 1; got {self.beam_size}")
-        if self.num_candidates < 1:
-            bad(f"num_candidates must be >= 1; got {self.num_candidates}")
-        if self.mode == "beam" and self.num_candidates > self.beam_size:
-            bad(f"num_candidates ({self.num_candidates}) cannot exceed beam_size ({self.beam_size}) in beam search; "
-                f"raise beam_size")
-        if self.mode == "greedy" and self.num_candidates > 1:
-            bad(f"greedy decoding yields one caption, not {self.num_candidates}; use decoding='beam' or 'sample'")
-        if not self.temperature > 0:
-            bad(f"temperature must be > 0; got {self.temperature}")
-        if self.top_k < 0:
-            bad(f"top_k must be >= 0 (0 disables it); got {self.top_k}")
-        if not 0.0 < self.top_p <= 1.0:
-            bad(f"top_p must be in (0, 1]; got {self.top_p}")
-        if not self.repetition_penalty > 0:
-            bad(f"repetition_penalty must be > 0 (1.0 disables it); got {self.repetition_penalty}")
-        if self.no_repeat_ngram_size < 0:
-            bad(f"no_repeat_ngram_size must be >= 0; got {self.no_repeat_ngram_size}")
-        if self.max_new_tokens < 1:
-            bad(f"max_new_tokens must be >= 1; got {self.max_new_tokens}")
-        if not 0 <= self.min_new_tokens <= self.max_new_tokens:
-            bad(f"min_new_tokens must be between 0 and max_new_tokens ({self.max_new_tokens}); "
-                f"got {self.min_new_tokens}")
+        check_decoding_values(self.settings())
+
+    def settings(self) -> dict:
+        """The options by the options table's names (``decoding`` for :attr:`mode`), without the token ids."""
+        out = {"decoding": self.mode}
+        out.update((k, v) for k, v in asdict(self).items() if k not in ("mode", "banned_token_ids"))
+        return out
 
     @classmethod
     def from_settings(cls, settings: dict, *, banned_token_ids: tuple[tuple[int, ...], ...] = ()) -> "DecodingOptions":
         """Options from resolved decoding settings (:func:`lib_clipcap.options_table.resolve_decoding`): the same
         names, except that ``decoding`` is :attr:`mode` and ``banned_words`` arrive tokenised as
-        ``banned_token_ids``."""
+        ``banned_token_ids`` (words and token ids are two things, so they have two names). The one translation
+        between the table's names and the decoder's: a new setting is a table row and a field of the same name."""
         kw = {k: v for k, v in settings.items() if k not in ("decoding", "banned_words")}
         return cls(mode=settings["decoding"], banned_token_ids=banned_token_ids, **kw)
 

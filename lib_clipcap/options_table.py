@@ -27,6 +27,9 @@ __all__ = [
     "Option",
     "OptionError",
     "caption_kwargs",
+    "caption_options",
+    "check_decoding",
+    "check_decoding_values",
     "decoding_options",
     "decoding_keys",
     "default_num_candidates",
@@ -252,9 +255,15 @@ def get_option(key: str) -> Option:
         raise KeyError(f"unknown option {key!r}; valid: {', '.join(_BY_KEY)}") from None
 
 
-def decoding_options() -> tuple[Option, ...]:
-    """The options passed to the captioner (everything but ``model``), in table order."""
+def caption_options() -> tuple[Option, ...]:
+    """The options a caption call takes (everything but ``model``: the decoding settings and ``rerank``), in table
+    order: what the UI shows in its panel and :func:`caption_kwargs` checks."""
     return tuple(o for o in OPTIONS if o.caption_kwarg)
+
+
+#: The old name of :func:`caption_options`, kept for the review UI and tests that import it. ``decoding_options``
+#: otherwise names one thing: a captioner's method that builds :class:`~lib_clipcap.decoding.DecodingOptions`.
+decoding_options = caption_options
 
 
 def defaults() -> dict[str, Any]:
@@ -314,6 +323,47 @@ def resolve_decoding(given: Mapping[str, Any], *, method_defaults: Mapping[str, 
     return out
 
 
+def check_decoding(settings: Mapping[str, Any]) -> None:
+    """The rules between decoding settings: the one place each is written (:class:`DecodingOptions
+    <lib_clipcap.decoding.DecodingOptions>`, batch options and the UIs' :func:`caption_kwargs` all call it).
+
+    A rule whose settings are absent or ``None`` is skipped: the SBG procedure leaves ``beam_size`` to be filled in
+    (at least k) after its settings are resolved.
+
+    Args:
+        settings: ``{name: value}`` by the table's names (``decoding``, not the decoder's ``mode``), each value
+            already checked on its own (:meth:`Option.coerce`).
+
+    Raises:
+        OptionError: naming the setting that breaks a rule and what to change.
+    """
+    decoding, n = settings.get("decoding"), settings.get("num_candidates")
+    beams = settings.get("beam_size")
+    if decoding == "beam" and n is not None and beams is not None and n > beams:
+        raise OptionError("num_candidates", n, f"cannot exceed beam_size ({beams}) in beam search; raise beam_size")
+    if decoding == "greedy" and n is not None and n > 1:
+        raise OptionError("num_candidates", n, "greedy decoding gives one caption; use decoding beam or sample")
+    lo, hi = settings.get("min_new_tokens"), settings.get("max_new_tokens")
+    if lo is not None and hi is not None and lo > hi:
+        raise OptionError("min_new_tokens", lo, f"cannot exceed max_new_tokens ({hi})")
+
+
+def check_decoding_values(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """Each setting of ``settings`` that is a table row checked as the table checks it (:meth:`Option.coerce`: type,
+    range, choices), then the rules between them (:func:`check_decoding`). Names that are not rows are returned as
+    they are: the decoder may have fields of its own (token ids) that no face shows.
+
+    Returns:
+        ``{name: checked value}`` (``seed`` -1 becomes ``None``).
+
+    Raises:
+        OptionError: naming the first bad setting and its value.
+    """
+    out = {k: _BY_KEY[k].coerce(v) if k in _BY_KEY else v for k, v in settings.items()}
+    check_decoding(out)
+    return out
+
+
 def validate_options(values: Mapping[str, Any], *, keys: Iterable[str] | None = None) -> dict[str, Any]:
     """Coerce and check ``values`` (missing keys get their defaults).
 
@@ -342,19 +392,18 @@ def caption_kwargs(values: Mapping[str, Any]) -> dict[str, Any]:
     """Checked keyword arguments for :meth:`Captioner.caption` from option values (defaults filled in).
 
     Only the sampling options matter for greedy/beam, but every value is passed: the captioner ignores what its mode
-    does not use, and checks cross-field rules (``num_candidates <= beam_size`` in beam search) itself.
+    does not use. The rules between settings (:func:`check_decoding`) are checked here too, so a face reports them
+    before any work starts; greedy decoding takes one candidate whatever the candidates slider says.
 
     Raises:
         OptionError: As :func:`validate_options`.
     """
     checked = validate_options({k: v for k, v in values.items() if k != "model"},
-                               keys=[o.key for o in decoding_options()])
+                               keys=[o.key for o in caption_options()])
     kw = {get_option(k).caption_kwarg: v for k, v in checked.items()}
     if kw.get("decoding") == "greedy":
         kw["num_candidates"] = 1  # greedy has one caption; the UI's candidates slider must not make it an error
-    if kw.get("decoding") == "beam" and kw["num_candidates"] > kw["beam_size"]:
-        raise OptionError("num_candidates", kw["num_candidates"],
-                          f"cannot exceed beam_size ({kw['beam_size']}) in beam search; raise beam_size")
+    check_decoding(kw)
     if kw.get("rerank") == "none":
         kw.pop("rerank")  # the default: keep working with captioners that predate re-ranking
     return kw

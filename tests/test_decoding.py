@@ -127,12 +127,12 @@ def test_banned_sequences_never_appear(lm, prefixes):
 
 
 @pytest.mark.parametrize("kw, msg", [
-    (dict(mode="nucleus"), "decoding must be one of"),
-    (dict(temperature=0), "temperature must be > 0"),
-    (dict(top_p=1.5), "top_p must be in"),
-    (dict(mode="beam", beam_size=2, num_candidates=3), "cannot exceed beam_size"),
-    (dict(mode="greedy", num_candidates=2), "greedy decoding yields one caption"),
-    (dict(max_new_tokens=5, min_new_tokens=6), "min_new_tokens must be between"),
+    (dict(mode="nucleus"), "decoding='nucleus' is invalid: must be one of greedy, beam, sample"),
+    (dict(temperature=0), "temperature=0 is invalid: must be greater than 0"),
+    (dict(top_p=1.5), "top_p=1.5 is invalid: must be at most 1"),
+    (dict(mode="beam", beam_size=2, num_candidates=3), r"num_candidates=3 is invalid: cannot exceed beam_size \(2\)"),
+    (dict(mode="greedy", num_candidates=2), "num_candidates=2 is invalid: greedy decoding gives one caption"),
+    (dict(max_new_tokens=5, min_new_tokens=6), r"min_new_tokens=6 is invalid: cannot exceed max_new_tokens \(5\)"),
 ])
 def test_bad_options_are_named(kw, msg):
     with pytest.raises(DecodingError, match=msg):

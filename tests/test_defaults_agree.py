@@ -42,8 +42,8 @@ def test_an_unknown_or_bad_decoding_setting_is_named(demo_captioner):
 
 
 def test_batch_options_have_a_field_per_decoding_setting():
-    """TagOptions declares its decoding fields (its public, typed schema): one per table decoding setting, with the
-    table's default except the mode (greedy: deterministic, resumable)."""
+    """TagOptions has a typed field (its public schema) per table decoding setting, generated from the table, with
+    the table's default except the mode (greedy: deterministic, resumable)."""
     from dataclasses import fields
 
     from lib_clipcap.batch.options import TAG_DECODING_DEFAULTS, TagOptions
@@ -51,7 +51,7 @@ def test_batch_options_have_a_field_per_decoding_setting():
     declared = {f.name: f for f in fields(TagOptions)}
     table = defaults()
     missing = [k for k in decoding_keys() if k not in declared]
-    assert not missing, f"TagOptions lacks a field for {missing}: add one line per new decoding setting"
+    assert not missing, f"TagOptions lacks a field for {missing}"
     o = TagOptions(inputs=["x"])
     for k in decoding_keys():
         want = TAG_DECODING_DEFAULTS.get(k, table[k])

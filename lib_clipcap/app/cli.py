@@ -19,6 +19,7 @@ from .cli_common import (  # noqa: F401  (re-exported: their home before cli_com
     add_decoding_arguments,
     add_model_arguments,
     add_rerank_arguments,
+    as_flag_error,
     attach_grammar_args,
     check_rerank_args,
     collect_images,
@@ -29,7 +30,6 @@ from .cli_common import (  # noqa: F401  (re-exported: their home before cli_com
     print_results,
 )
 from ..errors import ClipCapError
-from ..options_table import get_option
 
 log = logging.getLogger("lib_clipcap")
 
@@ -74,10 +74,12 @@ def check_caption_args(args: argparse.Namespace) -> None:
             hint = " (for ClipCap, --num-candidates sets the candidates)" if name == "top_k_candidates" else ""
             raise ClipCapError(f"{option} {getattr(args, name)} only applies to --method sbg{hint}; add --method "
                                f"sbg or drop {option}")
-    n = args.num_candidates
-    if n is not None and n > 1 and (args.decoding or get_option("decoding").default) == "greedy":
-        raise ClipCapError(f"--num-candidates {n}: greedy decoding gives one caption; add --decoding beam or "
-                           f"--decoding sample, or drop --num-candidates")
+    from ..options_table import OptionError, check_decoding
+
+    try:  # the rules between settings (candidates and beams), before any model is loaded
+        check_decoding(decoding_kwargs(args))
+    except OptionError as e:
+        raise as_flag_error(e) from None
     check_rerank_args(args, default="none")
 
 

@@ -117,9 +117,15 @@ def decoding_kwargs(args: argparse.Namespace, *, method_defaults: dict | None = 
     given["banned_words"] = getattr(args, "ban", None) or None
     try:
         return resolve_decoding(given, method_defaults=method_defaults)
-    except OptionError as e:  # name the option as the user typed it
-        flag = "--ban" if e.field == "banned_words" else "--" + e.field.replace("_", "-")
-        raise ClipCapError(f"{flag} {e.value}: {e.reason}") from None
+    except OptionError as e:
+        raise as_flag_error(e) from None
+
+
+def as_flag_error(e) -> ClipCapError:
+    """An :class:`~lib_clipcap.options_table.OptionError` reworded with the option as the user typed it
+    (``--num-candidates 8: cannot exceed ...``; ``banned_words`` is ``--ban``)."""
+    flag = "--ban" if e.field == "banned_words" else "--" + e.field.replace("_", "-")
+    return ClipCapError(f"{flag} {e.value}: {e.reason}")
 
 
 def load_captioner(args: argparse.Namespace, *, allow_demo_fallback: bool = True):

@@ -11,8 +11,7 @@ import os
 from dataclasses import dataclass, field, fields
 from typing import Any, Dict, List, Optional, Tuple
 
-from ..options_table import OptionError, caption_kwargs, decoding_keys, get_option
-from ..options_table import defaults as _table_defaults
+from ..options_table import OPTIONS, OptionError, caption_kwargs, get_option, resolve_decoding
 from ..textrules import check_suffix, check_text, suffix_key
 
 __all__ = ["DEFAULT_MAX_PIXELS", "EXISTING_POLICIES", "MANIFEST_SUFFIXES", "TAG_DECODING_DEFAULTS", "FileOutcome",
@@ -26,15 +25,9 @@ EXISTING_POLICIES = ("skip", "overwrite", "append", "prepend")
 #: building options does not import Pillow and numpy.
 DEFAULT_MAX_PIXELS = 8192 * 8192
 
-_TABLE = _table_defaults()
-
 #: Where a batch run's decoding defaults differ from the options table's: it decodes greedily, one caption per image
 #: (deterministic, so an interrupted run resumes with identical results).
 TAG_DECODING_DEFAULTS = {"decoding": "greedy"}
-
-# Decoding fields, in the settings table's order; they are passed to the model as Captioner.caption's keywords.
-# TagOptions declares each as a typed field (its public schema); a test checks it has one per table decoding setting.
-_DECODING_FIELDS = decoding_keys()
 _MAX_WORKERS = 64
 _MAX_BATCH = 4096
 # Suffixes a caption file must never get: writing one would replace an image (or look like one to a trainer).
@@ -146,6 +139,27 @@ def check_manifest_name(name: str, value: Optional[str]) -> None:
                                        f"with a dot, like run{want}; give such a file name")
 
 
+def _with_decoding_fields(cls: type) -> type:
+    """Give ``cls`` one typed field per decoding setting of the options table that it does not declare itself, with
+    the batch default (:data:`TAG_DECODING_DEFAULTS` over the table's; one candidate, as greedy decoding gives).
+
+    Applied before ``@dataclass``, so the fields are real dataclass fields (the CLI, the API's ``/batch`` and the UI
+    read them with :func:`dataclasses.fields`): a new decoding setting is a table row, not also a line here.
+    """
+    batch_defaults = resolve_decoding({}, method_defaults=TAG_DECODING_DEFAULTS)
+    annotations = cls.__dict__["__annotations__"]  # the class body declares fields, so it has its own
+    names = []
+    for o in OPTIONS:
+        if o.group != "decoding":
+            continue
+        names.append(o.key)
+        if o.key not in annotations:  # banned_words is declared: it also filters the written caption
+            annotations[o.key] = f"Optional[{o.type.__name__}]" if o.nullable else o.type.__name__
+            setattr(cls, o.key, batch_defaults[o.key])
+    cls._decoding_fields = tuple(names)
+    return cls
+
+
 def _bool(name: str, value: Any) -> bool:
     if not isinstance(value, bool):
         raise OptionError(name, value, "must be true or false")
@@ -153,6 +167,7 @@ def _bool(name: str, value: Any) -> bool:
 
 
 @dataclass
+@_with_decoding_fields
 class TagOptions:
     """Everything a batch-tagging run needs besides the model.
 
@@ -210,10 +225,11 @@ class TagOptions:
             model needs every core, and for runs under two batches). With 0, a background thread of this process
             decodes instead, still ahead of the model.
 
-    Decoding (as :meth:`lib_clipcap.captioner.Captioner.caption`): decoding, beam_size, num_candidates, temperature,
-    top_k, top_p, repetition_penalty, no_repeat_ngram_size, max_new_tokens, min_new_tokens, seed; rerank (``None``:
-    the model's default). Greedy, deterministic decoding gives captions that do not depend on how files are batched,
-    so an interrupted run resumes with identical results; sampled captions depend on the batch they were drawn in.
+    Decoding (as :meth:`lib_clipcap.captioner.Captioner.caption`): one field per decoding setting of the options
+    table (decoding, beam_size, num_candidates, temperature, top_k, top_p, ...), generated from it with the batch
+    defaults (greedy, one caption); rerank (``None``: the model's default). Greedy, deterministic decoding gives
+    captions that do not depend on how files are batched, so an interrupted run resumes with identical results;
+    sampled captions depend on the batch they were drawn in.
 
     Raises:
         OptionError: a value is invalid (the message names the field and value); it is a ``ValueError`` and a
@@ -247,21 +263,8 @@ class TagOptions:
     banned_words: List[str] = field(default_factory=list)
     batch_size: Optional[int] = None
     workers: Optional[int] = None
-    # The options table's defaults (one source for every face), except that a batch decodes greedily, one caption per
-    # image: deterministic, so an interrupted run resumes with identical results. Checked by the table's rules in
-    # caption_kwargs below.
-    decoding: str = TAG_DECODING_DEFAULTS["decoding"]
-    beam_size: int = _TABLE["beam_size"]
-    num_candidates: int = 1
-    temperature: float = _TABLE["temperature"]
-    top_k: int = _TABLE["top_k"]
-    top_p: float = _TABLE["top_p"]
-    repetition_penalty: float = _TABLE["repetition_penalty"]
-    no_repeat_ngram_size: int = _TABLE["no_repeat_ngram_size"]
-    max_new_tokens: int = _TABLE["max_new_tokens"]
-    min_new_tokens: int = _TABLE["min_new_tokens"]
-    seed: Optional[int] = _TABLE["seed"]
     rerank: Optional[str] = None
+    # ... and one field per decoding setting of the options table (decoding, beam_size, ...): _with_decoding_fields.
 
     def __post_init__(self) -> None:
         self.inputs = _paths("inputs", self.inputs)
@@ -293,17 +296,14 @@ class TagOptions:
         for find, repl in self.replace:  # replacements act on the one-line caption: never line breaks
             check_text("replace", find)
             check_text("replace", repl)
-        self.banned_words = list(get_option("banned_words").coerce(self.banned_words or []))
         if self.rerank is not None:
             self.rerank = get_option("rerank").coerce(self.rerank)
-        for name in _DECODING_FIELDS:
-            if name == "banned_words":  # checked above: it also filters the written caption
-                continue
-            opt = get_option(name)
-            value = getattr(self, name)
-            if value is not None or opt.nullable:
-                setattr(self, name, opt.coerce(value))
-        self.caption_kwargs()  # cross-field checks (num_candidates <= beam_size in beam search) fail here, early
+        self.banned_words = self.banned_words or []
+        # The decoding fields are checked here, once, by the table's rules (each value, then the rules between them);
+        # the runner and the model take them as they are.
+        checked = caption_kwargs({name: getattr(self, name) for name in self._decoding_fields})
+        for name in self._decoding_fields:
+            setattr(self, name, checked[name])
 
     @staticmethod
     def _check_ext(ext: Any, field: str = "caption_ext") -> str:
@@ -313,20 +313,21 @@ class TagOptions:
                             forbidden_reason="is an image (or temporary-file) suffix; captions would replace images; "
                                              "use .txt or .caption")
 
-    def caption_kwargs(self) -> Dict[str, Any]:
-        """Keyword arguments for the model's decoding options (checked as the settings table checks them).
+    def decoding_settings(self) -> Dict[str, Any]:
+        """The settings for the model's ``decoding_options`` (checked when the options were built).
 
         Returns:
-            ``{decoding, beam_size, num_candidates, ..., banned_words}`` plus ``rerank`` when set.
-
-        Raises:
-            OptionError: an invalid combination, e.g. more candidates than beams in beam search.
+            ``{decoding, beam_size, num_candidates, ..., banned_words}`` (every decoding setting of the table) plus
+            ``rerank`` when set.
         """
-        kw = caption_kwargs({name: getattr(self, name) for name in _DECODING_FIELDS})
-        kw.pop("rerank", None)
+        kw = {name: getattr(self, name) for name in self._decoding_fields}
+        kw["banned_words"] = list(self.banned_words)
         if self.rerank is not None:
             kw["rerank"] = self.rerank
         return kw
+
+    #: The old name of :meth:`decoding_settings`.
+    caption_kwargs = decoding_settings
 
     def signature_fields(self) -> Dict[str, Any]:
         """The settings that decide a caption file's content: a journal only resumes a run with the same ones."""
@@ -337,7 +338,7 @@ class TagOptions:
         out["replace"] = [list(p) for p in self.replace]
         if self.triggers:  # (absent when unset: journals of runs before triggers existed still resume)
             out["triggers"] = list(self.triggers)
-        out["decoding"] = self.caption_kwargs()
+        out["decoding"] = self.decoding_settings()
         return out
 
     @property

@@ -158,12 +158,13 @@ def model_options(model: Any, options: TagOptions) -> tuple[Any, Dict[str, Any]]
     """The model's decoding options for ``options``, and extra keywords for its ``caption_pixels``.
 
     Every captioner's ``decoding_options`` takes the options table's names (``decoding``, ``beam_size``,
-    ``num_candidates``, ...; SBG models read ``num_candidates`` as their ``top_k_candidates``).
+    ``num_candidates``, ...; SBG models read ``num_candidates`` as their ``top_k_candidates``). ``options`` checked
+    them when it was built, so they are passed on as they are.
 
     Raises:
-        DecodingError, ClipCapError: invalid decoding options.
+        DecodingError, ClipCapError: settings the model cannot decode with.
     """
-    kw = options.caption_kwargs()
+    kw = options.decoding_settings()
     extra = {"rerank": kw.pop("rerank")} if "rerank" in kw else {}
     return model.decoding_options(**kw), extra
 
