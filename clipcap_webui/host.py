@@ -27,7 +27,6 @@ import importlib.util
 import logging
 import os
 import re
-import string
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -306,16 +305,20 @@ def default_batch_roots() -> list[Path]:
     return unique
 
 
+#: Where the user names the folders batch tagging and review may use, quoted when a path is refused.
+BATCH_ROOTS_HINT = "Settings > Caption (ClipCap) > Batch tagging folders (clipcap_batch_roots)"
+
+
 def batch_roots(*, for_api: bool = False) -> list[Path] | None:
-    """Folders batch tagging may use (``None``: batch tagging is off).
+    """Folders batch tagging and review may use (``None``: batch tagging is off).
 
-    The ``clipcap_batch_roots`` setting wins: the user named those folders. Without it:
-
-    - the HTTP API (``for_api``) gets only the WebUI's own folders (:func:`default_batch_roots`), and only while the
-      WebUI serves this computer alone (:func:`exposure`), or when ``--enable-insecure-extension-access`` says the
-      user trusts whoever can reach it;
-    - the Caption tab (same-origin gradio) gets every local folder while the WebUI is local; none when it is exposed
-      (unless ``--enable-insecure-extension-access``) or with ``--hide-ui-dir-config``.
+    The ``clipcap_batch_roots`` setting wins: the user named those folders. Without it, the Caption tab and the HTTP
+    API (``for_api``) alike get only the WebUI's own folders (:func:`default_batch_roots`: its outputs and
+    ``<data>/train``), and only while the WebUI serves this computer alone (:func:`exposure`) or
+    ``--enable-insecure-extension-access`` says the user trusts whoever can reach it; none with
+    ``--hide-ui-dir-config``. The tab gets no more than the API by default: should a page ever get past the request
+    guard (clipcap_webui/host_guard.py), it could still not touch a folder the user did not name. A refused path
+    names the setting (:data:`BATCH_ROOTS_HINT`).
     """
     roots = _setting_roots()
     if roots:
@@ -324,11 +327,7 @@ def batch_roots(*, for_api: bool = False) -> list[Path] | None:
         return None
     if not exposure().local and not cmd_opt("enable_insecure_extension_access", False):
         return None
-    if for_api:
-        return default_batch_roots()
-    if os.name == "nt":
-        return [Path(f"{d}:\\") for d in string.ascii_uppercase if os.path.exists(f"{d}:\\")]
-    return [Path(os.sep)]
+    return default_batch_roots()
 
 
 def batch_unavailable_message() -> str:

@@ -62,7 +62,8 @@ def get_job_manager(*, for_api: bool = False) -> Any:
             _jobs = (manager, JobManager(manager, []))
         queue = _jobs[1]
     return queue.scope(roots, caption_exts=host.caption_exts(),
-                       caption_exts_hint="Settings > Caption (ClipCap) > Caption file suffixes (clipcap_caption_exts)")
+                       caption_exts_hint="Settings > Caption (ClipCap) > Caption file suffixes (clipcap_caption_exts)",
+                       roots_hint=host.BATCH_ROOTS_HINT)
 
 
 def adopt() -> None:

@@ -264,6 +264,10 @@ class HostHooks:
     def option_values(self) -> dict[str, Any]:
         return settings.option_values()
 
+    def batch_values(self) -> dict[str, Any]:
+        """The batch section's defaults (trigger words, runs kept) from the settings."""
+        return settings.batch_values()
+
     def batch_unavailable_message(self) -> str:
         """Why the tab's batch section is off, naming the setting that turns it on."""
         return host.batch_unavailable_message()

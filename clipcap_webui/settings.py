@@ -1,16 +1,20 @@
-"""The extension's Settings section, generated from :mod:`lib_clipcap.options_table` plus three host-only settings.
+"""The extension's Settings section, generated from :mod:`lib_clipcap.options_table` plus the host-only settings.
 
 Every captioning option of the table becomes ``clipcap_<key>`` (the same label and help as in the Caption tab and
-the API); the host-only settings are "Keep models in VRAM", the prompt-button insert mode and the models folder.
+the API); the host-only settings (:data:`HOST_SETTINGS`) are "Keep models in VRAM", the prompt-button insert mode,
+the models folder, the batch-tagging folders and suffixes, and the batch section's trigger words and run retention.
 All live in one section with a tuple id, as the host requires (``Options.dumpjson`` indexes ``section[0]``).
 """
 
 from __future__ import annotations
 
 import html
+import logging
 from typing import Any
 
-from . import host
+from . import LOG_PREFIX, host
+
+log = logging.getLogger(__name__)
 
 SECTION = ("clipcap", "Caption (ClipCap)")
 
@@ -19,6 +23,8 @@ INSERT_MODE = "clipcap_insert_mode"
 MODELS_DIR = "clipcap_models_dir"
 BATCH_ROOTS = "clipcap_batch_roots"
 CAPTION_EXTS = "clipcap_caption_exts"
+BATCH_TRIGGERS = "clipcap_batch_triggers"
+KEEP_RUNS = "clipcap_keep_runs"
 INSERT_MODES = ("replace", "append")
 
 #: Host-only settings: key -> (default, label, component kind, component args, help).
@@ -33,13 +39,19 @@ HOST_SETTINGS: dict[str, tuple[Any, str, str, dict[str, Any], str]] = {
                  "Where captioning models are stored and downloaded; empty: <models>/clipcap."),
     BATCH_ROOTS: ("", "Batch tagging folders", "textbox", {"lines": 2},
                   "Folders batch tagging may read and write (Caption tab and HTTP API), one per line or "
-                  "comma-separated. Empty: the Caption tab may use any folder and the HTTP API only the WebUI's "
-                  "outputs and train folders, while the WebUI serves this computer only; with --listen, --share, "
-                  "--ngrok, a non-local --server-name or --nowebui, neither may (unless "
-                  "--enable-insecure-extension-access). See docs/security.md."),
+                  "comma-separated. Empty: the Caption tab and the HTTP API may use only the WebUI's outputs and "
+                  "train folders (name your training-set folders here), while the WebUI serves this computer "
+                  "only; with --listen, --share, --ngrok, a non-local --server-name or --nowebui, neither may "
+                  "(unless --enable-insecure-extension-access). See docs/security.md."),
     CAPTION_EXTS: ("", "Caption file suffixes", "textbox", {},
                    "Suffixes batch tagging may write besides .txt, .caption, .tags and .json (e.g. .cap); image "
                    "suffixes are always refused."),
+    BATCH_TRIGGERS: ("", "Trigger words for batch tagging", "textbox", {},
+                     "Comma-separated words the Caption tab's batch section puts first in every caption file, once "
+                     "(kohya's keep_tokens counts them), e.g. sks; the section's Trigger words box starts with them."),
+    KEEP_RUNS: (20, "Tag runs kept for undo", "slider", {"minimum": 1, "maximum": 200, "step": 1},
+                "Run records and backups kept per folder for the tab's batch tagging; older runs are dropped, "
+                "and each run's summary names the ones it dropped."),
 }
 
 
@@ -87,6 +99,22 @@ def option_values() -> dict[str, Any]:
     from lib_clipcap.options_table import from_settings
 
     return from_settings(lambda key, default: host.opt(key, default))
+
+
+def batch_values() -> dict[str, Any]:
+    """The batch section's defaults from the settings: ``{"triggers": "sks, ohwx", "keep_runs": 20}`` (a bad stored
+    value falls back to the default, with a log line; a setting must never break the tab)."""
+    from lib_clipcap.batch.options import DEFAULT_KEEP_RUNS
+
+    triggers = str(host.opt(BATCH_TRIGGERS, "") or "").strip()
+    try:
+        keep = int(host.opt(KEEP_RUNS, DEFAULT_KEEP_RUNS))
+        if keep < 1:
+            raise ValueError(keep)
+    except (TypeError, ValueError):
+        log.warning("%s ignoring %s=%r: not a whole number >= 1", LOG_PREFIX, KEEP_RUNS, host.opt(KEEP_RUNS, None))
+        keep = DEFAULT_KEEP_RUNS
+    return {"triggers": triggers, "keep_runs": keep}
 
 
 def insert_mode() -> str:

@@ -9,7 +9,10 @@ Host integration (the WebUI adapter passes ``host``): an object with
 - ``add_send_buttons(image_component, text_component)`` (required when ``host`` is given): called inside the result
   column, right under the caption box, to add the host's "Send to txt2img / img2img" buttons;
 - ``option_values() -> dict`` (optional): the user's defaults from the WebUI settings, ``{option key: value}``
-  (see :func:`lib_clipcap.options_table.from_settings`).
+  (see :func:`lib_clipcap.options_table.from_settings`);
+- ``batch_values() -> dict`` (optional): defaults of the batch section from the WebUI settings, ``{TagOptions field:
+  value}`` (``triggers`` as comma-separated text, ``keep_runs``); fields the section shows start with them, the
+  others apply to every job it starts.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from ..errors import ClipCapError, MissingFileError
-from ..options_table import Option, caption_kwargs, decoding_options, defaults, get_option, pick_default_model
+from ..options_table import Option, caption_kwargs, caption_options, defaults, get_option, pick_default_model
 
 log = logging.getLogger(__name__)
 
@@ -53,11 +56,13 @@ class CaptionUI:
             that allows folders); default: the standalone server's ``--batch-root``.
     """
 
-    def __init__(self, manager: Any, *, job_manager: Any = None, batch_unavailable: str | None = None) -> None:
+    def __init__(self, manager: Any, *, job_manager: Any = None, batch_unavailable: str | None = None,
+                 batch_values: Mapping[str, Any] | None = None) -> None:
         self.manager = manager
         self.job_manager = job_manager
         self.batch_unavailable_text = batch_unavailable
-        self.option_keys = [o.key for o in decoding_options()]
+        self.batch_values = dict(batch_values or {})  # the host's batch defaults; the section's own fields win
+        self.option_keys = [o.key for o in caption_options()]
 
     # ------------------------------------------------------------------------------------------------ caption
     def values(self, raw: Sequence[Any]) -> dict[str, Any]:
@@ -217,7 +222,7 @@ class CaptionUI:
         panel = {k: v for k, v in caption_kwargs(values).items()
                  if k in accepted and k not in ("decoding", "beam_size", "num_candidates")}
         args = {**panel, **TAG_DECODING_DEFAULTS}
-        args.update({k: v for k, v in dict(batch).items() if k in accepted})
+        args.update({k: v for k, v in {**self.batch_values, **dict(batch)}.items() if k in accepted})
         if isinstance(args.get("triggers"), str):  # the text box: "sks, ohwx" (a trigger never holds a comma)
             args["triggers"] = [t.strip() for t in args["triggers"].split(",") if t.strip()]
         return TagOptions(inputs=[folder], **args)
@@ -425,7 +430,14 @@ def build_ui(manager: Any, *, host: Any = None, job_manager: Any = None, values:
     from ..registry import list_models
 
     unavailable = getattr(host, "batch_unavailable_message", None)
-    ctl = CaptionUI(manager, job_manager=job_manager, batch_unavailable=unavailable() if callable(unavailable) else None)
+    host_batch: dict[str, Any] = {}
+    if callable(getattr(host, "batch_values", None)):
+        try:
+            host_batch = dict(host.batch_values() or {})
+        except Exception:  # noqa: BLE001 - bad settings must not break the tab
+            log.warning("clipcap: could not read the host's batch defaults", exc_info=True)
+    ctl = CaptionUI(manager, job_manager=job_manager,
+                    batch_unavailable=unavailable() if callable(unavailable) else None, batch_values=host_batch)
     initial = defaults()
     if host is not None and callable(getattr(host, "option_values", None)):
         try:
@@ -449,7 +461,7 @@ def build_ui(manager: Any, *, host: Any = None, job_manager: Any = None, values:
                 rerank = _option_component(gr, get_option("rerank"), initial["rerank"])
                 with gr.Accordion("Decoding options", open=False, elem_id="clipcap_decoding"):
                     option_components = {"rerank": rerank}
-                    for opt in decoding_options():
+                    for opt in caption_options():
                         if opt.key != "rerank":
                             option_components[opt.key] = _option_component(gr, opt, initial[opt.key])
                 caption_btn = compat.component(gr.Button, value="Caption", variant="primary",
@@ -484,7 +496,7 @@ def build_ui(manager: Any, *, host: Any = None, job_manager: Any = None, values:
                                           elem_id="clipcap_batch_folder", interactive=why is None, scale=3)
                 job_id = compat.component(gr.Textbox, label="Job", interactive=False, elem_id="clipcap_batch_job",
                                           scale=1)
-            batch_defaults = _batch_defaults()
+            batch_defaults = {**_batch_defaults(), **host_batch}
             batch_comps: dict[str, Any] = {}
             for row_kinds in (("radio", "textbox"), ("checkbox",)):
                 with gr.Row():

@@ -83,11 +83,14 @@ def is_within(path: str | os.PathLike, roots: Sequence[Path]) -> bool:
     return False
 
 
-def check_allowed(path: str | os.PathLike, roots: Optional[Sequence[Path]], what: str) -> None:
+def check_allowed(path: str | os.PathLike, roots: Optional[Sequence[Path]], what: str, *, hint: str = "") -> None:
     """Raise unless ``path`` resolves inside ``roots`` (``None``: no restriction).
 
+    Args:
+        hint: How the operator allows another folder (a flag or a setting), added to the message.
+
     Raises:
-        PathNotAllowedError: naming the path, where it resolves to, and the allowed folders.
+        PathNotAllowedError: naming the path, where it resolves to, the allowed folders and ``hint``.
     """
     if roots is None or is_within(path, roots):
         return
@@ -95,7 +98,7 @@ def check_allowed(path: str | os.PathLike, roots: Optional[Sequence[Path]], what
     shown = f"{os.fspath(path)}" + (f" (resolves to {real})" if real != os.path.abspath(path) else "")
     raise PathNotAllowedError(
         f"{what} {shown} is outside the allowed folders ({', '.join(os.fspath(r) for r in roots)}); "
-        f"choose a path inside one of them"
+        f"choose a path inside one of them" + (f", or allow its folder in {hint}" if hint else "")
     )
 
 

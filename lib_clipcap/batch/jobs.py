@@ -110,16 +110,19 @@ class JobManager:
         caption_exts: Caption-file suffixes jobs may write (case-insensitive); ``None``: any suffix that is not an
             image's (for a caller that trusts every request, like a local command line).
         caption_exts_hint: How the operator allows another suffix, quoted when one is refused.
+        roots_hint: How the operator allows another folder (a flag or a setting), quoted when a path is refused.
         keep_finished: Finished jobs remembered for :meth:`status` (oldest forgotten first).
     """
 
     def __init__(self, manager: Any, allowed_roots: Sequence[Path], *,
                  caption_exts: Optional[Sequence[str]] = DEFAULT_CAPTION_EXTS,
-                 caption_exts_hint: str = "the server's allowed caption suffixes", keep_finished: int = 100) -> None:
+                 caption_exts_hint: str = "the server's allowed caption suffixes", roots_hint: str = "",
+                 keep_finished: int = 100) -> None:
         self.manager = manager
         self.allowed_roots = _real_roots(allowed_roots)
         self.caption_exts = None if caption_exts is None else tuple(suffix_key(e) for e in caption_exts)
         self.caption_exts_hint = caption_exts_hint
+        self.roots_hint = roots_hint
         self.keep_finished = keep_finished
         self._jobs: Dict[str, _Job] = {}
         self._lock = threading.Lock()
@@ -129,18 +132,21 @@ class JobManager:
 
     # -------------------------------------------------------------------------------------------- public API
     def scope(self, allowed_roots: Sequence[Path], *, caption_exts: Optional[Sequence[str]] = DEFAULT_CAPTION_EXTS,
-              caption_exts_hint: Optional[str] = None) -> "JobScope":
+              caption_exts_hint: Optional[str] = None, roots_hint: Optional[str] = None) -> "JobScope":
         """A view of this queue whose jobs are confined to other folders and suffixes (see the module docstring)."""
         return JobScope(self, allowed_roots, caption_exts=caption_exts,
-                        caption_exts_hint=caption_exts_hint or self.caption_exts_hint)
+                        caption_exts_hint=caption_exts_hint or self.caption_exts_hint,
+                        roots_hint=self.roots_hint if roots_hint is None else roots_hint)
 
     def check_options(self, options: TagOptions, *, allowed_roots: Optional[Sequence[Path]] = None,
-                      caption_exts: Any = _MANAGER_DEFAULT, caption_exts_hint: Optional[str] = None) -> TagOptions:
+                      caption_exts: Any = _MANAGER_DEFAULT, caption_exts_hint: Optional[str] = None,
+                      roots_hint: Optional[str] = None) -> TagOptions:
         """``options`` with every path absolute and checked against the allowed roots and suffixes.
 
         Args:
             options: The job's options.
-            allowed_roots, caption_exts, caption_exts_hint: Override this manager's (used by :class:`JobScope`).
+            allowed_roots, caption_exts, caption_exts_hint, roots_hint: Override this manager's (used by
+                :class:`JobScope`).
 
         Returns:
             A copy with absolute paths (relative ones resolved against the first allowed root).
@@ -165,9 +171,10 @@ class JobManager:
                 q = roots[0] / q
             return os.path.abspath(q)
 
+        hint = self.roots_hint if roots_hint is None else roots_hint
         inputs = [absolute(p, "inputs") for p in options.inputs]
         for p in inputs:
-            check_allowed(p, roots, "input")
+            check_allowed(p, roots, "input", hint=hint)
             if not os.path.exists(p):
                 raise BatchInputError(f"input not found: {p}")
         changes: Dict[str, Any] = {"inputs": inputs}
@@ -176,7 +183,7 @@ class JobManager:
             value = getattr(options, name)
             if value:
                 changes[name] = absolute(value, name)
-                check_allowed(changes[name], roots, what)
+                check_allowed(changes[name], roots, what, hint=hint)
         if options.list_file and not os.path.isfile(changes["list_file"]):
             raise BatchInputError(f"list file not found: {changes['list_file']}")
         for name, kind in (("manifest_jsonl", "jsonl"), ("manifest_csv", "csv")):
@@ -190,7 +197,8 @@ class JobManager:
         Args:
             options: What to tag (paths checked by :meth:`check_options`).
             model: Registry name of the model (loaded when the job starts).
-            **scope: ``allowed_roots``, ``caption_exts``, ``caption_exts_hint`` overriding this manager's.
+            **scope: ``allowed_roots``, ``caption_exts``, ``caption_exts_hint``, ``roots_hint`` overriding this
+                manager's.
 
         Returns:
             The job id (a short string).
@@ -261,7 +269,8 @@ class JobManager:
             ids = list(self._jobs)
         return [self.status(i) for i in ids]
 
-    def folder(self, folder: Any, *, allowed_roots: Optional[Sequence[Path]] = None, field: str = "folder") -> Path:
+    def folder(self, folder: Any, *, allowed_roots: Optional[Sequence[Path]] = None, field: str = "folder",
+               roots_hint: Optional[str] = None) -> Path:
         """``folder`` as an absolute path inside the allowed folders (relative: to the first one), existing.
 
         Raises:
@@ -278,20 +287,21 @@ class JobManager:
         if not q.is_absolute() and roots:
             q = roots[0] / q
         path = Path(os.path.abspath(q))
-        check_allowed(path, roots, field)
+        check_allowed(path, roots, field, hint=self.roots_hint if roots_hint is None else roots_hint)
         if not path.is_dir():
             raise BatchInputError(f"{field} not found: {path}")
         return path
 
-    def runs(self, folder: Any, *, allowed_roots: Optional[Sequence[Path]] = None) -> List[Dict[str, Any]]:
+    def runs(self, folder: Any, *, allowed_roots: Optional[Sequence[Path]] = None,
+             roots_hint: Optional[str] = None) -> List[Dict[str, Any]]:
         """The runs recorded for ``folder`` (:func:`lib_clipcap.batch.runs.list_runs`), same folder rules as jobs."""
         from .runs import list_runs
 
         roots = self.allowed_roots if allowed_roots is None else _real_roots(allowed_roots)
-        return list_runs(self.folder(folder, allowed_roots=roots), allowed_roots=roots)
+        return list_runs(self.folder(folder, allowed_roots=roots, roots_hint=roots_hint), allowed_roots=roots)
 
     def undo(self, folder: Any, run_id: Optional[str] = None, *,
-             allowed_roots: Optional[Sequence[Path]] = None) -> Dict[str, Any]:
+             allowed_roots: Optional[Sequence[Path]] = None, roots_hint: Optional[str] = None) -> Dict[str, Any]:
         """Undo a run of ``folder`` (:func:`lib_clipcap.batch.runs.undo_run`; nothing is written outside the allowed
         folders, no symlink is followed); returns the :class:`~lib_clipcap.batch.runs.UndoReport` as data.
 
@@ -304,7 +314,8 @@ class JobManager:
         if run_id is not None and not isinstance(run_id, str):
             raise OptionError("run", run_id, "must be a run id string (see the runs list)")
         roots = self.allowed_roots if allowed_roots is None else _real_roots(allowed_roots)
-        return undo_run(self.folder(folder, allowed_roots=roots), run_id or None, allowed_roots=roots).to_dict()
+        return undo_run(self.folder(folder, allowed_roots=roots, roots_hint=roots_hint), run_id or None,
+                        allowed_roots=roots).to_dict()
 
     def wait(self, job_id: str, timeout: Optional[float] = None) -> Dict[str, Any]:
         """Block until the job has finished (or ``timeout`` seconds passed); return its status."""
@@ -392,16 +403,17 @@ class JobScope:
 
     def __init__(self, jobs: JobManager, allowed_roots: Sequence[Path], *,
                  caption_exts: Optional[Sequence[str]] = DEFAULT_CAPTION_EXTS,
-                 caption_exts_hint: str = "the server's allowed caption suffixes") -> None:
+                 caption_exts_hint: str = "the server's allowed caption suffixes", roots_hint: str = "") -> None:
         self.base = jobs
         self.manager = jobs.manager
         self.allowed_roots = _real_roots(allowed_roots)
         self.caption_exts = None if caption_exts is None else tuple(suffix_key(e) for e in caption_exts)
         self.caption_exts_hint = caption_exts_hint
+        self.roots_hint = roots_hint
 
     def _scope(self) -> Dict[str, Any]:
         return {"allowed_roots": self.allowed_roots, "caption_exts": self.caption_exts,
-                "caption_exts_hint": self.caption_exts_hint}
+                "caption_exts_hint": self.caption_exts_hint, "roots_hint": self.roots_hint}
 
     def check_options(self, options: TagOptions) -> TagOptions:
         """As :meth:`JobManager.check_options`, with this scope's folders and suffixes."""
@@ -425,11 +437,11 @@ class JobScope:
 
     def runs(self, folder: Any) -> List[Dict[str, Any]]:
         """As :meth:`JobManager.runs`, within this scope's folders."""
-        return self.base.runs(folder, allowed_roots=self.allowed_roots)
+        return self.base.runs(folder, allowed_roots=self.allowed_roots, roots_hint=self.roots_hint)
 
     def undo(self, folder: Any, run_id: Optional[str] = None) -> Dict[str, Any]:
         """As :meth:`JobManager.undo`, within this scope's folders."""
-        return self.base.undo(folder, run_id, allowed_roots=self.allowed_roots)
+        return self.base.undo(folder, run_id, allowed_roots=self.allowed_roots, roots_hint=self.roots_hint)
 
     def wait(self, job_id: str, timeout: Optional[float] = None) -> Dict[str, Any]:
         """As :meth:`JobManager.wait`."""

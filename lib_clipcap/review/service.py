@@ -58,9 +58,11 @@ class ReviewService:
     """
 
     def __init__(self, manager: Any, *, allowed_roots: Optional[Sequence[Path]] = None,
-                 check_options: Optional[Callable[[Any], Any]] = None, max_tables: int = 4) -> None:
+                 check_options: Optional[Callable[[Any], Any]] = None, max_tables: int = 4,
+                 roots_hint: str = "") -> None:
         self.manager = manager
         self.allowed_roots = list(allowed_roots) if allowed_roots is not None else None
+        self.roots_hint = roots_hint  # how the operator allows another folder, quoted when a path is refused
         self.check_options = check_options
         self.max_tables = max_tables
         self._tables: "OrderedDict[ScanParams, ReviewTable]" = OrderedDict()
@@ -73,6 +75,7 @@ class ReviewService:
     def for_jobs(cls, manager: Any, job_manager: Any, **kw: Any) -> "ReviewService":
         """A service with batch tagging's permissions: ``job_manager``'s folders, and its ``check_options`` for the
         folder, the output folder and the caption suffix (its allow-list included)."""
+        kw.setdefault("roots_hint", getattr(job_manager, "roots_hint", ""))
         return cls(manager, allowed_roots=job_manager.allowed_roots, check_options=job_manager.check_options, **kw)
 
     # ------------------------------------------------------------------------------------------------ folders
@@ -94,7 +97,7 @@ class ReviewService:
         if not p.is_absolute() and self.allowed_roots:
             p = self.allowed_roots[0] / p
         out = os.path.abspath(p)
-        check_allowed(out, self.allowed_roots, what)
+        check_allowed(out, self.allowed_roots, what, hint=self.roots_hint)
         return out
 
     def params(self, folder: str, **kw: Any) -> ScanParams:

@@ -19,13 +19,19 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def dataset(tmp_path_factory):
-    return tagged_folder(tmp_path_factory.mktemp("review_set"), seed=31, images=4, wrong=2)
+def webui_root(tmp_path_factory):
+    return tmp_path_factory.mktemp("webui")
 
 
 @pytest.fixture(scope="module")
-def page_url(tmp_path_factory):
-    with serve_double(MODE, tmp_path_factory.mktemp("webui"), [SAMPLE]) as url:
+def dataset(webui_root):
+    # under the WebUI's train/ folder: without clipcap_batch_roots the tab may use only the WebUI's own folders
+    return tagged_folder(webui_root / "train" / "review_set", seed=31, images=4, wrong=2)
+
+
+@pytest.fixture(scope="module")
+def page_url(webui_root):
+    with serve_double(MODE, webui_root, [SAMPLE]) as url:
         yield url
 
 

@@ -49,9 +49,10 @@ def test_api_auth_protects_our_routes_like_the_hosts(mode, make_webui, fake_mode
     webui.create_ui()
     fake_models()
     client = TestClient(webui.start(), base_url="http://127.0.0.1:7860")
-    host_route = {"image": png_b64()}
-    for path, body in (("/clipcap/v1/caption", {"image": png_b64(), "model": "shapes-demo"}),
-                       ("/sdapi/v1/interrogate", host_route)):
+    # a host route to compare with: /sdapi/v1/interrogate where the host has one (Neo and Classic removed it)
+    host_route = ("/sdapi/v1/interrogate", {"image": png_b64()}) if mode in ("a1111", "forge") else \
+        ("/sdapi/v1/txt2img", {"prompt": "p", "width": 8, "height": 8, "send_images": False})
+    for path, body in (("/clipcap/v1/caption", {"image": png_b64(), "model": "shapes-demo"}), host_route):
         r = client.post(path, json=body)
         assert r.status_code == 401, path
         assert r.headers["www-authenticate"].lower().startswith("basic"), path
@@ -125,28 +126,35 @@ def test_exposure_is_read_from_what_the_host_binds(mode, make_webui, argv, local
                                              or exp.reason.startswith("--nowebui"))
 
 
-@pytest.mark.parametrize("argv, tab, api", [
-    ([], "everywhere", "own"),
-    (["--server-name", "127.0.0.1"], "everywhere", "own"),
-    (["--listen"], None, None),  # exposed: off unless folders are configured (the host's rule for risky features)
-    (["--nowebui"], None, None),
-    (["--share"], None, None),
-    (["--listen", "--enable-insecure-extension-access"], "everywhere", "own"),
-    (["--hide-ui-dir-config"], None, None),
+@pytest.mark.parametrize("argv, allowed", [
+    ([], True),
+    (["--server-name", "127.0.0.1"], True),
+    (["--listen"], False),  # exposed: off unless folders are configured (the host's rule for risky features)
+    (["--nowebui"], False),
+    (["--share"], False),
+    (["--listen", "--enable-insecure-extension-access"], True),
+    (["--hide-ui-dir-config"], False),
 ])
-def test_batch_tagging_default_folders(mode, make_webui, argv, tab, api):
-    """Without the setting the tab may use any local folder, the HTTP API only the WebUI's outputs and train
-    folders (never '/'), and neither while the WebUI is exposed."""
+def test_batch_tagging_default_folders(mode, make_webui, tmp_path, argv, allowed):
+    """Without the setting the tab and the HTTP API alike may use only the WebUI's outputs and train folders (never
+    '/': defence in depth behind the request guard), and neither while the WebUI is exposed; a folder outside them is
+    refused with a message that names the setting."""
     webui = make_webui(mode, argv=argv)
     from clipcap_webui import host, models
+    from lib_clipcap.batch import TagOptions
+    from lib_clipcap.batch.errors import PathNotAllowedError
 
-    expected = {None: None, "everywhere": [Path(os.sep)],
-                "own": [webui.root / "outputs", webui.root / "train"]}
-    assert host.batch_roots() == expected[tab]
-    got = host.batch_roots(for_api=True)
-    assert got is None if api is None else (got[:2] == expected["own"] and Path(os.sep) not in got), got
-    assert (models.get_job_manager() is not None) is (tab is not None)
-    assert (models.get_job_manager(for_api=True) is not None) is (api is not None)
+    for face in (False, True):
+        got = host.batch_roots(for_api=face)
+        assert got is None if not allowed else (got[:2] == [webui.root / "outputs", webui.root / "train"]
+                                                and Path(os.sep) not in got), got
+        assert (models.get_job_manager(for_api=face) is not None) is allowed
+    if allowed:
+        elsewhere = tmp_path / "elsewhere"
+        elsewhere.mkdir()
+        with pytest.raises(PathNotAllowedError) as e:
+            models.get_job_manager().check_options(TagOptions(inputs=[str(elsewhere)]))
+        assert str(elsewhere) in str(e.value) and "clipcap_batch_roots" in str(e.value), str(e.value)
 
 
 def test_configured_folders_win_for_every_face(mode, make_webui, tmp_path):
@@ -180,3 +188,28 @@ def test_batch_tagging_through_the_webui_api(mode, make_webui, tmp_path):
     status = wait_for_batch_job(client, r.json()["id"])
     assert status["state"] == "done" and status["written"] == 2, status
     assert (folder / "shapes_00.txt").read_text().strip() and (folder / "shapes_01.txt").read_text().strip()
+
+
+def test_the_tabs_batch_section_takes_its_trigger_words_and_retention_from_the_settings(mode, make_webui, tmp_path):
+    """``clipcap_batch_triggers`` fills the section's Trigger words box and ``clipcap_keep_runs`` bounds the runs
+    kept by the jobs it starts; a bad stored value falls back to the default instead of breaking the tab."""
+    folder = tmp_path / "dataset"
+    folder.mkdir()
+    webui = make_webui(mode, config={"clipcap_batch_roots": str(folder), "clipcap_batch_triggers": " sks, ohwx ",
+                                     "clipcap_keep_runs": 3})
+    webui.create_ui()
+    from modules import ui
+
+    (tab,) = [blocks for blocks, _, elem_id in ui.tabs_built["interfaces"] if elem_id == "clipcap"]
+    box = [b for b in tab.blocks.values() if getattr(b, "elem_id", None) == "clipcap_batch_triggers"]
+    assert len(box) == 1 and box[0].value == "sks, ohwx"
+    opts = tab.clipcap.make_tag_options(str(folder), {}, {"triggers": "sks, ohwx"})
+    assert opts.triggers == ["sks", "ohwx"] and opts.keep_runs == 3
+    # what the user typed in the box wins over the setting
+    assert tab.clipcap.make_tag_options(str(folder), {}, {"triggers": ""}).triggers == []
+
+    from clipcap_webui import settings
+    from modules import shared
+
+    shared.opts.data["clipcap_keep_runs"] = "many"
+    assert settings.batch_values()["keep_runs"] == 20

@@ -174,8 +174,8 @@ def dataset(folder: Path) -> Path:
 
 
 @contextlib.contextmanager
-def launched(make_webui, mode: str, argv=()) -> Iterator[tuple[Any, Gradio]]:
-    webui = make_webui(mode, argv=list(argv))
+def launched(make_webui, mode: str, argv=(), config=None) -> Iterator[tuple[Any, Gradio]]:
+    webui = make_webui(mode, argv=list(argv), config=config)
     webui.create_ui()
     webui.launch()
     yield webui, Gradio(webui.url)
@@ -200,8 +200,10 @@ def has_no_cors_grant(reply: Any) -> bool:
 @pytest.mark.parametrize("transport", TRANSPORTS)
 def test_foreign_pages_and_rebinding_hosts_cannot_run_the_tab(mode, make_webui, tmp_path, transport):
     folder = dataset(tmp_path / "ds")
+    # the user named the folder (without the setting the tab may use only the WebUI's own folders)
+    config = {"clipcap_batch_roots": str(tmp_path)}
     caption = folder / "shapes_00.txt"
-    with launched(make_webui, mode) as (webui, g):
+    with launched(make_webui, mode, config=config) as (webui, g):
         attacks = {
             "foreign origin": {"Origin": EVIL},
             "foreign origin, *.localhost host": {"Origin": EVIL, "Host": f"x.localhost:{g.port}"},
