@@ -57,7 +57,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=common.ROOT / "artifacts" / "bench_core.json")
     args = ap.parse_args()
     device, dtype = common.device_and_dtype(args)
-    from lib_clipcap.quant import int8_available, quantize_gpt2_
+    from lib_clipcap.quant import int8_available, int8_kernel, quantize_gpt2_
 
     if args.weights is None:
         args.weights = ["fp32", "int8"] if device.type == "cpu" and int8_available() else ["fp32"]
@@ -75,8 +75,11 @@ def main() -> None:
     gpts = {"fp32": gpt}
     if "bf16" in args.weights:
         gpts["bf16"] = copy.deepcopy(gpt).to(torch.bfloat16)
+    kernel = None
     if "int8" in args.weights:
         gpts["int8"] = quantize_gpt2_(copy.deepcopy(gpt))
+        kernel = int8_kernel().describe()  # which engine and weight range this CPU got (lib_clipcap.quant)
+        print(f"int8 kernel: {kernel}", flush=True)
 
     def ours(batch: int, mode: str, weights: str = "fp32", tokens_out: list | None = None) -> float:
         opts = DecodingOptions(mode=mode, beam_size=args.beam, max_new_tokens=args.tokens)
@@ -138,7 +141,12 @@ def main() -> None:
         ours(n, "greedy", w, got)
         same = sum(a == b for r, g in zip(ref, got) for a, b in zip(r, g))
         first = [next((i for i, (a, b) in enumerate(zip(r, g)) if a != b), len(r)) for r, g in zip(ref, got)]
-        agreement[w] = {"token_agreement": same / sum(len(r) for r in ref),
+        with torch.inference_mode():  # next-token logits after the prefix: the error the decoder sees
+            prefix = model.prefix_embeddings(clip.encode_images(pixels[:n]))
+            ref_logits = gpts["fp32"](prefix, last_only=True).float()
+            got_logits = gpts[w](prefix.to(gpts[w].transformer.wte.weight.dtype), last_only=True).float()
+        agreement[w] = {"logits_relative_error": float((got_logits - ref_logits).norm() / ref_logits.norm()),
+                        "token_agreement": same / sum(len(r) for r in ref),
                         "identical_captions": sum(r == g for r, g in zip(ref, got)) / len(ref),
                         "median_tokens_before_first_difference": statistics.median(first)}
         print(f"{w} vs fp32 greedy, {n} random-weight captions: {agreement[w]}", flush=True)
@@ -146,7 +154,8 @@ def main() -> None:
     goals = _goals(rows, args.beam, floors)
     result = {"hardware": common.hardware(device), "device": str(device), "dtype": args.dtype, "tokens": args.tokens,
               "model": "ViT-B-32 + MLP prefix 10 + GPT-2 small (random weights)", "rows": rows,
-              "agreement_with_fp32": agreement, "batch1_floor": floors, "goals": goals, "peak_rss_mib": peak_rss}
+              "agreement_with_fp32": agreement, "batch1_floor": floors, "goals": goals, "peak_rss_mib": peak_rss,
+              "int8_kernel": kernel}
     common.write_json(args.out, result)
     print(f"\n{result['hardware']}, {args.dtype}, {args.tokens}-token captions, medians of {args.repeats}\n")
     print("| decoding | GPT-2 weights | batch | original s/img | ours s/img | images/s | speed-up | peak GPU MiB |")
@@ -164,6 +173,8 @@ def main() -> None:
                              f"{100 * f['ours_share_of_floor_speed']:.0f} %", f"{f['max_speedup']:.1f}x"]
                             for f in floors])
     print(f"\npeak process RSS: {peak_rss:.0f} MiB")
+    if kernel:
+        print(f"int8 kernel: {kernel}")
     if goals:
         print("\ngoals (speed-up against the original loop, same run):")
         for g in goals:
