@@ -169,6 +169,10 @@ class ForgePolicy:
     def guard(self) -> contextlib.AbstractContextManager:
         return host_queue()
 
+    def gpu_device(self) -> Any:
+        """Where the manager loads the captioner for a caption: Forge's text-encoder device."""
+        return self.mm.text_encoder_device()
+
     def patcher(self, model: Any) -> Any:
         """The ``ModelPatcher`` of ``model`` (cast to the dtype Forge picks for its load device). Made once per set
         of weights: when a grammar head is attached later (loaded on first use), a new patcher covers it too and
@@ -179,7 +183,7 @@ class ForgePolicy:
         with self._lock:
             made_for, p = self._patchers.get(model, (None, None))
             if p is None or made_for != grammar:
-                load, offload = self.mm.text_encoder_device(), self.mm.text_encoder_offload_device()
+                load, offload = self.gpu_device(), self.mm.text_encoder_offload_device()
                 fp16 = torch.device(load).type != "cpu" and bool(self.mm.should_use_fp16(device=load))
                 model.to(None, torch.float16 if fp16 else torch.float32)
                 p = self.model_patcher(torch_module(model), load_device=load, offload_device=offload)
@@ -207,22 +211,8 @@ class ClassicPolicy(ForgePolicy):
     text encoder of the diffusion model, so it loads on ``get_torch_device()`` and lets ``load_models_gpu`` make room
     (and evict it again for the next generation)."""
 
-    def load_device(self) -> Any:
-        return self.mm.text_encoder_offload_device()
-
-    def patcher(self, model: Any) -> Any:
-        import torch
-
-        grammar = id(getattr(model, "grammar", None))
-        with self._lock:
-            made_for, p = self._patchers.get(model, (None, None))
-            if p is None or made_for != grammar:
-                load, offload = self.mm.get_torch_device(), self.mm.text_encoder_offload_device()
-                fp16 = torch.device(load).type != "cpu" and bool(self.mm.should_use_fp16(device=load))
-                model.to(None, torch.float16 if fp16 else torch.float32)
-                p = self.model_patcher(torch_module(model), load_device=load, offload_device=offload)
-                self._patchers[model] = (grammar, p)
-            return p
+    def gpu_device(self) -> Any:
+        return self.mm.get_torch_device()
 
 
 def make_policy() -> Any:
