@@ -132,15 +132,6 @@ def _list_entry_path(entry: str, list_file: Path) -> Path:
     return p if p.is_absolute() else list_file.parent / p
 
 
-def read_list_file(path: Path) -> List[Path]:
-    """Entries of a list file (UTF-8, one path per line, ``#`` comments), relative ones made absolute.
-
-    Raises:
-        BatchInputError: the list file does not exist or cannot be read.
-    """
-    return [_list_entry_path(e, path) for e in read_list_entries(path)]
-
-
 class _Walker:
     """Collects items while remembering real folders and files already seen (symlink loops, overlapping inputs)."""
 

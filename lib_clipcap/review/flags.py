@@ -128,11 +128,6 @@ def duplicate_keys(captions: Iterable[Optional[str]], *, duplicate_min: int = DE
     return {k: n for k, n in counts.items() if n >= max(2, duplicate_min)}
 
 
-def duplicate_key(text: str) -> str:
-    """The key :func:`duplicate_keys` counts a caption under."""
-    return _norm(text)
-
-
 _TOKENIZER: Optional[Callable[[str], int]] = None
 _COUNT_CHARS = 8192
 
