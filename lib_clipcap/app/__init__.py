@@ -1,7 +1,7 @@
 """The application layer: the faces people use, built on the model core one level up.
 
 - :mod:`.cli`: ``python -m lib_clipcap`` / ``clipcap`` (subcommands assembled from each feature's own ``cli`` module;
-  :mod:`.cli_common` holds what they share);
+  :mod:`lib_clipcap.cli_common`, one level down, holds what they share);
 - :mod:`.api`: the HTTP API (a FastAPI router both the standalone server and the WebUI mount);
 - :mod:`.ui`: the gradio Caption UI (the standalone page and the WebUI tab);
 - :mod:`.server`: ``python -m lib_clipcap serve`` (the UI and the API in one app);

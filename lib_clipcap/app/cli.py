@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from .cli_common import (  # noqa: F401  (re-exported: their home before cli_common)
+from ..cli_common import (  # noqa: F401  (re-exported: their home before cli_common)
     PREFIX,
     add_decoding_arguments,
     add_model_arguments,

@@ -33,7 +33,7 @@ __all__ = ["HELP", "BasicAuthMiddleware", "BodyLimitMiddleware", "RequestGuardMi
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Add the ``serve`` command's options to ``p``."""
-    from .cli_common import add_placement_arguments
+    from ..cli_common import add_placement_arguments
 
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default 127.0.0.1: this computer only; 0.0.0.0: every interface)")

@@ -20,7 +20,7 @@ import sys
 import threading
 from typing import Any, Callable, Optional
 
-from ..app.cli_common import add_decoding_arguments, add_model_arguments, decoding_kwargs, eprint, load_captioner
+from ..cli_common import add_decoding_arguments, add_model_arguments, decoding_kwargs, eprint, load_captioner
 from .options import DEFAULT_MAX_PIXELS, EXISTING_POLICIES, TAG_DECODING_DEFAULTS
 
 HELP = "caption folders of images into .txt sidecar files (training sets), resumably"

@@ -23,7 +23,7 @@ CLIPCAP_DECODING_DEFAULTS = {"decoding": "greedy"}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from ..app.cli_common import add_decoding_arguments, add_model_arguments
+    from ..cli_common import add_decoding_arguments, add_model_arguments
 
     p.add_argument("dataset", nargs="?", help="caption file: Flickr captions.txt / token file / results.csv, "
                                               "Karpathy dataset_*.json, COCO captions_*.json, FineCapEval.csv, "
@@ -76,7 +76,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _caption_kwargs(args: argparse.Namespace, *, sbg: bool) -> dict:
-    from ..app.cli_common import decoding_kwargs
+    from ..cli_common import decoding_kwargs
 
     if sbg:
         from ..sbg.defaults import DECODING_DEFAULTS
@@ -104,7 +104,7 @@ def _load_sbg(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..app.cli_common import eprint
+    from ..cli_common import eprint
     from ..errors import ClipCapError
     from .report import format_table, load_json, save_json
 
@@ -136,7 +136,7 @@ def run(args: argparse.Namespace) -> int:
     if sbg:
         model = _load_sbg(args)
     elif with_model:
-        from ..app.cli_common import load_captioner
+        from ..cli_common import load_captioner
 
         model = load_captioner(args)
     if model is not None:
@@ -179,7 +179,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _baselines(args: argparse.Namespace, data, model, score_clip, metrics: list[str], reader_kwargs: dict) -> list:
     """The retrieval-baseline rows (:mod:`.baselines`) for ``data``, from --features or computed with a CLIP."""
-    from ..app.cli_common import eprint
+    from ..cli_common import eprint
     from .baselines import retrieval_inputs
     from .datasets import load_dataset
     from .runner import evaluate_baseline

@@ -14,7 +14,7 @@ import sys
 import time
 from typing import Any, List
 
-from ..app.cli_common import eprint
+from ..cli_common import eprint
 
 HELP = "score a tagged folder's captions (CLIP-S, grammar, flags) and list the worst first"
 

@@ -63,7 +63,7 @@ def add_sbg_procedure_arguments(g, *, k: bool = True, vocabulary: bool = True) -
 def add_sbg_generation_arguments(p: argparse.ArgumentParser) -> None:
     """``sbg caption``'s options: the procedure's (k, keywords), re-ranking, and the decoding options every
     captioning command has, with the procedure's defaults."""
-    from ..app.cli_common import add_decoding_arguments, add_rerank_arguments
+    from ..cli_common import add_decoding_arguments, add_rerank_arguments
     from .defaults import DECODING_DEFAULTS
 
     g = p.add_argument_group("SBG procedure")
@@ -152,7 +152,7 @@ def load_guesser(args: argparse.Namespace):
         from .keywords import KeywordExtractor
 
         guesser.extractor = KeywordExtractor(guesser.clip, args.vocabulary, cache=guesser.extractor.cache)
-    from ..app.cli_common import attach_grammar_args
+    from ..cli_common import attach_grammar_args
 
     attach_grammar_args(guesser, args)
     return guesser
@@ -172,7 +172,7 @@ def sbg_caption_kwargs(args: argparse.Namespace) -> dict:
     candidates sampled with top-k 50, CLIP re-ranking); what it sets wins. ``--top-k-candidates`` is k, passed as
     ``num_candidates``. Check the namespace with :func:`check_sbg_args` first.
     """
-    from ..app.cli_common import decoding_kwargs
+    from ..cli_common import decoding_kwargs
     from .defaults import DECODING_DEFAULTS, DEFAULT_RERANK
 
     k = getattr(args, "top_k_candidates", None)
@@ -183,7 +183,7 @@ def sbg_caption_kwargs(args: argparse.Namespace) -> dict:
 
 
 def _inputs(args: argparse.Namespace) -> list[str]:
-    from ..app.cli_common import collect_images
+    from ..cli_common import collect_images
     from ..registry import package_path
 
     inputs = args.inputs or [str(package_path("bundled:assets/samples"))]
@@ -192,7 +192,7 @@ def _inputs(args: argparse.Namespace) -> list[str]:
 
 # ----------------------------------------------------------------------------------------------- subcommands
 def _caption(args: argparse.Namespace) -> int:
-    from ..app.cli_common import check_rerank_args, print_results
+    from ..cli_common import check_rerank_args, print_results
     from .defaults import DEFAULT_RERANK
 
     check_sbg_args(args)

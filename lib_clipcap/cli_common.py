@@ -13,7 +13,7 @@ import json
 import sys
 from pathlib import Path
 
-from ..errors import ClipCapError
+from .errors import ClipCapError
 
 PREFIX = "clipcap:"
 
@@ -72,8 +72,8 @@ def add_decoding_arguments(p: argparse.ArgumentParser, *, method_defaults: dict 
         mode_note: What the help of ``--decoding`` adds (e.g. the mode of another method of the command).
         sbg_notes: Show the SBG procedure's defaults where they differ (commands that can run SBG and ClipCap).
     """
-    from ..options_table import OPTIONS
-    from ..sbg.defaults import DECODING_DEFAULTS as SBG
+    from .options_table import OPTIONS
+    from .sbg.defaults import DECODING_DEFAULTS as SBG
 
     g = p.add_argument_group("decoding")
     for o in OPTIONS:
@@ -111,7 +111,7 @@ def decoding_kwargs(args: argparse.Namespace, *, method_defaults: dict | None = 
     Raises:
         ClipCapError: a bad value; the message names the option as typed and the value.
     """
-    from ..options_table import OptionError, decoding_keys, resolve_decoding
+    from .options_table import OptionError, decoding_keys, resolve_decoding
 
     given = {k: getattr(args, k, None) for k in decoding_keys() if k != "banned_words"}
     given["banned_words"] = getattr(args, "ban", None) or None
@@ -130,7 +130,7 @@ def as_flag_error(e) -> ClipCapError:
 
 def load_captioner(args: argparse.Namespace, *, allow_demo_fallback: bool = True):
     """The captioner the parsed arguments ask for (:func:`lib_clipcap.loading.load_captioner`; notices on stderr)."""
-    from ..loading import load_captioner as load
+    from .loading import load_captioner as load
 
     return load(model=args.model, checkpoint=args.checkpoint, clip_model=args.clip_model,
                 clip_pretrained=args.clip_pretrained, tokenizer=args.tokenizer, gpt2=args.gpt2,
@@ -140,7 +140,7 @@ def load_captioner(args: argparse.Namespace, *, allow_demo_fallback: bool = True
 
 def collect_images(inputs: list[str], *, recursive: bool) -> list[Path]:
     """Files given directly, plus image files inside given folders (sorted, optionally recursive)."""
-    from ..images import is_image_path
+    from .images import is_image_path
 
     out: list[Path] = []
     for raw in inputs:
@@ -184,7 +184,7 @@ def check_rerank_args(args: argparse.Namespace, *, default: str) -> str:
     if weight is not None and not (math.isfinite(weight) and weight >= 0):
         raise ClipCapError(f"--grammar-weight {weight}: must be a number >= 0 (0: CLIP-S alone; default 1.0)")
     if grammar is not None and str(grammar) != "bundled":
-        from ..registry import BUNDLED_PREFIX, package_path
+        from .registry import BUNDLED_PREFIX, package_path
 
         spec = str(grammar)
         path = package_path(spec) if spec.startswith(BUNDLED_PREFIX) else Path(spec).expanduser()
@@ -202,12 +202,12 @@ def attach_grammar_args(owner, args: argparse.Namespace) -> None:
     grammar = getattr(args, "grammar", None)
     weight = getattr(args, "grammar_weight", None)
     if grammar is not None:
-        from ..registry import BUNDLED_PREFIX, package_path
-        from ..scoring import attach_grammar
+        from .registry import BUNDLED_PREFIX, package_path
+        from .scoring import attach_grammar
 
         spec = str(grammar)
         if spec == "bundled":
-            from ..grammar import bundled_grammar_for
+            from .grammar import bundled_grammar_for
 
             head = bundled_grammar_for(owner.clip)
             if head is None:
