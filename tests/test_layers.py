@@ -144,3 +144,46 @@ def test_installed_code_never_needs_test_only_code():
                 offenders[str(p.relative_to(ROOT))] = bad
     assert offenders == {}
 
+
+def _feature_packages() -> set[str]:
+    return {p.parent.name for p in (ROOT / "lib_clipcap").glob("*/__init__.py") if p.parent.name != "app"}
+
+
+def _route_paths(path: Path) -> list[str]:
+    """The paths of the routes ``path`` declares (``@router.post("/batch", ...)`` and the like)."""
+    out = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                and node.func.attr in ("get", "post", "put", "delete", "patch", "api_route")
+                and node.args and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str)
+                and node.args[0].value.startswith("/")):
+            out.append(node.args[0].value)
+    return out
+
+
+def test_the_app_layer_composes_feature_routes_it_does_not_own_them():
+    """A route named after a feature package (``/batch...``, ``/review...``) lives in that package's ``routes``
+    module, which ``api.create_router`` calls; the API module itself declares only the app's own routes."""
+    features = _feature_packages()
+    assert {"batch", "review"} <= features
+    owned = {p: _route_paths(ROOT / "lib_clipcap" / p / "routes.py")
+             for p in features if (ROOT / "lib_clipcap" / p / "routes.py").is_file()}
+    assert set(owned) >= {"batch", "review"}
+    for pkg, paths in owned.items():
+        assert paths and all(r.strip("/").split("/")[0] == pkg for r in paths), (pkg, paths)
+    in_app = [r for p in (ROOT / "lib_clipcap" / "app").glob("*.py") for r in _route_paths(p)
+              if r.strip("/").split("/")[0] in features]
+    assert in_app == []
+
+
+def test_route_modules_keep_their_annotations_resolvable():
+    """FastAPI 0.94 (A1111) resolves route annotations when a route is created: a module declaring routes must not
+    turn them into strings with ``from __future__ import annotations``."""
+    modules = [ROOT / "lib_clipcap" / "app" / "api.py", *sorted((ROOT / "lib_clipcap").glob("*/routes.py"))]
+    offenders = []
+    for p in modules:
+        tree = ast.parse(p.read_text(encoding="utf-8"))
+        if any(isinstance(n, ast.ImportFrom) and n.module == "__future__"
+               and any(a.name == "annotations" for a in n.names) for n in tree.body):
+            offenders.append(str(p.relative_to(ROOT)))
+    assert offenders == []

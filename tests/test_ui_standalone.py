@@ -215,7 +215,7 @@ def test_models_section_lists_downloads_and_unloads(manager, image, tmp_path):
 
 # ---------------------------------------------------------------------------------------------------------- batch
 def batch_values(demo) -> list:
-    from lib_clipcap.app.ui import BATCH_FIELDS
+    from lib_clipcap.batch.ui import BATCH_FIELDS
 
     return [find(demo, f"clipcap_batch_{name}").value for name, *_ in BATCH_FIELDS]
 
@@ -224,14 +224,14 @@ def test_batch_section_explains_when_batch_tagging_is_off(manager):
     demo = build_ui(manager, values={"model": DEMO})
     assert "not enabled" in find(demo, "clipcap_batch_info").value
     assert find(demo, "clipcap_batch_start").interactive is False
-    updates = list(demo.clipcap.batch_start("/tmp", DEMO, *batch_values(demo), *ui_values(demo)))
+    updates = list(demo.clipcap_batch.batch_start("/tmp", DEMO, *batch_values(demo), *ui_values(demo)))
     assert updates[-1][1].startswith("Batch tagging is not enabled")
 
 
 def test_batch_section_tags_a_folder_and_reports_failures(manager, tmp_path):
     pytest.importorskip("lib_clipcap.batch")
     from lib_clipcap.batch.jobs import JobManager
-    from lib_clipcap.app.ui import BATCH_FIELDS
+    from lib_clipcap.batch.ui import BATCH_FIELDS
 
     folder = tmp_path / "set"
     folder.mkdir()
@@ -244,7 +244,7 @@ def test_batch_section_tags_a_folder_and_reports_failures(manager, tmp_path):
     assert find(demo, "clipcap_batch_start").interactive is not False
     assert find(demo, "clipcap_batch_existing").value == "skip" and find(demo, "clipcap_batch_recursive").value
     batch = dict(zip([n for n, *_ in BATCH_FIELDS], batch_values(demo)), existing="append", prefix="sks")
-    updates = list(demo.clipcap.batch_start(str(folder), DEMO, *batch.values(), *ui_values(demo), poll=0.05))
+    updates = list(demo.clipcap_batch.batch_start(str(folder), DEMO, *batch.values(), *ui_values(demo), poll=0.05))
     job_id = updates[-1][0]
     assert job_id and all(u[0] == job_id for u in updates)
     final = updates[-1][1]
@@ -254,23 +254,23 @@ def test_batch_section_tags_a_folder_and_reports_failures(manager, tmp_path):
     assert (folder / "img0.txt").read_text(encoding="utf-8").startswith("old caption, sks, ")
     assert (folder / "img1.txt").read_text(encoding="utf-8").startswith("sks, ")
     assert jobs.status(job_id)["options"]["max_new_tokens"] == 12
-    assert f"Job `{job_id}`" in demo.clipcap.batch_cancel(job_id)
-    assert demo.clipcap.batch_cancel("") == "No batch job is running."
+    assert f"Job `{job_id}`" in demo.clipcap_batch.batch_cancel(job_id)
+    assert demo.clipcap_batch.batch_cancel("") == "No batch job is running."
     # runs and undo from the tab, with the batch section's folder rules
-    listed = demo.clipcap.batch_runs(str(folder))
+    listed = demo.clipcap_batch.batch_runs(str(folder))
     assert "| Run |" in listed and "append" in listed, listed
-    undone = demo.clipcap.batch_undo(str(folder), "")
+    undone = demo.clipcap_batch.batch_undo(str(folder), "")
     assert "restored 1, removed 1" in undone, undone
     assert (folder / "img0.txt").read_text(encoding="utf-8") == "old caption" and not (folder / "img1.txt").exists()
-    assert "outside" in demo.clipcap.batch_undo("/", "")
-    trig = demo.clipcap.make_tag_options(str(folder), {"decoding": "beam", "beam_size": 4}, {"triggers": "sks, ohwx"})
+    assert "outside" in demo.clipcap_batch.batch_undo("/", "")
+    trig = demo.clipcap_batch.make_tag_options(str(folder), {"decoding": "beam", "beam_size": 4}, {"triggers": "sks, ohwx"})
     assert trig.triggers == ["sks", "ohwx"] and trig.decoding == "greedy"
     bad = dict(batch, caption_ext="txt")
-    out = list(demo.clipcap.batch_start(str(folder), DEMO, *bad.values(), *ui_values(demo)))[-1][1]
+    out = list(demo.clipcap_batch.batch_start(str(folder), DEMO, *bad.values(), *ui_values(demo)))[-1][1]
     assert out.startswith("**Error:** caption_ext='txt' is invalid"), out
-    out = list(demo.clipcap.batch_start("/", DEMO, *batch.values(), *ui_values(demo)))[-1][1]
+    out = list(demo.clipcap_batch.batch_start("/", DEMO, *batch.values(), *ui_values(demo)))[-1][1]
     assert out.startswith("**Error:**") and "outside" in out, out
-    assert list(demo.clipcap.batch_start("  ", DEMO, *batch.values(), *ui_values(demo)))[-1][1] == \
+    assert list(demo.clipcap_batch.batch_start("  ", DEMO, *batch.values(), *ui_values(demo)))[-1][1] == \
         "Enter a folder of images first."
 
 

@@ -3,7 +3,9 @@
 The same router serves the standalone server (``python -m lib_clipcap serve``) and the WebUI (the host adapter calls
 :func:`mount_api` from ``on_app_started``). It works with fastapi 0.94 + pydantic 1 (A1111) and current fastapi +
 pydantic 2 (Forge, standalone): request bodies are checked against :mod:`lib_clipcap.options_table` (one set of rules
-and messages whatever the pydantic version), and pydantic models only describe the schema and the responses.
+and messages whatever the pydantic version), and pydantic models only describe the schema and the responses. The
+batch-tagging and caption-review routes belong to their packages (:mod:`lib_clipcap.batch.routes`,
+:mod:`lib_clipcap.review.routes`); :func:`create_router` adds them, handing them this module's helpers.
 
 Every error is a JSON body ``{"error": {"type": ..., "message": ...}}`` with a 4xx status for bad input (5xx only
 for server-side trouble), so clients can tell what to fix; a bad request never disturbs the next one. Bodies are
@@ -300,10 +302,6 @@ class ModelsResponse(BaseModel):
 
 class UnloadResponse(BaseModel):
     unloaded: List[str]
-
-
-class BatchStarted(BaseModel):
-    id: str
 
 
 class ErrorBody(BaseModel):
@@ -621,123 +619,15 @@ def create_router(manager: Any, *, credentials: Optional[Mapping[str, str]] = No
             name = _resolve_model(name, "")
         return {"unloaded": await run_in_threadpool(manager.unload, name)}
 
-    _add_batch_routes(router, manager, job_manager, current_default, batch_unavailable)
+    # The feature packages own their routes; this router composes them.
+    from ..batch.routes import add_batch_routes
     from ..review.routes import add_review_routes  # caption review: the same folders and rules as batch tagging
 
+    add_batch_routes(router, manager, job_manager, current_default, batch_unavailable, read_json=read_json,
+                     api_error=ApiError, check_fields=_check_fields, resolve_model=_resolve_model, responses=_ERRORS)
     add_review_routes(router, manager, job_manager, current_default, batch_unavailable, read_json=read_json,
                       api_error=ApiError)
     return router
-
-
-def _tag_options_fields(cls: Any) -> List[str]:
-    import dataclasses
-    import inspect
-
-    if dataclasses.is_dataclass(cls):
-        return [f.name for f in dataclasses.fields(cls) if f.init]
-    return [p for p in inspect.signature(cls).parameters if p not in ("self", "args", "kwargs")]
-
-
-def _add_batch_routes(router: APIRouter, manager: Any, job_manager: Any, current_default: Callable[[], str],
-                      unavailable: str) -> None:
-    def require_jobs() -> Any:
-        if job_manager is None:
-            raise ApiError(503, "batch_unavailable", unavailable)
-        return job_manager
-
-    def job_status(job_id: str) -> Dict[str, Any]:
-        jobs = require_jobs()
-        try:
-            status = jobs.status(job_id)
-        except KeyError:
-            raise ApiError(404, "unknown_job", f"no batch job {job_id!r}") from None
-        return _jsonable_status(status)
-
-    @router.post("/batch", status_code=202, response_model=BatchStarted, responses=_ERRORS,
-                 summary="Start a batch-tagging job (fields: model, the decoding options, and TagOptions' fields)")
-    async def batch_start(request: Request) -> Any:
-        jobs = require_jobs()
-        try:
-            from ..batch import TagOptions
-        except ImportError as e:
-            raise ApiError(503, "batch_unavailable", f"batch tagging is not available in this build ({e})") from None
-        data = await read_json(request, _JSON_OVERHEAD * 16)
-        allowed = ["model"] + _tag_options_fields(TagOptions)
-        _check_fields(data, allowed)
-        model = _resolve_model(data.get("model"), current_default())
-        values = {k: v for k, v in data.items() if k != "model"}
-        try:  # TagOptions checks every value (decoding ones with the options table) -> OptionError -> 422
-            options = TagOptions(**values)
-        except (TypeError, ValueError) as e:
-            if isinstance(e, ClipCapError):
-                raise
-            raise ApiError(422, "invalid_option", f"invalid batch options: {e}") from None
-        try:
-            job_id = await run_in_threadpool(jobs.start, options, model)
-        except PermissionError as e:  # a path outside the allowed folders
-            raise ApiError(403, "forbidden_path", str(e)) from None
-        except (FileNotFoundError, NotADirectoryError) as e:
-            if isinstance(e, MissingFileError):  # model files: 503 as everywhere
-                raise
-            raise ApiError(404, "folder_not_found", str(e)) from None
-        return {"id": str(job_id)}
-
-    async def folder_call(request: Request, fields: List[str], call: Callable[[Any], Any]) -> Any:
-        # JSON bodies only (read_json: 415 otherwise) and the router's origin check, as every other route: undo
-        # writes files, so it must never be reachable from a cross-site form post.
-        jobs = require_jobs()
-        data = await read_json(request, _JSON_OVERHEAD)
-        _check_fields(data, fields)
-        from ..batch.errors import BatchLockedError
-        from ..batch.runs import RunNotFoundError
-
-        try:
-            return await run_in_threadpool(call, jobs, data)
-        except PermissionError as e:  # outside the allowed folders
-            raise ApiError(403, "forbidden_path", str(e)) from None
-        except RunNotFoundError as e:
-            raise ApiError(404, "unknown_run", str(e)) from None
-        except BatchLockedError as e:
-            raise ApiError(409, "folder_busy", str(e)) from None
-        except (FileNotFoundError, NotADirectoryError) as e:
-            raise ApiError(404, "folder_not_found", str(e)) from None
-
-    @router.post("/batch/runs", responses=_ERRORS,
-                 summary="List the batch runs recorded for a folder (body: {\"folder\"}), oldest first")
-    async def batch_runs(request: Request) -> Any:
-        return _jsonable_status({"runs": await folder_call(request, ["folder"],
-                                                           lambda jobs, d: jobs.runs(d.get("folder")))})
-
-    @router.post("/batch/undo", responses=_ERRORS,
-                 summary="Undo a batch run of a folder (body: {\"folder\", \"run\"}; run: default the newest)")
-    async def batch_undo(request: Request) -> Any:
-        return _jsonable_status(await folder_call(request, ["folder", "run"],
-                                                  lambda jobs, d: jobs.undo(d.get("folder"), d.get("run"))))
-
-    @router.get("/batch/{job_id}", responses=_ERRORS, summary="Progress and results of a batch job")
-    def batch_status(job_id: str) -> Any:
-        return job_status(job_id)
-
-    @router.delete("/batch/{job_id}", responses=_ERRORS, summary="Cancel a batch job")
-    def batch_cancel(job_id: str) -> Any:
-        jobs = require_jobs()
-        try:
-            jobs.cancel(job_id)
-        except KeyError:
-            raise ApiError(404, "unknown_job", f"no batch job {job_id!r}") from None
-        return job_status(job_id)
-
-
-def _jsonable_status(status: Any) -> Dict[str, Any]:
-    import dataclasses
-
-    if dataclasses.is_dataclass(status) and not isinstance(status, type):
-        status = dataclasses.asdict(status)
-    if not isinstance(status, dict):
-        status = {"status": status}
-    from fastapi.encoders import jsonable_encoder
-
-    return jsonable_encoder(status)
 
 
 def _is_ours(route: Any) -> bool:

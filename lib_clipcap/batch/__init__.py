@@ -1,7 +1,8 @@
 """Batch tagging: caption whole folders of images into sidecar files, fast, resumable and safe for the user's files.
 
-One implementation behind three faces: the CLI (``python -m lib_clipcap tag``), the UI's batch section and the HTTP
-API's jobs (:mod:`lib_clipcap.batch.jobs`)::
+One implementation behind three faces, all of them in this package: the CLI (``python -m lib_clipcap tag``,
+:mod:`~lib_clipcap.batch.cli`), the UI's batch section (:mod:`~lib_clipcap.batch.ui`) and the HTTP API's jobs
+(:mod:`~lib_clipcap.batch.routes` over :mod:`~lib_clipcap.batch.jobs`)::
 
     from lib_clipcap import Captioner
     from lib_clipcap.batch import TagOptions, run_tagging

@@ -180,7 +180,7 @@ def test_batch_tagging_through_the_webui_api(mode, make_webui, tmp_path):
     from modules import ui
 
     (tab,) = [blocks for blocks, _, elem_id in ui.tabs_built["interfaces"] if elem_id == "clipcap"]
-    assert tab.clipcap.batch_unavailable() is None  # the tab's batch section is live
+    assert tab.clipcap_batch.batch_unavailable() is None  # the tab's batch section is live
     client = TestClient(webui.start(), base_url="http://127.0.0.1:7860")
     assert client.post("/clipcap/v1/batch", json={"inputs": [str(elsewhere)]}).status_code == 403
     r = client.post("/clipcap/v1/batch", json={"model": "shapes-demo", "inputs": [str(folder)]})
@@ -203,10 +203,10 @@ def test_the_tabs_batch_section_takes_its_trigger_words_and_retention_from_the_s
     (tab,) = [blocks for blocks, _, elem_id in ui.tabs_built["interfaces"] if elem_id == "clipcap"]
     box = [b for b in tab.blocks.values() if getattr(b, "elem_id", None) == "clipcap_batch_triggers"]
     assert len(box) == 1 and box[0].value == "sks, ohwx"
-    opts = tab.clipcap.make_tag_options(str(folder), {}, {"triggers": "sks, ohwx"})
+    opts = tab.clipcap_batch.make_tag_options(str(folder), {}, {"triggers": "sks, ohwx"})
     assert opts.triggers == ["sks", "ohwx"] and opts.keep_runs == 3
     # what the user typed in the box wins over the setting
-    assert tab.clipcap.make_tag_options(str(folder), {}, {"triggers": ""}).triggers == []
+    assert tab.clipcap_batch.make_tag_options(str(folder), {}, {"triggers": ""}).triggers == []
 
     from clipcap_webui import settings
     from modules import shared

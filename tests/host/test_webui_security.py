@@ -142,5 +142,5 @@ def test_the_tab_names_the_setting_when_batch_tagging_is_off(mode, make_webui):
     from modules import ui
 
     (tab,) = [blocks for blocks, _, elem_id in ui.tabs_built["interfaces"] if elem_id == "clipcap"]
-    why = tab.clipcap.batch_unavailable()
+    why = tab.clipcap_batch.batch_unavailable()
     assert SETTING in why and "--listen" in why and "--batch-root" not in why
