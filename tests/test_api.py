@@ -445,3 +445,37 @@ def test_mount_twice_replaces_the_routes_and_openapi_documents_the_options(manag
     body = schema["paths"][f"{API_PREFIX}/caption"]["post"]["requestBody"]["content"]["application/json"]["schema"]
     assert {"image", "model", "decoding", "top_p", "rerank"} <= set(body["properties"])
     assert client.get(f"{API_PREFIX}/models").status_code == 200
+
+
+def test_batch_jobs_write_tags_and_refuse_bad_tag_settings_by_field(manager, tmp_path):
+    """Issue 22 through the API: ``content`` and the ``tag_*`` fields reach the run (a kohya-style sidecar with the
+    trigger first); a bad value is a 422 naming the field as the API spells it; a vocabulary file is read only
+    inside the allowed folders, like an input."""
+    pytest.importorskip("lib_clipcap.batch")
+    from lib_clipcap.batch.jobs import JobManager
+
+    root = tmp_path / "allowed"
+    folder = root / "set"
+    folder.mkdir(parents=True)
+    shapes.heldout_scenes(1)[0].render().save(folder / "img0.png")
+    (tmp_path / "outside.txt").write_text("colour: red\n", encoding="utf-8")
+    client = make_client(manager, job_manager=JobManager(manager, [root]))
+    post = lambda body: client.post(f"{API_PREFIX}/batch", json={"inputs": ["set"], "workers": 0, **body})  # noqa: E731
+
+    r = post({"content": "tags", "tag_vocabulary": ["shapes"], "triggers": ["sks"], "tag_max": 3})
+    assert r.status_code == 202, r.text
+    status = wait_for_batch_job(client, r.json()["id"], timeout=60, poll=0.1)
+    assert (status["state"], status["written"]) == ("done", 1), status
+    tags = (folder / "img0.txt").read_text(encoding="utf-8").split(", ")
+    assert tags[0] == "sks" and 1 <= len(tags) - 1 <= 3, tags
+
+    assert_error(post({"content": "sentence"}), 422, "invalid_option", "content='sentence'")
+    assert_error(post({"content": "tags", "tag_threshold": 1.5}), 422, "invalid_option", "tag_threshold=1.5")
+    assert_error(post({"content": "tags", "tag_threshold": "NaN"}), 422, "invalid_option", "tag_threshold")
+    assert_error(post({"content": "tags", "tag_max": 0}), 422, "invalid_option", "tag_max=0")
+    assert_error(post({"content": "tags", "tag_style": "kebab"}), 422, "invalid_option", "tag_style='kebab'")
+    assert_error(post({"content": "tags", "tag_category_limits": {"colour": -1}}), 422, "invalid_option",
+                 "tag_category_limits")
+    assert_error(post({"content": "tags", "tag_vocabulary": [str(tmp_path / "outside.txt")]}), 403,
+                 "forbidden_path", "outside.txt")
+    assert (folder / "img0.txt").read_text(encoding="utf-8").split(", ") == tags  # refusals wrote nothing

@@ -274,6 +274,30 @@ def test_batch_section_tags_a_folder_and_reports_failures(manager, tmp_path):
         "Enter a folder of images first."
 
 
+def test_batch_section_writes_tags_with_the_trigger_first(manager, tmp_path):
+    """Issue 22 in the tab: 'Write: tags' gives a kohya-style sidecar from the section's vocabulary, exclude list and
+    threshold, trigger first; a bad threshold is an error naming the field."""
+    from lib_clipcap.batch.jobs import JobManager
+    from lib_clipcap.batch.ui import BATCH_FIELDS
+
+    folder = tmp_path / "set"
+    folder.mkdir()
+    scene = shapes.heldout_scenes(1)[0]
+    scene.render().save(folder / "img0.png")
+    demo = build_ui(manager, job_manager=JobManager(manager, [tmp_path]), values={"model": DEMO})
+    assert find(demo, "clipcap_batch_content").value == "caption"  # the default: the sentence, as before
+    assert find(demo, "clipcap_batch_tag_threshold").value == pytest.approx(0.3)
+    batch = dict(zip([n for n, *_ in BATCH_FIELDS], batch_values(demo)), content="tags", triggers="sks",
+                 tag_vocabulary="shapes", tag_exclude="white background, black background")
+    final = list(demo.clipcap_batch.batch_start(str(folder), DEMO, *batch.values(), *ui_values(demo), poll=0.05))
+    assert "**done**" in final[-1][1], final[-1][1]
+    tags = (folder / "img0.txt").read_text(encoding="utf-8").split(", ")
+    assert tags[0] == "sks" and len(tags) > 1 and not {"white background", "black background"} & set(tags), tags
+    bad = dict(batch, tag_threshold=3)
+    out = list(demo.clipcap_batch.batch_start(str(folder), DEMO, *bad.values(), *ui_values(demo)))[-1][1]
+    assert out.startswith("**Error:** tag_threshold=3.0 is invalid"), out
+
+
 # --------------------------------------------------------------------------------------------------------- server
 def test_standalone_app_serves_ui_and_api_with_optional_auth(manager):
     from fastapi.testclient import TestClient

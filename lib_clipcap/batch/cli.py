@@ -18,10 +18,11 @@ import argparse
 import signal
 import sys
 import threading
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 from ..cli_common import add_decoding_arguments, add_model_arguments, decoding_kwargs, eprint, load_captioner
-from .options import DEFAULT_MAX_PIXELS, EXISTING_POLICIES, TAG_DECODING_DEFAULTS
+from ..tags.selection import DEFAULT_THRESHOLD
+from .options import CONTENTS, DEFAULT_MAX_PIXELS, EXISTING_POLICIES, TAG_DECODING_DEFAULTS
 
 HELP = "caption folders of images into .txt sidecar files (training sets), resumably"
 
@@ -77,6 +78,31 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--replace", nargs=2, action="append", default=[], metavar=("FIND", "REPLACE"),
                    help="replace text in captions (repeatable, applied in order)")
     g.add_argument("--workers", type=int, help="image-decoding processes (default: 0 on CPU, up to 16 on a GPU)")
+    g = p.add_argument_group("content: a caption, CLIP-ranked tags, or both (lib_clipcap.tags)")
+    g.add_argument("--content", choices=CONTENTS, default="caption",
+                   help="what the tool writes: the caption (default), kohya-style tags ('red, triangle, white "
+                        "background'), or the caption then the tags; policies, triggers and undo apply alike")
+    g.add_argument("--tag-vocabulary", action="append", default=[], metavar="NAME_OR_FILE",
+                   help="tag vocabulary: a bundled name (general, subject, colour, material, setting, lighting, "
+                        "composition, medium, style, shapes, sbg-natural) or a .txt/.json file; repeat to merge "
+                        "(default: general)")
+    g.add_argument("--tag-threshold", type=float, metavar="P",
+                   help=f"least score a tag needs (default {DEFAULT_THRESHOLD}: its share of its category)")
+    g.add_argument("--tag-scoring", choices=["probability", "cosine"], default="probability",
+                   help="probability: share of the tag's category (default); cosine: raw CLIP cosine (give "
+                        "--tag-threshold)")
+    g.add_argument("--tag-max", type=int, metavar="N", help="at most N tags per image (default: no limit)")
+    g.add_argument("--tag-limit", action="append", default=[], metavar="CATEGORY=N",
+                   help="at most N tags of CATEGORY (repeatable): --tag-limit colour=2")
+    g.add_argument("--tag-exclude", action="append", default=[], metavar="TAG", help="never write TAG (repeatable)")
+    g.add_argument("--tag-always-first", action="append", default=[], metavar="TAG",
+                   help="when chosen, TAG goes first, after the trigger words (repeatable, in order)")
+    g.add_argument("--tag-replace", nargs=2, action="append", default=[], metavar=("TAG", "NEW"),
+                   help="write NEW instead of TAG ('' drops TAG; repeatable)")
+    g.add_argument("--tag-style", choices=["space", "underscore"], default="space",
+                   help="space: 'white background' (default); underscore: 'white_background'")
+    g.add_argument("--tag-order", choices=["score", "category"], default="score",
+                   help="tags by score (default) or by the vocabulary's category order")
     add_model_arguments(p, demo_fallback=False)  # tag never falls back to the toy model (exit status 2)
     add_decoding_arguments(p, method_defaults=TAG_DECODING_DEFAULTS, mode_note="one deterministic caption per file, "
                            "the same however files are batched, so an interrupted run resumes identically")
@@ -117,8 +143,29 @@ def options_from_args(args: argparse.Namespace):
         triggers=args.triggers, preview=args.preview, keep_runs=args.keep_runs,
         multiline=args.multiline, lowercase=args.lowercase, strip_period=args.strip_period, max_length=args.max_length,
         replace=[tuple(p) for p in args.replace], banned_words=kw.pop("banned_words"), batch_size=args.batch_size,
-        workers=args.workers, **kw,
+        workers=args.workers, content=args.content, tag_vocabulary=args.tag_vocabulary,
+        tag_threshold=args.tag_threshold, tag_scoring=args.tag_scoring, tag_max=args.tag_max,
+        tag_category_limits=_category_limits(args.tag_limit), tag_exclude=args.tag_exclude,
+        tag_always_first=args.tag_always_first, tag_replacements=dict(tuple(p) for p in args.tag_replace),
+        tag_style=args.tag_style, tag_order=args.tag_order, **kw,
     )
+
+
+def _category_limits(items: List[str]) -> Dict[str, int]:
+    """``["colour=2", ...]`` -> ``{"colour": 2}``.
+
+    Raises:
+        OptionError: an item is not ``CATEGORY=N`` with N a whole number (named as ``--tag-limit``).
+    """
+    from ..options_table import OptionError
+
+    out: Dict[str, int] = {}
+    for item in items:
+        cat, eq, n = item.partition("=")
+        if not eq or not cat.strip() or not n.strip().isdigit():
+            raise OptionError("tag_category_limits", item, "give CATEGORY=N with N a whole number, e.g. colour=2")
+        out[cat.strip()] = int(n)
+    return out
 
 
 class _Progress:
@@ -186,6 +233,8 @@ def ray_options_from_args(args: argparse.Namespace):
 def _check_engine_args(args: argparse.Namespace) -> Optional[str]:
     """A usage error message for Ray-only options given to the local engine, else ``None``."""
     if args.engine == "ray":
+        if args.content != "caption":
+            return "--content tags and caption+tags are not available with --engine ray yet; use the local engine"
         return None
     ray_only = [("--address", args.address is not None), ("--actors", args.actors is not None),
                 ("--gpus-per-actor", args.gpus_per_actor is not None), ("--cpus-per-actor", args.cpus_per_actor != 1.0),
@@ -200,7 +249,8 @@ def _check_engine_args(args: argparse.Namespace) -> Optional[str]:
 
 # TagOptions fields whose flag is not simply "--" + the field with dashes (errors name the flag the user typed).
 _FLAGS = {"inputs": "FOLDER", "caption_ext": "--ext", "list_file": "--list", "recursive": "--no-recursive",
-          "resume": "--no-resume", "banned_words": "--ban", "triggers": "--trigger"}
+          "resume": "--no-resume", "banned_words": "--ban", "triggers": "--trigger",
+          "tag_category_limits": "--tag-limit", "tag_replacements": "--tag-replace"}
 
 
 def flag_for(field: str) -> str:

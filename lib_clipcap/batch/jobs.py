@@ -189,6 +189,20 @@ class JobManager:
         for name, kind in (("manifest_jsonl", "jsonl"), ("manifest_csv", "csv")):
             if getattr(options, name):  # a new file, or a manifest of an earlier run: refused now, not when it runs
                 check_manifest_file(changes[name], kind, shown=getattr(options, name))
+        if options.tag_vocabulary:  # a vocabulary file is read like an input: only inside the folders, checked now
+            from ..tags.vocabulary import is_bundled_name
+
+            vocabularies = []
+            for spec in options.tag_vocabulary:
+                if not is_bundled_name(spec):
+                    spec = absolute(spec, "tag_vocabulary")
+                    check_allowed(spec, roots, "tag vocabulary", hint=hint)
+                    if not os.path.isfile(spec):
+                        raise OptionError("tag_vocabulary", options.tag_vocabulary,
+                                          f"no such file: {spec}; give a bundled vocabulary's name or a .txt/.json "
+                                          f"vocabulary file inside the allowed folders")
+                vocabularies.append(spec)
+            changes["tag_vocabulary"] = vocabularies
         return dataclasses.replace(options, **changes)
 
     def start(self, options: TagOptions, model: str, **scope: Any) -> str:

@@ -14,8 +14,8 @@ from typing import Any, Dict, List, Optional, Tuple
 from ..options_table import OPTIONS, OptionError, caption_kwargs, get_option, resolve_decoding
 from ..textrules import check_suffix, check_text, suffix_key
 
-__all__ = ["DEFAULT_MAX_PIXELS", "EXISTING_POLICIES", "MANIFEST_SUFFIXES", "TAG_DECODING_DEFAULTS", "FileOutcome",
-           "TagFailure", "TagOptions", "TagSummary", "check_manifest_name"]
+__all__ = ["CONTENTS", "DEFAULT_MAX_PIXELS", "EXISTING_POLICIES", "MANIFEST_SUFFIXES", "TAG_DECODING_DEFAULTS",
+           "TAG_FIELDS", "FileOutcome", "TagFailure", "TagOptions", "TagSummary", "check_manifest_name"]
 
 #: What to do when a caption file already exists: keep it (``skip``), replace it, or add the new caption after /
 #: before the old text, joined by the separator.
@@ -24,6 +24,13 @@ EXISTING_POLICIES = ("skip", "overwrite", "append", "prepend")
 #: Same value as :data:`lib_clipcap.images.MAX_IMAGE_PIXELS_DEFAULT` (a test keeps them equal); repeated here so that
 #: building options does not import Pillow and numpy.
 DEFAULT_MAX_PIXELS = 8192 * 8192
+
+#: What a run writes as its own text (``content``): the sentence, CLIP-ranked tags, or both (issue 22).
+CONTENTS = ("caption", "tags", "caption+tags")
+#: The ``tag_*`` fields of :class:`TagOptions` and the :class:`lib_clipcap.tags.TagSelection` argument of each.
+TAG_FIELDS = {"tag_threshold": "threshold", "tag_scoring": "scoring", "tag_max": "max_tags",
+              "tag_category_limits": "category_limits", "tag_exclude": "exclude", "tag_always_first": "always_first",
+              "tag_replacements": "replacements", "tag_style": "style", "tag_order": "order"}
 
 #: Where a batch run's decoding defaults differ from the options table's: it decodes greedily, one caption per image
 #: (deterministic, so an interrupted run resumes with identical results).
@@ -219,6 +226,21 @@ class TagOptions:
         replace: ``[(find, replace), ...]`` applied in order to the generated caption (literal text).
         banned_words: Words the decoder must not produce; whole-word occurrences are also removed afterwards.
 
+    Content (issue 22; tags: :mod:`lib_clipcap.tags`):
+        content: What the tool writes as its part of the file: ``caption`` (the sentence; default), ``tags``
+            (CLIP-ranked tags, kohya style: ``red, triangle, white background``) or ``caption+tags`` (the sentence,
+            then the tags). The existing-caption policies, ``prefix``/``suffix``, ``triggers`` (first of all), the run
+            record and undo apply to that text as to a caption. The caption rules (``lowercase``, ``replace``,
+            ``strip_period``, ``max_length``, ``banned_words``) act on the sentence only; tags follow the ``tag_*``
+            settings. The tags come from the captioner's own CLIP image features: no second encoding.
+        tag_vocabulary: Tag vocabularies (bundled names or ``.txt``/``.json`` files, see
+            :mod:`lib_clipcap.tags.vocabulary`), merged; default ``general``. With ``allowed_roots`` (the API), a
+            file must lie inside them.
+        tag_threshold, tag_scoring, tag_max, tag_category_limits, tag_exclude, tag_always_first, tag_replacements,
+            tag_style, tag_order: :class:`lib_clipcap.tags.TagSelection`'s ``threshold`` (``None``: its default),
+            ``scoring``, ``max_tags``, ``category_limits``, ``exclude``, ``always_first``, ``replacements``,
+            ``style`` and ``order``. Trigger words are ``triggers`` (a tag equal to one is not written twice).
+
     Speed:
         batch_size: Images per model call (default: 16 on CPU, 64 on a GPU).
         workers: Processes that decode and preprocess images (default: up to 16 on a GPU; 0 on a CPU, where the
@@ -264,6 +286,17 @@ class TagOptions:
     batch_size: Optional[int] = None
     workers: Optional[int] = None
     rerank: Optional[str] = None
+    content: str = "caption"
+    tag_vocabulary: List[str] = field(default_factory=list)
+    tag_threshold: Optional[float] = None
+    tag_scoring: str = "probability"
+    tag_max: Optional[int] = None
+    tag_category_limits: Dict[str, int] = field(default_factory=dict)
+    tag_exclude: List[str] = field(default_factory=list)
+    tag_always_first: List[str] = field(default_factory=list)
+    tag_replacements: Dict[str, str] = field(default_factory=dict)
+    tag_style: str = "space"
+    tag_order: str = "score"
     # ... and one field per decoding setting of the options table (decoding, beam_size, ...): _with_decoding_fields.
 
     def __post_init__(self) -> None:
@@ -299,11 +332,64 @@ class TagOptions:
         if self.rerank is not None:
             self.rerank = get_option("rerank").coerce(self.rerank)
         self.banned_words = self.banned_words or []
+        self._check_tag_fields()
         # The decoding fields are checked here, once, by the table's rules (each value, then the rules between them);
         # the runner and the model take them as they are.
         checked = caption_kwargs({name: getattr(self, name) for name in self._decoding_fields})
         for name in self._decoding_fields:
             setattr(self, name, checked[name])
+
+    def _check_tag_fields(self) -> None:
+        """Check ``content`` and the ``tag_*`` fields with the tag library's own rules (torch-free), each error
+        under the field's name."""
+        from ..tags.selection import TagOptionError
+
+        if self.content not in CONTENTS:
+            raise OptionError("content", self.content, f"must be one of {', '.join(CONTENTS)}")
+        self.tag_vocabulary = _strings("tag_vocabulary", self.tag_vocabulary)
+        if any(not v.strip() for v in self.tag_vocabulary):
+            raise OptionError("tag_vocabulary", self.tag_vocabulary, "a vocabulary name or file cannot be empty")
+        for name in ("tag_exclude", "tag_always_first"):
+            setattr(self, name, _strings(name, getattr(self, name)))
+        for name in ("tag_category_limits", "tag_replacements"):
+            value = getattr(self, name)
+            if value is None:
+                value = {}
+            if not isinstance(value, dict):
+                raise OptionError(name, value, "must be an object mapping names to values")
+            setattr(self, name, dict(value))
+        if self.tag_threshold is not None and isinstance(self.tag_threshold, int) \
+                and not isinstance(self.tag_threshold, bool):
+            self.tag_threshold = float(self.tag_threshold)
+        self.tag_max = _int("tag_max", self.tag_max, lo=1)
+        try:
+            self.tag_selection()
+        except TagOptionError as e:  # name the field as the user gave it: tag_threshold, not threshold
+            field_name = next((f for f, arg in TAG_FIELDS.items() if arg == e.setting), e.setting)
+            raise OptionError(field_name, getattr(self, field_name, e.value), e.reason) from None
+
+    def tag_selection(self) -> Any:
+        """The :class:`lib_clipcap.tags.TagSelection` of the ``tag_*`` fields (triggers are excluded from the tags:
+        the policy writes them first).
+
+        Raises:
+            TagOptionError: a bad value (the fields were checked when the options were built).
+        """
+        from ..tags.selection import TagSelection
+
+        kw = {arg: getattr(self, name) for name, arg in TAG_FIELDS.items()}
+        kw["exclude"] = list(kw["exclude"]) + list(self.triggers)
+        return TagSelection(**kw)
+
+    @property
+    def writes_tags(self) -> bool:
+        """The run computes tags (``content`` is ``tags`` or ``caption+tags``)."""
+        return self.content != "caption"
+
+    @property
+    def writes_caption(self) -> bool:
+        """The run decodes a caption (``content`` is ``caption`` or ``caption+tags``)."""
+        return self.content != "tags"
 
     @staticmethod
     def _check_ext(ext: Any, field: str = "caption_ext") -> str:
@@ -339,6 +425,9 @@ class TagOptions:
         if self.triggers:  # (absent when unset: journals of runs before triggers existed still resume)
             out["triggers"] = list(self.triggers)
         out["decoding"] = self.decoding_settings()
+        if self.content != "caption":  # (absent for captions: journals of runs before tags existed still resume)
+            out["content"] = self.content
+            out["tags"] = {name: getattr(self, name) for name in ("tag_vocabulary", *TAG_FIELDS)}
         return out
 
     @property

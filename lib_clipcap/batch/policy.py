@@ -69,6 +69,20 @@ def clean_caption(text: str, options: TagOptions) -> str:
     return truncate(text, options.max_length).strip()
 
 
+def with_tags(caption: str, tags: Sequence[str], options: TagOptions) -> str:
+    """The tool's text for ``options.content``: the cleaned caption, the tags, or the caption then the tags.
+
+    Tags are joined with the separator (kohya style: ``red, triangle, white background``); after a caption, the
+    caption loses its closing period (``a red triangle, red, triangle``).
+    """
+    if options.content == "caption":
+        return caption
+    tag_text = options.separator.join(tags)
+    if options.content == "tags":
+        return tag_text
+    return join_phrases((caption, tag_text), options.separator)
+
+
 def decorate(caption: str, options: TagOptions) -> str:
     """Join ``prefix``, ``caption`` and ``suffix`` (those not empty) with the separator; a caption followed by a
     suffix loses its closing period (:func:`lib_clipcap.phrases.join_phrases`)."""

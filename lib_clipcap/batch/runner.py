@@ -5,6 +5,8 @@
     discover -> plan (caption path, collisions, journal / existing-caption skips: all before any decoding)
       -> worker processes: read + decode + preprocess (loader.py)     \\  overlap: workers decode batch n+2 while
       -> model thread: caption_pixels on the device, batch by batch    |  the model captions n+1 and the writer
+         (content with tags: one CLIP encoding feeds the caption and   |
+         the tags, lib_clipcap.tags)                                   |
       -> writer thread: post-process, journal (fsync), atomic writes,  /  thread fsyncs batch n
          manifest rows, progress
 
@@ -38,7 +40,7 @@ from .loader import default_workers, iterate_batches
 from .lock import LOCK_NAME, FolderLock
 from .options import FileOutcome, TagFailure, TagOptions, TagSummary
 from .plan import Task, journal_root, plan_tasks, remove_stale_temps
-from .policy import clean_caption, compose, decorate
+from .policy import clean_caption, compose, decorate, with_tags
 from .writer import Manifest, check_manifest_file
 
 log = logging.getLogger(__name__)
@@ -193,11 +195,17 @@ def write_batch(tasks: Sequence[Task], batch: Any, results: Dict[int, Any], opti
         if not res.ok:
             outcomes[pos] = FileOutcome(path, "failed", out_s, res.error or "captioning failed")
             continue
-        caption = clean_caption(res.text, options)
-        if not caption:
+        caption = clean_caption(res.text, options) if options.writes_caption else ""
+        if options.writes_caption and not caption:
             outcomes[pos] = FileOutcome(path, "failed", out_s, f"the caption is empty after post-processing (model "
                                                                f"said {res.text!r})")
             continue
+        tags = [t.tag for t in getattr(res, "tags", None) or ()]
+        if options.content == "tags" and not tags:
+            outcomes[pos] = FileOutcome(path, "failed", out_s, "no tag reached the threshold (lower tag_threshold, "
+                                                               "or use a vocabulary with tags for such images)")
+            continue
+        caption = with_tags(caption, tags, options)
         own = decorate(caption, options)
         text = compose(task.user if task.action in ("append", "prepend") else None, own, options)
         if recorder.preview:
@@ -347,10 +355,12 @@ def run_tagging(options: TagOptions, captioner: Any, *, progress: Optional[Progr
         model_name = getattr(model, "name", "") or type(model).__name__
         device = getattr(model, "device", None)
         device_type = getattr(device, "type", "cpu")
+        tagger = make_tagger(model, options, allowed_roots) if options.writes_tags else None
     found = discover(options, allowed_roots=allowed_roots)
 
     def caption(tasks: List[Task], recorder: Recorder) -> None:
-        _caption_tasks(tasks, options, session, opts, extra, preprocess, device_type, recorder, should_stop)
+        _caption_tasks(tasks, options, session, opts, extra, preprocess, device_type, recorder, should_stop,
+                       tagger)
 
     return execute_run(options, model_name, found, caption, progress=progress, on_file=on_file,
                        allowed_roots=allowed_roots, started=t0, on_progress=on_progress, engine="local")
@@ -499,13 +509,75 @@ def _lock(root: Path) -> Iterator[None]:
         lock.release()
 
 
+def make_tagger(model: Any, options: TagOptions, allowed_roots: Optional[Sequence[Path]] = None) -> Any:
+    """The :class:`lib_clipcap.tags.Tagger` of a run with tags: ``options.tag_vocabulary`` (default ``general``)
+    ranked by the model's CLIP, text features from the models folder's cache.
+
+    Raises:
+        PathNotAllowedError: a vocabulary file outside ``allowed_roots`` (bundled names are always allowed).
+        MissingFileError, TagVocabularyError: a vocabulary cannot be found or read (before any file is touched).
+        OptionError: ``tag_category_limits`` names a category the vocabulary lacks.
+        ClipCapError: the model has no CLIP.
+    """
+    from ..options_table import OptionError
+    from ..tags import Tagger
+    from ..tags.selection import TagOptionError
+    from ..tags.vocabulary import GENERAL_NAME, is_bundled_name
+
+    specs = list(options.tag_vocabulary) or [GENERAL_NAME]
+    if allowed_roots is not None:  # the API: a vocabulary file is read like an input, only inside the allowed folders
+        for spec in specs:  # (JobManager.check_options refused others already; this holds for direct callers)
+            if not is_bundled_name(spec):
+                check_allowed(os.path.expanduser(spec), allowed_roots, "tag vocabulary")
+    tagger = Tagger(model, specs if len(specs) > 1 else specs[0])
+    try:  # a misspelt category: now, under the field's name, not at every batch
+        options.tag_selection().check_categories(tagger.vocabulary)
+    except TagOptionError as e:
+        raise OptionError("tag_category_limits", options.tag_category_limits, e.reason) from None
+    return tagger
+
+
+@dataclass
+class TaggedResult:
+    """A caption result (or an empty one, for ``content="tags"``) with the image's tags."""
+
+    result: Any
+    tags: List[Any]
+
+    ok = property(lambda self: self.result.ok)
+    error = property(lambda self: self.result.error)
+    text = property(lambda self: self.result.text)
+    score = property(lambda self: self.result.score)
+    keywords = property(lambda self: getattr(self.result, "keywords", None))
+
+
+def caption_and_tag_pixels(model: Any, tagger: Any, pixels: Any, opts: Any, extra: Dict[str, Any],
+                           options: TagOptions, selection: Any) -> List[TaggedResult]:
+    """Caption (unless ``content="tags"``) and tag one batch of preprocessed pixels with one CLIP encoding: a
+    :class:`~lib_clipcap.captioner.Captioner`'s raw image features feed both. Another model (SBG, which encodes its
+    own normalised features) captions on its own, and the tags cost a second encoding there."""
+    from ..captioner import Captioner
+    from ..results import CaptionResult
+
+    with getattr(model, "_lock", contextlib.nullcontext()):
+        feats = model.clip.encode_images(pixels)
+    if not options.writes_caption:
+        captions = [CaptionResult(text="", score=None) for _ in range(len(feats))]
+    elif isinstance(model, Captioner):
+        captions = model.caption_features(feats, opts, **extra)
+    else:
+        captions = model.caption_pixels(pixels, opts, **extra)
+    return [TaggedResult(c, t) for c, t in zip(captions, tagger.tag_features(feats, selection))]
+
+
 def _caption_tasks(tasks: List[Task], options: TagOptions, session: SessionFn, opts: Any, extra: Dict[str, Any],
                    preprocess: Callable, device_type: str, recorder: Recorder,
-                   should_stop: Optional[Callable[[], bool]]) -> None:
+                   should_stop: Optional[Callable[[], bool]], tagger: Any = None) -> None:
     """Decode in workers, caption batch by batch, hand results to the writer thread."""
     batch_size = options.batch_size or (16 if device_type == "cpu" else 64)
     workers = options.workers if options.workers is not None else default_workers(device_type, len(tasks), batch_size)
     log.info("captioning %d images: batch size %d, %d worker processes", len(tasks), batch_size, workers)
+    selection = options.tag_selection() if tagger is not None else None
     writer = BatchWriter(tasks, options, recorder)
     writer.start()
     batches = iterate_batches([os.fspath(t.item.path) for t in tasks], preprocess, batch_size=batch_size,
@@ -518,7 +590,11 @@ def _caption_tasks(tasks: List[Task], options: TagOptions, session: SessionFn, o
             results: Dict[int, Any] = {}
             if batch.ok:
                 with session() as model:
-                    captions = model.caption_pixels(batch.pixels, opts, **extra)
+                    if tagger is None:
+                        captions = model.caption_pixels(batch.pixels, opts, **extra)
+                    else:
+                        captions = caption_and_tag_pixels(model, tagger, batch.pixels, opts, extra, options,
+                                                          selection)
                 results = dict(zip(batch.ok, captions))
             writer.put(batch, results)
     finally:

@@ -18,7 +18,8 @@ from typing import Any, Dict, Iterator, Mapping, Optional, Sequence
 
 from ..errors import ClipCapError
 from ..options_table import caption_kwargs, caption_options
-from .options import EXISTING_POLICIES, TAG_DECODING_DEFAULTS, TagOptions
+from ..tags.selection import DEFAULT_THRESHOLD
+from .options import CONTENTS, EXISTING_POLICIES, TAG_DECODING_DEFAULTS, TagOptions
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +37,14 @@ BATCH_FIELDS: tuple[tuple[str, str, str, str], ...] = (
     ("lowercase", "Lower-case captions", "checkbox", ""),
     ("strip_period", "Remove trailing period", "checkbox", ""),
     ("dry_run", "Dry run (write nothing)", "checkbox", "what each file would get; loads no model"),
+    ("content", "Write", "radio", "the caption, CLIP-ranked tags (kohya style), or the caption then the tags"),
+    ("tag_vocabulary", "Tag vocabularies", "textbox", "comma-separated bundled names (general, subject, colour, "
+     "material, setting, lighting, composition, medium, style, shapes) or vocabulary files; empty: general"),
+    ("tag_threshold", "Tag threshold", "number", "least share of its category a tag needs (0-1)"),
+    ("tag_exclude", "Never write these tags", "textbox", "comma-separated"),
 )
+#: The list fields the section shows as comma-separated text (no trigger, tag or vocabulary name holds a comma).
+_COMMA_LISTS = ("triggers", "tag_vocabulary", "tag_exclude")
 
 
 def _error_text(e: BaseException) -> str:
@@ -117,8 +125,9 @@ class BatchUI:
                  if k in accepted and k not in ("decoding", "beam_size", "num_candidates")}
         args = {**panel, **TAG_DECODING_DEFAULTS}
         args.update({k: v for k, v in {**self.batch_values, **dict(batch)}.items() if k in accepted})
-        if isinstance(args.get("triggers"), str):  # the text box: "sks, ohwx" (a trigger never holds a comma)
-            args["triggers"] = [t.strip() for t in args["triggers"].split(",") if t.strip()]
+        for name in _COMMA_LISTS:  # the text box: "sks, ohwx"
+            if isinstance(args.get(name), str):
+                args[name] = [t.strip() for t in args[name].split(",") if t.strip()]
         return TagOptions(inputs=[folder], **args)
 
     def batch_runs(self, folder: str) -> str:
@@ -179,8 +188,11 @@ def _batch_defaults() -> dict[str, Any]:
     """Defaults and choices of :data:`BATCH_FIELDS` from ``TagOptions``."""
     fields = {f.name: f.default for f in dataclasses.fields(TagOptions)}
     out = {name: fields[name] for name, *_ in BATCH_FIELDS if name in fields}
-    out["triggers"] = ""  # a list field, shown as comma-separated text
+    for name in _COMMA_LISTS:  # list fields, shown as comma-separated text
+        out[name] = ""
     out["existing_choices"] = list(EXISTING_POLICIES)
+    out["content_choices"] = list(CONTENTS)
+    out["tag_threshold"] = DEFAULT_THRESHOLD  # None means the library's default: show it
     return out
 
 
@@ -269,7 +281,7 @@ def build_batch_section(manager: Any, *, job_manager: Any, model: Any, option_in
                                            scale=1)
         batch_defaults = {**_batch_defaults(), **ui.batch_values}
         fields: Dict[str, Any] = {}
-        for row_kinds in (("radio", "textbox"), ("checkbox",)):
+        for row_kinds in (("radio", "textbox"), ("checkbox",), ("number",)):
             with gr.Row():
                 for name, label, kind, help_ in BATCH_FIELDS:
                     if kind not in row_kinds:
@@ -278,7 +290,9 @@ def build_batch_section(manager: Any, *, job_manager: Any, model: Any, option_in
                                   elem_id=f"clipcap_batch_{name}", interactive=why is None)
                     if kind == "radio":
                         fields[name] = compat.component(
-                            gr.Radio, choices=batch_defaults.get("existing_choices", []), **common)
+                            gr.Radio, choices=batch_defaults.get(f"{name}_choices", []), **common)
+                    elif kind == "number":
+                        fields[name] = compat.component(gr.Number, minimum=0, maximum=1, step=0.05, **common)
                     elif kind == "checkbox":
                         fields[name] = compat.component(gr.Checkbox, **common)
                     else:
