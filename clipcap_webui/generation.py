@@ -35,9 +35,10 @@ from __future__ import annotations
 
 import glob
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from . import LOG_PREFIX
 from .generation_ui import KEY_CAPTION, SETTING_KEYS, GenerationSettings, infotext_entries

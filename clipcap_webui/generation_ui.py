@@ -19,8 +19,9 @@ restore the section as it was.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any
 
 TITLE = "ClipCap"
 LABEL = "Caption generated images (ClipCap)"
@@ -147,7 +148,7 @@ class GenerationSettings:
     problems: list[str] = field(default_factory=list)
 
     @classmethod
-    def from_args(cls, args: Sequence[Any]) -> "GenerationSettings":
+    def from_args(cls, args: Sequence[Any]) -> GenerationSettings:
         """Settings from the script arguments: positional (:data:`ARG_NAMES`) or one dict.
 
         Never raises: ``None`` (a control the API left out) takes the default; a bad value takes the default too and

@@ -26,7 +26,8 @@ import contextlib
 import logging
 import threading
 import weakref
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from . import host
 

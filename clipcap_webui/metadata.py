@@ -28,7 +28,6 @@ import re
 import struct
 import zlib
 from pathlib import Path
-from typing import Optional
 
 from lib_clipcap.errors import ClipCapError
 from lib_clipcap.fileio import atomic_write_bytes
@@ -92,7 +91,7 @@ def _split_last_line(infotext: str) -> tuple[str, str]:
     return text, ""
 
 
-def infotext_param(infotext: Optional[str], key: str) -> Optional[str]:
+def infotext_param(infotext: str | None, key: str) -> str | None:
     """The value of ``key`` on the last line of ``infotext`` (unquoted), or ``None``.
 
     The last line is read whatever its length, so a one-line text holding only our own entries (written where the
@@ -107,7 +106,7 @@ def infotext_param(infotext: Optional[str], key: str) -> Optional[str]:
     return None
 
 
-def set_infotext_param(infotext: Optional[str], key: str, value: Optional[str]) -> str:
+def set_infotext_param(infotext: str | None, key: str, value: str | None) -> str:
     """``infotext`` with ``key: value`` set on its parameters line (replacing an earlier value of ``key``).
 
     Args:
@@ -156,7 +155,7 @@ def _format(data: bytes) -> str:
     raise MetadataError("not a PNG, JPEG or WebP file")
 
 
-def read_parameters(path: str | Path, *, key: str = PARAMETERS_KEY) -> Optional[str]:
+def read_parameters(path: str | Path, *, key: str = PARAMETERS_KEY) -> str | None:
     """The generation parameters stored in an image file, or ``None`` when it has none.
 
     PNG: the text chunk ``key`` (tEXt, zTXt or iTXt, wherever it sits); JPEG/WebP: the EXIF ``UserComment``.
@@ -171,7 +170,7 @@ def read_parameters(path: str | Path, *, key: str = PARAMETERS_KEY) -> Optional[
         raise MetadataError(f"{path}: {e}") from None  # a batch of files: say which one
 
 
-def parameters_from_bytes(data: bytes, *, key: str = PARAMETERS_KEY) -> Optional[str]:
+def parameters_from_bytes(data: bytes, *, key: str = PARAMETERS_KEY) -> str | None:
     """:func:`read_parameters` for the bytes of an image file (e.g. an image an API returned)."""
     kind = _format(data)
     if kind == "png":
@@ -216,7 +215,7 @@ def write_parameters(path: str | Path, text: str, *, key: str = PARAMETERS_KEY) 
     atomic_write_bytes(path, new)
 
 
-def set_file_param(path: str | Path, key: str, value: Optional[str]) -> str:
+def set_file_param(path: str | Path, key: str, value: str | None) -> str:
     """Set ``key: value`` in the generation parameters of an image file (see :func:`set_infotext_param`).
 
     Returns:
@@ -247,7 +246,7 @@ def _png_chunks(data: bytes):
             return
 
 
-def _png_text(ctype: bytes, body: bytes, key: str) -> Optional[str]:
+def _png_text(ctype: bytes, body: bytes, key: str) -> str | None:
     """The text of a tEXt/zTXt/iTXt chunk whose keyword is ``key``."""
     if ctype not in (b"tEXt", b"zTXt", b"iTXt"):
         return None
@@ -308,7 +307,7 @@ def _exif_user_comment(text: str) -> bytes:
     return b"MM\x00\x2a" + struct.pack(">I", 8) + ifd0 + exif_ifd + comment
 
 
-def _user_comment(exif: bytes) -> Optional[str]:
+def _user_comment(exif: bytes) -> str | None:
     """The UserComment of an EXIF block (``Exif\\0\\0`` prefix optional), decoded as the WebUI does."""
     from PIL import Image
 
@@ -362,7 +361,7 @@ def _jpeg_segments(data: bytes):
         pos = end
 
 
-def _jpeg_exif(data: bytes) -> Optional[bytes]:
+def _jpeg_exif(data: bytes) -> bytes | None:
     for marker, start, end in _jpeg_segments(data):
         if marker == 0xE1 and data[start + 4:start + 10] == _EXIF_HEADER:
             return data[start + 4:end]
@@ -401,7 +400,7 @@ def _webp_chunks(data: bytes):
         pos = end
 
 
-def _webp_exif(data: bytes) -> Optional[bytes]:
+def _webp_exif(data: bytes) -> bytes | None:
     for fourcc, body in _webp_chunks(data):
         if fourcc == b"EXIF":
             return body

@@ -6,7 +6,8 @@ keep the rest (model, banned words, lengths, re-ranking) from the settings.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 __all__ = ["DECODING_PRESETS", "PRESET_LABELS", "apply_preset"]
 

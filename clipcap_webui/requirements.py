@@ -23,8 +23,8 @@ import importlib
 import importlib.metadata
 import importlib.util
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 CORE = "captioning"
 

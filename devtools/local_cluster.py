@@ -30,7 +30,6 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional
 
 
 def free_port() -> int:
@@ -68,12 +67,12 @@ class Node:
     def alive(self) -> bool:
         return self.process.poll() is None
 
-    def pids(self) -> List[int]:
+    def pids(self) -> list[int]:
         """Every live process of this node: the ``ray start`` process and all its descendants.
 
         Ray starts its worker processes in sessions of their own, so the node's process group alone would miss them.
         """
-        children: Dict[int, List[int]] = {}
+        children: dict[int, list[int]] = {}
         for entry in os.listdir("/proc"):
             if not entry.isdigit():
                 continue
@@ -91,7 +90,7 @@ class Node:
             todo.extend(children.get(pid, ()))
         return out
 
-    def process_titles(self) -> List[str]:
+    def process_titles(self) -> list[str]:
         """Command lines of the node's processes (Ray names actor processes ``ray::<class>``)."""
         titles = []
         for pid in self.pids():
@@ -120,7 +119,7 @@ class LocalCluster:
     """
 
     def __init__(self, *, head_cpus: int = 2, head_gpus: int = 0, object_store_memory: int = 200_000_000,
-                 head_memory: Optional[int] = None, temp_dir: Optional[str] = None, env: Optional[Dict[str, str]] = None,
+                 head_memory: int | None = None, temp_dir: str | None = None, env: dict[str, str] | None = None,
                  start_timeout_s: float = 120.0) -> None:
         self.head_cpus = head_cpus
         self.head_gpus = head_gpus
@@ -131,10 +130,10 @@ class LocalCluster:
         self.env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled", **(env or {})}
         self.start_timeout_s = start_timeout_s
         self.port = 0
-        self.head: Optional[Node] = None
-        self.workers: List[Node] = []
+        self.head: Node | None = None
+        self.workers: list[Node] = []
 
-    def driver_env(self) -> Dict[str, str]:
+    def driver_env(self) -> dict[str, str]:
         """Environment variables a driver process needs to connect (set them before ``ray.init``)."""
         return {"RAY_AUTH_MODE": self.env["RAY_AUTH_MODE"]}
 
@@ -143,7 +142,7 @@ class LocalCluster:
         """The GCS address to pass to ``ray.init`` / ``--address``."""
         return f"127.0.0.1:{self.port}"
 
-    def _common(self, num_cpus: int, num_gpus: int = 0, memory: Optional[int] = None) -> List[str]:
+    def _common(self, num_cpus: int, num_gpus: int = 0, memory: int | None = None) -> list[str]:
         return [*(["--memory", str(int(memory))] if memory is not None else []), "--block", "--node-ip-address", "127.0.0.1", "--num-cpus", str(num_cpus), "--num-gpus", str(num_gpus),
                 "--object-store-memory", str(self.object_store_memory), "--temp-dir", self.temp_dir,
                 "--disable-usage-stats", "--node-manager-port", str(free_port()),
@@ -151,7 +150,7 @@ class LocalCluster:
                 "--dashboard-agent-grpc-port", str(free_port()), "--metrics-export-port", str(free_port()),
                 "--runtime-env-agent-port", str(free_port()), "--log-style", "record"]
 
-    def _launch(self, name: str, args: List[str]) -> Node:
+    def _launch(self, name: str, args: list[str]) -> Node:
         log = Path(self.temp_dir) / f"{name}.log"
         with open(log, "wb") as f:
             proc = subprocess.Popen([_ray_executable(), "start", *args], stdout=f, stderr=subprocess.STDOUT,
@@ -169,7 +168,7 @@ class LocalCluster:
         raise TimeoutError(f"ray start ({name}) did not come up in {self.start_timeout_s:.0f} s:\n"
                            f"{log.read_text(errors='replace')[-3000:]}")
 
-    def start(self) -> "LocalCluster":
+    def start(self) -> LocalCluster:
         """Start the head node."""
         self.port = free_port()
         self.head = self._launch("head", ["--head", "--port", str(self.port), "--include-dashboard", "false",
@@ -177,7 +176,7 @@ class LocalCluster:
                                           *self._common(self.head_cpus, self.head_gpus, self.head_memory)])
         return self
 
-    def add_worker(self, num_cpus: int = 1, num_gpus: int = 0, memory: Optional[int] = None) -> Node:
+    def add_worker(self, num_cpus: int = 1, num_gpus: int = 0, memory: int | None = None) -> Node:
         """Start one more worker node (returns when its raylet runs; it registers with the head right after).
 
         ``memory``: the node's logical ``memory`` resource in bytes (default: Ray's, from the machine's RAM).
@@ -202,7 +201,7 @@ class LocalCluster:
         raise TimeoutError(f"fewer than {count} Ray nodes alive after {timeout_s:.0f} s")
 
     @staticmethod
-    def _signal(pids: List[int], sig: int) -> None:
+    def _signal(pids: list[int], sig: int) -> None:
         for pid in pids:
             try:
                 os.kill(pid, sig)
@@ -239,7 +238,7 @@ class LocalCluster:
         if self._own_temp:
             shutil.rmtree(self.temp_dir, ignore_errors=True)
 
-    def __enter__(self) -> "LocalCluster":
+    def __enter__(self) -> LocalCluster:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

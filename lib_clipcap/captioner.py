@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import torch
 
 from .devices import device_and_dtype, is_int8
-from .errors import ClipCapError, IncompatibleCheckpointError, MissingFileError
+from .errors import ClipCapError, IncompatibleCheckpointError
 from .options_table import get_option
 from .results import Candidate, CaptionResult, caption_in_batches
 from .scoring import DEFAULT_GRAMMAR_WEIGHT
@@ -134,7 +135,7 @@ class Captioner:
     # ----------------------------------------------------------------------------------------------- construction
     @classmethod
     def from_pretrained(cls, name: str, *, models_dir: str | Path | None = None, device=None, dtype=None,
-                        download: bool = True) -> "Captioner":
+                        download: bool = True) -> Captioner:
         """Load a registry model (see :func:`lib_clipcap.list_models`), downloading what is missing.
 
         Raises:
@@ -159,7 +160,7 @@ class Captioner:
     @classmethod
     def from_checkpoint(cls, path: str | Path, *, clip_model: str, clip_pretrained: str | None,
                         tokenizer: str | None = None, gpt2: str | None = None, normalize: bool | None = None,
-                        device=None, dtype=None, models_dir: str | Path | None = None) -> "Captioner":
+                        device=None, dtype=None, models_dir: str | Path | None = None) -> Captioner:
         """Load a local checkpoint in any supported layout.
 
         Args:
@@ -295,7 +296,7 @@ class Captioner:
 
         return self.model is not None and any(isinstance(m, Int8Linear) for m in self.model.gpt.modules())
 
-    def to(self, device=None, dtype=None) -> "Captioner":
+    def to(self, device=None, dtype=None) -> Captioner:
         """Move the whole captioner (CLIP and ClipCap) to ``device`` / ``dtype``.
 
         Raises:

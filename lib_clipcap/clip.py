@@ -11,8 +11,8 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import torch
 
@@ -102,7 +102,7 @@ class ClipBackbone:
         device: str | torch.device = "cpu",
         dtype: torch.dtype = torch.float32,
         cache_dir: str | Path | None = None,
-    ) -> "ClipBackbone":
+    ) -> ClipBackbone:
         """Create the backbone.
 
         Args:
@@ -174,7 +174,7 @@ class ClipBackbone:
     def dtype(self) -> torch.dtype:
         return next(self.model.parameters()).dtype
 
-    def to(self, device=None, dtype=None) -> "ClipBackbone":
+    def to(self, device=None, dtype=None) -> ClipBackbone:
         self.model.to(device=device, dtype=dtype)
         return self
 

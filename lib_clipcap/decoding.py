@@ -19,11 +19,10 @@ modes compare on one scale.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field, replace
-from typing import Iterable, Sequence
 
 import torch
-import torch.nn.functional as F
 
 from .errors import DecodingError
 from .gpt2 import GPT2LMHead
@@ -77,7 +76,7 @@ class DecodingOptions:
         return out
 
     @classmethod
-    def from_settings(cls, settings: dict, *, banned_token_ids: tuple[tuple[int, ...], ...] = ()) -> "DecodingOptions":
+    def from_settings(cls, settings: dict, *, banned_token_ids: tuple[tuple[int, ...], ...] = ()) -> DecodingOptions:
         """Options from resolved decoding settings (:func:`lib_clipcap.options_table.resolve_decoding`): the same
         names, except that ``decoding`` is :attr:`mode` and ``banned_words`` arrive tokenised as
         ``banned_token_ids`` (words and token ids are two things, so they have two names). The one translation
@@ -85,7 +84,7 @@ class DecodingOptions:
         kw = {k: v for k, v in settings.items() if k not in ("decoding", "banned_words")}
         return cls(mode=settings["decoding"], banned_token_ids=banned_token_ids, **kw)
 
-    def replace(self, **changes) -> "DecodingOptions":
+    def replace(self, **changes) -> DecodingOptions:
         return replace(self, **changes)
 
     def to_dict(self) -> dict:
@@ -170,7 +169,7 @@ def _filter_top_k_top_p(logits: torch.Tensor, top_k: int, top_p: float) -> torch
     return logits
 
 
-def sampling_logits(logits: torch.Tensor, options: "DecodingOptions") -> torch.Tensor:
+def sampling_logits(logits: torch.Tensor, options: DecodingOptions) -> torch.Tensor:
     """The logits ``mode="sample"`` draws from: divided by ``options.temperature``, then top-k/top-p filtered
     (``-inf`` outside). ``logits`` is ``[..., vocab]``.
 

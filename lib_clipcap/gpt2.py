@@ -39,7 +39,7 @@ class GPT2Config:
         return asdict(self)
 
     @classmethod
-    def from_hf_config(cls, cfg: dict) -> "GPT2Config":
+    def from_hf_config(cls, cfg: dict) -> GPT2Config:
         """Build from a Hugging Face ``config.json`` dict (``n_ctx`` is the old name of ``n_positions``)."""
         return cls(
             vocab_size=int(cfg.get("vocab_size", 50257)),

@@ -15,9 +15,9 @@ import copy
 import json
 import logging
 import random
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -130,7 +130,7 @@ class GrammarConfig:
     version: int = 1
 
     @classmethod
-    def from_dict(cls, d: dict) -> "GrammarConfig":
+    def from_dict(cls, d: dict) -> GrammarConfig:
         known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
         return cls(**known)
 
@@ -211,7 +211,7 @@ class GrammarScorer:
             parts["text_model"] = self.text_model
         return nn.ModuleDict(parts)
 
-    def to(self, device=None, dtype=None) -> "GrammarScorer":
+    def to(self, device=None, dtype=None) -> GrammarScorer:
         self.head.to(device=device)
         if self.text_model is not None:
             self.text_model.to(device=device, dtype=dtype)
@@ -238,7 +238,7 @@ class GrammarScorer:
         return folder
 
     @classmethod
-    def load(cls, path: str | Path, clip) -> "GrammarScorer":
+    def load(cls, path: str | Path, clip) -> GrammarScorer:
         """Load a saved head for ``clip`` (a folder holding ``grammar.safetensors``, or that file).
 
         Raises:

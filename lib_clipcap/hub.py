@@ -25,8 +25,9 @@ import logging
 import os
 import re
 import threading
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 from .errors import ClipCapError, MissingFileError, UnknownModelError
 from .registry import BUNDLED_PREFIX, ModelEntry, gpt2_base, hub_resolve_url, list_gpt2_bases, package_path

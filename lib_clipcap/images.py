@@ -22,7 +22,7 @@ import logging
 import os
 import stat
 import sys
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -44,7 +44,7 @@ __all__ = [
 
 #: Everything :func:`load_image` accepts. A ``torch.Tensor`` (CHW or HWC) is accepted too when torch is installed; it
 #: is not part of the alias so that importing this module never imports torch.
-ImageSource = Union[Image.Image, str, os.PathLike, bytes, bytearray, memoryview, np.ndarray]
+ImageSource = Image.Image | str | os.PathLike | bytes | bytearray | memoryview | np.ndarray
 
 #: Default decompression-bomb guard: 67 megapixels, far above any photo a captioner needs, far below what exhausts RAM
 #: (an RGBA image of this size already takes 256 MiB once decoded).

@@ -11,8 +11,9 @@ program that takes the same choices::
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any
 
 from .errors import ClipCapError, MissingFileError
 from .options_table import DEMO_MODEL, demo_fallback_notice
@@ -20,12 +21,12 @@ from .options_table import DEMO_MODEL, demo_fallback_notice
 __all__ = ["load_captioner"]
 
 
-def load_captioner(*, model: Optional[str] = None, checkpoint: Optional[str | Path] = None,
-                   clip_model: Optional[str] = None, clip_pretrained: Optional[str] = None,
-                   tokenizer: Optional[str] = None, gpt2: Optional[str] = None, normalize: Optional[bool] = None,
-                   models_dir: Optional[str | Path] = None, device: Any = None, dtype: Any = None,
+def load_captioner(*, model: str | None = None, checkpoint: str | Path | None = None,
+                   clip_model: str | None = None, clip_pretrained: str | None = None,
+                   tokenizer: str | None = None, gpt2: str | None = None, normalize: bool | None = None,
+                   models_dir: str | Path | None = None, device: Any = None, dtype: Any = None,
                    offline: bool = False, allow_demo_fallback: bool = True,
-                   notify: Optional[Callable[[str], None]] = None) -> Any:
+                   notify: Callable[[str], None] | None = None) -> Any:
     """Build a :class:`~lib_clipcap.captioner.Captioner`.
 
     Args:

@@ -72,7 +72,7 @@ class ClipCapConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "ClipCapConfig":
+    def from_dict(cls, d: dict[str, Any]) -> ClipCapConfig:
         d = dict(d)
         unknown = set(d) - set(cls.__dataclass_fields__)
         if unknown:
@@ -83,7 +83,7 @@ class ClipCapConfig:
             d["mlp_hidden"] = tuple(d["mlp_hidden"])
         return cls(**d)
 
-    def replace(self, **changes: Any) -> "ClipCapConfig":
+    def replace(self, **changes: Any) -> ClipCapConfig:
         return replace(self, **changes)
 
     def summary(self) -> dict[str, Any]:

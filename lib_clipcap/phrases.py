@@ -22,7 +22,7 @@ def _inner(part: str) -> str:
     return strip_end_period(part) or part
 
 
-def join_phrases(parts: "list[str] | tuple[str, ...]", separator: str = ", ") -> str:
+def join_phrases(parts: list[str] | tuple[str, ...], separator: str = ", ") -> str:
     """Join the non-empty ``parts`` with ``separator``; each part followed by another loses its closing period.
 
     A part that already ends with the separator's punctuation (``"masterpiece,"``, ``"mytrigger, "``) is followed by

@@ -7,8 +7,9 @@ read results without importing the captioner (and the captioner can import the s
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from .errors import ClipCapError
 

@@ -18,7 +18,8 @@ Re-ranking (:func:`rank_candidates`, :func:`rerank_results`) orders a captioner'
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -138,7 +139,7 @@ def ref_clip_score(clip, images: Any, captions: Sequence[str], references: Seque
 # --------------------------------------------------------------------------------------------------- re-ranking
 @torch.inference_mode()
 def score_candidates(clip, image_feats: torch.Tensor, texts: Sequence[Sequence[str]], *,
-                     grammar: "GrammarScorer | None" = None, w: float = CLIP_S_WEIGHT
+                     grammar: GrammarScorer | None = None, w: float = CLIP_S_WEIGHT
                      ) -> tuple[list[list[float]], list[list[float]], list[list[float]] | None]:
     """Cosine, CLIP-S and (optionally) grammar probability of every candidate of every image, in one text batch.
 
@@ -170,9 +171,9 @@ def score_candidates(clip, image_feats: torch.Tensor, texts: Sequence[Sequence[s
     return split(cos), split(cs), (split(probs) if probs is not None else None)
 
 
-def rank_candidates(candidates: "list[Candidate]", cosines: Sequence[float], clip_scores: Sequence[float],
+def rank_candidates(candidates: list[Candidate], cosines: Sequence[float], clip_scores: Sequence[float],
                     grammar_probs: Sequence[float] | None = None, *,
-                    grammar_weight: float = DEFAULT_GRAMMAR_WEIGHT) -> "list[Candidate]":
+                    grammar_weight: float = DEFAULT_GRAMMAR_WEIGHT) -> list[Candidate]:
     """Fill ``clip_score``/``grammar`` and return the candidates best first.
 
     The key is ``CLIP-S + grammar_weight * P(grammatical)`` (grammar term only when probabilities are given); ties
@@ -190,7 +191,7 @@ def rank_candidates(candidates: "list[Candidate]", cosines: Sequence[float], cli
     return [c for _, _, c in keyed]
 
 
-def resolve_grammar(owner: Any, clip) -> "GrammarScorer":
+def resolve_grammar(owner: Any, clip) -> GrammarScorer:
     """The grammar head to use for ``owner`` (a captioner): ``owner.grammar`` if set, else the bundled head trained
     for this CLIP backbone (loaded once and kept on ``owner``).
 
@@ -213,7 +214,7 @@ def resolve_grammar(owner: Any, clip) -> "GrammarScorer":
     return scorer
 
 
-def attach_grammar(owner: Any, grammar: "GrammarScorer | str", *, weight: float | None = None) -> "GrammarScorer":
+def attach_grammar(owner: Any, grammar: GrammarScorer | str, *, weight: float | None = None) -> GrammarScorer:
     """Attach a grammar head (a :class:`~lib_clipcap.grammar.GrammarScorer` or its saved folder/file) to a captioner
     or blind guesser, for ``rerank="clip+grammar"``; ``weight`` sets its ``grammar_weight``."""
     from .grammar import GrammarScorer
@@ -226,9 +227,9 @@ def attach_grammar(owner: Any, grammar: "GrammarScorer | str", *, weight: float 
     return grammar
 
 
-def rerank_results(results: "list[CaptionResult]", image_feats: torch.Tensor, clip, *, mode: str,
-                   grammar: "GrammarScorer | None" = None, grammar_weight: float | None = None,
-                   owner: Any = None) -> "list[CaptionResult]":
+def rerank_results(results: list[CaptionResult], image_feats: torch.Tensor, clip, *, mode: str,
+                   grammar: GrammarScorer | None = None, grammar_weight: float | None = None,
+                   owner: Any = None) -> list[CaptionResult]:
     """Re-rank every result's candidates in place (``mode`` "clip" or "clip+grammar"; "none" does nothing).
 
     ``results[i]`` belongs to ``image_feats[i]``. All candidates of all results are scored in one CLIP text pass;

@@ -24,7 +24,8 @@ from __future__ import annotations
 import os
 import re
 import time
-from typing import Any, Iterable, Optional, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 from .options_table import OptionError
 
@@ -42,7 +43,7 @@ def _is_control(c: str) -> bool:
     return o < 32 or 127 <= o < 160  # C0, DEL, C1 (Unicode category Cc)
 
 
-def forbidden_char(text: str, *, multiline: bool = False) -> Optional[int]:
+def forbidden_char(text: str, *, multiline: bool = False) -> int | None:
     """Position of the first character :func:`text_problem` refuses, or ``None`` when there is none."""
     for i, c in enumerate(text):
         if c in LINE_BREAKS or c == "\t":
@@ -59,7 +60,7 @@ def has_forbidden_chars(text: str) -> bool:
     return forbidden_char(text.rstrip("\r\n")) is not None
 
 
-def text_problem(text: str, *, multiline: bool = False, multiline_hint: str = "") -> Optional[str]:
+def text_problem(text: str, *, multiline: bool = False, multiline_hint: str = "") -> str | None:
     """Why ``text`` must not go into a caption file, or ``None`` when it may.
 
     Args:
@@ -107,7 +108,7 @@ def suffix_key(ext: str) -> str:
 
 
 def check_suffix(field: str, ext: Any, *, forbidden: Iterable[str] = (), forbidden_reason: str = "",
-                 allowed: Optional[Sequence[str]] = None, allowed_hint: str = "") -> str:
+                 allowed: Sequence[str] | None = None, allowed_hint: str = "") -> str:
     """Return ``ext`` (as typed) if it is a plain suffix that the rules allow, else raise.
 
     A suffix is refused when it is not ``.<something>``, holds a path separator or a control character, when it or
@@ -171,7 +172,7 @@ class UserPattern:
         self._needle = text.casefold() if case_insensitive else text
         self._case_insensitive = case_insensitive
         self._compiled: Any = None
-        self._deadline: Optional[float] = None
+        self._deadline: float | None = None
         if regex:
             try:
                 import regex as regex_lib

@@ -23,7 +23,7 @@ class Tokenizer:
         self.source = source
 
     @classmethod
-    def from_path(cls, path: str | Path) -> "Tokenizer":
+    def from_path(cls, path: str | Path) -> Tokenizer:
         """Load from a ``tokenizer.json`` file or a folder holding one, or GPT-2's vocab/merges files.
 
         Raises:

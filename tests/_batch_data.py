@@ -5,8 +5,8 @@ tiny demo model ~20x slower than one thread)."""
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 
 def shapes_pngs(folder: Path, n: int, *, seed: int, prefix: str = "") -> list[Path]:

@@ -12,8 +12,9 @@ import json
 import socket
 import threading
 import time
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Iterator, Mapping, Optional
+from typing import Any
 
 
 @dataclass
@@ -30,7 +31,7 @@ class Reply:
         return json.loads(self.body)
 
     @property
-    def error_type(self) -> Optional[str]:
+    def error_type(self) -> str | None:
         try:
             return self.json()["error"]["type"]
         except (ValueError, KeyError, TypeError):
@@ -44,7 +45,7 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def serve(app: Any, host: str = "127.0.0.1") -> Iterator["Client"]:
+def serve(app: Any, host: str = "127.0.0.1") -> Iterator[Client]:
     """Serve ``app`` with uvicorn until the block ends; yields a :class:`Client` for it."""
     import uvicorn
 
@@ -70,8 +71,8 @@ class Client:
         self.host, self.port = host, port
         self.origin = f"http://{host}:{port}"
 
-    def request(self, method: str, path: str, body: Any = None, *, headers: Optional[Mapping[str, str]] = None,
-                content_type: Optional[str] = "application/json") -> Reply:
+    def request(self, method: str, path: str, body: Any = None, *, headers: Mapping[str, str] | None = None,
+                content_type: str | None = "application/json") -> Reply:
         """Send ``body`` (a dict/list is JSON-encoded, str/bytes sent as they are) with ``content_type``."""
         if isinstance(body, (dict, list)):
             body = json.dumps(body)

@@ -4,14 +4,15 @@ element ids and the same status messages hold in both."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any
 
 #: What :func:`edit_save_undo` types into the caption box (and saves, then undoes).
 HAND_WRITTEN = "a hand-written caption"
 
 
-def wait_text(page: Any, elem_id: str, fragment: str, *, timeout: Optional[float] = None) -> None:
+def wait_text(page: Any, elem_id: str, fragment: str, *, timeout: float | None = None) -> None:
     """Wait until the element ``#elem_id`` shows ``fragment`` (``timeout`` in ms; None: the page's default)."""
     page.wait_for_function("([id, frag]) => { const e = document.querySelector('#' + id); "
                            "return e && e.innerText.includes(frag); }", arg=[elem_id, fragment], timeout=timeout)

@@ -439,7 +439,6 @@ def together_spec(tmp_path: Path, delay_s: float = 0.0) -> TogetherSpec:
 @pytest.mark.slow
 @pytest.mark.ray
 def test_killing_the_worker_node_mid_run_completes_on_the_head(cluster, dataset, reference, tmp_path, caplog):
-    import ray
 
     from lib_clipcap.distributed import run_tagging_ray
 

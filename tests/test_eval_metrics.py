@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
 from lib_clipcap.eval.metrics import (clip_metrics, compute_metrics, finecap_scores, java_path, simple_tokenize,
                                       spice_unavailable)

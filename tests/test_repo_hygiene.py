@@ -51,3 +51,26 @@ def test_nothing_cites_the_teams_private_notes(name):
                  if name in f.read_text(encoding="utf-8", errors="replace")
                  and f.name != Path(__file__).name]
     assert offenders == [], f"{name} is not shipped, but these files cite it: {offenders}"
+
+
+#: typing names with a builtin or collections.abc spelling (PEP 585/604): the code base writes ``list[str]``,
+#: ``X | None`` and ``collections.abc.Callable`` everywhere (one typing style, issue 23).
+OLD_TYPING = {"Optional", "Union", "List", "Dict", "Tuple", "Set", "FrozenSet", "Type", "Callable", "Iterable",
+              "Iterator", "Sequence", "Mapping", "MutableMapping", "Awaitable", "Generator", "ContextManager"}
+#: Where an old spelling is meant: a runtime type handed to pydantic's create_model (read alike by pydantic 1 and 2).
+OLD_TYPING_ALLOWED = {("lib_clipcap/app/api.py", "Optional")}
+
+
+def test_one_typing_style():
+    import ast
+
+    found = []
+    for f in tracked_files(".py"):
+        rel = f.relative_to(ROOT).as_posix()
+        if rel.startswith("tests/host/double"):  # the host doubles copy the hosts' own code and style
+            continue
+        for node in ast.walk(ast.parse(f.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module == "typing":
+                found += [f"{rel}: typing.{a.name}" for a in node.names
+                          if a.name in OLD_TYPING and (rel, a.name) not in OLD_TYPING_ALLOWED]
+    assert not found, "write list[...], X | None, collections.abc.* instead: " + "; ".join(found)

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from lib_clipcap.errors import ImageLoadError, MissingFileError
-from lib_clipcap.tags import (Tag, TagOptionError, TagSelection, TagTextCache, TagVocabulary, TagVocabularyError,
+from lib_clipcap.tags import (Tag, TagOptionError, TagSelection, TagTextCache, TagVocabularyError,
                               Tagger, caption_and_tag, format_tags, load_tag_vocabulary, parse_text_vocabulary,
                               select_tags, tag_images)
 from lib_clipcap.tags.cache import cache_key

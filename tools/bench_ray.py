@@ -44,7 +44,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Optional
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -59,7 +58,7 @@ class RandomSpec(ModelSpec):
 
     clip_arch: str = "ViT-B-32"
 
-    def load(self, *, device: Optional[str] = None, dtype: Optional[str] = None):
+    def load(self, *, device: str | None = None, dtype: str | None = None):
         from bench_batch import build_captioner  # tools/ is on the nodes' PYTHONPATH
 
         return build_captioner(self.clip_arch, device or self.device or "cpu", dtype or self.dtype or "fp32")

@@ -32,7 +32,8 @@ import logging
 import math
 import secrets
 import time
-from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
+from collections.abc import Callable, Mapping
+from typing import Any, Optional
 
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -85,7 +86,7 @@ _JSON_OVERHEAD = 64 * 1024  # room for the options around the base64 image
 class ApiError(Exception):
     """An error answered as ``{"error": {"type": type, "message": message, **extra}}`` with ``status``."""
 
-    def __init__(self, status: int, type: str, message: str, *, headers: Optional[Dict[str, str]] = None,
+    def __init__(self, status: int, type: str, message: str, *, headers: dict[str, str] | None = None,
                  **extra: Any) -> None:
         super().__init__(message)
         self.status = status
@@ -160,7 +161,7 @@ class _ClipCapRoute(APIRoute):
 
 
 # ------------------------------------------------------------------------------------------------------------- auth
-def parse_credentials(spec: Optional[str]) -> Optional[Dict[str, str]]:
+def parse_credentials(spec: str | None) -> dict[str, str] | None:
     """Parse the WebUI's ``--api-auth`` format, ``"user:pass,user2:pass2"``, into ``{user: password}``.
 
     Passwords may contain ``:`` (the first one separates). ``None``/empty gives ``None`` (no auth).
@@ -170,7 +171,7 @@ def parse_credentials(spec: Optional[str]) -> Optional[Dict[str, str]]:
     """
     if not spec or not spec.strip():
         return None
-    creds: Dict[str, str] = {}
+    creds: dict[str, str] = {}
     for entry in spec.split(","):
         entry = entry.strip()
         if not entry:
@@ -182,7 +183,7 @@ def parse_credentials(spec: Optional[str]) -> Optional[Dict[str, str]]:
     return creds or None
 
 
-def credentials_ok(authorization: Optional[str], credentials: Mapping[str, str]) -> bool:
+def credentials_ok(authorization: str | None, credentials: Mapping[str, str]) -> bool:
     """Check an ``Authorization: Basic ...`` header against every ``{user: password}`` entry in constant time.
 
     Every entry is compared (no early exit) with :func:`secrets.compare_digest`, so timing reveals neither which user
@@ -232,12 +233,14 @@ def request_guard(policy: RequestPolicy) -> Callable:
 
 # ------------------------------------------------------------------------------------------------------------ models
 def _python_type(opt) -> Any:
-    t = {int: int, float: float, str: str, bool: bool, list: List[str]}[opt.type]
+    t = {int: int, float: float, str: str, bool: bool, list: list[str]}[opt.type]
+    # typing.Optional, not ``t | None``: a runtime type handed to create_model, which pydantic 1 (A1111) and 2 read
+    # alike (the one place the code base keeps it; tests/test_repo_hygiene.py allows it here only).
     return Optional[t] if opt.nullable else t
 
 
-def _request_fields() -> Dict[str, Tuple[Any, Any]]:
-    fields: Dict[str, Tuple[Any, Any]] = {
+def _request_fields() -> dict[str, tuple[Any, Any]]:
+    fields: dict[str, tuple[Any, Any]] = {
         "image": (str, Field(..., description="The image: base64 (standard or URL-safe alphabet) or a data URL "
                                               "(data:image/png;base64,...). JPEG, PNG, WebP, BMP, GIF, TIFF...")),
     }
@@ -264,9 +267,9 @@ CaptionRequest = create_model("CaptionRequest", **_request_fields())  # type: ig
 
 class CandidateOut(BaseModel):
     text: str
-    score: Optional[float] = Field(None, description="decoder score: mean token log-probability")
-    clip_score: Optional[float] = Field(None, description="CLIP-S of the candidate (when re-ranked)")
-    grammar: Optional[float] = Field(None, description="grammar-head probability (clip+grammar re-ranking)")
+    score: float | None = Field(None, description="decoder score: mean token log-probability")
+    clip_score: float | None = Field(None, description="CLIP-S of the candidate (when re-ranked)")
+    grammar: float | None = Field(None, description="grammar-head probability (clip+grammar re-ranking)")
 
 
 class Timing(BaseModel):
@@ -277,9 +280,9 @@ class Timing(BaseModel):
 
 class CaptionResponse(BaseModel):
     caption: str
-    score: Optional[float] = None
-    candidates: List[CandidateOut] = []
-    keywords: Optional[List[str]] = Field(None, description="SBG's keywords (SBG models only)")
+    score: float | None = None
+    candidates: list[CandidateOut] = []
+    keywords: list[str] | None = Field(None, description="SBG's keywords (SBG models only)")
     model: str
     timing: Timing
 
@@ -295,13 +298,13 @@ class ModelInfo(BaseModel):
 
 
 class ModelsResponse(BaseModel):
-    models: List[ModelInfo]
+    models: list[ModelInfo]
     default: str
-    loaded: List[str]
+    loaded: list[str]
 
 
 class UnloadResponse(BaseModel):
-    unloaded: List[str]
+    unloaded: list[str]
 
 
 class ErrorBody(BaseModel):
@@ -317,7 +320,7 @@ _ERRORS = {code: {"model": ErrorResponse} for code in (400, 401, 403, 404, 413, 
 
 
 # ------------------------------------------------------------------------------------------------------ input checks
-async def read_json(request: Request, limit: int) -> Dict[str, Any]:
+async def read_json(request: Request, limit: int) -> dict[str, Any]:
     """The request's JSON object, refusing bodies over ``limit`` bytes before reading them whole.
 
     A body is parsed only when the request says ``Content-Type: application/json``: forms and text bodies are what
@@ -374,7 +377,7 @@ def _parse_float(token: str) -> Any:
     return value if math.isfinite(value) else _NonFinite(token)
 
 
-def _find_non_finite(value: Any, where: str) -> Optional[Tuple[str, str]]:
+def _find_non_finite(value: Any, where: str) -> tuple[str, str] | None:
     """``(field path, token)`` of the first non-finite number in a parsed body (``temperature``, ``replace[0][1]``)."""
     if isinstance(value, _NonFinite):
         return where or "body", str(value)
@@ -391,7 +394,7 @@ def _find_non_finite(value: Any, where: str) -> Optional[Tuple[str, str]]:
     return None
 
 
-def _check_fields(data: Mapping[str, Any], allowed: List[str]) -> None:
+def _check_fields(data: Mapping[str, Any], allowed: list[str]) -> None:
     unknown = [k for k in data if k not in allowed]
     if unknown:
         raise ApiError(422, "invalid_option", f"unknown field {unknown[0]!r}; valid fields: {', '.join(allowed)}",
@@ -432,7 +435,7 @@ def decode_image_data(value: Any, *, max_bytes: int) -> bytes:
     return raw
 
 
-def open_image(raw: bytes, *, max_pixels: int, reduce_to: Optional[int] = None):
+def open_image(raw: bytes, *, max_pixels: int, reduce_to: int | None = None):
     """Decode image bytes safely (:func:`lib_clipcap.images.load_image`), with 413 for too many pixels.
 
     Args:
@@ -477,8 +480,8 @@ class DecodeSlots:
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
             raise ValueError(f"max_decodes must be a positive integer, got {limit!r}")
         self.limit = limit
-        self._sem: Optional[asyncio.Semaphore] = None
-        self._loop: Optional[asyncio.AbstractEventLoop] = None
+        self._sem: asyncio.Semaphore | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     async def run(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """``fn(*args, **kwargs)`` in the thread pool, once a slot is free."""
@@ -500,12 +503,12 @@ def _resolve_model(name: Any, default: str) -> str:
     return get_model(name).name  # UnknownModelError -> 404 listing the valid names
 
 
-def _candidate_dict(c: Any) -> Dict[str, Any]:
+def _candidate_dict(c: Any) -> dict[str, Any]:
     return {"text": c.text, "score": _finite(c.score), "clip_score": _finite(getattr(c, "clip_score", None)),
             "grammar": _finite(getattr(c, "grammar", None))}
 
 
-def _finite(x: Any) -> Optional[float]:
+def _finite(x: Any) -> float | None:
     import math
 
     if x is None:
@@ -520,11 +523,11 @@ BATCH_UNAVAILABLE = ("batch tagging is not enabled on this server: no folders ar
                      "with --batch-root FOLDER to allow one")
 
 
-def create_router(manager: Any, *, credentials: Optional[Mapping[str, str]] = None, job_manager: Any = None,
+def create_router(manager: Any, *, credentials: Mapping[str, str] | None = None, job_manager: Any = None,
                   max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES, max_pixels: int = DEFAULT_MAX_PIXELS,
-                  default_model: Optional[str] = None, request_policy: Optional[RequestPolicy] = None,
+                  default_model: str | None = None, request_policy: RequestPolicy | None = None,
                   batch_unavailable: str = BATCH_UNAVAILABLE, max_decodes: int = DEFAULT_MAX_DECODES,
-                  decode_size: Optional[int] = DEFAULT_DECODE_SIZE) -> APIRouter:
+                  decode_size: int | None = DEFAULT_DECODE_SIZE) -> APIRouter:
     """Build the ``/clipcap/v1`` router.
 
     Args:
@@ -556,7 +559,7 @@ def create_router(manager: Any, *, credentials: Optional[Mapping[str, str]] = No
     body_limit = max_image_bytes * 4 // 3 + _JSON_OVERHEAD
     decode_slots = DecodeSlots(max_decodes)
     caption_fields = ["image"] + [o.api_field for o in OPTIONS]
-    state: Dict[str, Any] = {"default": default_model}
+    state: dict[str, Any] = {"default": default_model}
 
     def current_default() -> str:
         if state["default"] is None:

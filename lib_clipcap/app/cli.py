@@ -11,8 +11,8 @@ import argparse
 import json
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from ..cli_common import (  # noqa: F401  (re-exported: their home before cli_common)
     PREFIX,

@@ -36,8 +36,9 @@ import ipaddress
 import json
 import logging
 import re
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Mapping, MutableMapping, Optional, Sequence, Tuple
+from typing import Any
 from urllib.parse import urlsplit
 
 __all__ = [
@@ -78,7 +79,7 @@ def is_loopback_host(host: str) -> bool:
         return False
 
 
-def _split_host_port(value: str) -> Tuple[str, Optional[int]]:
+def _split_host_port(value: str) -> tuple[str, int | None]:
     """``("example.com", 8080)`` from ``"Example.com:8080"``; IPv6 ``"[::1]:7860"`` -> ``("::1", 7860)``."""
     value = value.strip().lower()
     if value.startswith("["):
@@ -91,7 +92,7 @@ def _split_host_port(value: str) -> Tuple[str, Optional[int]]:
     return host.rstrip("."), (int(port) if port.isdigit() else None)
 
 
-def normalize_origin(origin: str) -> Optional[str]:
+def normalize_origin(origin: str) -> str | None:
     """``scheme://host:port`` in lower case with the default port made explicit, or ``None`` when malformed.
 
     ``https://Example.com`` and ``https://example.com:443/`` both give ``https://example.com:443``, so origins given
@@ -110,7 +111,7 @@ def normalize_origin(origin: str) -> Optional[str]:
     return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
 
 
-def is_json_media_type(content_type: Optional[str]) -> bool:
+def is_json_media_type(content_type: str | None) -> bool:
     """True for ``application/json`` and ``application/<anything>+json``, parameters (``; charset=...``) ignored."""
     if not content_type:
         return False
@@ -135,13 +136,13 @@ class RequestPolicy:
         host_hint: How the operator allows another host name, quoted in the 403 message.
     """
 
-    allowed_origins: Tuple[str, ...] = ()
-    allowed_origin_regex: Optional[str] = None
-    allowed_hosts: Optional[frozenset] = None
+    allowed_origins: tuple[str, ...] = ()
+    allowed_origin_regex: str | None = None
+    allowed_hosts: frozenset | None = None
     origin_hint: str = "the server's allowed origins"
     host_hint: str = "the server's allowed host names"
     _origins: frozenset = field(default=frozenset(), init=False, repr=False, compare=False)
-    _regex: Optional["re.Pattern[str]"] = field(default=None, init=False, repr=False, compare=False)
+    _regex: re.Pattern[str] | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         origins = {o.strip() for o in self.allowed_origins if o and o.strip()}
@@ -154,10 +155,10 @@ class RequestPolicy:
             object.__setattr__(self, "allowed_hosts", frozenset(_split_host_port(h)[0] for h in self.allowed_hosts))
 
     @classmethod
-    def for_bind(cls, bind_host: Optional[str], *, allowed_origins: Sequence[str] = (),
-                 allowed_origin_regex: Optional[str] = None, extra_hosts: Sequence[str] = (),
+    def for_bind(cls, bind_host: str | None, *, allowed_origins: Sequence[str] = (),
+                 allowed_origin_regex: str | None = None, extra_hosts: Sequence[str] = (),
                  origin_hint: str = "the server's allowed origins",
-                 host_hint: str = "the server's allowed host names") -> "RequestPolicy":
+                 host_hint: str = "the server's allowed host names") -> RequestPolicy:
         """The policy for a server bound to ``bind_host``.
 
         Bound to a loopback address, only loopback names, ``bind_host`` itself and ``extra_hosts`` are accepted as
@@ -171,14 +172,14 @@ class RequestPolicy:
                    allowed_hosts=hosts, origin_hint=origin_hint, host_hint=host_hint)
 
     # ------------------------------------------------------------------------------------------------- decisions
-    def host_allowed(self, host_header: Optional[str]) -> bool:
+    def host_allowed(self, host_header: str | None) -> bool:
         """Whether a ``Host`` header passes the DNS-rebinding check (an absent header passes: no browser omits it)."""
         if self.allowed_hosts is None or not host_header:
             return True
         host, _ = _split_host_port(host_header)
         return host in self.allowed_hosts or is_loopback_host(host)
 
-    def origin_allowed(self, origin: str, host_header: Optional[str]) -> bool:
+    def origin_allowed(self, origin: str, host_header: str | None) -> bool:
         """Whether a state-changing request from a page of ``origin`` may proceed on a server reached as
         ``host_header``."""
         if origin.strip().lower() == "null":
@@ -202,7 +203,7 @@ class RequestPolicy:
         return False
 
     def check(self, method: str, headers: Mapping[str, str], *, require_json: bool = True,
-              origin_on_reads: bool = False) -> Optional[Refusal]:
+              origin_on_reads: bool = False) -> Refusal | None:
         """The refusal for a request, or ``None`` when it may proceed.
 
         Args:
@@ -278,13 +279,13 @@ class RequestGuard:
     clipcap_request_guard = True
 
     def __init__(self, app: Any, policy: RequestPolicy, *, origin_on_reads: bool = True,
-                 on_refusal: Optional[RefusalHook] = None) -> None:
+                 on_refusal: RefusalHook | None = None) -> None:
         self.app = app
         self.policy = policy
         self.origin_on_reads = origin_on_reads
         self.on_refusal = on_refusal
 
-    def refusal(self, scope: Mapping[str, Any]) -> Optional[Refusal]:
+    def refusal(self, scope: Mapping[str, Any]) -> Refusal | None:
         """The refusal for an ASGI ``http`` or ``websocket`` scope, or ``None`` when it may proceed."""
         kind = scope.get("type")
         if kind not in ("http", "websocket"):  # lifespan and the like

@@ -19,8 +19,9 @@ import argparse
 import os
 import re
 import sys
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from .security import RequestGuard  # stdlib only: keeps this module cheap to import
 

@@ -23,8 +23,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any
 
 from ..errors import ClipCapError, MissingFileError
 from ..options_table import Option, caption_kwargs, caption_options, defaults, get_option, pick_default_model

@@ -18,7 +18,8 @@ import argparse
 import signal
 import sys
 import threading
-from typing import Any, Callable, Dict, List, Optional
+from collections.abc import Callable
+from typing import Any
 
 from ..cli_common import add_decoding_arguments, add_model_arguments, decoding_kwargs, eprint, load_captioner
 from ..tags.selection import DEFAULT_THRESHOLD
@@ -151,7 +152,7 @@ def options_from_args(args: argparse.Namespace):
     )
 
 
-def _category_limits(items: List[str]) -> Dict[str, int]:
+def _category_limits(items: list[str]) -> dict[str, int]:
     """``["colour=2", ...]`` -> ``{"colour": 2}``.
 
     Raises:
@@ -159,7 +160,7 @@ def _category_limits(items: List[str]) -> Dict[str, int]:
     """
     from ..options_table import OptionError
 
-    out: Dict[str, int] = {}
+    out: dict[str, int] = {}
     for item in items:
         cat, eq, n = item.partition("=")
         if not eq or not cat.strip() or not n.strip().isdigit():
@@ -195,9 +196,9 @@ class _StopOnCtrlC:
 
     def __init__(self) -> None:
         self.requested = False
-        self._old: Optional[Callable] = None
+        self._old: Callable | None = None
 
-    def __enter__(self) -> "_StopOnCtrlC":
+    def __enter__(self) -> _StopOnCtrlC:
         if threading.current_thread() is threading.main_thread():
             self._old = signal.signal(signal.SIGINT, self._handle)
         return self
@@ -230,7 +231,7 @@ def ray_options_from_args(args: argparse.Namespace):
                       progress_bars=args.ray_progress)
 
 
-def _check_engine_args(args: argparse.Namespace) -> Optional[str]:
+def _check_engine_args(args: argparse.Namespace) -> str | None:
     """A usage error message for Ray-only options given to the local engine, else ``None``."""
     if args.engine == "ray":
         if args.content != "caption":

@@ -11,9 +11,10 @@ import fnmatch
 import logging
 import os
 import re
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, List, Optional, Sequence, Set, Tuple
+from typing import Any
 
 from ..images import is_image_path
 from .errors import BatchInputError, PathNotAllowedError
@@ -55,7 +56,7 @@ class Item:
         """
         return os.stat(self.path)
 
-    def caption_path(self, caption_ext: str, output_dir: Optional[Path]) -> Path:
+    def caption_path(self, caption_ext: str, output_dir: Path | None) -> Path:
         """Where this image's caption file goes (see :func:`~lib_clipcap.batch.writer.caption_path`)."""
         return caption_path(self.path, caption_ext=caption_ext, root=self.root, output_dir=output_dir)
 
@@ -64,8 +65,8 @@ class Item:
 class Discovery:
     """Images found, in a stable order (inputs as given, each folder sorted), and entries that failed."""
 
-    items: List[Any] = field(default_factory=list)  # Item, or another source's item (lib_clipcap.distributed)
-    failures: List[TagFailure] = field(default_factory=list)
+    items: list[Any] = field(default_factory=list)  # Item, or another source's item (lib_clipcap.distributed)
+    failures: list[TagFailure] = field(default_factory=list)
 
 
 def is_within(path: str | os.PathLike, roots: Sequence[Path]) -> bool:
@@ -83,7 +84,7 @@ def is_within(path: str | os.PathLike, roots: Sequence[Path]) -> bool:
     return False
 
 
-def check_allowed(path: str | os.PathLike, roots: Optional[Sequence[Path]], what: str, *, hint: str = "") -> None:
+def check_allowed(path: str | os.PathLike, roots: Sequence[Path] | None, what: str, *, hint: str = "") -> None:
     """Raise unless ``path`` resolves inside ``roots`` (``None``: no restriction).
 
     Args:
@@ -112,7 +113,7 @@ def matches(rel: str, patterns: Iterable[str]) -> bool:
     return any(fnmatch.fnmatchcase(rel_l, p.lower()) or fnmatch.fnmatchcase(name_l, p.lower()) for p in patterns)
 
 
-def read_list_entries(path: Path) -> List[str]:
+def read_list_entries(path: Path) -> list[str]:
     """The entries of a list file as written (UTF-8, one per line; blank lines and ``#`` comments dropped).
 
     Raises:
@@ -135,12 +136,12 @@ def _list_entry_path(entry: str, list_file: Path) -> Path:
 class _Walker:
     """Collects items while remembering real folders and files already seen (symlink loops, overlapping inputs)."""
 
-    def __init__(self, options: TagOptions, roots: Optional[Sequence[Path]]) -> None:
+    def __init__(self, options: TagOptions, roots: Sequence[Path] | None) -> None:
         self.options = options
         self.roots = roots
         self.out = Discovery()
-        self._seen_dirs: Set[Tuple[int, int]] = set()
-        self._seen_files: Set[str] = set()
+        self._seen_dirs: set[tuple[int, int]] = set()
+        self._seen_files: set[str] = set()
 
     def _allowed(self, path: str, what: str) -> bool:
         if self.roots is None or is_within(path, self.roots):
@@ -205,7 +206,7 @@ class _Walker:
                 self._seen_files.add(key)
                 self.out.items.append(item)
 
-    def add_input(self, raw: Path, *, listed_in: Optional[Path] = None) -> None:
+    def add_input(self, raw: Path, *, listed_in: Path | None = None) -> None:
         path = Path(os.path.abspath(raw.expanduser()))
         if listed_in is None:
             check_allowed(path, self.roots, "input")
@@ -221,11 +222,11 @@ class _Walker:
 
 
 #: Lists a URL input (or a URL listed in a list file, with that file's path) -> items and failures.
-RemoteLister = Callable[[str, Optional[Path]], Discovery]
+RemoteLister = Callable[[str, Path | None], Discovery]
 
 
-def discover(options: TagOptions, *, allowed_roots: Optional[Sequence[Path]] = None,
-             remote: Optional[RemoteLister] = None) -> Discovery:
+def discover(options: TagOptions, *, allowed_roots: Sequence[Path] | None = None,
+             remote: RemoteLister | None = None) -> Discovery:
     """Find the images ``options`` asks for.
 
     Args:

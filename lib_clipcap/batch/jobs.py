@@ -34,8 +34,9 @@ import queue
 import threading
 import time
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any
 
 from ..errors import ClipCapError
 from ..options_table import OptionError
@@ -56,7 +57,7 @@ DEFAULT_CAPTION_EXTS = (".txt", ".caption", ".tags", ".json")
 _MANAGER_DEFAULT: Any = object()  # "the manager's own setting" (None already means "any suffix")
 
 
-def parse_caption_exts(text: Any) -> List[str]:
+def parse_caption_exts(text: Any) -> list[str]:
     """Suffixes from a setting such as ``".md, .cap"`` (commas, spaces or new lines; a missing dot is added).
 
     Raises:
@@ -79,26 +80,26 @@ class _Job:
     options: TagOptions
     state: str = "queued"
     created: float = dataclasses.field(default_factory=time.time)
-    started: Optional[float] = None
-    finished: Optional[float] = None
+    started: float | None = None
+    finished: float | None = None
     done: int = 0
-    total: Optional[int] = None
+    total: int | None = None
     written: int = 0
     skipped: int = 0
     failed: int = 0
-    failures: List[Dict[str, str]] = dataclasses.field(default_factory=list)
-    current: Optional[str] = None
-    error: Optional[str] = None
-    images_per_s: Optional[float] = None
-    eta_s: Optional[float] = None
+    failures: list[dict[str, str]] = dataclasses.field(default_factory=list)
+    current: str | None = None
+    error: str | None = None
+    images_per_s: float | None = None
+    eta_s: float | None = None
     processed: int = 0
-    to_process: Optional[int] = None
+    to_process: int | None = None
     resumed: int = 0
     kept: int = 0
-    run_ids: Dict[str, str] = dataclasses.field(default_factory=dict)
-    pruned_runs: List[str] = dataclasses.field(default_factory=list)
+    run_ids: dict[str, str] = dataclasses.field(default_factory=dict)
+    pruned_runs: list[str] = dataclasses.field(default_factory=list)
     cancel: threading.Event = dataclasses.field(default_factory=threading.Event)
-    roots: List[Path] = dataclasses.field(default_factory=list)
+    roots: list[Path] = dataclasses.field(default_factory=list)
 
 
 class JobManager:
@@ -115,7 +116,7 @@ class JobManager:
     """
 
     def __init__(self, manager: Any, allowed_roots: Sequence[Path], *,
-                 caption_exts: Optional[Sequence[str]] = DEFAULT_CAPTION_EXTS,
+                 caption_exts: Sequence[str] | None = DEFAULT_CAPTION_EXTS,
                  caption_exts_hint: str = "the server's allowed caption suffixes", roots_hint: str = "",
                  keep_finished: int = 100) -> None:
         self.manager = manager
@@ -124,23 +125,23 @@ class JobManager:
         self.caption_exts_hint = caption_exts_hint
         self.roots_hint = roots_hint
         self.keep_finished = keep_finished
-        self._jobs: Dict[str, _Job] = {}
+        self._jobs: dict[str, _Job] = {}
         self._lock = threading.Lock()
-        self._queue: "queue.Queue[str]" = queue.Queue()
-        self._thread: Optional[threading.Thread] = None
+        self._queue: queue.Queue[str] = queue.Queue()
+        self._thread: threading.Thread | None = None
         self._ids = itertools.count(1)
 
     # -------------------------------------------------------------------------------------------- public API
-    def scope(self, allowed_roots: Sequence[Path], *, caption_exts: Optional[Sequence[str]] = DEFAULT_CAPTION_EXTS,
-              caption_exts_hint: Optional[str] = None, roots_hint: Optional[str] = None) -> "JobScope":
+    def scope(self, allowed_roots: Sequence[Path], *, caption_exts: Sequence[str] | None = DEFAULT_CAPTION_EXTS,
+              caption_exts_hint: str | None = None, roots_hint: str | None = None) -> JobScope:
         """A view of this queue whose jobs are confined to other folders and suffixes (see the module docstring)."""
         return JobScope(self, allowed_roots, caption_exts=caption_exts,
                         caption_exts_hint=caption_exts_hint or self.caption_exts_hint,
                         roots_hint=self.roots_hint if roots_hint is None else roots_hint)
 
-    def check_options(self, options: TagOptions, *, allowed_roots: Optional[Sequence[Path]] = None,
-                      caption_exts: Any = _MANAGER_DEFAULT, caption_exts_hint: Optional[str] = None,
-                      roots_hint: Optional[str] = None) -> TagOptions:
+    def check_options(self, options: TagOptions, *, allowed_roots: Sequence[Path] | None = None,
+                      caption_exts: Any = _MANAGER_DEFAULT, caption_exts_hint: str | None = None,
+                      roots_hint: str | None = None) -> TagOptions:
         """``options`` with every path absolute and checked against the allowed roots and suffixes.
 
         Args:
@@ -177,7 +178,7 @@ class JobManager:
             check_allowed(p, roots, "input", hint=hint)
             if not os.path.exists(p):
                 raise BatchInputError(f"input not found: {p}")
-        changes: Dict[str, Any] = {"inputs": inputs}
+        changes: dict[str, Any] = {"inputs": inputs}
         for name, what in (("list_file", "list file"), ("output_dir", "output folder"),
                            ("manifest_jsonl", "manifest"), ("manifest_csv", "manifest")):
             value = getattr(options, name)
@@ -233,7 +234,7 @@ class JobManager:
         log.info("batch job %s queued: %s with %s", job_id, ", ".join(options.inputs) or options.list_file, model)
         return job_id
 
-    def status(self, job_id: str) -> Dict[str, Any]:
+    def status(self, job_id: str) -> dict[str, Any]:
         """The job's state as JSON-friendly data.
 
         Returns:
@@ -261,7 +262,7 @@ class JobManager:
                 "started": job.started, "finished": job.finished, "options": job.options.to_dict(),
             }
 
-    def cancel(self, job_id: str) -> Dict[str, Any]:
+    def cancel(self, job_id: str) -> dict[str, Any]:
         """Cancel a job: a queued one never starts; a running one stops after its current batch.
 
         Returns:
@@ -277,14 +278,14 @@ class JobManager:
                 job.state, job.finished = "cancelled", time.time()
         return self.status(job_id)
 
-    def jobs(self) -> List[Dict[str, Any]]:
+    def jobs(self) -> list[dict[str, Any]]:
         """Status of every remembered job, oldest first."""
         with self._lock:
             ids = list(self._jobs)
         return [self.status(i) for i in ids]
 
-    def folder(self, folder: Any, *, allowed_roots: Optional[Sequence[Path]] = None, field: str = "folder",
-               roots_hint: Optional[str] = None) -> Path:
+    def folder(self, folder: Any, *, allowed_roots: Sequence[Path] | None = None, field: str = "folder",
+               roots_hint: str | None = None) -> Path:
         """``folder`` as an absolute path inside the allowed folders (relative: to the first one), existing.
 
         Raises:
@@ -306,16 +307,16 @@ class JobManager:
             raise BatchInputError(f"{field} not found: {path}")
         return path
 
-    def runs(self, folder: Any, *, allowed_roots: Optional[Sequence[Path]] = None,
-             roots_hint: Optional[str] = None) -> List[Dict[str, Any]]:
+    def runs(self, folder: Any, *, allowed_roots: Sequence[Path] | None = None,
+             roots_hint: str | None = None) -> list[dict[str, Any]]:
         """The runs recorded for ``folder`` (:func:`lib_clipcap.batch.runs.list_runs`), same folder rules as jobs."""
         from .runs import list_runs
 
         roots = self.allowed_roots if allowed_roots is None else _real_roots(allowed_roots)
         return list_runs(self.folder(folder, allowed_roots=roots, roots_hint=roots_hint), allowed_roots=roots)
 
-    def undo(self, folder: Any, run_id: Optional[str] = None, *,
-             allowed_roots: Optional[Sequence[Path]] = None, roots_hint: Optional[str] = None) -> Dict[str, Any]:
+    def undo(self, folder: Any, run_id: str | None = None, *,
+             allowed_roots: Sequence[Path] | None = None, roots_hint: str | None = None) -> dict[str, Any]:
         """Undo a run of ``folder`` (:func:`lib_clipcap.batch.runs.undo_run`; nothing is written outside the allowed
         folders, no symlink is followed); returns the :class:`~lib_clipcap.batch.runs.UndoReport` as data.
 
@@ -331,7 +332,7 @@ class JobManager:
         return undo_run(self.folder(folder, allowed_roots=roots, roots_hint=roots_hint), run_id or None,
                         allowed_roots=roots).to_dict()
 
-    def wait(self, job_id: str, timeout: Optional[float] = None) -> Dict[str, Any]:
+    def wait(self, job_id: str, timeout: float | None = None) -> dict[str, Any]:
         """Block until the job has finished (or ``timeout`` seconds passed); return its status."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
@@ -404,7 +405,7 @@ class JobManager:
         log.info("batch job %s %s: %s", job.id, job.state, summary.line())
 
 
-def _real_roots(roots: Sequence[Path]) -> List[Path]:
+def _real_roots(roots: Sequence[Path]) -> list[Path]:
     return [Path(os.path.realpath(Path(r).expanduser())) for r in roots]
 
 
@@ -416,7 +417,7 @@ class JobScope:
     """
 
     def __init__(self, jobs: JobManager, allowed_roots: Sequence[Path], *,
-                 caption_exts: Optional[Sequence[str]] = DEFAULT_CAPTION_EXTS,
+                 caption_exts: Sequence[str] | None = DEFAULT_CAPTION_EXTS,
                  caption_exts_hint: str = "the server's allowed caption suffixes", roots_hint: str = "") -> None:
         self.base = jobs
         self.manager = jobs.manager
@@ -425,7 +426,7 @@ class JobScope:
         self.caption_exts_hint = caption_exts_hint
         self.roots_hint = roots_hint
 
-    def _scope(self) -> Dict[str, Any]:
+    def _scope(self) -> dict[str, Any]:
         return {"allowed_roots": self.allowed_roots, "caption_exts": self.caption_exts,
                 "caption_exts_hint": self.caption_exts_hint, "roots_hint": self.roots_hint}
 
@@ -437,26 +438,26 @@ class JobScope:
         """As :meth:`JobManager.start`, with this scope's folders and suffixes."""
         return self.base.start(options, model, **self._scope())
 
-    def status(self, job_id: str) -> Dict[str, Any]:
+    def status(self, job_id: str) -> dict[str, Any]:
         """As :meth:`JobManager.status`."""
         return self.base.status(job_id)
 
-    def cancel(self, job_id: str) -> Dict[str, Any]:
+    def cancel(self, job_id: str) -> dict[str, Any]:
         """As :meth:`JobManager.cancel`."""
         return self.base.cancel(job_id)
 
-    def jobs(self) -> List[Dict[str, Any]]:
+    def jobs(self) -> list[dict[str, Any]]:
         """As :meth:`JobManager.jobs`."""
         return self.base.jobs()
 
-    def runs(self, folder: Any) -> List[Dict[str, Any]]:
+    def runs(self, folder: Any) -> list[dict[str, Any]]:
         """As :meth:`JobManager.runs`, within this scope's folders."""
         return self.base.runs(folder, allowed_roots=self.allowed_roots, roots_hint=self.roots_hint)
 
-    def undo(self, folder: Any, run_id: Optional[str] = None) -> Dict[str, Any]:
+    def undo(self, folder: Any, run_id: str | None = None) -> dict[str, Any]:
         """As :meth:`JobManager.undo`, within this scope's folders."""
         return self.base.undo(folder, run_id, allowed_roots=self.allowed_roots, roots_hint=self.roots_hint)
 
-    def wait(self, job_id: str, timeout: Optional[float] = None) -> Dict[str, Any]:
+    def wait(self, job_id: str, timeout: float | None = None) -> dict[str, Any]:
         """As :meth:`JobManager.wait`."""
         return self.base.wait(job_id, timeout)

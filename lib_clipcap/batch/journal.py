@@ -19,7 +19,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +32,7 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def file_sha256(path: Path) -> Optional[str]:
+def file_sha256(path: Path) -> str | None:
     """Hex SHA-256 of a file's content, or ``None`` when it cannot be read (missing, a folder...)."""
     try:
         return sha256_bytes(path.read_bytes())
@@ -40,7 +40,7 @@ def file_sha256(path: Path) -> Optional[str]:
         return None
 
 
-def run_signature(fields: Dict[str, Any], model: str) -> str:
+def run_signature(fields: dict[str, Any], model: str) -> str:
     """A short stable hash of the settings that decide caption content."""
     blob = json.dumps({"model": model, **fields}, sort_keys=True, ensure_ascii=True, default=str)
     return sha256_bytes(blob.encode())[:16]
@@ -70,11 +70,11 @@ class Journal:
         self.path = self.root / JOURNAL_NAME
         self.signature = signature
         self.resume = resume
-        self.entries: Dict[str, JournalEntry] = {}
+        self.entries: dict[str, JournalEntry] = {}
         self._matches = False  # the file on disk belongs to this run's signature
-        self._fd: Optional[int] = None
+        self._fd: int | None = None
 
-    def load(self) -> "Journal":
+    def load(self) -> Journal:
         """Read the entries of an earlier run with the same signature (none if absent, different, or resume off).
 
         Unreadable lines (a line torn by a power loss) are ignored.
@@ -137,7 +137,7 @@ class Journal:
             if data and not data.endswith(b"\n"):
                 f.truncate(data.rfind(b"\n") + 1)
 
-    def append(self, records: List[Dict[str, Any]]) -> None:
+    def append(self, records: list[dict[str, Any]]) -> None:
         """Append records (``out``, ``image``, ``size``, ``mtime_ns``, ``sha256``) in one write, then fsync.
 
         Raises:

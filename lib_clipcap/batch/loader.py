@@ -26,8 +26,9 @@ import multiprocessing
 import os
 import queue
 import threading
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any
 
 from ..images import try_load_image
 
@@ -43,7 +44,7 @@ class ImageFileDataset:
         max_pixels: Passed to :func:`~lib_clipcap.images.try_load_image` (oversized images fail).
     """
 
-    def __init__(self, paths: Sequence[str], preprocess: Callable[[Any], Any], max_pixels: Optional[int]) -> None:
+    def __init__(self, paths: Sequence[str], preprocess: Callable[[Any], Any], max_pixels: int | None) -> None:
         self.paths = list(paths)
         self.preprocess = preprocess
         self.max_pixels = max_pixels
@@ -51,7 +52,7 @@ class ImageFileDataset:
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, index: int) -> Tuple[int, Any, Optional[str]]:
+    def __getitem__(self, index: int) -> tuple[int, Any, str | None]:
         image, error = try_load_image(self.paths[index], max_pixels=self.max_pixels)
         if error is not None:
             return index, None, error
@@ -72,19 +73,19 @@ class LoadedBatch:
         errors: Position -> error message for the files that did not load.
     """
 
-    indices: List[int]
+    indices: list[int]
     pixels: Any = None
-    ok: List[int] = field(default_factory=list)
-    errors: Dict[int, str] = field(default_factory=dict)
+    ok: list[int] = field(default_factory=list)
+    errors: dict[int, str] = field(default_factory=dict)
 
-    def pin_memory(self) -> "LoadedBatch":
+    def pin_memory(self) -> LoadedBatch:
         # DataLoader(pin_memory=True) calls this on custom batch types, in its pin-memory thread.
         if self.pixels is not None:
             self.pixels = self.pixels.pin_memory()
         return self
 
 
-def collate(samples: List[Tuple[int, Any, Optional[str]]]) -> LoadedBatch:
+def collate(samples: list[tuple[int, Any, str | None]]) -> LoadedBatch:
     """Stack the tensors of the files that loaded; keep the errors of the others (runs in the workers)."""
     import torch
 
@@ -101,7 +102,7 @@ def collate(samples: List[Tuple[int, Any, Optional[str]]]) -> LoadedBatch:
     return batch
 
 
-def _modules_of(preprocess: Any) -> List[str]:
+def _modules_of(preprocess: Any) -> list[str]:
     """Top-level packages a worker imports to unpickle ``preprocess`` (open_clip's transforms import open_clip)."""
     objs = [preprocess, *getattr(preprocess, "transforms", ())]
     return sorted({type(o).__module__.split(".")[0] for o in objs} - {"builtins"})
@@ -109,7 +110,7 @@ def _modules_of(preprocess: Any) -> List[str]:
 
 #: Start method of the worker processes; ``None``: ``forkserver`` where available, else ``spawn`` (see the module
 #: docstring). A host that knows better (or a test that wants speed) may set it, e.g. to ``"spawn"``.
-START_METHOD: Optional[str] = None
+START_METHOD: str | None = None
 
 
 def _context(preprocess: Any) -> Any:
@@ -147,7 +148,7 @@ def default_workers(device_type: str, pending: int, batch_size: int) -> int:
 
 
 def iterate_batches(paths: Sequence[str], preprocess: Callable[[Any], Any], *, batch_size: int, workers: int,
-                    pin_memory: bool = False, max_pixels: Optional[int] = None) -> Iterator[LoadedBatch]:
+                    pin_memory: bool = False, max_pixels: int | None = None) -> Iterator[LoadedBatch]:
     """Yield :class:`LoadedBatch` es of ``paths`` in order, decoded by ``workers`` processes, or by one background
     thread when ``workers`` is 0.
 
@@ -185,7 +186,7 @@ _END = object()
 def _thread_prefetch(dataset: ImageFileDataset, batch_size: int, pin_memory: bool,
                      depth: int = 2) -> Iterator[LoadedBatch]:
     """Batches of ``dataset`` decoded by a daemon thread, at most ``depth`` ahead of the consumer."""
-    out: "queue.Queue[Any]" = queue.Queue(maxsize=depth)
+    out: queue.Queue[Any] = queue.Queue(maxsize=depth)
     stop = threading.Event()
 
     def put(item: Any) -> bool:

@@ -20,7 +20,7 @@ import os
 import socket
 import time
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any
 
 from .errors import BatchLockedError
 
@@ -60,15 +60,15 @@ class FolderLock:
     def __init__(self, folder: Path) -> None:
         self.folder = Path(folder)
         self.path = self.folder / LOCK_NAME
-        self._fd: Optional[int] = None
+        self._fd: int | None = None
 
-    def _holder(self) -> Dict[str, Any]:
+    def _holder(self) -> dict[str, Any]:
         try:
             return json.loads(self.path.read_text(encoding="utf-8") or "{}")
         except (OSError, ValueError):
             return {}
 
-    def _locked_error(self, info: Dict[str, Any]) -> BatchLockedError:
+    def _locked_error(self, info: dict[str, Any]) -> BatchLockedError:
         pid = info.get("pid", "?")
         host = info.get("host") or "this machine"
         since = info.get("started")
@@ -85,7 +85,7 @@ class FolderLock:
         os.write(fd, json.dumps(info).encode())
         os.fsync(fd)
 
-    def acquire(self) -> "FolderLock":
+    def acquire(self) -> FolderLock:
         """Take the lock.
 
         Raises:
@@ -158,7 +158,7 @@ class FolderLock:
         os.close(self._fd)  # closing drops the flock
         self._fd = None
 
-    def __enter__(self) -> "FolderLock":
+    def __enter__(self) -> FolderLock:
         return self.acquire()
 
     def __exit__(self, *exc: object) -> None:

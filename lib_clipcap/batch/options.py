@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field, fields
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any
 
 from ..options_table import OPTIONS, OptionError, caption_kwargs, get_option, resolve_decoding
 from ..textrules import check_suffix, check_text, suffix_key
@@ -42,7 +42,7 @@ _FORBIDDEN_CAPTION_EXTS = (".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".apng", ".
                            ".tiff", ".avif", ".heic", ".heif", ".jxl", ".tmp")
 
 
-def _paths(name: str, value: Any) -> List[str]:
+def _paths(name: str, value: Any) -> list[str]:
     if value is None:
         return []
     if isinstance(value, (str, os.PathLike)):
@@ -53,7 +53,7 @@ def _paths(name: str, value: Any) -> List[str]:
         raise OptionError(name, value, "must be a path or a list of paths") from None
 
 
-def _opt_path(name: str, value: Any) -> Optional[str]:
+def _opt_path(name: str, value: Any) -> str | None:
     if value is None or value == "":
         return None
     try:
@@ -62,7 +62,7 @@ def _opt_path(name: str, value: Any) -> Optional[str]:
         raise OptionError(name, value, "must be a path") from None
 
 
-def _strings(name: str, value: Any) -> List[str]:
+def _strings(name: str, value: Any) -> list[str]:
     if value is None:
         return []
     if isinstance(value, str):
@@ -72,7 +72,7 @@ def _strings(name: str, value: Any) -> List[str]:
     return list(value)
 
 
-def _pairs(value: Any) -> List[Tuple[str, str]]:
+def _pairs(value: Any) -> list[tuple[str, str]]:
     if value is None:
         return []
     if isinstance(value, dict):
@@ -86,7 +86,7 @@ def _pairs(value: Any) -> List[Tuple[str, str]]:
     return out
 
 
-def _int(name: str, value: Any, *, lo: int, hi: int | None = None, nullable: bool = True) -> Optional[int]:
+def _int(name: str, value: Any, *, lo: int, hi: int | None = None, nullable: bool = True) -> int | None:
     if value is None and nullable:
         return None
     if isinstance(value, float) and value.is_integer():
@@ -105,9 +105,9 @@ _MULTILINE_HINT = " (set multiline to allow line breaks on purpose)"
 DEFAULT_KEEP_RUNS = 20
 
 
-def _triggers(value: Any, separator: str) -> List[str]:
+def _triggers(value: Any, separator: str) -> list[str]:
     """Trigger words: one segment each (no line break, no separator mark), duplicates (case-insensitive) dropped."""
-    out: List[str] = []
+    out: list[str] = []
     seen = set()
     mark = separator.strip()
     for t in _strings("triggers", value):
@@ -128,7 +128,7 @@ def _triggers(value: Any, separator: str) -> List[str]:
 MANIFEST_SUFFIXES = {"manifest_jsonl": ".jsonl", "manifest_csv": ".csv"}
 
 
-def check_manifest_name(name: str, value: Optional[str]) -> None:
+def check_manifest_name(name: str, value: str | None) -> None:
     """Refuse a manifest path whose file name is not ``<stem>.jsonl`` / ``<stem>.csv`` (:data:`MANIFEST_SUFFIXES`,
     case-folded) with a stem that does not start with a dot.
 
@@ -161,7 +161,7 @@ def _with_decoding_fields(cls: type) -> type:
             continue
         names.append(o.key)
         if o.key not in annotations:  # banned_words is declared: it also filters the written caption
-            annotations[o.key] = f"Optional[{o.type.__name__}]" if o.nullable else o.type.__name__
+            annotations[o.key] = f"{o.type.__name__} | None" if o.nullable else o.type.__name__
             setattr(cls, o.key, batch_defaults[o.key])
     cls._decoding_fields = tuple(names)
     return cls
@@ -258,43 +258,43 @@ class TagOptions:
             :class:`~lib_clipcap.errors.ClipCapError`.
     """
 
-    inputs: List[str] = field(default_factory=list)
+    inputs: list[str] = field(default_factory=list)
     recursive: bool = True
-    include: List[str] = field(default_factory=list)
-    exclude: List[str] = field(default_factory=list)
-    list_file: Optional[str] = None
-    max_pixels: Optional[int] = DEFAULT_MAX_PIXELS
+    include: list[str] = field(default_factory=list)
+    exclude: list[str] = field(default_factory=list)
+    list_file: str | None = None
+    max_pixels: int | None = DEFAULT_MAX_PIXELS
     caption_ext: str = ".txt"
-    output_dir: Optional[str] = None
-    manifest_jsonl: Optional[str] = None
-    manifest_csv: Optional[str] = None
+    output_dir: str | None = None
+    manifest_jsonl: str | None = None
+    manifest_csv: str | None = None
     dry_run: bool = False
-    preview: Optional[int] = None
-    keep_runs: Optional[int] = DEFAULT_KEEP_RUNS
+    preview: int | None = None
+    keep_runs: int | None = DEFAULT_KEEP_RUNS
     resume: bool = True
     existing: str = "skip"
     separator: str = ", "
     prefix: str = ""
     suffix: str = ""
-    triggers: List[str] = field(default_factory=list)
+    triggers: list[str] = field(default_factory=list)
     multiline: bool = False
     lowercase: bool = False
     strip_period: bool = False
-    max_length: Optional[int] = None
-    replace: List[Tuple[str, str]] = field(default_factory=list)
-    banned_words: List[str] = field(default_factory=list)
-    batch_size: Optional[int] = None
-    workers: Optional[int] = None
-    rerank: Optional[str] = None
+    max_length: int | None = None
+    replace: list[tuple[str, str]] = field(default_factory=list)
+    banned_words: list[str] = field(default_factory=list)
+    batch_size: int | None = None
+    workers: int | None = None
+    rerank: str | None = None
     content: str = "caption"
-    tag_vocabulary: List[str] = field(default_factory=list)
-    tag_threshold: Optional[float] = None
+    tag_vocabulary: list[str] = field(default_factory=list)
+    tag_threshold: float | None = None
     tag_scoring: str = "probability"
-    tag_max: Optional[int] = None
-    tag_category_limits: Dict[str, int] = field(default_factory=dict)
-    tag_exclude: List[str] = field(default_factory=list)
-    tag_always_first: List[str] = field(default_factory=list)
-    tag_replacements: Dict[str, str] = field(default_factory=dict)
+    tag_max: int | None = None
+    tag_category_limits: dict[str, int] = field(default_factory=dict)
+    tag_exclude: list[str] = field(default_factory=list)
+    tag_always_first: list[str] = field(default_factory=list)
+    tag_replacements: dict[str, str] = field(default_factory=dict)
     tag_style: str = "space"
     tag_order: str = "score"
     # ... and one field per decoding setting of the options table (decoding, beam_size, ...): _with_decoding_fields.
@@ -399,7 +399,7 @@ class TagOptions:
                             forbidden_reason="is an image (or temporary-file) suffix; captions would replace images; "
                                              "use .txt or .caption")
 
-    def decoding_settings(self) -> Dict[str, Any]:
+    def decoding_settings(self) -> dict[str, Any]:
         """The settings for the model's ``decoding_options`` (checked when the options were built).
 
         Returns:
@@ -415,11 +415,11 @@ class TagOptions:
     #: The old name of :meth:`decoding_settings`.
     caption_kwargs = decoding_settings
 
-    def signature_fields(self) -> Dict[str, Any]:
+    def signature_fields(self) -> dict[str, Any]:
         """The settings that decide a caption file's content: a journal only resumes a run with the same ones."""
         keep = ("caption_ext", "existing", "separator", "prefix", "suffix", "lowercase", "strip_period", "max_length")
         # multiline is not part of it: it only widens what prefix/suffix/separator may hold, which are compared
-        out: Dict[str, Any] = {name: getattr(self, name) for name in keep}
+        out: dict[str, Any] = {name: getattr(self, name) for name in keep}
         out["output_dir"] = os.path.abspath(self.output_dir) if self.output_dir else None
         out["replace"] = [list(p) for p in self.replace]
         if self.triggers:  # (absent when unset: journals of runs before triggers existed still resume)
@@ -435,7 +435,7 @@ class TagOptions:
         """The run writes files (not a dry run, not a preview)."""
         return not (self.dry_run or self.preview)
 
-    def to_dict(self) -> Dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         """The options as JSON-friendly data (``TagOptions(**d)`` rebuilds them)."""
         d = {f.name: getattr(self, f.name) for f in fields(self)}
         d["replace"] = [list(p) for p in self.replace]
@@ -472,13 +472,13 @@ class FileOutcome:
 
     path: str
     status: str
-    output: Optional[str] = None
+    output: str | None = None
     reason: str = ""
-    caption: Optional[str] = None
-    score: Optional[float] = None
-    keywords: Optional[List[str]] = None
+    caption: str | None = None
+    score: float | None = None
+    keywords: list[str] | None = None
     category: str = ""
-    text: Optional[str] = None
+    text: str | None = None
 
     @property
     def tally(self) -> str:
@@ -513,18 +513,18 @@ class TagSummary:
     written: int = 0
     skipped: int = 0
     failed: int = 0
-    failures: List[TagFailure] = field(default_factory=list)
+    failures: list[TagFailure] = field(default_factory=list)
     elapsed_s: float = 0.0
     images_per_s: float = 0.0
     stopped: bool = False
     dry_run: bool = False
-    plan: List[FileOutcome] = field(default_factory=list)
-    journals: List[str] = field(default_factory=list)
+    plan: list[FileOutcome] = field(default_factory=list)
+    journals: list[str] = field(default_factory=list)
     model: str = ""
     resumed: int = 0
     kept: int = 0
-    run_ids: Dict[str, str] = field(default_factory=dict)
-    pruned_runs: List[str] = field(default_factory=list)
+    run_ids: dict[str, str] = field(default_factory=dict)
+    pruned_runs: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any
 
 from ..fileio import stale_temp_files
 from .discover import Item, is_within
@@ -25,12 +26,12 @@ class Task:
 
     item: Item  # or any item with the same interface (path, root, rel, stat(), caption_path())
     output: Path
-    journal: Optional[Journal]
+    journal: Journal | None
     size: int
     mtime_ns: int
     action: str  # new / overwrite / append / prepend
-    before: Optional[str] = None  # SHA-256 of the caption file when planned (None: no file); rechecked when writing
-    user: Optional[str] = None  # append/prepend: the user's text kept beside the new caption
+    before: str | None = None  # SHA-256 of the caption file when planned (None: no file); rechecked when writing
+    user: str | None = None  # append/prepend: the user's text kept beside the new caption
     note: str = ""  # what the policy will do, for a dry run: "create", "replace own part (run ...)", "append"...
     log: Any = None  # the output root's RunLog (lib_clipcap.batch.runs), None in a dry run
 
@@ -40,9 +41,9 @@ def journal_root(item: Item, options: TagOptions) -> Path:
     return Path(os.path.abspath(options.output_dir)) if options.output_dir else item.root
 
 
-def plan_tasks(items: Sequence[Item], options: TagOptions, journals: Dict[Path, Journal],
-               allowed_roots: Optional[Sequence[Path]],
-               histories: Optional[Dict[Path, Dict[str, list]]] = None) -> tuple[List[Task], List[FileOutcome]]:
+def plan_tasks(items: Sequence[Item], options: TagOptions, journals: dict[Path, Journal],
+               allowed_roots: Sequence[Path] | None,
+               histories: dict[Path, dict[str, list]] | None = None) -> tuple[list[Task], list[FileOutcome]]:
     """Decide, per image, before decoding anything: caption it (a task), skip it, or fail it.
 
     Args:
@@ -58,9 +59,9 @@ def plan_tasks(items: Sequence[Item], options: TagOptions, journals: Dict[Path, 
         ``(tasks to caption, outcomes already settled: skipped or failed)``.
     """
     out_dir = Path(os.path.abspath(options.output_dir)) if options.output_dir else None
-    tasks: List[Task] = []
-    settled: List[FileOutcome] = []
-    claimed: Dict[str, str] = {}
+    tasks: list[Task] = []
+    settled: list[FileOutcome] = []
+    claimed: dict[str, str] = {}
     for item in items:
         path = os.fspath(item.path)
         output = item.caption_path(options.caption_ext, out_dir)
@@ -133,7 +134,7 @@ def remove_stale_temps(tasks: Sequence[Task], journals: Sequence[Journal]) -> No
 
     Safe because we hold the lock of every output root: no other run of ours is writing there.
     """
-    by_dir: Dict[Path, set] = {j.root: {j.path.name} for j in journals}
+    by_dir: dict[Path, set] = {j.root: {j.path.name} for j in journals}
     for t in tasks:
         by_dir.setdefault(t.output.parent, set()).add(t.output.name)
     for folder, names in by_dir.items():

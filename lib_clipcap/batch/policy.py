@@ -16,7 +16,7 @@ is the user's text: ``append``/``prepend`` leave it alone (only ``overwrite`` re
 from __future__ import annotations
 
 import re
-from typing import Iterable, List, Optional, Sequence, Tuple
+from collections.abc import Iterable, Sequence
 
 from ..phrases import _inner, join_phrases
 from .options import TagOptions
@@ -28,7 +28,7 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _DANGLING = " ,;:-"
 
 
-def remove_words(text: str, words: "list[str] | tuple[str, ...]") -> str:
+def remove_words(text: str, words: list[str] | tuple[str, ...]) -> str:
     """Remove whole-word, case-insensitive occurrences of ``words`` (phrases allowed) from ``text``."""
     for w in words:
         w = w.strip()
@@ -37,7 +37,7 @@ def remove_words(text: str, words: "list[str] | tuple[str, ...]") -> str:
     return text
 
 
-def truncate(text: str, max_length: Optional[int]) -> str:
+def truncate(text: str, max_length: int | None) -> str:
     """Cut ``text`` to at most ``max_length`` characters, at the last word boundary when there is one."""
     if max_length is None or len(text) <= max_length:
         return text
@@ -89,7 +89,7 @@ def decorate(caption: str, options: TagOptions) -> str:
     return join_phrases((options.prefix, caption, options.suffix), options.separator)
 
 
-def combine(existing: Optional[str], new: str, options: TagOptions) -> str:
+def combine(existing: str | None, new: str, options: TagOptions) -> str:
     """Apply the existing-caption policy.
 
     Args:
@@ -109,7 +109,7 @@ def combine(existing: Optional[str], new: str, options: TagOptions) -> str:
     return join_phrases((new, old), options.separator)  # prepend
 
 
-def final_text(existing: Optional[str], generated: str, options: TagOptions) -> tuple[str, str]:
+def final_text(existing: str | None, generated: str, options: TagOptions) -> tuple[str, str]:
     """The cleaned caption and the full text to write for it.
 
     Returns:
@@ -138,7 +138,7 @@ def strip_triggers(text: str, triggers: Iterable[str], separator: str) -> str:
     return join_phrases([p.strip() for p in kept], separator)
 
 
-def compose(user: Optional[str], own: str, options: TagOptions) -> str:
+def compose(user: str | None, own: str, options: TagOptions) -> str:
     """The file content: the trigger words first, then ``own`` placed beside the user's text by the policy.
 
     Args:
@@ -149,7 +149,7 @@ def compose(user: Optional[str], own: str, options: TagOptions) -> str:
     return join_phrases(tuple(options.triggers) + (body,), options.separator)
 
 
-def _without_own(body: str, own: str, separator: str) -> Optional[str]:
+def _without_own(body: str, own: str, separator: str) -> str | None:
     """``body`` with the tool's ``own`` segment taken off its start or end; ``None`` when it is not there as written
     (the user edited it)."""
     body = body.strip()
@@ -165,7 +165,7 @@ def _without_own(body: str, own: str, separator: str) -> Optional[str]:
     return None
 
 
-def own_part(existing: str, sha: str, history: Sequence[object], options: TagOptions) -> Tuple[Optional[str], str]:
+def own_part(existing: str, sha: str, history: Sequence[object], options: TagOptions) -> tuple[str | None, str]:
     """What of an existing caption file is the user's, for an ``append``/``prepend`` run.
 
     Args:
@@ -178,7 +178,7 @@ def own_part(existing: str, sha: str, history: Sequence[object], options: TagOpt
         ``(user text, why)``: the text to keep beside the new caption (triggers removed); ``None`` when the tool's
         own earlier text was edited since, so the whole file is the user's and must not be rewritten.
     """
-    recs: List = list(history)
+    recs: list = list(history)
     for rec in reversed(recs):
         if rec.after == sha:  # exactly what a run wrote: its user part is known
             return rec.user, f"replace own part (run {rec.run})"

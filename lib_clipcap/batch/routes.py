@@ -16,7 +16,8 @@ Only the folders the job manager allows; without one every route answers 503 wit
 
 import dataclasses
 import inspect
-from typing import Any, Awaitable, Callable, Dict, List
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from fastapi import APIRouter, Request
 from pydantic import BaseModel
@@ -37,13 +38,13 @@ class BatchStarted(BaseModel):
     id: str
 
 
-def _tag_options_fields(cls: Any) -> List[str]:
+def _tag_options_fields(cls: Any) -> list[str]:
     if dataclasses.is_dataclass(cls):
         return [f.name for f in dataclasses.fields(cls) if f.init]
     return [p for p in inspect.signature(cls).parameters if p not in ("self", "args", "kwargs")]
 
 
-def _jsonable_status(status: Any) -> Dict[str, Any]:
+def _jsonable_status(status: Any) -> dict[str, Any]:
     if dataclasses.is_dataclass(status) and not isinstance(status, type):
         status = dataclasses.asdict(status)
     if not isinstance(status, dict):
@@ -54,9 +55,9 @@ def _jsonable_status(status: Any) -> Dict[str, Any]:
 
 
 def add_batch_routes(router: APIRouter, manager: Any, job_manager: Any, current_default: Callable[[], str],
-                     unavailable: str, *, read_json: Callable[..., Awaitable[Dict[str, Any]]], api_error: type,
-                     check_fields: Callable[[Dict[str, Any], List[str]], None],
-                     resolve_model: Callable[[Any, str], str], responses: Dict[Any, Any]) -> None:
+                     unavailable: str, *, read_json: Callable[..., Awaitable[dict[str, Any]]], api_error: type,
+                     check_fields: Callable[[dict[str, Any], list[str]], None],
+                     resolve_model: Callable[[Any, str], str], responses: dict[Any, Any]) -> None:
     """Add the batch routes to the ``/clipcap/v1`` router (called by ``api.create_router``).
 
     The API's helpers (body reader, error class, field and model checks) are handed in rather than imported: the API
@@ -85,7 +86,7 @@ def add_batch_routes(router: APIRouter, manager: Any, job_manager: Any, current_
             raise ApiError(503, "batch_unavailable", unavailable)
         return job_manager
 
-    def job_status(job_id: str) -> Dict[str, Any]:
+    def job_status(job_id: str) -> dict[str, Any]:
         jobs = require_jobs()
         try:
             status = jobs.status(job_id)
@@ -118,7 +119,7 @@ def add_batch_routes(router: APIRouter, manager: Any, job_manager: Any, current_
             raise ApiError(404, "folder_not_found", str(e)) from None
         return {"id": str(job_id)}
 
-    async def folder_call(request: Request, fields: List[str], call: Callable[[Any, Dict[str, Any]], Any]) -> Any:
+    async def folder_call(request: Request, fields: list[str], call: Callable[[Any, dict[str, Any]], Any]) -> Any:
         # JSON bodies only (read_json: 415 otherwise) and the router's origin check, as every other route: undo
         # writes files, so it must never be reachable from a cross-site form post.
         jobs = require_jobs()

@@ -27,9 +27,10 @@ import os
 import queue
 import threading
 import time
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from dataclasses import dataclass
-from typing import Any, Callable, ContextManager, Dict, Iterator, List, Optional, Sequence
+from typing import Any
 
 from ..fileio import atomic_write_many
 from .discover import Discovery, check_allowed, discover
@@ -46,7 +47,7 @@ from .writer import Manifest, check_manifest_file
 log = logging.getLogger(__name__)
 
 ProgressFn = Callable[[int, int, str], None]
-SessionFn = Callable[[], ContextManager[Any]]
+SessionFn = Callable[[], contextlib.AbstractContextManager[Any]]
 
 
 @dataclass
@@ -68,8 +69,8 @@ class RunProgress:
     total: int = 0
     processed: int = 0
     to_process: int = 0
-    images_per_s: Optional[float] = None
-    eta_s: Optional[float] = None
+    images_per_s: float | None = None
+    eta_s: float | None = None
     current: str = ""
 
 
@@ -82,8 +83,8 @@ class Recorder:
     A sink is any object with ``write(outcomes)`` (e.g. the Ray engine's Parquet manifest).
     """
 
-    def __init__(self, summary: TagSummary, progress: Optional[ProgressFn], on_file: Optional[Callable],
-                 keep_plan: bool, on_progress: Optional[ProgressInfoFn] = None, preview: bool = False) -> None:
+    def __init__(self, summary: TagSummary, progress: ProgressFn | None, on_file: Callable | None,
+                 keep_plan: bool, on_progress: ProgressInfoFn | None = None, preview: bool = False) -> None:
         self.summary = summary
         self.progress = progress
         self.on_file = on_file
@@ -93,9 +94,9 @@ class Recorder:
         self.done = 0
         self.processed = 0  # files that went through decoding and the model (for images/s)
         self.to_process = 0
-        self._t_proc: Optional[float] = None
-        self.manifest: Optional[Manifest] = None
-        self.sinks: List[Any] = []
+        self._t_proc: float | None = None
+        self.manifest: Manifest | None = None
+        self.sinks: list[Any] = []
         self._lock = threading.Lock()
 
     def start_processing(self, count: int) -> None:
@@ -156,7 +157,7 @@ def _as_session(captioner: Any) -> SessionFn:
                     f"that yields one; got {type(captioner).__name__}")
 
 
-def model_options(model: Any, options: TagOptions) -> tuple[Any, Dict[str, Any]]:
+def model_options(model: Any, options: TagOptions) -> tuple[Any, dict[str, Any]]:
     """The model's decoding options for ``options``, and extra keywords for its ``caption_pixels``.
 
     Every captioner's ``decoding_options`` takes the options table's names (``decoding``, ``beam_size``,
@@ -172,7 +173,7 @@ def model_options(model: Any, options: TagOptions) -> tuple[Any, Dict[str, Any]]
 
 
 # ------------------------------------------------------------------------------------------------------- writing
-def write_batch(tasks: Sequence[Task], batch: Any, results: Dict[int, Any], options: TagOptions,
+def write_batch(tasks: Sequence[Task], batch: Any, results: dict[int, Any], options: TagOptions,
                 recorder: Recorder) -> None:
     """Post-process, back up, record, journal, write and report one captioned batch (runs in the writer thread).
 
@@ -182,9 +183,9 @@ def write_batch(tasks: Sequence[Task], batch: Any, results: Dict[int, Any], opti
             model), like :class:`~lib_clipcap.batch.loader.LoadedBatch`.
         results: Position -> the model's result (``ok``, ``error``, ``text``, ``score``, ``keywords``).
     """
-    outcomes: Dict[int, FileOutcome] = {}
-    pending: List[tuple[int, bytes, str, Any, str, Optional[bytes]]] = []
-    made_dirs: Dict[Path, Optional[str]] = {}
+    outcomes: dict[int, FileOutcome] = {}
+    pending: list[tuple[int, bytes, str, Any, str, bytes | None]] = []
+    made_dirs: dict[Path, str | None] = {}
     for pos in batch.indices:
         task = tasks[pos]
         path, out_s = os.fspath(task.item.path), os.fspath(task.output)
@@ -237,8 +238,8 @@ def write_batch(tasks: Sequence[Task], batch: Any, results: Dict[int, Any], opti
         pending.append((pos, text.encode("utf-8"), caption, res, own, old))
     # Backups, then the run record, then the journal (each fsynced), then the renames: see runs.py and journal.py
     # for why this order makes every crash point safe and every write reversible.
-    by_log: Dict[int, tuple[RunLog, list]] = {}
-    by_journal: Dict[int, tuple[Journal, list]] = {}
+    by_log: dict[int, tuple[RunLog, list]] = {}
+    by_journal: dict[int, tuple[Journal, list]] = {}
     for pos, data, _, _, own, old in pending:
         task = tasks[pos]
         if task.log is not None:
@@ -270,7 +271,7 @@ def write_batch(tasks: Sequence[Task], batch: Any, results: Dict[int, Any], opti
     recorder.record([outcomes[pos] for pos in batch.indices], processed=True)
 
 
-def write_files(items: List[tuple[Path, bytes]]) -> List[Optional[OSError]]:
+def write_files(items: list[tuple[Path, bytes]]) -> list[OSError | None]:
     """Write caption files atomically; one error (or ``None``) per item. Tests replace this to simulate a read-only
     target, since they run as root and permission bits do not stop root."""
     return atomic_write_many(items)
@@ -282,8 +283,8 @@ class BatchWriter(threading.Thread):
     def __init__(self, tasks: Sequence[Task], options: TagOptions, recorder: Recorder) -> None:
         super().__init__(name="clipcap-batch-writer", daemon=True)
         self.tasks, self.options, self.recorder = tasks, options, recorder
-        self.queue: "queue.Queue[Any]" = queue.Queue(maxsize=2)
-        self.error: Optional[BaseException] = None
+        self.queue: queue.Queue[Any] = queue.Queue(maxsize=2)
+        self.error: BaseException | None = None
 
     def run(self) -> None:
         while True:
@@ -297,7 +298,7 @@ class BatchWriter(threading.Thread):
             except BaseException as e:  # noqa: BLE001 - re-raised in the model thread
                 self.error = e
 
-    def put(self, batch: Any, results: Dict[int, Any]) -> None:
+    def put(self, batch: Any, results: dict[int, Any]) -> None:
         if self.error is not None:
             raise self.error
         self.queue.put((batch, results))
@@ -308,11 +309,11 @@ class BatchWriter(threading.Thread):
 
 
 # ----------------------------------------------------------------------------------------------------- the run
-def run_tagging(options: TagOptions, captioner: Any, *, progress: Optional[ProgressFn] = None,
-                should_stop: Optional[Callable[[], bool]] = None,
-                on_file: Optional[Callable[[FileOutcome], None]] = None,
-                allowed_roots: Optional[Sequence[Path]] = None,
-                on_progress: Optional[ProgressInfoFn] = None, model_name: Optional[str] = None) -> TagSummary:
+def run_tagging(options: TagOptions, captioner: Any, *, progress: ProgressFn | None = None,
+                should_stop: Callable[[], bool] | None = None,
+                on_file: Callable[[FileOutcome], None] | None = None,
+                allowed_roots: Sequence[Path] | None = None,
+                on_progress: ProgressInfoFn | None = None, model_name: str | None = None) -> TagSummary:
     """Caption every image ``options`` selects and write the caption files.
 
     Args:
@@ -358,7 +359,7 @@ def run_tagging(options: TagOptions, captioner: Any, *, progress: Optional[Progr
         tagger = make_tagger(model, options, allowed_roots) if options.writes_tags else None
     found = discover(options, allowed_roots=allowed_roots)
 
-    def caption(tasks: List[Task], recorder: Recorder) -> None:
+    def caption(tasks: list[Task], recorder: Recorder) -> None:
         _caption_tasks(tasks, options, session, opts, extra, preprocess, device_type, recorder, should_stop,
                        tagger)
 
@@ -368,13 +369,13 @@ def run_tagging(options: TagOptions, captioner: Any, *, progress: Optional[Progr
 
 #: The captioning stage of a run: caption ``tasks`` and hand each batch to :func:`write_batch` (through a
 #: :class:`BatchWriter`) with ``recorder``; may stop early (files left unrecorded count as not done).
-CaptionStage = Callable[[List[Task], Recorder], None]
+CaptionStage = Callable[[list[Task], Recorder], None]
 
 
 def execute_run(options: TagOptions, model_name: str, found: Discovery, caption: CaptionStage, *,
-                progress: Optional[ProgressFn] = None, on_file: Optional[Callable[[FileOutcome], None]] = None,
-                allowed_roots: Optional[Sequence[Path]] = None, started: Optional[float] = None,
-                sinks: Sequence[Any] = (), on_progress: Optional[ProgressInfoFn] = None,
+                progress: ProgressFn | None = None, on_file: Callable[[FileOutcome], None] | None = None,
+                allowed_roots: Sequence[Path] | None = None, started: float | None = None,
+                sinks: Sequence[Any] = (), on_progress: ProgressInfoFn | None = None,
                 engine: str = "local") -> TagSummary:
     """Everything of a run but the captioning: journals, locks, plan, stale temporary files, manifests, summary.
 
@@ -408,7 +409,7 @@ def execute_run(options: TagOptions, model_name: str, found: Discovery, caption:
     recorder = Recorder(summary, progress, on_file, keep_plan=not writes, on_progress=on_progress,
                         preview=bool(options.preview))
     run_id = new_run_id()
-    logs: Dict[Path, RunLog] = {}
+    logs: dict[Path, RunLog] = {}
     with contextlib.ExitStack() as stack:
         if writes:
             for root in journals:
@@ -460,7 +461,7 @@ def execute_run(options: TagOptions, model_name: str, found: Discovery, caption:
     return summary
 
 
-def _finish_logs(logs: Dict[Path, RunLog], summary: TagSummary, recorder: Recorder, failed: bool) -> None:
+def _finish_logs(logs: dict[Path, RunLog], summary: TagSummary, recorder: Recorder, failed: bool) -> None:
     """Close each root's run record with the run's state and counts; report its id and what retention dropped."""
     state = "failed" if failed else ("stopped" if recorder.done < summary.total else "done")
     counts = {"written": summary.written, "resumed": summary.resumed, "kept": summary.kept, "failed": summary.failed}
@@ -474,7 +475,7 @@ def _finish_logs(logs: Dict[Path, RunLog], summary: TagSummary, recorder: Record
             summary.pruned_runs.extend(run_log.pruned)
 
 
-def _check_outputs(options: TagOptions, allowed_roots: Optional[Sequence[Path]]) -> None:
+def _check_outputs(options: TagOptions, allowed_roots: Sequence[Path] | None) -> None:
     """Outputs inside the allowed folders (when restricted), and manifests that are new or an earlier run's."""
     for path, what in ((options.output_dir, "output folder"), (options.manifest_jsonl, "manifest"),
                        (options.manifest_csv, "manifest")):
@@ -485,7 +486,7 @@ def _check_outputs(options: TagOptions, allowed_roots: Optional[Sequence[Path]])
             check_manifest_file(os.path.abspath(path), kind, shown=path)
 
 
-def _check_run_files(roots: Sequence[Path], allowed_roots: Optional[Sequence[Path]]) -> None:
+def _check_run_files(roots: Sequence[Path], allowed_roots: Sequence[Path] | None) -> None:
     """Journals and locks are read and written too: the path rule applies to them as to captions."""
     for root in roots:
         for name, what in ((JOURNAL_NAME, "journal"), (LOCK_NAME, "lock file"), (STATE_DIR, "state folder")):
@@ -509,7 +510,7 @@ def _lock(root: Path) -> Iterator[None]:
         lock.release()
 
 
-def make_tagger(model: Any, options: TagOptions, allowed_roots: Optional[Sequence[Path]] = None) -> Any:
+def make_tagger(model: Any, options: TagOptions, allowed_roots: Sequence[Path] | None = None) -> Any:
     """The :class:`lib_clipcap.tags.Tagger` of a run with tags: ``options.tag_vocabulary`` (default ``general``)
     ranked by the model's CLIP, text features from the models folder's cache.
 
@@ -542,7 +543,7 @@ class TaggedResult:
     """A caption result (or an empty one, for ``content="tags"``) with the image's tags."""
 
     result: Any
-    tags: List[Any]
+    tags: list[Any]
 
     ok = property(lambda self: self.result.ok)
     error = property(lambda self: self.result.error)
@@ -551,8 +552,8 @@ class TaggedResult:
     keywords = property(lambda self: getattr(self.result, "keywords", None))
 
 
-def caption_and_tag_pixels(model: Any, tagger: Any, pixels: Any, opts: Any, extra: Dict[str, Any],
-                           options: TagOptions, selection: Any) -> List[TaggedResult]:
+def caption_and_tag_pixels(model: Any, tagger: Any, pixels: Any, opts: Any, extra: dict[str, Any],
+                           options: TagOptions, selection: Any) -> list[TaggedResult]:
     """Caption (unless ``content="tags"``) and tag one batch of preprocessed pixels with one CLIP encoding: a
     :class:`~lib_clipcap.captioner.Captioner`'s raw image features feed both. Another model (SBG, which encodes its
     own normalised features) captions on its own, and the tags cost a second encoding there."""
@@ -570,9 +571,9 @@ def caption_and_tag_pixels(model: Any, tagger: Any, pixels: Any, opts: Any, extr
     return [TaggedResult(c, t) for c, t in zip(captions, tagger.tag_features(feats, selection))]
 
 
-def _caption_tasks(tasks: List[Task], options: TagOptions, session: SessionFn, opts: Any, extra: Dict[str, Any],
+def _caption_tasks(tasks: list[Task], options: TagOptions, session: SessionFn, opts: Any, extra: dict[str, Any],
                    preprocess: Callable, device_type: str, recorder: Recorder,
-                   should_stop: Optional[Callable[[], bool]], tagger: Any = None) -> None:
+                   should_stop: Callable[[], bool] | None, tagger: Any = None) -> None:
     """Decode in workers, caption batch by batch, hand results to the writer thread."""
     batch_size = options.batch_size or (16 if device_type == "cpu" else 64)
     workers = options.workers if options.workers is not None else default_workers(device_type, len(tasks), batch_size)
@@ -587,7 +588,7 @@ def _caption_tasks(tasks: List[Task], options: TagOptions, session: SessionFn, o
             if should_stop is not None and should_stop():
                 log.info("batch tagging stopped on request")
                 break
-            results: Dict[int, Any] = {}
+            results: dict[int, Any] = {}
             if batch.ok:
                 with session() as model:
                     if tagger is None:

@@ -34,9 +34,10 @@ import re
 import secrets
 import stat
 import time
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any, Dict, Iterable, List, Optional, Sequence
+from typing import Any
 
 from ..fileio import atomic_write_bytes
 from .discover import check_allowed, is_within
@@ -57,7 +58,7 @@ class RunNotFoundError(BatchError, LookupError):
     """No run record with that id in the folder (never made there, or dropped by retention)."""
 
 
-def new_run_id(now: Optional[float] = None) -> str:
+def new_run_id(now: float | None = None) -> str:
     """A sortable, unique run id: ``YYYYmmdd-HHMMSS-<6 hex>`` (local time)."""
     return time.strftime("%Y%m%d-%H%M%S", time.localtime(now)) + "-" + secrets.token_hex(3)
 
@@ -69,20 +70,20 @@ class FileRecord:
     run: str
     out: str  # relative to the output root, posix style
     action: str  # created / changed
-    before: Optional[str]  # SHA-256 of the bytes it replaced (None: the file did not exist)
+    before: str | None  # SHA-256 of the bytes it replaced (None: the file did not exist)
     after: str  # SHA-256 of the bytes it wrote
     own: str = ""  # the tool's segment: prefix, generated caption, suffix joined
     user: str = ""  # the user's text the run kept beside it ("" with overwrite / a new file)
     triggers: tuple = ()  # trigger words the run put first
     policy: str = ""  # the existing-caption policy that placed ``own`` beside ``user``
 
-    def line(self) -> Dict[str, Any]:
+    def line(self) -> dict[str, Any]:
         d = asdict(self)
         d["triggers"] = list(self.triggers)
         return d
 
     @classmethod
-    def parse(cls, rec: Dict[str, Any]) -> "FileRecord":
+    def parse(cls, rec: dict[str, Any]) -> FileRecord:
         before = rec.get("before")
         if before is not None and not _SHA.match(str(before)):
             raise ValueError("bad before hash")
@@ -108,10 +109,10 @@ class UndoReport:
     """
 
     run: str
-    restored: List[str] = field(default_factory=list)
-    removed: List[str] = field(default_factory=list)
-    already: List[str] = field(default_factory=list)
-    refused: List[Dict[str, str]] = field(default_factory=list)
+    restored: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    already: list[str] = field(default_factory=list)
+    refused: list[dict[str, str]] = field(default_factory=list)
     complete: bool = False
 
     def line(self) -> str:
@@ -119,7 +120,7 @@ class UndoReport:
         return (f"undo {self.run}: restored {len(self.restored)}, removed {len(self.removed)}, already undone "
                 f"{len(self.already)}, refused {len(self.refused)}")
 
-    def to_dict(self) -> Dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         """JSON-friendly data."""
         return asdict(self)
 
@@ -133,7 +134,7 @@ class StateFolder:
         allowed_roots: Real paths of the folders a job may touch, or ``None`` (anywhere).
     """
 
-    def __init__(self, root: Path, allowed_roots: Optional[Sequence[Path]] = None) -> None:
+    def __init__(self, root: Path, allowed_roots: Sequence[Path] | None = None) -> None:
         self.root = Path(root)
         self.path = self.root / STATE_DIR
         self.allowed_roots = allowed_roots
@@ -160,7 +161,7 @@ class StateFolder:
             if p != self.files_path and not stat.S_ISDIR(st.st_mode):
                 raise BatchError(f"{p} is in the way of ClipCap's state folder (it is not a folder); move it away")
 
-    def ensure(self) -> "StateFolder":
+    def ensure(self) -> StateFolder:
         """Create the folders (after :meth:`check`)."""
         self.check()
         for p in (self.path, self.runs_dir, self.backups_dir):
@@ -177,7 +178,7 @@ class StateFolder:
             atomic_write_bytes(path, data, mode=0o600)
         return sha
 
-    def read_backup(self, sha: str) -> Optional[bytes]:
+    def read_backup(self, sha: str) -> bytes | None:
         """The backed-up bytes of ``sha``, or ``None`` when missing or damaged."""
         if not _SHA.match(sha):
             return None
@@ -188,14 +189,14 @@ class StateFolder:
         return data if sha256_bytes(data) == sha else None
 
     # -------------------------------------------------------------------------------- records
-    def write_run(self, info: Dict[str, Any]) -> None:
+    def write_run(self, info: dict[str, Any]) -> None:
         """Write (atomically) the run record ``info`` (must hold ``id``)."""
         if not _RUN_ID.match(str(info.get("id", ""))):
             raise ValueError(f"bad run id {info.get('id')!r}")
         atomic_write_bytes(self.runs_dir / f"{info['id']}.json",
                            (json.dumps(info, ensure_ascii=True, default=str, indent=1) + "\n").encode("ascii"))
 
-    def read_run(self, run_id: str) -> Dict[str, Any]:
+    def read_run(self, run_id: str) -> dict[str, Any]:
         """The run record of ``run_id``.
 
         Raises:
@@ -212,7 +213,7 @@ class StateFolder:
         except (OSError, ValueError) as e:
             raise BatchError(f"cannot read the record of run {run_id} ({e})") from e
 
-    def runs(self) -> List[Dict[str, Any]]:
+    def runs(self) -> list[dict[str, Any]]:
         """Every run record here, oldest first (unreadable ones skipped with a warning)."""
         out = []
         try:
@@ -249,7 +250,7 @@ class StateFolder:
         finally:
             os.close(fd)
 
-    def file_records(self) -> List[FileRecord]:
+    def file_records(self) -> list[FileRecord]:
         """Every line of ``files.jsonl``, in order (torn or malformed lines skipped)."""
         try:
             raw = self.files_path.read_bytes()
@@ -265,15 +266,15 @@ class StateFolder:
                 continue
         return out
 
-    def history(self) -> Dict[str, List[FileRecord]]:
+    def history(self) -> dict[str, list[FileRecord]]:
         """``files.jsonl`` by file: relative path -> its records, oldest first."""
-        out: Dict[str, List[FileRecord]] = {}
+        out: dict[str, list[FileRecord]] = {}
         for r in self.file_records():
             out.setdefault(r.out, []).append(r)
         return out
 
     # -------------------------------------------------------------------------------- retention
-    def prune(self, keep: Optional[int], *, current: str) -> List[str]:
+    def prune(self, keep: int | None, *, current: str) -> list[str]:
         """Drop the records and unneeded backups of all but the ``keep`` newest runs (``current`` always kept).
 
         Returns:
@@ -319,13 +320,13 @@ class RunLog:
         keep_runs: Retention (see :meth:`StateFolder.prune`).
     """
 
-    def __init__(self, state: StateFolder, run_id: str, info: Dict[str, Any], keep_runs: Optional[int]) -> None:
+    def __init__(self, state: StateFolder, run_id: str, info: dict[str, Any], keep_runs: int | None) -> None:
         self.state = state
         self.run_id = run_id
         self.info = {"id": run_id, "started": time.time(), "finished": None, "state": "running", **info}
         self.keep_runs = keep_runs
         self.started = False
-        self.pruned: List[str] = []
+        self.pruned: list[str] = []
 
     def _begin(self) -> None:
         if not self.started:
@@ -344,7 +345,7 @@ class RunLog:
         self._begin()
         self.state.append_files(records)
 
-    def finish(self, state: str, counts: Dict[str, Any]) -> None:
+    def finish(self, state: str, counts: dict[str, Any]) -> None:
         """Mark the run ``done`` / ``stopped`` / ``failed`` with its counts (only if it wrote anything)."""
         if self.started:
             self.info.update(state=state, finished=time.time(), **counts)
@@ -352,7 +353,7 @@ class RunLog:
 
 
 # ----------------------------------------------------------------------------------------------------- undo
-def _safe_target(state: StateFolder, rel: str) -> tuple[Optional[Path], str]:
+def _safe_target(state: StateFolder, rel: str) -> tuple[Path | None, str]:
     """The caption file a record names, or ``(None, why)`` when undoing it could write outside the root."""
     p = PurePosixPath(rel)
     if p.is_absolute() or ".." in p.parts or not p.parts or p.parts[0] == STATE_DIR:
@@ -379,7 +380,7 @@ def _remove(target: Path) -> None:
     _fsync_dir(target.parent)
 
 
-def latest_run(state: StateFolder) -> Optional[str]:
+def latest_run(state: StateFolder) -> str | None:
     """The newest run of the folder not yet (completely) undone, or ``None``."""
     for info in reversed(state.runs()):
         if not info.get("undone"):
@@ -387,8 +388,8 @@ def latest_run(state: StateFolder) -> Optional[str]:
     return None
 
 
-def undo_run(root: Path, run_id: Optional[str] = None, *,
-             allowed_roots: Optional[Sequence[Path]] = None) -> UndoReport:
+def undo_run(root: Path, run_id: str | None = None, *,
+             allowed_roots: Sequence[Path] | None = None) -> UndoReport:
     """Restore every caption file run ``run_id`` changed and remove those it created, where safe.
 
     Args:
@@ -420,7 +421,7 @@ def undo_run(root: Path, run_id: Optional[str] = None, *,
         info = state.read_run(run_id)
         report = UndoReport(run_id)
         # the last line per file wins within a run (a file is written once per run; be robust anyway)
-        mine: Dict[str, FileRecord] = {}
+        mine: dict[str, FileRecord] = {}
         for r in state.file_records():
             if r.run == run_id:
                 mine.setdefault(r.out, r)
@@ -478,7 +479,7 @@ def _undo_one(state: StateFolder, rel: str, rec: FileRecord, report: UndoReport)
         report.refused.append({"path": shown, "reason": f"cannot write it: {e.strerror or e}"})
 
 
-def list_runs(root: Path, *, allowed_roots: Optional[Sequence[Path]] = None) -> List[Dict[str, Any]]:
+def list_runs(root: Path, *, allowed_roots: Sequence[Path] | None = None) -> list[dict[str, Any]]:
     """The runs recorded for ``root``, oldest first: ``id``, ``started``, ``finished``, ``state``, ``model``,
     ``created``, ``changed`` (file counts), ``undone`` (time or ``None``), ``options`` (the run's own).
 
@@ -489,7 +490,7 @@ def list_runs(root: Path, *, allowed_roots: Optional[Sequence[Path]] = None) -> 
     check_allowed(root, allowed_roots, "folder")
     state = StateFolder(root, allowed_roots)
     state.check()
-    counts: Dict[str, Dict[str, int]] = {}
+    counts: dict[str, dict[str, int]] = {}
     for r in state.file_records():
         c = counts.setdefault(r.run, {"created": 0, "changed": 0})
         c[r.action] += 1
@@ -503,7 +504,7 @@ def list_runs(root: Path, *, allowed_roots: Optional[Sequence[Path]] = None) -> 
     return out
 
 
-def describe_runs(runs: Iterable[Dict[str, Any]]) -> List[str]:
+def describe_runs(runs: Iterable[dict[str, Any]]) -> list[str]:
     """One line per run for a terminal: id, start time, state, counts, policy."""
     lines = []
     for r in runs:

@@ -14,7 +14,8 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from typing import Any, Dict, Iterator, Mapping, Optional, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
 
 from ..errors import ClipCapError
 from ..options_table import caption_kwargs, caption_options
@@ -249,8 +250,8 @@ def format_job_status(job_id: str, status: Any) -> str:
 
 
 def build_batch_section(manager: Any, *, job_manager: Any, model: Any, option_inputs: Sequence[Any],
-                        unavailable: Optional[str] = None,
-                        batch_values: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
+                        unavailable: str | None = None,
+                        batch_values: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Lay out the "Batch tagging" section inside the current ``gr.Blocks`` (called by
     :func:`lib_clipcap.app.ui.build_ui`).
 
@@ -269,7 +270,7 @@ def build_batch_section(manager: Any, *, job_manager: Any, model: Any, option_in
     from .. import compat
 
     ui = BatchUI(manager, job_manager=job_manager, unavailable=unavailable, batch_values=batch_values)
-    c: Dict[str, Any] = {"ui": ui}
+    c: dict[str, Any] = {"ui": ui}
     with gr.Accordion("Batch tagging", open=False, elem_id="clipcap_batch"):
         why = ui.batch_unavailable()
         compat.component(gr.Markdown, value=why or "Writes a caption file next to each image of the folder, "
@@ -280,7 +281,7 @@ def build_batch_section(manager: Any, *, job_manager: Any, model: Any, option_in
             c["job_id"] = compat.component(gr.Textbox, label="Job", interactive=False, elem_id="clipcap_batch_job",
                                            scale=1)
         batch_defaults = {**_batch_defaults(), **ui.batch_values}
-        fields: Dict[str, Any] = {}
+        fields: dict[str, Any] = {}
         for row_kinds in (("radio", "textbox"), ("checkbox",), ("number",)):
             with gr.Row():
                 for name, label, kind, help_ in BATCH_FIELDS:

@@ -19,8 +19,8 @@ import json
 import logging
 import os
 import stat
+from collections.abc import Sequence
 from pathlib import Path
-from typing import List, Optional, Sequence
 
 from ..options_table import OptionError
 from .options import FileOutcome, check_manifest_name
@@ -39,8 +39,8 @@ def sidecar_name(image_name: str, caption_ext: str) -> str:
     return stem + caption_ext
 
 
-def caption_path(image: Path, *, caption_ext: str, root: Optional[Path] = None,
-                 output_dir: Optional[Path] = None) -> Path:
+def caption_path(image: Path, *, caption_ext: str, root: Path | None = None,
+                 output_dir: Path | None = None) -> Path:
     """Where the caption of ``image`` is written.
 
     Args:
@@ -59,7 +59,7 @@ def caption_path(image: Path, *, caption_ext: str, root: Optional[Path] = None,
     return Path(output_dir) / rel_dir / name
 
 
-def read_existing(path: Path) -> Optional[str]:
+def read_existing(path: Path) -> str | None:
     """The text of an existing caption file (UTF-8, a BOM dropped), or ``None`` when there is none.
 
     Raises:
@@ -128,7 +128,7 @@ def _check_open_file(fd: int, kind: str, shown: str) -> int:
     return st.st_size
 
 
-def check_manifest_file(path: str | os.PathLike, kind: str, *, shown: Optional[str] = None) -> None:
+def check_manifest_file(path: str | os.PathLike, kind: str, *, shown: str | None = None) -> None:
     """Raise unless ``path`` may be written as a manifest: its name (and, through a symlink, its target's name) passes
     :func:`~lib_clipcap.batch.options.check_manifest_name`, and it is missing or a manifest this tool wrote.
 
@@ -203,9 +203,9 @@ class Manifest:
         OSError: a manifest cannot be created.
     """
 
-    def __init__(self, jsonl: Optional[Path], csv_path: Optional[Path], *, model: str) -> None:
+    def __init__(self, jsonl: Path | None, csv_path: Path | None, *, model: str) -> None:
         self.model = model
-        self._fds: List[tuple[int, str]] = []
+        self._fds: list[tuple[int, str]] = []
         try:
             for path, kind in ((jsonl, "jsonl"), (csv_path, "csv")):
                 if path is None:

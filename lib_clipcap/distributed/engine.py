@@ -34,8 +34,9 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any
 
 from ..batch.discover import discover, is_url
 from ..batch.lock import FolderLock
@@ -59,8 +60,8 @@ _MAX_BLOCKS = 2000
 
 
 # ------------------------------------------------------------------------------------------ runs in the cluster
-def decode_batch(batch: Dict[str, Any], *, preprocess: Callable, shape: Tuple[int, ...],
-                 max_pixels: Optional[int]) -> Dict[str, Any]:
+def decode_batch(batch: dict[str, Any], *, preprocess: Callable, shape: tuple[int, ...],
+                 max_pixels: int | None) -> dict[str, Any]:
     """Ray task: read, decode and preprocess a batch of images (paths or URLs).
 
     Returns:
@@ -104,7 +105,7 @@ class CaptionActor:
         threads: torch CPU threads (CPU actors: the CPUs reserved for them).
     """
 
-    def __init__(self, spec: ModelSpec, options: TagOptions, device: Optional[str], dtype: Optional[str],
+    def __init__(self, spec: ModelSpec, options: TagOptions, device: str | None, dtype: str | None,
                  threads: int) -> None:
         import ray
         import torch
@@ -115,7 +116,7 @@ class CaptionActor:
         self.opts, self.extra = model_options(self.model, options)
         self.node = ray.get_runtime_context().get_node_id()
 
-    def __call__(self, batch: Dict[str, Any]) -> Dict[str, Any]:
+    def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
         import json
 
         import numpy as np
@@ -140,7 +141,7 @@ class CaptionActor:
                 "error": np.array(errors, dtype=object), "node": np.array([self.node] * n, dtype=object)}
 
 
-def decode_tasks(place: Dict[str, Any], decode_cpus: float) -> int:
+def decode_tasks(place: dict[str, Any], decode_cpus: float) -> int:
     """How many decode tasks may run at once: what the CPUs left by the actors hold (at least 1).
 
     Never equal to the number of actors: Ray Data fuses a task stage into the following actor stage when their
@@ -178,7 +179,7 @@ def connect(ray_options: RayOptions) -> Iterator[Any]:
     if ray.is_initialized():
         yield ray
         return
-    kw: Dict[str, Any] = {"include_dashboard": False, "ignore_reinit_error": True}
+    kw: dict[str, Any] = {"include_dashboard": False, "ignore_reinit_error": True}
     if ray_options.address:
         kw["address"] = ray_options.address
     else:
@@ -194,7 +195,7 @@ def connect(ray_options: RayOptions) -> Iterator[Any]:
         ray.shutdown()
 
 
-def _placement(ray: Any, ray_options: RayOptions, spec: ModelSpec) -> Dict[str, Any]:
+def _placement(ray: Any, ray_options: RayOptions, spec: ModelSpec) -> dict[str, Any]:
     """Actors, GPUs / CPUs per actor and the actors' device, from the cluster's resources."""
     total = ray.cluster_resources()
     gpus, cpus = float(total.get("GPU", 0)), float(total.get("CPU", 0))
@@ -225,13 +226,13 @@ class _Pipeline:
     """Builds and runs the Ray Data pipeline for one run's images."""
 
     def __init__(self, spec: ModelSpec, options: TagOptions, ray_options: RayOptions, preprocess: Callable,
-                 shape: Tuple[int, ...], should_stop: Optional[Callable[[], bool]],
-                 on_batch: Optional[Callable[[str, int], None]] = None) -> None:
+                 shape: tuple[int, ...], should_stop: Callable[[], bool] | None,
+                 on_batch: Callable[[str, int], None] | None = None) -> None:
         self.spec, self.options, self.ray_options = spec, options, ray_options
         self.preprocess, self.shape, self.should_stop, self.on_batch = preprocess, shape, should_stop, on_batch
-        self.nodes: Dict[str, int] = {}
+        self.nodes: dict[str, int] = {}
 
-    def stream(self, paths: Sequence[str]) -> Iterator[Dict[str, Any]]:
+    def stream(self, paths: Sequence[str]) -> Iterator[dict[str, Any]]:
         """Yield result batches (``pos`` = index into ``paths``) until done, or until ``should_stop()``."""
         import pyarrow as pa
 
@@ -285,19 +286,19 @@ class _Pipeline:
 class _Batch:
     """What :func:`~lib_clipcap.batch.runner.write_batch` reads of a batch: positions and load errors."""
 
-    def __init__(self, indices: List[int], errors: Dict[int, str]) -> None:
+    def __init__(self, indices: list[int], errors: dict[int, str]) -> None:
         self.indices, self.errors = indices, errors
 
 
-def _results(out: Dict[str, Any]) -> Tuple[_Batch, Dict[int, Any]]:
+def _results(out: dict[str, Any]) -> tuple[_Batch, dict[int, Any]]:
     """A result batch from the cluster as the local writer's ``(batch, results)``."""
     import json
 
     from ..results import CaptionResult
 
     indices = [int(p) for p in out["pos"]]
-    errors: Dict[int, str] = {}
-    results: Dict[int, Any] = {}
+    errors: dict[int, str] = {}
+    results: dict[int, Any] = {}
     for pos, text, score, kw, err in zip(indices, out["text"], out["score"], out["keywords"], out["error"]):
         if err:
             errors[pos] = str(err)
@@ -307,7 +308,7 @@ def _results(out: Dict[str, Any]) -> Tuple[_Batch, Dict[int, Any]]:
     return _Batch(indices, errors), results
 
 
-def _probe(spec: ModelSpec, options: TagOptions) -> Tuple[str, Callable, Tuple[int, ...]]:
+def _probe(spec: ModelSpec, options: TagOptions) -> tuple[str, Callable, tuple[int, ...]]:
     """Load the model here, on the CPU, once: its name, its checked decoding options, its transform and pixel shape.
 
     Raises:
@@ -340,11 +341,11 @@ def _check_layout(options: TagOptions, ray_options: RayOptions) -> None:
                                                         "leave it at skip")
 
 
-def run_tagging_ray(options: TagOptions, model: Any, ray_options: Optional[RayOptions] = None, *,
-                    progress: Optional[ProgressFn] = None, should_stop: Optional[Callable[[], bool]] = None,
-                    on_file: Optional[Callable[[FileOutcome], None]] = None,
-                    on_batch: Optional[Callable[[str, int], None]] = None,
-                    on_progress: Optional[Callable[[Any], None]] = None) -> TagSummary:
+def run_tagging_ray(options: TagOptions, model: Any, ray_options: RayOptions | None = None, *,
+                    progress: ProgressFn | None = None, should_stop: Callable[[], bool] | None = None,
+                    on_file: Callable[[FileOutcome], None] | None = None,
+                    on_batch: Callable[[str, int], None] | None = None,
+                    on_progress: Callable[[Any], None] | None = None) -> TagSummary:
     """Caption every image ``options`` selects on a Ray cluster; write the captions like
     :func:`lib_clipcap.batch.run_tagging`.
 
@@ -404,9 +405,9 @@ def _signature(options: TagOptions, model_name: str) -> str:
 
 
 def _run_with_sidecars(options: TagOptions, ray_options: RayOptions, model_name: str, found: Any,
-                       pipeline: _Pipeline, progress: Optional[ProgressFn], on_file: Optional[Callable],
-                       t0: float, on_progress: Optional[Callable] = None) -> TagSummary:
-    def caption(tasks: List[Any], recorder: Recorder) -> None:
+                       pipeline: _Pipeline, progress: ProgressFn | None, on_file: Callable | None,
+                       t0: float, on_progress: Callable | None = None) -> TagSummary:
+    def caption(tasks: list[Any], recorder: Recorder) -> None:
         writer = BatchWriter(tasks, options, recorder)
         writer.start()
         try:
@@ -432,8 +433,8 @@ def _run_with_sidecars(options: TagOptions, ray_options: RayOptions, model_name:
 
 
 def _run_manifest_only(options: TagOptions, ray_options: RayOptions, model_name: str, found: Any,
-                       pipeline: _Pipeline, progress: Optional[ProgressFn], on_file: Optional[Callable],
-                       t0: float, on_progress: Optional[Callable] = None) -> TagSummary:
+                       pipeline: _Pipeline, progress: ProgressFn | None, on_file: Callable | None,
+                       t0: float, on_progress: Callable | None = None) -> TagSummary:
     """No caption files: every caption goes into the manifests; the Parquet manifest is also the resume record."""
     from .manifest import ParquetManifest, done_images, remove_stale_parts
 
@@ -449,8 +450,8 @@ def _run_manifest_only(options: TagOptions, ray_options: RayOptions, model_name:
             remove_stale_parts(folder)
         done = done_images(folder, signature) if options.resume else {}
         settled = [FileOutcome(f.path, "failed", None, f.reason) for f in found.failures]
-        todo: List[Any] = []
-        stats: Dict[str, Tuple[int, int]] = {}
+        todo: list[Any] = []
+        stats: dict[str, tuple[int, int]] = {}
         for item in found.items:
             path = os.fspath(item.path)
             try:

@@ -18,8 +18,9 @@ import logging
 import os
 import time
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any
 
 from ..batch.options import FileOutcome, TagOptions
 from ..batch.policy import decorate
@@ -40,12 +41,12 @@ def _schema() -> Any:
                       ("size", pa.int64()), ("mtime_ns", pa.int64()), ("signature", pa.string())])
 
 
-def _clean(s: Optional[str]) -> Optional[str]:
+def _clean(s: str | None) -> str | None:
     # Undecodable file names arrive as surrogate escapes; Parquet strings must be valid UTF-8.
     return None if s is None else s.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
-def part_files(folder: Path) -> List[Path]:
+def part_files(folder: Path) -> list[Path]:
     """The manifest's part files, oldest first."""
     try:
         return sorted(p for p in Path(folder).iterdir() if p.name.startswith("part-") and p.suffix == ".parquet")
@@ -66,7 +67,7 @@ class ParquetManifest:
     """
 
     def __init__(self, folder: Path, *, model: str, signature: str, options: TagOptions,
-                 stats: Optional[Dict[str, Tuple[int, int]]] = None, flush_s: float = 30.0,
+                 stats: dict[str, tuple[int, int]] | None = None, flush_s: float = 30.0,
                  rows_per_part: int = 100_000) -> None:
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -74,8 +75,8 @@ class ParquetManifest:
         self.stats = stats or {}
         self.flush_s, self.rows_per_part = flush_s, rows_per_part
         self.run_id = f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{uuid.uuid4().hex[:8]}"
-        self.parts: List[Path] = []
-        self._rows: List[Dict[str, Any]] = []
+        self.parts: list[Path] = []
+        self._rows: list[dict[str, Any]] = []
         self._last = time.monotonic()
 
     def write(self, outcomes: Sequence[FileOutcome]) -> None:
@@ -115,14 +116,14 @@ class ParquetManifest:
         self.flush()
 
 
-def done_images(folder: Path, signature: str) -> Dict[str, Tuple[Optional[int], Optional[int]]]:
+def done_images(folder: Path, signature: str) -> dict[str, tuple[int | None, int | None]]:
     """Images the manifest in ``folder`` holds as ``written`` by a run with ``signature``: path -> (size, mtime_ns).
 
     A later row for the same path (another status) removes it. Unreadable part files are skipped with a warning.
     """
     import pyarrow.parquet as pq
 
-    done: Dict[str, Tuple[Optional[int], Optional[int]]] = {}
+    done: dict[str, tuple[int | None, int | None]] = {}
     for part in part_files(folder):
         try:
             rows = pq.read_table(part, columns=["path", "status", "size", "mtime_ns", "signature"]).to_pylist()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
 
 from ..options_table import OptionError
 
@@ -58,17 +58,17 @@ class RayOptions:
         progress_bars: Ray Data's own progress bars (operators, tasks, actors) besides our per-file counts.
     """
 
-    address: Optional[str] = None
-    num_cpus: Optional[int] = None
-    num_gpus: Optional[int] = None
-    object_store_memory: Optional[int] = None
-    actors: Optional[int] = None
-    gpus_per_actor: Optional[float] = None
+    address: str | None = None
+    num_cpus: int | None = None
+    num_gpus: int | None = None
+    object_store_memory: int | None = None
+    actors: int | None = None
+    gpus_per_actor: float | None = None
     cpus_per_actor: float = 1.0
-    memory_per_actor: Optional[int] = None
+    memory_per_actor: int | None = None
     decode_cpus: float = 1.0
-    batch_size: Optional[int] = None
-    manifest_parquet: Optional[str] = None
+    batch_size: int | None = None
+    manifest_parquet: str | None = None
     sidecars: bool = True
     parquet_flush_s: float = 30.0
     parquet_rows_per_part: int = 100_000

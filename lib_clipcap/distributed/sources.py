@@ -18,7 +18,7 @@ import functools
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from types import SimpleNamespace
-from typing import Any, Optional, Tuple
+from typing import Any
 from urllib.parse import urlsplit
 
 from ..batch.discover import Discovery, matches
@@ -49,7 +49,7 @@ class RemoteItem:
         """``st_size`` and ``st_mtime_ns`` as listed."""
         return SimpleNamespace(st_size=self.size, st_mtime_ns=self.mtime_ns)
 
-    def caption_path(self, caption_ext: str, output_dir: Optional[Path]) -> Path:
+    def caption_path(self, caption_ext: str, output_dir: Path | None) -> Path:
         """``<output_dir>/<rel folder>/<name><caption_ext>``.
 
         Raises:
@@ -62,13 +62,13 @@ class RemoteItem:
         return Path(output_dir) / Path(*rel.parent.parts) / sidecar_name(rel.name, caption_ext)
 
 
-def _split(url: str) -> Tuple[str, str]:
+def _split(url: str) -> tuple[str, str]:
     parts = urlsplit(url)
     return f"{parts.scheme}://{parts.netloc}", parts.path
 
 
 @functools.lru_cache(maxsize=64)
-def _filesystem_at(base: str) -> Tuple[Any, str]:
+def _filesystem_at(base: str) -> tuple[Any, str]:
     """``(pyarrow filesystem, its path of base + "/")`` for ``scheme://netloc``, cached per process."""
     from pyarrow import fs as pafs
 
@@ -88,7 +88,7 @@ def _filesystem_at(base: str) -> Tuple[Any, str]:
     return fs, path
 
 
-def filesystem(url: str) -> Tuple[Any, str]:
+def filesystem(url: str) -> tuple[Any, str]:
     """``(pyarrow filesystem, path on it)`` for a URL.
 
     Raises:
@@ -120,7 +120,7 @@ def _mtime_ns(info: Any) -> int:
 def make_lister(options: TagOptions):
     """A :data:`~lib_clipcap.batch.discover.RemoteLister` for ``options`` (recursion, include / exclude globs)."""
 
-    def list_url(url: str, listed_in: Optional[Path]) -> Discovery:
+    def list_url(url: str, listed_in: Path | None) -> Discovery:
         from pyarrow import fs as pafs
 
         out = Discovery()

@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import os
 from dataclasses import dataclass, fields
-from typing import Any, Optional
+from typing import Any
 
 _ARG_FIELDS = ("model", "checkpoint", "clip_model", "clip_pretrained", "tokenizer", "gpt2", "normalize", "models_dir",
                "device", "dtype", "offline")
@@ -33,20 +33,20 @@ class ModelSpec:
         offline: Never download (``HF_HUB_OFFLINE=1`` in the actors too).
     """
 
-    model: Optional[str] = None
-    checkpoint: Optional[str] = None
-    clip_model: Optional[str] = None
-    clip_pretrained: Optional[str] = None
-    tokenizer: Optional[str] = None
-    gpt2: Optional[str] = None
-    normalize: Optional[bool] = None
-    models_dir: Optional[str] = None
-    device: Optional[str] = None
-    dtype: Optional[str] = None
+    model: str | None = None
+    checkpoint: str | None = None
+    clip_model: str | None = None
+    clip_pretrained: str | None = None
+    tokenizer: str | None = None
+    gpt2: str | None = None
+    normalize: bool | None = None
+    models_dir: str | None = None
+    device: str | None = None
+    dtype: str | None = None
     offline: bool = False
 
     @classmethod
-    def coerce(cls, value: Any) -> "ModelSpec":
+    def coerce(cls, value: Any) -> ModelSpec:
         """A spec from a spec or a registry name."""
         if isinstance(value, ModelSpec):
             return value
@@ -56,7 +56,7 @@ class ModelSpec:
                         f"Captioner cannot be shipped to a cluster (each actor loads its own copy)")
 
     @classmethod
-    def from_args(cls, args: argparse.Namespace) -> "ModelSpec":
+    def from_args(cls, args: argparse.Namespace) -> ModelSpec:
         """The spec of parsed ``tag`` arguments (``--model``, ``--checkpoint``, ``--device``...)."""
         kw = {name: getattr(args, name, None) for name in _ARG_FIELDS}
         kw["offline"] = bool(kw["offline"])
@@ -64,7 +64,7 @@ class ModelSpec:
             kw["models_dir"] = os.fspath(kw["models_dir"])
         return cls(**kw)
 
-    def load(self, *, device: Optional[str] = None, dtype: Optional[str] = None) -> Any:
+    def load(self, *, device: str | None = None, dtype: str | None = None) -> Any:
         """Load the model (``device`` / ``dtype`` override the spec's).
 
         Raises:

@@ -35,9 +35,10 @@ import csv
 import io
 import json
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from ..errors import ClipCapError, MissingFileError
 
@@ -91,7 +92,7 @@ class EvalDataset:
         """``{image_id: [reference, ...]}``."""
         return {it.image_id: list(it.references) for it in self.items}
 
-    def head(self, n: int) -> "EvalDataset":
+    def head(self, n: int) -> EvalDataset:
         """The first ``n`` items (quick runs)."""
         return EvalDataset(self.name, self.format, self.split, self.items[:n], self.source)
 

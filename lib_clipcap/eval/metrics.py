@@ -21,9 +21,9 @@ from __future__ import annotations
 import logging
 import re
 import shutil
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping, Sequence
 
 from ..errors import ClipCapError
 
@@ -48,7 +48,7 @@ class MetricResult:
     skipped: dict[str, str] = field(default_factory=dict)
     tokenizer: str = "ptb"
 
-    def merge(self, other: "MetricResult") -> "MetricResult":
+    def merge(self, other: MetricResult) -> MetricResult:
         self.scores.update(other.scores)
         for k, v in other.per_image.items():
             self.per_image.setdefault(k, {}).update(v)

@@ -13,8 +13,9 @@ A metric that was not computed shows as ``-``; the skipped reasons are printed u
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 from .metrics import SCORE_NAMES
 

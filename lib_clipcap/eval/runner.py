@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from .datasets import EvalDataset
 from .metrics import TEXT_METRICS, MetricResult, clip_metrics, compute_metrics, finecap_scores
@@ -40,7 +41,7 @@ class EvalResult:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "EvalResult":
+    def from_dict(cls, d: dict[str, Any]) -> EvalResult:
         return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
 
 

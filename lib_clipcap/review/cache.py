@@ -18,8 +18,9 @@ import hashlib
 import json
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -64,8 +65,8 @@ class FeatureCache:
         self.key = key
         self.dim = dim
         self.path = self.root / CACHE_DIR / f"features-{key}.safetensors"
-        self._rows: Dict[str, Any] = {}  # sha256 -> 1-D float32 tensor
-        self._stats: Dict[str, Tuple[int, int, int, str]] = {}  # path -> (size, mtime_ns, inode, sha256)
+        self._rows: dict[str, Any] = {}  # sha256 -> 1-D float32 tensor
+        self._stats: dict[str, tuple[int, int, int, str]] = {}  # path -> (size, mtime_ns, inode, sha256)
         self._dirty = False
         self.hits = 0
         self.misses = 0
@@ -106,7 +107,7 @@ class FeatureCache:
         self._dirty = True
         return sha
 
-    def get(self, sha: str) -> Optional[Any]:
+    def get(self, sha: str) -> Any | None:
         """The cached feature row of an image hash, or ``None``."""
         row = self._rows.get(sha)
         if row is None:
@@ -120,7 +121,7 @@ class FeatureCache:
         self._rows[sha] = feature.detach().float().cpu().contiguous()
         self._dirty = True
 
-    def save(self, keep_paths: Optional[Sequence[str]] = None) -> None:
+    def save(self, keep_paths: Sequence[str] | None = None) -> None:
         """Write the cache atomically if anything changed; failures are logged, not raised (it is only a cache).
 
         Args:
@@ -139,7 +140,7 @@ class FeatureCache:
             self._stats = {p: v for p, v in self._stats.items() if p in keep}
             used = {v[3] for v in self._stats.values()}
             self._rows = {h: r for h, r in self._rows.items() if h in used}
-        hashes: List[str] = list(self._rows)
+        hashes: list[str] = list(self._rows)
         feats = (torch.stack([self._rows[h] for h in hashes]) if hashes
                  else torch.empty(0, self.dim, dtype=torch.float32))
         meta = {"hashes": json.dumps(hashes), "stats": json.dumps({p: list(v) for p, v in self._stats.items()}),

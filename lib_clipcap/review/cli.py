@@ -12,7 +12,7 @@ import io
 import json
 import sys
 import time
-from typing import Any, List
+from typing import Any
 
 from ..cli_common import eprint
 
@@ -115,7 +115,7 @@ def _write(dest: str, text: str) -> None:
     atomic_write_text(Path(dest).expanduser(), text)
 
 
-def _csv(rows: List[Any]) -> str:
+def _csv(rows: list[Any]) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(_CSV_COLUMNS)

@@ -20,9 +20,10 @@ import json
 import logging
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any
 
 from ..batch.discover import check_allowed, is_within
 from ..batch.journal import JOURNAL_NAME, Journal, sha256_bytes
@@ -63,7 +64,7 @@ class EditOutcome:
     caption_file: str
     status: str
     reason: str = ""
-    text: Optional[str] = None
+    text: str | None = None
 
 
 def table_root(table: ReviewTable) -> Path:
@@ -83,7 +84,7 @@ def _journal_signature(root: Path) -> str:
         return REVIEW_SIGNATURE
 
 
-def _append_line(path: Path, record: Dict[str, Any]) -> None:
+def _append_line(path: Path, record: dict[str, Any]) -> None:
     data = (json.dumps(record, ensure_ascii=True) + "\n").encode("ascii")
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
@@ -95,7 +96,7 @@ def _append_line(path: Path, record: Dict[str, Any]) -> None:
         os.close(fd)
 
 
-def _read_undo(path: Path) -> List[Dict[str, Any]]:
+def _read_undo(path: Path) -> list[dict[str, Any]]:
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
@@ -111,7 +112,7 @@ def _read_undo(path: Path) -> List[Dict[str, Any]]:
     return groups
 
 
-def _check_own_files(root: Path, allowed_roots: Optional[Sequence[Path]]) -> None:
+def _check_own_files(root: Path, allowed_roots: Sequence[Path] | None) -> None:
     """The undo log, journal and lock of ``root`` are read and written too: the path rule applies to them as to
     captions (a symlink planted in their place must not lead a save outside the allowed folders)."""
     for name, what in ((UNDO_NAME, "undo log"), (JOURNAL_NAME, "journal"), (LOCK_NAME, "lock file")):
@@ -123,7 +124,7 @@ def undo_depth(table: ReviewTable) -> int:
     return len(_read_undo(table_root(table) / UNDO_NAME))
 
 
-def _journal_records(journal: Journal, root: Path, pairs: Sequence[Tuple[ReviewRow, bytes]]) -> List[Dict[str, Any]]:
+def _journal_records(journal: Journal, root: Path, pairs: Sequence[tuple[ReviewRow, bytes]]) -> list[dict[str, Any]]:
     records = []
     for row, data in pairs:
         try:
@@ -135,7 +136,7 @@ def _journal_records(journal: Journal, root: Path, pairs: Sequence[Tuple[ReviewR
     return records
 
 
-def _write(root: Path, pairs: Sequence[Tuple[ReviewRow, bytes]]) -> List[Optional[OSError]]:
+def _write(root: Path, pairs: Sequence[tuple[ReviewRow, bytes]]) -> list[OSError | None]:
     """Journal (fsynced), then the batch writer's atomic writes, as a tag run does. Caller holds the lock."""
     from ..batch.runner import write_files
 
@@ -148,7 +149,7 @@ def _write(root: Path, pairs: Sequence[Tuple[ReviewRow, bytes]]) -> List[Optiona
     return write_files([(Path(row.caption_file), data) for row, data in pairs])
 
 
-def _rows_for(table: ReviewTable, edits: Sequence[Tuple[str, str]]) -> List[Tuple[ReviewRow, str]]:
+def _rows_for(table: ReviewTable, edits: Sequence[tuple[str, str]]) -> list[tuple[ReviewRow, str]]:
     out = []
     seen = set()
     for image, text in edits:
@@ -166,7 +167,7 @@ def _rows_for(table: ReviewTable, edits: Sequence[Tuple[str, str]]) -> List[Tupl
 
 def _remove_stale_temps(rows: Sequence[ReviewRow]) -> None:
     """Delete temporary files a killed earlier save (or tag run) left beside these captions; we hold the lock."""
-    by_dir: Dict[Path, set] = {}
+    by_dir: dict[Path, set] = {}
     for row in rows:
         p = Path(row.caption_file)
         by_dir.setdefault(p.parent, set()).add(p.name)
@@ -178,8 +179,8 @@ def _remove_stale_temps(rows: Sequence[ReviewRow]) -> None:
                 log.warning("cannot remove leftover temporary file %s: %s", tmp, e)
 
 
-def save_captions(table: ReviewTable, edits: Sequence[Tuple[str, str]], *,
-                  allowed_roots: Optional[Sequence[Path]] = None) -> List[EditOutcome]:
+def save_captions(table: ReviewTable, edits: Sequence[tuple[str, str]], *,
+                  allowed_roots: Sequence[Path] | None = None) -> list[EditOutcome]:
     """Write new caption texts atomically (journal, batch writer), recording the old ones for :func:`undo_last`.
 
     Args:
@@ -204,15 +205,15 @@ def save_captions(table: ReviewTable, edits: Sequence[Tuple[str, str]], *,
     for row, _ in pairs:  # the batch rule and message (PathNotAllowedError: a PermissionError)
         check_allowed(row.caption_file, allowed_roots, "caption file")
     _check_own_files(root, allowed_roots)
-    outcomes: Dict[str, EditOutcome] = {}
-    todo: List[Tuple[ReviewRow, bytes, Optional[bytes]]] = []
+    outcomes: dict[str, EditOutcome] = {}
+    todo: list[tuple[ReviewRow, bytes, bytes | None]] = []
     root.mkdir(parents=True, exist_ok=True)
     with FolderLock(root):
         _remove_stale_temps([row for row, _ in pairs])
         for row, text in pairs:
             data = text.encode("utf-8")
             try:
-                old: Optional[bytes] = Path(row.caption_file).read_bytes()
+                old: bytes | None = Path(row.caption_file).read_bytes()
             except FileNotFoundError:
                 old = None
             except OSError as e:
@@ -246,7 +247,7 @@ def save_captions(table: ReviewTable, edits: Sequence[Tuple[str, str]], *,
     return [outcomes[row.image] for row, _ in pairs]
 
 
-def undo_last(table: ReviewTable, *, allowed_roots: Optional[Sequence[Path]] = None) -> List[EditOutcome]:
+def undo_last(table: ReviewTable, *, allowed_roots: Sequence[Path] | None = None) -> list[EditOutcome]:
     """Undo the most recent save in this table's output root (one save: one edit, or one bulk operation).
 
     Each file gets its old bytes back (a caption that did not exist before is removed) when it still holds what the
@@ -267,8 +268,8 @@ def undo_last(table: ReviewTable, *, allowed_roots: Optional[Sequence[Path]] = N
         groups = _read_undo(path)
         if not groups:
             return []
-        outcomes: List[EditOutcome] = []
-        restore: List[Tuple[ReviewRow, bytes]] = []
+        outcomes: list[EditOutcome] = []
+        restore: list[tuple[ReviewRow, bytes]] = []
         for e in groups[-1]["edits"]:
             cap = Path(os.path.normpath(root / str(e.get("file", ""))))
             try:
@@ -280,7 +281,7 @@ def undo_last(table: ReviewTable, *, allowed_roots: Optional[Sequence[Path]] = N
                 outcomes.append(EditOutcome(row.image, os.fspath(cap), "failed", "outside the allowed folders"))
                 continue
             try:
-                current: Optional[bytes] = cap.read_bytes()
+                current: bytes | None = cap.read_bytes()
             except FileNotFoundError:
                 current = None
             except OSError as err:
@@ -321,9 +322,9 @@ def undo_last(table: ReviewTable, *, allowed_roots: Optional[Sequence[Path]] = N
     return outcomes
 
 
-def plan_bulk(rows: Sequence[ReviewRow], *, find: Optional[str] = None, replace: str = "", regex: bool = False,
-              prefix: Optional[str] = None, separator: str = ", ",
-              table: Optional[ReviewTable] = None) -> List[Tuple[ReviewRow, str]]:
+def plan_bulk(rows: Sequence[ReviewRow], *, find: str | None = None, replace: str = "", regex: bool = False,
+              prefix: str | None = None, separator: str = ", ",
+              table: ReviewTable | None = None) -> list[tuple[ReviewRow, str]]:
     """The captions a bulk edit would change, with their new text (nothing is written: a preview).
 
     Find/replace runs first (literal text, or a regular expression with ``\\1`` group references), then the prefix

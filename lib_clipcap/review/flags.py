@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from typing import Callable, Dict, Iterable, List, Optional, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from ..errors import ClipCapError
 from ..textrules import has_forbidden_chars, text_problem
@@ -77,11 +77,11 @@ def _norm(text: str) -> str:
     return " ".join(text.split()).casefold()
 
 
-def _segments(text: str) -> List[str]:
+def _segments(text: str) -> list[str]:
     return [s for s in (_norm(p).strip(" .") for p in _SPLIT.split(text)) if s]
 
 
-def detect_trigger(captions: Iterable[Optional[str]], *, min_share: float = 0.5, min_count: int = 3) -> List[str]:
+def detect_trigger(captions: Iterable[str | None], *, min_share: float = 0.5, min_count: int = 3) -> list[str]:
     """Guess the trigger word(s): a leading comma-separated segment that most captions start with.
 
     LoRA training sets are tagged with ``--prefix "sks, "``, so the first segment of most captions is the trigger.
@@ -122,13 +122,13 @@ def is_trigger_only(text: str, triggers: Sequence[str]) -> bool:
     return bool(segs) and all(s in wanted for s in segs)
 
 
-def duplicate_keys(captions: Iterable[Optional[str]], *, duplicate_min: int = DEFAULT_DUPLICATE_MIN) -> Dict[str, int]:
+def duplicate_keys(captions: Iterable[str | None], *, duplicate_min: int = DEFAULT_DUPLICATE_MIN) -> dict[str, int]:
     """Normalised captions shared by at least ``duplicate_min`` images -> how many share each."""
     counts = Counter(_norm(c) for c in captions if c is not None and c.strip())
     return {k: n for k, n in counts.items() if n >= max(2, duplicate_min)}
 
 
-_TOKENIZER: Optional[Callable[[str], int]] = None
+_TOKENIZER: Callable[[str], int] | None = None
 _COUNT_CHARS = 8192
 
 
@@ -149,9 +149,9 @@ def clip_token_counter() -> Callable[[str], int]:
     return _TOKENIZER
 
 
-def flags_for(text: Optional[str], *, utf8: bool = True, tokens: Optional[int] = None,
+def flags_for(text: str | None, *, utf8: bool = True, tokens: int | None = None,
               token_limit: int = DEFAULT_TOKEN_LIMIT, triggers: Sequence[str] = (),
-              duplicates: Optional[Dict[str, int]] = None) -> List[str]:
+              duplicates: dict[str, int] | None = None) -> list[str]:
     """The flags of one caption (see the module docstring), in :data:`FLAGS` order.
 
     Args:
@@ -164,7 +164,7 @@ def flags_for(text: Optional[str], *, utf8: bool = True, tokens: Optional[int] =
     """
     if text is None:
         return ["missing"]
-    out: List[str] = []
+    out: list[str] = []
     if not text.strip():
         out.append("empty")
     if not utf8:

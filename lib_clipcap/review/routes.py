@@ -22,7 +22,8 @@ A ``regex`` filter runs in a worker thread with a time limit (422 when it runs o
 # No ``from __future__ import annotations``: FastAPI 0.94 (A1111) resolves route annotations at creation.
 
 import math
-from typing import Any, Awaitable, Callable, Dict, List, Optional
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
@@ -39,21 +40,21 @@ _REVIEW_FIELDS = _SCAN_FIELDS + ["rescan", "model", "scores", "grammar", "clip_p
                                  "text", "regex", "min_score", "max_score", "score", "offset", "limit"]
 
 
-def _str(data: Dict[str, Any], name: str, default: Optional[str] = None) -> Optional[str]:
+def _str(data: dict[str, Any], name: str, default: str | None = None) -> str | None:
     v = data.get(name, default)
     if v is not None and not isinstance(v, str):
         raise OptionError(name, v, "must be a string")
     return v
 
 
-def _bool(data: Dict[str, Any], name: str, default: bool) -> bool:
+def _bool(data: dict[str, Any], name: str, default: bool) -> bool:
     v = data.get(name, default)
     if not isinstance(v, bool):
         raise OptionError(name, v, "must be true or false")
     return v
 
 
-def _int(data: Dict[str, Any], name: str, default: int, lo: int, hi: Optional[int] = None) -> int:
+def _int(data: dict[str, Any], name: str, default: int, lo: int, hi: int | None = None) -> int:
     v = data.get(name, default)
     if isinstance(v, float) and v.is_integer():
         v = int(v)
@@ -63,7 +64,7 @@ def _int(data: Dict[str, Any], name: str, default: int, lo: int, hi: Optional[in
     return v
 
 
-def _num(data: Dict[str, Any], name: str) -> Optional[float]:
+def _num(data: dict[str, Any], name: str) -> float | None:
     v = data.get(name)
     if v is None:
         return None
@@ -72,7 +73,7 @@ def _num(data: Dict[str, Any], name: str) -> Optional[float]:
     return float(v)
 
 
-def _strings(data: Dict[str, Any], name: str) -> Optional[List[str]]:
+def _strings(data: dict[str, Any], name: str) -> list[str] | None:
     v = data.get(name)
     if v is None:
         return None
@@ -84,7 +85,7 @@ def _strings(data: Dict[str, Any], name: str) -> Optional[List[str]]:
 
 
 def add_review_routes(router: APIRouter, manager: Any, job_manager: Any, current_default: Callable[[], str],
-                      unavailable: Optional[str] = None, *, read_json: Callable[..., Awaitable[Dict[str, Any]]],
+                      unavailable: str | None = None, *, read_json: Callable[..., Awaitable[dict[str, Any]]],
                       api_error: type) -> None:
     """Add the review routes to the ``/clipcap/v1`` router (called at the end of ``api.create_router``).
 
@@ -109,7 +110,7 @@ def add_review_routes(router: APIRouter, manager: Any, job_manager: Any, current
     ApiError = api_error  # noqa: N806 - used as the class it is
     _read_json = read_json
 
-    def _check_fields(data: Dict[str, Any], allowed: List[str]) -> None:
+    def _check_fields(data: dict[str, Any], allowed: list[str]) -> None:
         unknown = [k for k in data if k not in allowed]
         if unknown:
             raise ApiError(422, "invalid_option", f"unknown field {unknown[0]!r}; valid fields: {', '.join(allowed)}",
@@ -122,7 +123,7 @@ def add_review_routes(router: APIRouter, manager: Any, job_manager: Any, current
             raise OptionError("model", name, "must be a model name (a string)")
         return get_model(name).name  # UnknownModelError -> 404 listing the valid names
 
-    state: Dict[str, Any] = {}
+    state: dict[str, Any] = {}
 
     def service() -> ReviewService:
         if job_manager is None:
@@ -133,7 +134,7 @@ def add_review_routes(router: APIRouter, manager: Any, job_manager: Any, current
             state["svc"] = ReviewService.for_jobs(manager, job_manager)
         return state["svc"]
 
-    def params(svc: ReviewService, data: Dict[str, Any]) -> Any:
+    def params(svc: ReviewService, data: dict[str, Any]) -> Any:
         folder = _str(data, "folder")
         if not folder:
             raise OptionError("folder", folder, "is required: the folder of images to review")
@@ -142,7 +143,7 @@ def add_review_routes(router: APIRouter, manager: Any, job_manager: Any, current
                           token_limit=_int(data, "token_limit", 75, 1), duplicate_min=_int(data, "duplicate_min", 3, 2),
                           ref_ext=_str(data, "ref_ext"), ref_dir=_str(data, "ref_dir"))
 
-    async def folder_request(request: Request, fields: List[str]) -> tuple[ReviewService, Dict[str, Any], Any]:
+    async def folder_request(request: Request, fields: list[str]) -> tuple[ReviewService, dict[str, Any], Any]:
         """What every folder route starts with: the service, the checked JSON body and the folder's parameters."""
         svc = service()
         data = await _read_json(request, _BODY_LIMIT)
@@ -184,7 +185,7 @@ def add_review_routes(router: APIRouter, manager: Any, job_manager: Any, current
         offset = _int(data, "offset", 0, 0)
         limit = _int(data, "limit", 100, 1, _MAX_LIMIT)
 
-        def work() -> Dict[str, Any]:
+        def work() -> dict[str, Any]:
             from .table import filter_rows, sort_rows
 
             table = svc.table(p, rescan=rescan)
@@ -221,7 +222,7 @@ def add_review_routes(router: APIRouter, manager: Any, job_manager: Any, current
         rescore = _bool(data, "rescore", True)
         keep = _bool(data, "keep_triggers", True)
 
-        def work() -> Dict[str, Any]:
+        def work() -> dict[str, Any]:
             from .flags import check_caption_text
 
             check_caption_text(caption)  # before anything is scanned or locked
@@ -245,7 +246,7 @@ def add_review_routes(router: APIRouter, manager: Any, job_manager: Any, current
     async def undo(request: Request) -> Any:
         svc, data, p = await folder_request(request, _SCAN_FIELDS)
 
-        def work() -> Dict[str, Any]:
+        def work() -> dict[str, Any]:
             table = svc.table(p)
             out = svc.undo(table)
             by_image = {r.image: r for r in table.rows}

@@ -15,8 +15,9 @@ from __future__ import annotations
 import logging
 import os
 from collections import defaultdict
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any
 
 from ..scoring import clip_score_from_cosine, harmonic_mean, text_features
 from .cache import FeatureCache, cache_key
@@ -35,9 +36,9 @@ def _inference():
     return torch.inference_mode()
 
 
-def load_review_clip(*, model: Optional[str] = None, clip_model: Optional[str] = None,
-                     clip_pretrained: Optional[str] = None, device: Any = None, dtype: Any = None,
-                     models_dir: Optional[str] = None) -> Any:
+def load_review_clip(*, model: str | None = None, clip_model: str | None = None,
+                     clip_pretrained: str | None = None, device: Any = None, dtype: Any = None,
+                     models_dir: str | None = None) -> Any:
     """Load only the CLIP backbone a review needs: a registry model's CLIP (``model``), or any open_clip model.
 
     Captioning models are not loaded: scoring needs CLIP alone.
@@ -81,8 +82,8 @@ class ReviewScorer:
     """
 
     def __init__(self, clip: Any, grammar: Any = None, *, prefix: str = "", batch_size: int = 64,
-                 workers: Optional[int] = None, use_cache: bool = True,
-                 memo: Optional[Tuple[Dict[str, Any], Dict[str, float]]] = None) -> None:
+                 workers: int | None = None, use_cache: bool = True,
+                 memo: tuple[dict[str, Any], dict[str, float]] | None = None) -> None:
         self.clip = clip
         self.grammar = grammar
         self.prefix = prefix
@@ -93,11 +94,11 @@ class ReviewScorer:
         # Text features and grammar probabilities per caption; a server passes the same dicts to every scorer of
         # one model (``memo``) so that it need not keep the scorer, and with it the model, alive between requests.
         self._text, self._gram = memo if memo is not None else ({}, {})
-        self.stats: Dict[str, int] = {"images_encoded": 0, "images_cached": 0, "texts_encoded": 0}
+        self.stats: dict[str, int] = {"images_encoded": 0, "images_cached": 0, "texts_encoded": 0}
 
     # -------------------------------------------------------------------------------------------------- images
-    def image_features(self, rows: Sequence[ReviewRow], progress: Optional[ProgressFn] = None, *,
-                       prune: bool = False) -> Dict[int, Any]:
+    def image_features(self, rows: Sequence[ReviewRow], progress: ProgressFn | None = None, *,
+                       prune: bool = False) -> dict[int, Any]:
         """Row index -> normalised image feature (1-D, CPU) for every image that loads; failures set ``row.error``.
 
         Args:
@@ -106,10 +107,10 @@ class ReviewScorer:
         """
         from ..batch.loader import default_workers, iterate_batches
 
-        caches: Dict[str, FeatureCache] = {}
-        out: Dict[int, Any] = {}
-        todo: List[int] = []
-        shas: Dict[int, Optional[str]] = {}
+        caches: dict[str, FeatureCache] = {}
+        out: dict[int, Any] = {}
+        todo: list[int] = []
+        shas: dict[int, str | None] = {}
         for i, r in enumerate(rows):
             sha = None
             if self.use_cache:
@@ -156,7 +157,7 @@ class ReviewScorer:
                         progress(done, len(rows))
             finally:
                 batches.close()
-        by_root: Dict[str, List[str]] = defaultdict(list)
+        by_root: dict[str, list[str]] = defaultdict(list)
         for r in rows:
             by_root[r.journal_root].append(r.image)
         for root, cache in caches.items():
@@ -177,7 +178,7 @@ class ReviewScorer:
             return torch.empty(0, self.clip.embed_dim)
         return torch.stack([self._text[t] for t in texts])
 
-    def grammar_probs(self, texts: Sequence[str]) -> List[float]:
+    def grammar_probs(self, texts: Sequence[str]) -> list[float]:
         """P(grammatical) per text (memoised per text)."""
         new = list(dict.fromkeys(t for t in texts if t not in self._gram))
         if new:
@@ -195,7 +196,7 @@ class ReviewScorer:
         return [self._gram[t] for t in texts]
 
     # --------------------------------------------------------------------------------------------------- rows
-    def score(self, table: ReviewTable | Sequence[ReviewRow], *, progress: Optional[ProgressFn] = None) -> None:
+    def score(self, table: ReviewTable | Sequence[ReviewRow], *, progress: ProgressFn | None = None) -> None:
         """Fill ``clip_score``, ``grammar`` and ``ref_clip_score`` of every row that has a caption and an image.
 
         The caption's body is scored (its trigger words left out: :attr:`ReviewRow.body`). Rows whose caption is
@@ -233,7 +234,7 @@ class ReviewScorer:
             rows[idx[k]].ref_clip_score = float(ref_s[j])
 
 
-def default_grammar(clip: Any, spec: Optional[str] = "bundled") -> Any:
+def default_grammar(clip: Any, spec: str | None = "bundled") -> Any:
     """The grammar head for ``clip``: ``"bundled"`` (the head shipped for this CLIP, ``None`` when there is none),
     ``None``/``"none"`` (no grammar column), or a folder / ``grammar.safetensors`` path.
 

@@ -13,9 +13,10 @@ from __future__ import annotations
 import os
 import threading
 from collections import OrderedDict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any
 
 from ..batch.discover import check_allowed
 from ..batch.errors import BatchInputError
@@ -38,13 +39,13 @@ class ScanParams:
 
     folder: str
     caption_ext: str = ".txt"
-    output_dir: Optional[str] = None
+    output_dir: str | None = None
     recursive: bool = True
-    triggers: Optional[Tuple[str, ...]] = None
+    triggers: tuple[str, ...] | None = None
     token_limit: int = DEFAULT_TOKEN_LIMIT
     duplicate_min: int = DEFAULT_DUPLICATE_MIN
-    ref_ext: Optional[str] = None
-    ref_dir: Optional[str] = None
+    ref_ext: str | None = None
+    ref_dir: str | None = None
 
 
 class ReviewService:
@@ -57,29 +58,29 @@ class ReviewService:
         max_tables: Scanned tables kept in memory.
     """
 
-    def __init__(self, manager: Any, *, allowed_roots: Optional[Sequence[Path]] = None,
-                 check_options: Optional[Callable[[Any], Any]] = None, max_tables: int = 4,
+    def __init__(self, manager: Any, *, allowed_roots: Sequence[Path] | None = None,
+                 check_options: Callable[[Any], Any] | None = None, max_tables: int = 4,
                  roots_hint: str = "") -> None:
         self.manager = manager
         self.allowed_roots = list(allowed_roots) if allowed_roots is not None else None
         self.roots_hint = roots_hint  # how the operator allows another folder, quoted when a path is refused
         self.check_options = check_options
         self.max_tables = max_tables
-        self._tables: "OrderedDict[ScanParams, ReviewTable]" = OrderedDict()
+        self._tables: OrderedDict[ScanParams, ReviewTable] = OrderedDict()
         self._lock = threading.RLock()
         # Per (CLIP cache key, grammar, prefix): the scorers' text memos. Never the scorers themselves: they hold the
         # model, which the manager must be able to unload and free.
-        self._memos: "OrderedDict[Tuple[str, str, str], Tuple[Dict[str, Any], Dict[str, float]]]" = OrderedDict()
+        self._memos: OrderedDict[tuple[str, str, str], tuple[dict[str, Any], dict[str, float]]] = OrderedDict()
 
     @classmethod
-    def for_jobs(cls, manager: Any, job_manager: Any, **kw: Any) -> "ReviewService":
+    def for_jobs(cls, manager: Any, job_manager: Any, **kw: Any) -> ReviewService:
         """A service with batch tagging's permissions: ``job_manager``'s folders, and its ``check_options`` for the
         folder, the output folder and the caption suffix (its allow-list included)."""
         kw.setdefault("roots_hint", getattr(job_manager, "roots_hint", ""))
         return cls(manager, allowed_roots=job_manager.allowed_roots, check_options=job_manager.check_options, **kw)
 
     # ------------------------------------------------------------------------------------------------ folders
-    def resolve(self, path: Optional[str], what: str) -> Optional[str]:
+    def resolve(self, path: str | None, what: str) -> str | None:
         """An absolute path for ``path`` (relative ones under the first allowed folder), checked to be allowed.
 
         Raises:
@@ -178,8 +179,8 @@ class ReviewService:
         return ReviewScorer(clip, head, prefix=prefix, memo=memo)
 
     def score(self, table: ReviewTable, model: str, *, grammar: str = "bundled", prefix: str = "",
-              rows: Optional[Sequence[ReviewRow]] = None,
-              progress: Optional[Callable[[int, int], None]] = None) -> Dict[str, int]:
+              rows: Sequence[ReviewRow] | None = None,
+              progress: Callable[[int, int], None] | None = None) -> dict[str, int]:
         """Score ``rows`` (default: all) of ``table`` with ``model``'s CLIP, through the model manager.
 
         The scoring settings are remembered on the table (``table.scoring``), so :meth:`rescore` after an edit uses
@@ -201,7 +202,7 @@ class ReviewService:
         if s and rows:
             self.score(table, s["model"], grammar=s["grammar"], prefix=s["prefix"], rows=rows)
 
-    def score_texts(self, table: ReviewTable, row: ReviewRow, texts: Sequence[str]) -> List[Optional[float]]:
+    def score_texts(self, table: ReviewTable, row: ReviewRow, texts: Sequence[str]) -> list[float | None]:
         """CLIP-S of other texts (e.g. fresh candidates) for ``row``'s image, with the table's scoring settings (the
         server's default model's CLIP when the table was never scored); ``None`` each when the image cannot be read.
         """
@@ -220,8 +221,8 @@ class ReviewService:
             return [float(x) for x in clip_score_from_cosine((txt * feats[0]).sum(-1))]
 
     # -------------------------------------------------------------------------------------------------- edits
-    def save(self, table: ReviewTable, edits: Sequence[Tuple[str, str]], *, rescore: bool = True,
-             keep_triggers: bool = True) -> List[EditOutcome]:
+    def save(self, table: ReviewTable, edits: Sequence[tuple[str, str]], *, rescore: bool = True,
+             keep_triggers: bool = True) -> list[EditOutcome]:
         """Save captions (see :func:`~lib_clipcap.review.edits.save_captions`) and rescore the saved rows.
 
         Args:
@@ -247,7 +248,7 @@ class ReviewService:
             return text  # refused by save_captions, with its own message
         return table.with_triggers(row, text)
 
-    def undo(self, table: ReviewTable, *, rescore: bool = True) -> List[EditOutcome]:
+    def undo(self, table: ReviewTable, *, rescore: bool = True) -> list[EditOutcome]:
         """Undo the last save in the table's folder (see :func:`~lib_clipcap.review.edits.undo_last`)."""
         with self._lock:
             out = undo_last(table, allowed_roots=self.allowed_roots)

@@ -9,9 +9,10 @@ by :mod:`lib_clipcap.review.scoring`.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence
+from typing import Any
 
 from ..batch.discover import discover, is_within
 from ..batch.options import TagFailure, TagOptions
@@ -65,26 +66,26 @@ class ReviewRow:
     rel: str
     caption_file: str
     journal_root: str
-    caption: Optional[str] = None
+    caption: str | None = None
     utf8: bool = True
     length: int = 0
-    tokens: Optional[int] = None
-    flags: List[str] = field(default_factory=list)
-    clip_score: Optional[float] = None
-    grammar: Optional[float] = None
-    ref_caption: Optional[str] = None
-    ref_clip_score: Optional[float] = None
-    error: Optional[str] = None
-    caption_error: Optional[str] = None
-    triggers: List[str] = field(default_factory=list)
-    body: Optional[str] = None
+    tokens: int | None = None
+    flags: list[str] = field(default_factory=list)
+    clip_score: float | None = None
+    grammar: float | None = None
+    ref_caption: str | None = None
+    ref_clip_score: float | None = None
+    error: str | None = None
+    caption_error: str | None = None
+    triggers: list[str] = field(default_factory=list)
+    body: str | None = None
 
     @property
-    def scored_text(self) -> Optional[str]:
+    def scored_text(self) -> str | None:
         """The text that is scored: the body (the caption itself for a row never split)."""
         return self.body if self.body is not None else self.caption
 
-    def to_dict(self) -> Dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         """The row as JSON-friendly data (the CLI's ``--json`` rows and the API's)."""
         return asdict(self)
 
@@ -94,17 +95,17 @@ class ReviewTable:
     """A scanned folder: rows in discovery order, entries that could not be listed, and the scan's settings."""
 
     folder: str
-    rows: List[ReviewRow]
-    failures: List[TagFailure]
+    rows: list[ReviewRow]
+    failures: list[TagFailure]
     caption_ext: str = ".txt"
-    output_dir: Optional[str] = None
-    triggers: List[str] = field(default_factory=list)
+    output_dir: str | None = None
+    triggers: list[str] = field(default_factory=list)
     triggers_given: bool = False
     token_limit: int = DEFAULT_TOKEN_LIMIT
     duplicate_min: int = DEFAULT_DUPLICATE_MIN
     #: How the table was last scored (model, grammar, prefix), set by the review service; ``None``: not scored.
-    scoring: Optional[Dict[str, Any]] = None
-    _index: Optional[Dict[str, ReviewRow]] = field(default=None, init=False, repr=False, compare=False)
+    scoring: dict[str, Any] | None = None
+    _index: dict[str, ReviewRow] | None = field(default=None, init=False, repr=False, compare=False)
 
     def row(self, image: str) -> ReviewRow:
         """The row of an image (by its path as listed, or its real path).
@@ -122,7 +123,7 @@ class ReviewTable:
                 return r
         raise KeyError(image)
 
-    def set_caption(self, row: ReviewRow, text: Optional[str], *, utf8: bool = True, refresh: bool = True) -> None:
+    def set_caption(self, row: ReviewRow, text: str | None, *, utf8: bool = True, refresh: bool = True) -> None:
         """Record a caption's new text (after a save) and refresh the text facts (and, with ``refresh``, every
         row's flags: pass ``False`` when setting many rows, then call :meth:`refresh_flags` once).
 
@@ -154,7 +155,7 @@ class ReviewTable:
         else:
             row.triggers, row.body = split_triggers(row.caption, self.triggers)
 
-    def row_triggers(self, row: ReviewRow) -> List[str]:
+    def row_triggers(self, row: ReviewRow) -> list[str]:
         """The trigger words an edit of ``row`` keeps first: the ones its caption starts with (as written), and,
         when triggers were given (not detected), every given one (batch tagging's ``--trigger``: on every file)."""
         out = list(row.triggers)
@@ -167,7 +168,7 @@ class ReviewTable:
         """``text`` (a caption body, or a whole caption) with ``row``'s trigger words first, each once."""
         return attach_triggers(text, self.row_triggers(row))
 
-    def summary(self) -> Dict[str, int]:
+    def summary(self) -> dict[str, int]:
         """How many rows carry each flag (every flag listed, zeros included), plus ``rows``."""
         out = {"rows": len(self.rows)}
         for f in FLAGS:
@@ -175,8 +176,8 @@ class ReviewTable:
         return out
 
 
-def _read_text(path: Path, allowed_roots: Optional[Sequence[Path]] = None, what: str = "caption file"
-               ) -> tuple[Optional[str], bool, Optional[str]]:
+def _read_text(path: Path, allowed_roots: Sequence[Path] | None = None, what: str = "caption file"
+               ) -> tuple[str | None, bool, str | None]:
     """``(text, valid UTF-8, error)`` of a caption file; ``(None, True, None)`` when there is none.
 
     With ``allowed_roots``, a file whose real path (symlinks resolved) lies outside them is not read at all: the row
@@ -206,11 +207,11 @@ def _text_facts(row: ReviewRow) -> None:
         row.tokens = clip_token_counter()(row.caption)
 
 
-def scan_folder(folder: str | os.PathLike, *, caption_ext: str = ".txt", output_dir: Optional[str] = None,
+def scan_folder(folder: str | os.PathLike, *, caption_ext: str = ".txt", output_dir: str | None = None,
                 recursive: bool = True, include: Sequence[str] = (), exclude: Sequence[str] = (),
-                triggers: Optional[Sequence[str]] = None, token_limit: int = DEFAULT_TOKEN_LIMIT,
-                duplicate_min: int = DEFAULT_DUPLICATE_MIN, ref_ext: Optional[str] = None,
-                ref_dir: Optional[str] = None, allowed_roots: Optional[Sequence[Path]] = None) -> ReviewTable:
+                triggers: Sequence[str] | None = None, token_limit: int = DEFAULT_TOKEN_LIMIT,
+                duplicate_min: int = DEFAULT_DUPLICATE_MIN, ref_ext: str | None = None,
+                ref_dir: str | None = None, allowed_roots: Sequence[Path] | None = None) -> ReviewTable:
     """Pair every image of ``folder`` with its caption file and flag what is wrong with the text.
 
     Args:
@@ -245,7 +246,7 @@ def scan_folder(folder: str | os.PathLike, *, caption_ext: str = ".txt", output_
     out_dir = Path(os.path.abspath(options.output_dir)) if options.output_dir else None
     r_dir = Path(os.path.abspath(ref_dir)) if ref_dir else out_dir
     found = discover(options, allowed_roots=allowed_roots)
-    rows: List[ReviewRow] = []
+    rows: list[ReviewRow] = []
     for item in found.items:
         cap = item.caption_path(options.caption_ext, out_dir)
         row = ReviewRow(image=os.fspath(item.path), rel=item.rel.as_posix(), caption_file=os.fspath(cap),
@@ -286,7 +287,7 @@ def _worst_key(by: str) -> Callable[[ReviewRow], tuple]:
     return key
 
 
-def sort_rows(rows: Iterable[ReviewRow], by: str = "clip", *, descending: bool = False) -> List[ReviewRow]:
+def sort_rows(rows: Iterable[ReviewRow], by: str = "clip", *, descending: bool = False) -> list[ReviewRow]:
     """Rows worst first by ``by`` (``clip``: lowest CLIP-S first; ``grammar``: least grammatical; ``ref``: lowest
     RefCLIP-S; ``length``: shortest; ``path``: by path); ``descending`` reverses. Rows without a value come first.
 
@@ -296,9 +297,9 @@ def sort_rows(rows: Iterable[ReviewRow], by: str = "clip", *, descending: bool =
     return sorted(rows, key=_worst_key(by), reverse=descending)
 
 
-def filter_rows(rows: Iterable[ReviewRow], *, flags: Sequence[str] = (), text: Optional[str] = None,
-                regex: bool = False, min_score: Optional[float] = None, max_score: Optional[float] = None,
-                score: str = "clip", time_limit: float = REGEX_TIME_LIMIT_S) -> List[ReviewRow]:
+def filter_rows(rows: Iterable[ReviewRow], *, flags: Sequence[str] = (), text: str | None = None,
+                regex: bool = False, min_score: float | None = None, max_score: float | None = None,
+                score: str = "clip", time_limit: float = REGEX_TIME_LIMIT_S) -> list[ReviewRow]:
     """Rows that match every given condition.
 
     Args:

@@ -12,7 +12,7 @@ The triggers are the ones given (``review --trigger``, the API's ``triggers``, t
 
 from __future__ import annotations
 
-from typing import Iterable, List, Sequence, Tuple
+from collections.abc import Iterable, Sequence
 
 __all__ = ["SEPARATOR", "attach_triggers", "parse_triggers", "split_triggers"]
 
@@ -28,7 +28,7 @@ def _wanted(triggers: Iterable[str]) -> set:
     return {k for k in (_key(t) for t in triggers) if k}
 
 
-def split_triggers(text: str, triggers: Sequence[str]) -> Tuple[List[str], str]:
+def split_triggers(text: str, triggers: Sequence[str]) -> tuple[list[str], str]:
     """``(leading trigger segments as written, body)`` of a caption.
 
     The leading comma-separated segments that are one of ``triggers`` (case, surrounding white space and a closing
@@ -37,7 +37,7 @@ def split_triggers(text: str, triggers: Sequence[str]) -> Tuple[List[str], str]:
     ``split_triggers("SKS, a dog", ["sks"]) == (["SKS"], "a dog")``; ``split_triggers("sks", ["sks"]) == (["sks"], "")``.
     """
     wanted = _wanted(triggers)
-    head: List[str] = []
+    head: list[str] = []
     rest = text
     while wanted and rest.strip():
         cut = rest.find(",")
@@ -69,7 +69,7 @@ def attach_triggers(text: str, triggers: Sequence[str], separator: str = SEPARAT
     return join_phrases(tuple(trig) + (clean.strip(),), separator)
 
 
-def parse_triggers(value: object) -> List[str] | None:
+def parse_triggers(value: object) -> list[str] | None:
     """Trigger words typed in a UI box (``"sks, ohwx"``) or given as a list; ``None`` when none are given (detect)."""
     if value is None:
         return None

@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from collections.abc import Sequence
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -76,11 +77,11 @@ KEYS_JS = """
 """
 
 
-def _fmt(x: Optional[float]) -> str:
+def _fmt(x: float | None) -> str:
     return "-" if x is None else f"{x:.2f}"
 
 
-def _bound(name: str, value: Any) -> Optional[float]:
+def _bound(name: str, value: Any) -> float | None:
     """A score bound typed in a text box: empty means none."""
     if value is None or str(value).strip() == "":
         return None
@@ -110,15 +111,15 @@ class ReviewUI:
         unavailable: Why batch tagging is unavailable (shown when ``job_manager`` is ``None``).
     """
 
-    def __init__(self, manager: Any, *, job_manager: Any = None, unavailable: Optional[str] = None) -> None:
+    def __init__(self, manager: Any, *, job_manager: Any = None, unavailable: str | None = None) -> None:
         self.manager = manager
         self.job_manager = job_manager
         self.unavailable_text = unavailable
         self._service: Any = None
-        self._thumbs: Dict[Tuple[str, int, int], Any] = {}
+        self._thumbs: dict[tuple[str, int, int], Any] = {}
 
     # ---------------------------------------------------------------------------------------------- plumbing
-    def unavailable(self) -> Optional[str]:
+    def unavailable(self) -> str | None:
         """Why Review cannot run here, or ``None``."""
         if self.job_manager is None:
             return ("Review uses the folders allowed for batch tagging. "
@@ -134,7 +135,7 @@ class ReviewUI:
             self._service = ReviewService.for_jobs(self.manager, self.job_manager)
         return self._service
 
-    def _table(self, state: Dict[str, Any]) -> Any:
+    def _table(self, state: dict[str, Any]) -> Any:
         if not state or state.get("params") is None:
             raise ValueError("scan a folder first")
         return self.service.table(state["params"])
@@ -163,7 +164,7 @@ class ReviewUI:
 
     # --------------------------------------------------------------------------------------------------- views
     def _view(self, table: Any, sort: str, flags: Sequence[str], text: str, regex: bool, lo: Any, hi: Any,
-              score: str = "clip") -> List[Any]:
+              score: str = "clip") -> list[Any]:
         from .table import filter_rows, sort_rows
 
         lo, hi = _bound("min score", lo), _bound("max score", hi)
@@ -172,7 +173,7 @@ class ReviewUI:
         return sort_rows(rows, sort or "clip")
 
     @staticmethod
-    def _page(state: Dict[str, Any]) -> Tuple[int, int, int, int]:
+    def _page(state: dict[str, Any]) -> tuple[int, int, int, int]:
         """``(page, pages, start, end)`` of the view's current page (``start``/``end``: row indices, end excluded)."""
         n = len(state.get("order") or [])
         pages = max(1, -(-n // PAGE_SIZE))
@@ -181,14 +182,14 @@ class ReviewUI:
         return page, pages, page * PAGE_SIZE, min(n, (page + 1) * PAGE_SIZE)
 
     @staticmethod
-    def _label(r: Any, pos: Optional[int] = None) -> str:
+    def _label(r: Any, pos: int | None = None) -> str:
         """A row's full label: position, path, scores, flags, trigger words (apart), caption body."""
         body = "(no caption file)" if r.caption is None else (r.body if r.body is not None else r.caption)
         return ((f"{pos}. " if pos is not None else "") + f"{r.rel} · CLIP-S {_fmt(r.clip_score)} · grammar "
                 f"{_fmt(r.grammar)}" + (f" · [{', '.join(r.flags)}]" if r.flags else "")
                 + (f" · trigger: {', '.join(r.triggers)}" if r.triggers else "") + f" · {body}")
 
-    def _page_rows(self, table: Any, state: Dict[str, Any]) -> List[Tuple[int, Any]]:
+    def _page_rows(self, table: Any, state: dict[str, Any]) -> list[tuple[int, Any]]:
         order = state.get("order") or []
         _, _, start, end = self._page(state)
         out = []
@@ -199,7 +200,7 @@ class ReviewUI:
                 continue
         return out
 
-    def _gallery(self, table: Any, state: Dict[str, Any]) -> List[Tuple[Any, str]]:
+    def _gallery(self, table: Any, state: dict[str, Any]) -> list[tuple[Any, str]]:
         out = []
         for _, r in self._page_rows(table, state):
             body = "(no caption file)" if r.caption is None else (r.body if r.body is not None else r.caption)
@@ -209,7 +210,7 @@ class ReviewUI:
             out.append((self.thumbnail(r.image), f"{_fmt(r.clip_score)}{flags}{trig} {body}"))
         return out
 
-    def _page_list(self, table: Any, state: Dict[str, Any]) -> str:
+    def _page_list(self, table: Any, state: dict[str, Any]) -> str:
         """The page's rows as an HTML list, one line each (cut with an ellipsis), the full label as its title."""
         import html
 
@@ -223,7 +224,7 @@ class ReviewUI:
         return (f'<ol class="clipcap-review-rows" start="{self._page(state)[2] + 1}" style="max-height:16em;'
                 f'overflow-y:auto;margin:0;font-size:90%">' + "".join(items) + "</ol>")
 
-    def _position(self, state: Dict[str, Any]) -> str:
+    def _position(self, state: dict[str, Any]) -> str:
         n = len(state.get("order") or [])
         picked = len(state.get("selected") or [])
         if not n:
@@ -231,7 +232,7 @@ class ReviewUI:
         page, pages, start, end = self._page(state)
         return f"Rows {start + 1}–{end} of {n} · page {page + 1} / {pages} · {picked} selected"
 
-    def _picked(self, table: Any, state: Dict[str, Any]) -> Any:
+    def _picked(self, table: Any, state: dict[str, Any]) -> Any:
         """The tick boxes of the page's images (values: their paths in the folder), ticked where selected."""
         from .. import compat
 
@@ -239,7 +240,7 @@ class ReviewUI:
         rows = [r for _, r in self._page_rows(table, state)]
         return compat.update(choices=[r.rel for r in rows], value=[r.rel for r in rows if r.image in chosen])
 
-    def _summary(self, table: Any, state: Dict[str, Any]) -> str:
+    def _summary(self, table: Any, state: dict[str, Any]) -> str:
         s = table.summary()
         order = state.get("order") or []
         flagged = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in s.items() if k != "rows" and v)
@@ -268,7 +269,7 @@ class ReviewUI:
         image.thumbnail((768, 768))
         return image
 
-    def _selected(self, table: Any, state: Dict[str, Any]) -> Tuple[Any, str, str]:
+    def _selected(self, table: Any, state: dict[str, Any]) -> tuple[Any, str, str]:
         """``(preview image or None, info markdown, caption body)`` of the selected row."""
         order = state.get("order") or []
         if not order:
@@ -290,7 +291,7 @@ class ReviewUI:
         body = r.body if r.body is not None else (r.caption or "")
         return self.preview(r.image), info, body
 
-    def _outputs(self, table: Any, state: Dict[str, Any], status: str, *, caption: Optional[str] = None) -> tuple:
+    def _outputs(self, table: Any, state: dict[str, Any], status: str, *, caption: str | None = None) -> tuple:
         """The section's :data:`OUTPUTS`; ``caption``: what the caption box shows instead of the selected row's body
         (the text a refused save was given, so that nothing typed is lost)."""
         preview, info, body = self._selected(table, state)
@@ -299,14 +300,14 @@ class ReviewUI:
                 self._picked(table, state))
 
     @staticmethod
-    def _empty(state: Dict[str, Any], status: str, *, caption: str = "") -> tuple:
+    def _empty(state: dict[str, Any], status: str, *, caption: str = "") -> tuple:
         from .. import compat
 
         return (state or {}, [], "", None, "", caption, status, "", "", compat.update(choices=[], value=[]))
 
     # ------------------------------------------------------------------------------------------------ handlers
     def scan(self, folder: str, caption_ext: str, model: str, sort: str, flags: Sequence[str], text: str,
-             regex: bool, lo: Any, hi: Any, state: Optional[Dict[str, Any]] = None, triggers: Any = "") -> tuple:
+             regex: bool, lo: Any, hi: Any, state: dict[str, Any] | None = None, triggers: Any = "") -> tuple:
         """Scan and score ``folder``; the outputs are :data:`OUTPUTS`. ``triggers``: trigger words (comma-separated
         text or a list; empty: detected)."""
         import time
@@ -337,7 +338,7 @@ class ReviewUI:
         return self._outputs(table, state, status)
 
     def refilter(self, sort: str, flags: Sequence[str], text: str, regex: bool, lo: Any, hi: Any,
-                 state: Dict[str, Any]) -> tuple:
+                 state: dict[str, Any]) -> tuple:
         """Apply the sort and filters to the scanned table (no rescan); the selection keeps what is still in view."""
         try:
             table = self._table(state)
@@ -349,7 +350,7 @@ class ReviewUI:
             return self._empty(state, _error_text(e))
         return self._outputs(table, state, f"{len(state['order'])} images in this view.")
 
-    def page(self, delta: int, state: Dict[str, Any], *, absolute: Optional[int] = None) -> tuple:
+    def page(self, delta: int, state: dict[str, Any], *, absolute: int | None = None) -> tuple:
         """Show another page of the view (``delta`` pages on, or page ``absolute``, 0-based); its first image is
         selected. Outputs :data:`OUTPUTS`."""
         try:
@@ -362,7 +363,7 @@ class ReviewUI:
         state["index"] = self._page(state)[2]
         return self._outputs(table, state, self._position(state))
 
-    def goto(self, value: Any, state: Dict[str, Any]) -> tuple:
+    def goto(self, value: Any, state: dict[str, Any]) -> tuple:
         """Show the page holding row ``value`` (1-based, as the list numbers them)."""
         try:
             row = int(str(value).strip())
@@ -370,7 +371,7 @@ class ReviewUI:
             return self.page(0, state)
         return self.page(0, state, absolute=max(0, row - 1) // PAGE_SIZE)
 
-    def pick(self, values: Sequence[str], state: Dict[str, Any]) -> tuple:
+    def pick(self, values: Sequence[str], state: dict[str, Any]) -> tuple:
         """The page's tick boxes changed: the selection holds the ticked images of this page and the selected images
         of the other pages. Outputs ``(state, position)``."""
         try:
@@ -384,7 +385,7 @@ class ReviewUI:
         state["selected"] = [i for i in state.get("selected") or [] if i not in page] + ticked
         return state, self._position(state)
 
-    def select_rows(self, which: str, state: Dict[str, Any]) -> tuple:
+    def select_rows(self, which: str, state: dict[str, Any]) -> tuple:
         """``which``: ``"page"`` (add this page's images to the selection), ``"view"`` (every image of the view) or
         ``"none"`` (clear it). Outputs ``(state, position, picked)``."""
         from .. import compat
@@ -404,13 +405,13 @@ class ReviewUI:
         state["selected"] = chosen
         return state, self._position(state), self._picked(table, state)
 
-    def select(self, index: int, state: Dict[str, Any]) -> tuple:
+    def select(self, index: int, state: dict[str, Any]) -> tuple:
         """Select the ``index``-th image of the gallery's page (a gallery click)."""
         st = dict(state or {})
         start = self._page(st)[2] if st.get("order") else 0
         return self.step(0, st, absolute=start + int(index))
 
-    def step(self, delta: int, state: Dict[str, Any], *, absolute: Optional[int] = None) -> tuple:
+    def step(self, delta: int, state: dict[str, Any], *, absolute: int | None = None) -> tuple:
         """Move the selection by ``delta`` (next: 1, previous: -1); outputs ``(state, preview, info, caption)``."""
         try:
             table = self._table(state)
@@ -423,7 +424,7 @@ class ReviewUI:
         preview, info, caption = self._selected(table, state)
         return state, preview, info, caption
 
-    def save(self, text: str, state: Dict[str, Any]) -> tuple:
+    def save(self, text: str, state: dict[str, Any]) -> tuple:
         """Save the edited caption of the selected image (atomically, journaled, undoable) and rescore it.
 
         ``text`` is the caption's body (or the whole caption): the row's trigger words go first, once. A refused
@@ -447,7 +448,7 @@ class ReviewUI:
         status = {"saved": "Saved", "unchanged": "No change"}.get(out.status, f"Not saved: {out.reason}")
         return self._outputs(table, state, f"{status}: `{out.caption_file}`.")
 
-    def undo(self, state: Dict[str, Any]) -> tuple:
+    def undo(self, state: dict[str, Any]) -> tuple:
         """Undo the last save in the folder (an edit, or a whole bulk change)."""
         try:
             table = self._table(state)
@@ -456,12 +457,12 @@ class ReviewUI:
             return self._empty(state, _error_text(e))
         if not out:
             return self._outputs(table, state, "Nothing to undo.")
-        counts: Dict[str, int] = {}
+        counts: dict[str, int] = {}
         for o in out:
             counts[o.status] = counts.get(o.status, 0) + 1
         return self._outputs(table, state, "Undone: " + ", ".join(f"{v} {k}" for k, v in counts.items()) + ".")
 
-    def recaption(self, model: str, state: Dict[str, Any], *option_values: Any) -> tuple:
+    def recaption(self, model: str, state: dict[str, Any], *option_values: Any) -> tuple:
         """Caption the selected image with ``model`` and the panel's options; outputs ``(candidates radio update,
         markdown comparing them with the current caption)``. Candidates are bodies: taken and saved, they get the
         row's trigger words first; the current caption is compared (and scored) by its body too."""
@@ -499,7 +500,7 @@ class ReviewUI:
             lines.append(f"\nTrigger words kept first on save: `{', '.join(keep)}`")
         return compat.update(choices=texts, value=texts[0]), "\n".join(lines)
 
-    def _bulk_rows(self, table: Any, state: Dict[str, Any], scope: Optional[str]) -> List[Any]:
+    def _bulk_rows(self, table: Any, state: dict[str, Any], scope: str | None) -> list[Any]:
         """The rows a bulk edit applies to: the whole folder, the filtered view, or the selected images."""
         scope = scope or SCOPES[0]
         if scope not in SCOPES:
@@ -517,8 +518,8 @@ class ReviewUI:
                 continue
         return out
 
-    def _plan(self, find: str, replace: str, regex: bool, prefix: str, state: Dict[str, Any],
-              scope: Optional[str]) -> Tuple[Any, List[Any], List[Tuple[Any, str]]]:
+    def _plan(self, find: str, replace: str, regex: bool, prefix: str, state: dict[str, Any],
+              scope: str | None) -> tuple[Any, list[Any], list[tuple[Any, str]]]:
         from .edits import plan_bulk
 
         table = self._table(state)
@@ -526,8 +527,8 @@ class ReviewUI:
         return table, rows, plan_bulk(rows, find=find or None, replace=replace or "", regex=bool(regex),
                                       prefix=prefix or None, table=table)
 
-    def bulk_preview(self, find: str, replace: str, regex: bool, prefix: str, state: Dict[str, Any],
-                     scope: Optional[str] = None) -> str:
+    def bulk_preview(self, find: str, replace: str, regex: bool, prefix: str, state: dict[str, Any],
+                     scope: str | None = None) -> str:
         """How many caption files a bulk edit would change, with a few examples (nothing is written). ``scope``: one
         of :data:`SCOPES` (default: the whole folder)."""
         try:
@@ -540,8 +541,8 @@ class ReviewUI:
         of = f"of {len(rows)}" + ("" if len(rows) == len(table.rows) else f" {scope or SCOPES[0]}")
         return f"**{len(plan)} caption file{'s' if len(plan) != 1 else ''} would change** ({of}):\n\n{examples}"
 
-    def bulk_apply(self, find: str, replace: str, regex: bool, prefix: str, state: Dict[str, Any],
-                   scope: Optional[str] = None) -> tuple:
+    def bulk_apply(self, find: str, replace: str, regex: bool, prefix: str, state: dict[str, Any],
+                   scope: str | None = None) -> tuple:
         """Apply a bulk edit (one undo step) to ``scope`` (see :meth:`bulk_preview`) and refresh the view."""
         try:
             table, _, plan = self._plan(find, replace, regex, prefix, state, scope)
@@ -560,7 +561,7 @@ class ReviewUI:
 
 
 def build_review_section(manager: Any, *, job_manager: Any, model: Any, option_inputs: Sequence[Any],
-                         unavailable: Optional[str] = None) -> Dict[str, Any]:
+                         unavailable: str | None = None) -> dict[str, Any]:
     """Lay out the Review section inside the current ``gr.Blocks`` (called by :func:`lib_clipcap.app.ui.build_ui`).
 
     Args:
@@ -579,7 +580,7 @@ def build_review_section(manager: Any, *, job_manager: Any, model: Any, option_i
 
     ui = ReviewUI(manager, job_manager=job_manager, unavailable=unavailable)
     why = ui.unavailable()
-    c: Dict[str, Any] = {"ui": ui}
+    c: dict[str, Any] = {"ui": ui}
     with gr.Accordion("Review", open=False, elem_id="clipcap_review"):
         compat.component(gr.Markdown, value=why or "See the worst captions of a tagged folder first (CLIP-S: how well "
                          "the caption matches the image; grammar: how well it reads), fix them in place. Keys: Alt+→ "

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import torch
 
@@ -70,7 +70,7 @@ class SbgGenerator:
     # ----------------------------------------------------------------------------------------------- loading
     @classmethod
     def load(cls, folder: str | Path, *, tokenizer: str | Path | None = None, models_dir: str | Path | None = None,
-             device=None, dtype=None) -> "SbgGenerator":
+             device=None, dtype=None) -> SbgGenerator:
         """Load an HF-format GPT-2 folder (``config.json`` + ``model.safetensors`` or ``pytorch_model.bin``).
 
         Args:
@@ -183,7 +183,7 @@ class SbgGenerator:
                       attention_mask=mask)
         return [[Generated(clean_caption(self.tokenizer.decode(h.tokens)), h.score) for h in row] for row in hyps]
 
-    def to(self, device=None, dtype=None) -> "SbgGenerator":
+    def to(self, device=None, dtype=None) -> SbgGenerator:
         self.gpt.to(device=device, dtype=dtype)
         return self
 

@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 
@@ -54,7 +55,7 @@ class BlindGuesser:
     # ----------------------------------------------------------------------------------------------- construction
     @classmethod
     def from_pretrained(cls, name: str, *, models_dir: str | Path | None = None, device=None, dtype=None,
-                        cache_dir: str | Path | None = None) -> "BlindGuesser":
+                        cache_dir: str | Path | None = None) -> BlindGuesser:
         """Load a registry SBG model (``python -m lib_clipcap models`` lists them).
 
         Raises:
@@ -83,7 +84,7 @@ class BlindGuesser:
     def from_files(cls, generator_dir: str | Path, *, clip_model: str, clip_pretrained: str | None,
                    vocabulary: Vocabulary | str | Path = "natural", tokenizer: str | Path | None = None,
                    device=None, dtype=None, models_dir: str | Path | None = None,
-                   cache_dir: str | Path | None = None, clip=None) -> "BlindGuesser":
+                   cache_dir: str | Path | None = None, clip=None) -> BlindGuesser:
         """Build from local files.
 
         Args:
@@ -250,7 +251,7 @@ class BlindGuesser:
         return out
 
     # -------------------------------------------------------------------------------------------------- memory
-    def to(self, device=None, dtype=None) -> "BlindGuesser":
+    def to(self, device=None, dtype=None) -> BlindGuesser:
         """Move CLIP, the generator (and a grammar head) to ``device`` / ``dtype``."""
         with self._lock:
             self.generator.to(device=device, dtype=dtype)

@@ -42,9 +42,10 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from ..errors import ClipCapError, MissingFileError
 
@@ -359,7 +360,7 @@ def vocabulary_from_dict(data: Mapping[str, Any], *, source: str = "<dict>") -> 
                       source=source)
 
 
-def load_vocabulary(spec: "str | Path | Vocabulary | Mapping[str, Any]" = "natural") -> Vocabulary:
+def load_vocabulary(spec: str | Path | Vocabulary | Mapping[str, Any] = "natural") -> Vocabulary:
     """A vocabulary from a built-in name (``"natural"``, ``"shapes"``), a JSON file, a dict or a Vocabulary.
 
     Raises:

@@ -56,7 +56,7 @@ class TextFeatures:
     owner: torch.Tensor
     key: str
 
-    def to(self, device: Any) -> "TextFeatures":
+    def to(self, device: Any) -> TextFeatures:
         return TextFeatures(self.prompts.to(device), self.owner.to(device), self.key)
 
 

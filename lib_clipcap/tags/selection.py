@@ -11,8 +11,8 @@ ignoring case and underscore/space differences, as a user types them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from ..errors import ClipCapError

@@ -18,9 +18,9 @@ matrix product with the prompts' features.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from contextlib import nullcontext
 from pathlib import Path
-from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
-from typing import Callable
+from collections.abc import Callable
 
 HELP = "train models: " + "|".join(("features", "clipcap", "sbg", "grammar", "rl"))
 

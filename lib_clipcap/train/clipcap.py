@@ -154,7 +154,7 @@ def _amp_context(device, enabled: bool):
     return torch.autocast("cuda", dtype=dtype), scaler
 
 
-def caption_loss(model, tokens: "torch.Tensor", labels: "torch.Tensor", features: "torch.Tensor") -> "torch.Tensor":
+def caption_loss(model, tokens: torch.Tensor, labels: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
     """Mean cross-entropy of the caption tokens given the prefix (padding labelled -100 is ignored)."""
     import torch.nn.functional as F
 
@@ -369,7 +369,7 @@ def train_clipcap(cfg: ClipCapTrainConfig, *, resume: bool = False, features=Non
                        stopped_early=stopped_early)
 
 
-def standardize_first_layer(model, features: "torch.Tensor") -> None:
+def standardize_first_layer(model, features: torch.Tensor) -> None:
     """Data-dependent initialisation of an MLP mapper: rescale its first layer so that it sees the training features
     standardised (zero mean, unit variance per dimension, after the model's own L2-normalisation).
 

@@ -18,9 +18,10 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ClipCapError, MissingFileError
 
@@ -49,7 +50,7 @@ class FeatureSet:
     def __len__(self) -> int:
         return len(self.image_ids)
 
-    def select(self, split: str | None) -> "FeatureSet":
+    def select(self, split: str | None) -> FeatureSet:
         """The images of one split (``None``/``"all"``: every image); unreadable images are dropped."""
         import torch
 

@@ -41,7 +41,7 @@ def resolve_train_tokenizer(spec: str, captions: list[str], out: Path, *, vocab_
     return resolve_tokenizer(spec, models_dir=models_dir), path_or_name(spec)
 
 
-def gpt2_base(cfg: "GPT2Settings", tok, models_dir: Path | None):
+def gpt2_base(cfg: GPT2Settings, tok, models_dir: Path | None):
     """``(GPT2Config, weights or None)`` for the configured GPT-2 (``"scratch"``: random, sized by the config).
 
     ``cfg`` is a trainer's config; only its :class:`~lib_clipcap.train.loop.GPT2Settings` are read.

@@ -119,7 +119,7 @@ def _caption_rewards(clip, image_feats, texts, grammar, grammar_weight, clip_wei
 
 
 def _sequence_logprobs(model, features: torch.Tensor, seqs: list[list[int]], pad_id: int,
-                       sampler: "DecodingOptions | None" = None) -> tuple[torch.Tensor, torch.Tensor]:
+                       sampler: DecodingOptions | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Token log-probabilities ``[n, T]`` of ``seqs`` under ``model`` (with grad) and their mask ``[n, T]``.
 
     The log-probabilities are those of the distribution that ``sampler`` (the candidates' own

@@ -10,8 +10,9 @@ text, so no Java runs inside training) is what the final evaluation measures, so
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ClipCapError
 
@@ -103,7 +104,7 @@ class BestTracker:
     bad_evals: int = 0
 
     @classmethod
-    def for_metric(cls, name: str, *, patience: int = 0, min_delta: float = 0.0) -> "BestTracker":
+    def for_metric(cls, name: str, *, patience: int = 0, min_delta: float = 0.0) -> BestTracker:
         """A tracker for a :data:`SELECT_METRICS` name (``cider``, ``bleu4``, ``loss``)."""
         if name not in SELECT_METRICS:
             raise ClipCapError(f"select_by must be one of {', '.join(SELECT_METRICS)}; got {name!r}")

@@ -15,7 +15,8 @@ page, with the script controls as inputs, the way the real host's buttons pass t
 from __future__ import annotations
 
 import re
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 #: How a Python tuple or list looks once turned into text by ``str()``: what the page must never show as a label.
 REPR_OF_A_PAIR = re.compile(r"^\s*[(\[].*,.*[)\]]\s*$", re.S)

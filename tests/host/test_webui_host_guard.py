@@ -22,8 +22,9 @@ import json
 import os
 import shutil
 import socket
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Optional
+from typing import Any
 from urllib.parse import urlsplit
 
 import pytest

@@ -64,7 +64,7 @@ class WebUI:
         return self.mode != "a1111"  # Forge, Neo and Classic: the Forge UI (ForgeCanvas, main thread, sys.path)
 
     # --------------------------------------------------------------------------------------------------- lifecycle
-    def boot(self) -> "WebUI":
+    def boot(self) -> WebUI:
         (self.root / "extensions").mkdir(parents=True, exist_ok=True)
         (self.root / "models").mkdir(exist_ok=True)
         if not self.extension_dir.exists():
