@@ -18,6 +18,7 @@ from __future__ import annotations
 import builtins
 import contextlib
 import importlib
+import re
 import sys
 import types
 from pathlib import Path
@@ -47,8 +48,11 @@ def _from_extension(depth: int) -> bool:
     return name.startswith(_ROOTS) or any(p in name for p in _LINKED)
 
 
+_HOST_NAME = re.compile(rf"(?:{'|'.join(HOST_PACKAGES)})(?:\.|$)")
+
+
 def _is_host(name: str) -> bool:
-    return name.split(".")[0] in HOST_PACKAGES
+    return _HOST_NAME.match(name) is not None
 
 
 def _audited_getattribute(self, name):
@@ -71,8 +75,11 @@ def _wrap_loaded() -> None:
     if state == _wrapped_at[0]:
         return
     _wrapped_at[0] = state
-    for name, mod in list(sys.modules.items()):
-        if mod is None or not _is_host(name) or not isinstance(mod, types.ModuleType):
+    # the host's names picked out by the regex in C (filter), not by a Python-level test of each of the thousands of
+    # modules: this walk still runs after every import that added a module
+    for name in list(filter(_HOST_NAME.match, sys.modules)):
+        mod = sys.modules.get(name)
+        if not isinstance(mod, types.ModuleType):
             continue
         cls = type(mod)
         if getattr(cls, "_clipcap_audited", False):

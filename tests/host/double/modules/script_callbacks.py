@@ -5,8 +5,8 @@ Names are ``"{extension canonical name}/{caller file}/{category}[/{name}]"``, ma
 """
 
 import dataclasses
-import inspect
 import os
+import sys
 from typing import Any, Optional
 
 from modules import errors, extensions
@@ -43,10 +43,20 @@ class ScriptCallback:
     name: Optional[str] = None
 
 
+def _caller_file():
+    """The file of the nearest caller outside this module, as A1111 finds it with ``inspect.stack()``. That call
+    reads every frame's source lines and looks each frame's module up in ``sys.modules``: seconds per boot of the
+    double under pytest's deep stacks, and the host tests boot one per test. The frames' code file names are the
+    same names."""
+    frame = sys._getframe(1)
+    while frame is not None and frame.f_code.co_filename == __file__:
+        frame = frame.f_back
+    return frame.f_code.co_filename if frame is not None else 'unknown file'
+
+
 def add_callback(callbacks, fun, *, name=None, category='unknown', filename=None):
     if filename is None:
-        stack = [x for x in inspect.stack() if x.filename != __file__]
-        filename = stack[0].filename if stack else 'unknown file'
+        filename = _caller_file()
     extension = extensions.find_extension(filename)
     extension_name = extension.canonical_name if extension else 'base'
     callback_name = f"{extension_name}/{os.path.basename(filename)}/{category}"
@@ -153,8 +163,7 @@ def before_ui_callback():
 
 
 def remove_current_script_callbacks():
-    stack = [x for x in inspect.stack() if x.filename != __file__]
-    filename = stack[0].filename if stack else 'unknown file'
+    filename = _caller_file()
     if filename == 'unknown file':
         return
     for callback_list in callback_map.values():
