@@ -7,6 +7,8 @@ does not know this library still handles them sensibly. Messages quote the offen
 
 from __future__ import annotations
 
+import logging
+
 
 class ClipCapError(Exception):
     """Base class of every error raised by lib_clipcap."""
@@ -37,3 +39,14 @@ class ImageLoadError(ClipCapError, ValueError):
 
 class DecodingError(ClipCapError, ValueError):
     """Invalid decoding options (e.g. a negative temperature)."""
+
+
+def error_markdown(e: BaseException, *, expected: tuple[type[BaseException], ...] = (ClipCapError,),
+                   log: logging.Logger | None = None) -> str:
+    """How a UI handler shows an error it caught: ``**Error:** message`` for the ``expected`` kinds (the library's
+    own errors, whose messages say what to do), otherwise ``**Unexpected error** (Type): message`` with the traceback
+    logged to ``log`` (default: this module's), since a bug should leave a trace without taking the page down."""
+    if isinstance(e, expected):
+        return f"**Error:** {e}"
+    (log or logging.getLogger(__name__)).error("clipcap UI: unexpected error", exc_info=e)
+    return f"**Unexpected error** ({type(e).__name__}): {e}"

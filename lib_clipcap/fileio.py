@@ -6,9 +6,15 @@ fsynced, then renamed over the target; the folder is fsynced so the rename itsel
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 import tempfile
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -172,3 +178,48 @@ def stale_temp_files(folder: str | Path, names: set[str] | frozenset[str]) -> li
         if m and m.group("name") in names:
             out.append(Path(folder) / entry)
     return out
+
+
+# ------------------------------------------------------------------------------ keyed safetensors caches
+# The text-feature caches (SBG's keywords, tag vocabularies) keep one safetensors file per key: the key in the file's
+# metadata, so a renamed or stale file is a miss, and a file that cannot be read or written only costs recomputing.
+
+
+def cache_file_name(model_name: str, key: str, digits: int) -> str:
+    """``<model>-<key prefix>.safetensors``: the model's base name (made file-safe, 40 characters at most) for people
+    looking into the folder, then the first ``digits`` characters of the key."""
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(str(model_name)).name)[:40]
+    return f"{safe}-{key[:digits]}.safetensors"
+
+
+def read_keyed_tensors(path: Path | None, key: str, names: Sequence[str]) -> dict[str, Any] | None:
+    """The tensors ``names`` of the safetensors file ``path`` if its metadata ``key`` is ``key``; ``None`` for no
+    path, a missing file, another key, or a file that cannot be read (logged: it is rebuilt)."""
+    if path is None or not path.is_file():
+        return None
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            if (f.metadata() or {}).get("key") != key:
+                return None
+            return {name: f.get_tensor(name) for name in names}
+    except Exception as e:  # noqa: BLE001 - a damaged cache file is only a miss (safetensors has its own errors)
+        log.warning("ignoring unreadable cache file %s (%s); it will be rebuilt", path, e)
+        return None
+
+
+def write_keyed_tensors(path: Path | None, key: str, tensors: Mapping[str, Any],
+                        metadata: Mapping[str, str] | None = None) -> None:
+    """Write ``tensors`` (on the CPU) to ``path`` atomically with ``key`` in the metadata; a folder that cannot be
+    written is logged, not raised (a read-only models folder only costs the recomputation next time)."""
+    if path is None:
+        return
+    from safetensors.torch import save
+
+    data = {name: t.detach().cpu().contiguous() for name, t in tensors.items()}
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(path, save(data, metadata={**(metadata or {}), "key": key}))
+    except OSError as e:
+        log.warning("could not write the cache file %s (%s); it will be recomputed next time", path, e)

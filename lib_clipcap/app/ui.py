@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..errors import ClipCapError, MissingFileError
+from ..errors import MissingFileError, error_markdown
 from ..options_table import Option, caption_kwargs, caption_options, defaults, get_option, pick_default_model
 
 log = logging.getLogger(__name__)
@@ -43,10 +43,7 @@ def _fmt(x: Any) -> str:
 
 
 def _error_text(e: BaseException) -> str:
-    if isinstance(e, ClipCapError):
-        return f"**Error:** {e}"
-    log.exception("clipcap UI: unexpected error")
-    return f"**Unexpected error** ({type(e).__name__}): {e}"
+    return error_markdown(e, log=log)
 
 
 class CaptionUI:

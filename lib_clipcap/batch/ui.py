@@ -17,7 +17,7 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-from ..errors import ClipCapError
+from ..errors import error_markdown
 from ..options_table import caption_kwargs, caption_options
 from ..tags.selection import DEFAULT_THRESHOLD
 from .options import CONTENTS, EXISTING_POLICIES, TAG_DECODING_DEFAULTS, TagOptions
@@ -49,10 +49,7 @@ _COMMA_LISTS = ("triggers", "tag_vocabulary", "tag_exclude")
 
 
 def _error_text(e: BaseException) -> str:
-    if isinstance(e, ClipCapError):
-        return f"**Error:** {e}"
-    log.exception("clipcap UI: unexpected error")
-    return f"**Unexpected error** ({type(e).__name__}): {e}"
+    return error_markdown(e, log=log)
 
 
 class BatchUI:

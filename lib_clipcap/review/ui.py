@@ -92,12 +92,10 @@ def _bound(name: str, value: Any) -> float | None:
 
 
 def _error_text(e: BaseException) -> str:
-    from ..errors import ClipCapError
+    from ..errors import ClipCapError, error_markdown
 
-    if isinstance(e, (ClipCapError, OSError, KeyError, ValueError)):
-        return f"**Error:** {e}"
-    log.exception("clipcap review UI: unexpected error")
-    return f"**Unexpected error** ({type(e).__name__}): {e}"
+    # review reads the user's folders: a file error or a bad typed value is the user's to fix, not a bug
+    return error_markdown(e, expected=(ClipCapError, OSError, KeyError, ValueError), log=log)
 
 
 class ReviewUI:

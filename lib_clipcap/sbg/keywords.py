@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import re
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -27,6 +26,7 @@ from pathlib import Path
 
 import torch
 
+from ..fileio import cache_file_name, read_keyed_tensors, write_keyed_tensors
 from .vocabulary import Level, Vocabulary, load_vocabulary
 
 log = logging.getLogger(__name__)
@@ -69,10 +69,7 @@ class TextFeatureCache:
         return h.hexdigest()
 
     def path(self, clip, key: str) -> Path | None:
-        if self.folder is None:
-            return None
-        safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(str(clip.name)).name)[:40]
-        return self.folder / f"{safe}-{key[:20]}.safetensors"
+        return None if self.folder is None else self.folder / cache_file_name(clip.name, key, 20)
 
     def get(self, clip, texts: Sequence[str], *, batch_size: int = 256) -> torch.Tensor:
         """``[len(texts), embed_dim]`` L2-normalised float32 features on the CLIP's device."""
@@ -91,39 +88,16 @@ class TextFeatureCache:
             return feats
 
     def _read(self, clip, key: str, n: int) -> torch.Tensor | None:
-        path = self.path(clip, key)
-        if path is None or not path.is_file():
+        got = read_keyed_tensors(self.path(clip, key), key, ["features"])
+        if got is None:
             return None
-        from safetensors import safe_open
-
-        try:
-            with safe_open(str(path), framework="pt") as f:
-                if (f.metadata() or {}).get("key") != key:
-                    return None
-                feats = f.get_tensor("features")
-        except Exception as e:  # a corrupt cache file is just a miss (safetensors raises its own error types)
-            log.warning("ignoring unreadable text-feature cache %s: %s", path, e)
-            return None
-        if feats.shape[0] != n or feats.shape[1] != clip.embed_dim:
+        feats = got["features"]
+        if feats.ndim != 2 or feats.shape[0] != n or feats.shape[1] != clip.embed_dim:
             return None
         return feats.float()
 
     def _write(self, clip, key: str, feats: torch.Tensor) -> None:
-        path = self.path(clip, key)
-        if path is None:
-            return
-        from safetensors.torch import save_file
-
-        from ..fileio import atomic_replace
-
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.tmp")
-            save_file({"features": feats.detach().cpu().contiguous()}, str(tmp),
-                      metadata={"key": key, "clip": str(clip.name)})
-            atomic_replace(tmp, path)
-        except OSError as e:  # a read-only models folder only costs the recomputation next time
-            log.warning("could not write the text-feature cache %s: %s", path, e)
+        write_keyed_tensors(self.path(clip, key), key, {"features": feats}, {"clip": str(clip.name)})
 
 
 @dataclass

@@ -23,7 +23,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import re
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +30,7 @@ from typing import Any
 
 import torch
 
+from ..fileio import cache_file_name, read_keyed_tensors, write_keyed_tensors
 from .vocabulary import TagVocabulary
 
 log = logging.getLogger(__name__)
@@ -90,8 +90,7 @@ class TagTextCache:
         """The file of ``key`` (named after the CLIP model, for people looking into the folder), or None."""
         if self.folder is None:
             return None
-        safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(str(getattr(clip, "name", "clip"))).name)[:40]
-        return self.folder / f"{safe}-{key[:24]}.safetensors"
+        return self.folder / cache_file_name(getattr(clip, "name", "clip"), key, 24)
 
     def get(self, clip: Any, vocabulary: TagVocabulary, *, batch_size: int = 256) -> TextFeatures:
         """The vocabulary's text features for ``clip``, on the CLIP's device: cached, or encoded and cached."""
@@ -120,40 +119,18 @@ class TagTextCache:
         return TextFeatures(feats.cpu(), owner, key)
 
     def _read(self, clip: Any, key: str, vocabulary: TagVocabulary) -> TextFeatures | None:
-        path = self.path(clip, key)
-        if path is None or not path.is_file():
+        got = read_keyed_tensors(self.path(clip, key), key, ["prompts", "owner"])
+        if got is None:
             return None
-        from safetensors import safe_open
-
-        try:
-            with safe_open(str(path), framework="pt") as f:
-                if (f.metadata() or {}).get("key") != key:
-                    return None
-                prompts, owner = f.get_tensor("prompts"), f.get_tensor("owner")
-        except Exception as e:  # noqa: BLE001 - a damaged cache file is only a miss (safetensors has own errors)
-            log.warning("ignoring unreadable tag text-feature cache %s (%s); it will be rebuilt", path, e)
-            return None
+        prompts, owner = got["prompts"], got["owner"]
         n = len(vocabulary.prompts())
         if prompts.ndim != 2 or prompts.shape != (n, clip.embed_dim) or owner.shape != (n,):
-            log.warning("tag text-feature cache %s does not match its vocabulary; it will be rebuilt", path)
+            log.warning("tag text-feature cache %s does not match its vocabulary; it will be rebuilt",
+                        self.path(clip, key))
             return None
         return TextFeatures(prompts.float(), owner.long(), key)
 
     def _write(self, clip: Any, key: str, feats: TextFeatures, vocabulary: TagVocabulary) -> None:
-        path = self.path(clip, key)
-        if path is None:
-            return
-        from safetensors.torch import save
-
-        from ..fileio import atomic_write_bytes
-
-        meta = {"key": key, "version": str(_VERSION), "clip": str(getattr(clip, "name", "")),
-                "vocabulary": vocabulary.name, "vocabulary_hash": vocabulary.content_hash,
-                "tags": str(len(vocabulary.entries))}
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write_bytes(path, save({"prompts": feats.prompts.contiguous(), "owner": feats.owner.contiguous()},
-                                          metadata=meta))
-        except OSError as e:  # a read-only models folder only costs the re-encoding next time
-            log.warning("could not write the tag text-feature cache %s (%s); the vocabulary will be re-encoded "
-                        "next time", path, e)
+        meta = {"version": str(_VERSION), "clip": str(getattr(clip, "name", "")), "vocabulary": vocabulary.name,
+                "vocabulary_hash": vocabulary.content_hash, "tags": str(len(vocabulary.entries))}
+        write_keyed_tensors(self.path(clip, key), key, {"prompts": feats.prompts, "owner": feats.owner}, meta)
