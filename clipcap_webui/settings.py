@@ -25,6 +25,8 @@ BATCH_ROOTS = "clipcap_batch_roots"
 CAPTION_EXTS = "clipcap_caption_exts"
 BATCH_TRIGGERS = "clipcap_batch_triggers"
 KEEP_RUNS = "clipcap_keep_runs"
+BATCH_CONTENT = "clipcap_batch_content"
+TAG_VOCABULARY = "clipcap_tag_vocabulary"
 INSERT_MODES = ("replace", "append")
 
 #: Host-only settings: key -> (default, label, component kind, component args, help).
@@ -52,6 +54,14 @@ HOST_SETTINGS: dict[str, tuple[Any, str, str, dict[str, Any], str]] = {
     KEEP_RUNS: (20, "Tag runs kept for undo", "slider", {"minimum": 1, "maximum": 200, "step": 1},
                 "Run records and backups kept per folder for the tab's batch tagging; older runs are dropped, "
                 "and each run's summary names the ones it dropped."),
+    BATCH_CONTENT: ("caption", "What batch tagging writes", "radio",
+                    {"choices": ["caption", "tags", "caption+tags"]},
+                    "The Caption tab's batch section starts with this: the caption sentence, CLIP-ranked tags "
+                    "(kohya style: red, triangle, white background), or the caption then the tags."),
+    TAG_VOCABULARY: ("", "Tag vocabularies", "textbox", {},
+                     "Comma-separated bundled names (general, subject, colour, material, setting, lighting, "
+                     "composition, medium, style, shapes) or vocabulary files the batch section starts with; "
+                     "empty: general."),
 }
 
 
@@ -102,8 +112,9 @@ def option_values() -> dict[str, Any]:
 
 
 def batch_values() -> dict[str, Any]:
-    """The batch section's defaults from the settings: ``{"triggers": "sks, ohwx", "keep_runs": 20}`` (a bad stored
-    value falls back to the default, with a log line; a setting must never break the tab)."""
+    """The batch section's defaults from the settings: ``{"triggers": "sks, ohwx", "keep_runs": 20, "content":
+    "caption", "tag_vocabulary": ""}`` (a bad stored value falls back to the default, with a log line; a setting must
+    never break the tab)."""
     from lib_clipcap.batch.options import DEFAULT_KEEP_RUNS
 
     triggers = str(host.opt(BATCH_TRIGGERS, "") or "").strip()
@@ -114,7 +125,14 @@ def batch_values() -> dict[str, Any]:
     except (TypeError, ValueError):
         log.warning("%s ignoring %s=%r: not a whole number >= 1", LOG_PREFIX, KEEP_RUNS, host.opt(KEEP_RUNS, None))
         keep = DEFAULT_KEEP_RUNS
-    return {"triggers": triggers, "keep_runs": keep}
+    from lib_clipcap.batch.options import CONTENTS
+
+    content = str(host.opt(BATCH_CONTENT, "caption") or "caption")
+    if content not in CONTENTS:
+        log.warning("%s ignoring %s=%r: not one of %s", LOG_PREFIX, BATCH_CONTENT, content, ", ".join(CONTENTS))
+        content = "caption"
+    vocabulary = str(host.opt(TAG_VOCABULARY, "") or "").strip()
+    return {"triggers": triggers, "keep_runs": keep, "content": content, "tag_vocabulary": vocabulary}
 
 
 def insert_mode() -> str:

@@ -213,3 +213,26 @@ def test_the_tabs_batch_section_takes_its_trigger_words_and_retention_from_the_s
 
     shared.opts.data["clipcap_keep_runs"] = "many"
     assert settings.batch_values()["keep_runs"] == 20
+
+
+def test_the_tabs_batch_section_takes_what_it_writes_from_the_settings(mode, make_webui, tmp_path):
+    """Issue 22: ``clipcap_batch_content`` and ``clipcap_tag_vocabulary`` start the section's Write and Tag
+    vocabularies fields; a bad stored content falls back to the caption."""
+    folder = tmp_path / "dataset"
+    folder.mkdir()
+    webui = make_webui(mode, config={"clipcap_batch_roots": str(folder), "clipcap_batch_content": "caption+tags",
+                                     "clipcap_tag_vocabulary": "shapes"})
+    webui.create_ui()
+    from modules import ui
+
+    (tab,) = [blocks for blocks, _, elem_id in ui.tabs_built["interfaces"] if elem_id == "clipcap"]
+    values = {b.elem_id: getattr(b, "value", None) for b in tab.blocks.values() if getattr(b, "elem_id", None)}
+    assert values["clipcap_batch_content"] == "caption+tags" and values["clipcap_batch_tag_vocabulary"] == "shapes"
+    opts = tab.clipcap_batch.make_tag_options(str(folder), {}, {})
+    assert opts.content == "caption+tags" and opts.tag_vocabulary == ["shapes"]
+
+    from clipcap_webui import settings
+    from modules import shared
+
+    shared.opts.data["clipcap_batch_content"] = "poem"
+    assert settings.batch_values()["content"] == "caption"
