@@ -14,6 +14,16 @@ ASSETS = ROOT / "lib_clipcap" / "assets"
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
+def pytest_configure(config):
+    # gradio 5+ builds a FastAPI app per gr.Blocks that nothing serves: build it on first use (_gradio_lazy_app.py)
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import _gradio_lazy_app
+
+    _gradio_lazy_app.install_on_import()
+
+
 @pytest.fixture(scope="session")
 def demo_captioner():
     from lib_clipcap import Captioner
