@@ -336,7 +336,8 @@ def test_manifest_opens_only_new_files_or_its_own(tmp_path):
     m.write([row])
     m.close()
     lines = (tmp_path / "m.csv").read_text().splitlines()
-    assert lines[0] == "path,output,status,caption,model,score,keywords,reason" and lines[2] == "x.png,torn"
+    assert lines[0] == "path,output,status,caption,model,score,keywords,reason,tags,tags_output"  # a new file's layout
+    assert lines[2] == "x.png,torn"
     assert lines[3].startswith("a.png,a.txt,written") and len((tmp_path / "m.jsonl").read_text().splitlines()) == 2
     (tmp_path / "empty.csv").touch()  # a run that created it and wrote nothing more (or a user's touch): fine
     Manifest(None, tmp_path / "empty.csv", model="demo").close()

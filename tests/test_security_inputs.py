@@ -131,7 +131,7 @@ def test_a_manifest_the_tool_wrote_is_extended_by_a_second_run(world):
             assert r.status == 202, r.body
             assert wait_for_batch_job(c, r.json()["id"], timeout=120)["state"] == "done"
     csv_lines = (root / "out" / "M.CSV").read_text().splitlines()
-    assert csv_lines[0] == "path,output,status,caption,model,score,keywords,reason"
+    assert csv_lines[0] == "path,output,status,caption,model,score,keywords,reason,tags,tags_output"
     assert len(csv_lines) == 5 and csv_lines.count(csv_lines[0]) == 1  # one header, two rows per run
     rows = [json.loads(line) for line in (root / "out" / "m.jsonl").read_text().splitlines()]
     assert [r["status"] for r in rows] == ["skipped", "skipped", "written", "written"]

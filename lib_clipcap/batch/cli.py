@@ -104,6 +104,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="space: 'white background' (default); underscore: 'white_background'")
     g.add_argument("--tag-order", choices=["score", "category"], default="score",
                    help="tags by score (default) or by the vocabulary's category order")
+    g.add_argument("--tags-file", action="store_true",
+                   help="write the tags to their own <image>.tags file: with --content caption+tags the caption "
+                        "file gets the sentence and the .tags file the tags; with --content tags only the .tags file "
+                        "is written (policies, triggers, resume and undo apply to each file)")
     add_model_arguments(p, demo_fallback=False)  # tag never falls back to the toy model (exit status 2)
     add_decoding_arguments(p, method_defaults=TAG_DECODING_DEFAULTS, mode_note="one deterministic caption per file, "
                            "the same however files are batched, so an interrupted run resumes identically")
@@ -148,7 +152,7 @@ def options_from_args(args: argparse.Namespace):
         tag_threshold=args.tag_threshold, tag_scoring=args.tag_scoring, tag_max=args.tag_max,
         tag_category_limits=_category_limits(args.tag_limit), tag_exclude=args.tag_exclude,
         tag_always_first=args.tag_always_first, tag_replacements=dict(tuple(p) for p in args.tag_replace),
-        tag_style=args.tag_style, tag_order=args.tag_order, **kw,
+        tag_style=args.tag_style, tag_order=args.tag_order, tags_file=args.tags_file, **kw,
     )
 
 
@@ -234,8 +238,6 @@ def ray_options_from_args(args: argparse.Namespace):
 def _check_engine_args(args: argparse.Namespace) -> str | None:
     """A usage error message for Ray-only options given to the local engine, else ``None``."""
     if args.engine == "ray":
-        if args.content != "caption":
-            return "--content tags and caption+tags are not available with --engine ray yet; use the local engine"
         return None
     ray_only = [("--address", args.address is not None), ("--actors", args.actors is not None),
                 ("--gpus-per-actor", args.gpus_per_actor is not None), ("--cpus-per-actor", args.cpus_per_actor != 1.0),
@@ -377,6 +379,8 @@ def _run_and_report(options, tag: Callable) -> int:
                 plan_lines.append(f"skip\t{o.path}\t({o.reason})")
         elif options.preview and o.status == "would_write":
             plan_lines.append(f"{o.output} ({o.reason}):\n{o.text}\n")
+            if o.tags_text is not None:
+                plan_lines.append(f"{o.tags_output}:\n{o.tags_text}\n")
 
     with _StopOnCtrlC() as stop:
         try:

@@ -43,7 +43,7 @@ from ..options_table import OptionError
 from ..textrules import check_suffix, suffix_key
 from .discover import check_allowed
 from .errors import BatchInputError
-from .options import FileOutcome, TagOptions
+from .options import TAGS_EXT, FileOutcome, TagOptions
 from .writer import check_manifest_file
 
 log = logging.getLogger(__name__)
@@ -163,6 +163,10 @@ class JobManager:
         if exts is not None:  # the one case-folded suffix rule (.TXT is .txt), as the options' own check
             check_suffix("caption_ext", options.caption_ext, allowed=list(exts),
                          allowed_hint=caption_exts_hint or self.caption_exts_hint)
+            if options.tags_file and TAGS_EXT not in {suffix_key(e) for e in exts}:  # a .tags file: a caption file
+                raise OptionError("tags_file", options.tags_file,
+                                  f"writes {TAGS_EXT} files, which are not among "
+                                  f"{caption_exts_hint or self.caption_exts_hint} ({', '.join(exts)})")
 
         def absolute(p: str, what: str) -> str:
             if any(ord(c) < 32 or ord(c) == 127 for c in p):

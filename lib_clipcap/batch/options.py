@@ -14,8 +14,9 @@ from typing import Any
 from ..options_table import OPTIONS, OptionError, caption_kwargs, get_option, resolve_decoding
 from ..textrules import check_suffix, check_text, suffix_key
 
-__all__ = ["CONTENTS", "DEFAULT_MAX_PIXELS", "EXISTING_POLICIES", "MANIFEST_SUFFIXES", "TAG_DECODING_DEFAULTS",
-           "TAG_FIELDS", "FileOutcome", "TagFailure", "TagOptions", "TagSummary", "check_manifest_name"]
+__all__ = ["CONTENTS", "DEFAULT_MAX_PIXELS", "EXISTING_POLICIES", "MANIFEST_SUFFIXES", "TAGS_EXT",
+           "TAG_DECODING_DEFAULTS", "TAG_FIELDS", "FileOutcome", "TagFailure", "TagOptions", "TagSummary",
+           "check_manifest_name"]
 
 #: What to do when a caption file already exists: keep it (``skip``), replace it, or add the new caption after /
 #: before the old text, joined by the separator.
@@ -27,6 +28,8 @@ DEFAULT_MAX_PIXELS = 8192 * 8192
 
 #: What a run writes as its own text (``content``): the sentence, CLIP-ranked tags, or both (issue 22).
 CONTENTS = ("caption", "tags", "caption+tags")
+#: The suffix of the separate tags file (``tags_file``): ``a.jpg`` -> ``a.tags``, kohya-style comma-separated tags.
+TAGS_EXT = ".tags"
 #: The ``tag_*`` fields of :class:`TagOptions` and the :class:`lib_clipcap.tags.TagSelection` argument of each.
 TAG_FIELDS = {"tag_threshold": "threshold", "tag_scoring": "scoring", "tag_max": "max_tags",
               "tag_category_limits": "category_limits", "tag_exclude": "exclude", "tag_always_first": "always_first",
@@ -194,9 +197,11 @@ class TagOptions:
         output_dir: Write captions under this folder, mirroring each file's path relative to its input folder,
             instead of next to the images. The journal and lock then live here too.
         manifest_jsonl, manifest_csv: Also append one row per file (path, output, status, caption, model, score,
-            keywords, reason) to these files. Names must end in ``.jsonl`` / ``.csv`` (not dot-files); an existing
-            file is only extended when an earlier run wrote it (CSV: our header line; JSONL: a row of ours first),
-            never a file of someone else's (see :func:`lib_clipcap.batch.writer.check_manifest_file`).
+            keywords, reason, tags: every tag written with its score, tags_output: the ``.tags`` file) to these
+            files; a manifest an earlier version wrote keeps its own columns (:mod:`lib_clipcap.batch.writer`).
+            Names must end in ``.jsonl`` / ``.csv`` (not dot-files); an existing file is only extended when an
+            earlier run wrote it (CSV: our header line; JSONL: a row of ours first), never a file of someone else's
+            (see :func:`lib_clipcap.batch.writer.check_manifest_file`).
         dry_run: Report per file what the policy would do (create / replace own part / append / prepend /
             overwrite / skip, and why); write nothing (no caption, journal, lock, record or manifest), load and
             caption nothing.
@@ -240,6 +245,13 @@ class TagOptions:
             tag_style, tag_order: :class:`lib_clipcap.tags.TagSelection`'s ``threshold`` (``None``: its default),
             ``scoring``, ``max_tags``, ``category_limits``, ``exclude``, ``always_first``, ``replacements``,
             ``style`` and ``order``. Trigger words are ``triggers`` (a tag equal to one is not written twice).
+        tags_file: Write the tags to a file of their own, ``<image name>.tags`` (:data:`TAGS_EXT`), beside the caption
+            file (or mirrored under ``output_dir`` alike): with ``caption+tags`` the caption file gets the sentence
+            and the ``.tags`` file the tags; with ``tags`` only the ``.tags`` file is written (the caption file is not
+            touched). Each file is a caption file of its own for everything else: ``triggers`` first, ``prefix``
+            / ``suffix`` around the tool's text, the existing-caption policy, the journal (resume), the run record
+            and undo apply to each as to the other. Needs ``content`` ``tags`` or ``caption+tags``, and a
+            ``caption_ext`` other than ``.tags``.
 
     Speed:
         batch_size: Images per model call (default: 16 on CPU, 64 on a GPU).
@@ -297,6 +309,7 @@ class TagOptions:
     tag_replacements: dict[str, str] = field(default_factory=dict)
     tag_style: str = "space"
     tag_order: str = "score"
+    tags_file: bool = False
     # ... and one field per decoding setting of the options table (decoding, beam_size, ...): _with_decoding_fields.
 
     def __post_init__(self) -> None:
@@ -309,7 +322,7 @@ class TagOptions:
             raise OptionError("inputs", self.inputs, "give at least one folder or image, or a list_file")
         self.include = _strings("include", self.include)
         self.exclude = _strings("exclude", self.exclude)
-        for name in ("recursive", "dry_run", "resume", "multiline", "lowercase", "strip_period"):
+        for name in ("recursive", "dry_run", "resume", "multiline", "lowercase", "strip_period", "tags_file"):
             setattr(self, name, _bool(name, getattr(self, name)))
         for name in ("manifest_jsonl", "manifest_csv"):
             check_manifest_name(name, getattr(self, name))
@@ -333,6 +346,12 @@ class TagOptions:
             self.rerank = get_option("rerank").coerce(self.rerank)
         self.banned_words = self.banned_words or []
         self._check_tag_fields()
+        if self.tags_file and self.content == "caption":
+            raise OptionError("tags_file", self.tags_file, "writes the tags to a .tags file of their own; set content "
+                                                           "to tags or caption+tags (or leave tags_file off)")
+        if self.tags_file and suffix_key(self.caption_ext) == TAGS_EXT:
+            raise OptionError("tags_file", self.tags_file, f"the caption files are {self.caption_ext} files already; "
+                                                           f"give another caption_ext (.txt) or leave tags_file off")
         # The decoding fields are checked here, once, by the table's rules (each value, then the rules between them);
         # the runner and the model take them as they are.
         checked = caption_kwargs({name: getattr(self, name) for name in self._decoding_fields})
@@ -391,6 +410,17 @@ class TagOptions:
         """The run decodes a caption (``content`` is ``caption`` or ``caption+tags``)."""
         return self.content != "tags"
 
+    def outputs(self) -> list[tuple[str, str]]:
+        """The files each image gets: ``(suffix, content of that file)``, the caption file first.
+
+        Without ``tags_file`` one file, ``(caption_ext, content)``; with it, ``(caption_ext, "caption")`` and
+        ``(".tags", "tags")`` for ``caption+tags``, only ``(".tags", "tags")`` for ``tags``.
+        """
+        if not self.tags_file:
+            return [(self.caption_ext, self.content)]
+        tags = (TAGS_EXT, "tags")
+        return [(self.caption_ext, "caption"), tags] if self.writes_caption else [tags]
+
     @staticmethod
     def _check_ext(ext: Any, field: str = "caption_ext") -> str:
         """``ext`` if it may be a caption (or reference caption) suffix: :func:`lib_clipcap.textrules.check_suffix`
@@ -428,6 +458,8 @@ class TagOptions:
         if self.content != "caption":  # (absent for captions: journals of runs before tags existed still resume)
             out["content"] = self.content
             out["tags"] = {name: getattr(self, name) for name in ("tag_vocabulary", *TAG_FIELDS)}
+        if self.tags_file:  # (absent when off: journals of runs before the .tags file existed still resume)
+            out["tags_file"] = True
         return out
 
     @property
@@ -468,6 +500,10 @@ class FileOutcome:
         category: For ``skipped``: ``resumed`` (finished by an earlier run of the same settings, per the journal)
             or ``policy`` (it had a caption the policy keeps).
         text: Preview only: the exact content the file would get.
+        tags: With tags (``content`` ``tags`` / ``caption+tags``), when written: every tag written, with its score
+            (``[(tag, score), ...]`` in the file's order; the tag as written, after replacements and style).
+        tags_output: With ``tags_file``, the ``.tags`` file (when that file was written, or would be).
+        tags_text: Preview with ``tags_file`` and a caption file too: the exact content the ``.tags`` file would get.
     """
 
     path: str
@@ -479,6 +515,9 @@ class FileOutcome:
     keywords: list[str] | None = None
     category: str = ""
     text: str | None = None
+    tags: list[tuple[str, float | None]] | None = None
+    tags_output: str | None = None
+    tags_text: str | None = None
 
     @property
     def tally(self) -> str:

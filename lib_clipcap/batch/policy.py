@@ -69,16 +69,19 @@ def clean_caption(text: str, options: TagOptions) -> str:
     return truncate(text, options.max_length).strip()
 
 
-def with_tags(caption: str, tags: Sequence[str], options: TagOptions) -> str:
-    """The tool's text for ``options.content``: the cleaned caption, the tags, or the caption then the tags.
+def with_tags(caption: str, tags: Sequence[str], options: TagOptions, content: str | None = None) -> str:
+    """The tool's text for ``content`` (default ``options.content``): the cleaned caption, the tags, or the caption
+    then the tags.
 
     Tags are joined with the separator (kohya style: ``red, triangle, white background``); after a caption, the
-    caption loses its closing period (``a red triangle, red, triangle``).
+    caption loses its closing period (``a red triangle, red, triangle``). With ``tags_file`` each file has its own
+    content (:meth:`TagOptions.outputs <lib_clipcap.batch.options.TagOptions.outputs>`).
     """
-    if options.content == "caption":
+    content = options.content if content is None else content
+    if content == "caption":
         return caption
     tag_text = options.separator.join(tags)
-    if options.content == "tags":
+    if content == "tags":
         return tag_text
     return join_phrases((caption, tag_text), options.separator)
 

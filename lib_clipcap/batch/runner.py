@@ -173,18 +173,50 @@ def model_options(model: Any, options: TagOptions) -> tuple[Any, dict[str, Any]]
 
 
 # ------------------------------------------------------------------------------------------------------- writing
+def own_texts(res: Any, options: TagOptions) -> tuple[str, list[Any], str]:
+    """The cleaned caption and the chosen tags of one model result, or why there is nothing to write.
+
+    Returns:
+        ``(cleaned caption, tags, "")``, or ``("", [], reason)`` when the result gives nothing to write: an empty
+        caption after post-processing (a run that writes captions), or no tag at all (``content="tags"``). With
+        ``caption+tags`` and no tag reaching the threshold, the tags are empty and the caption is written alone.
+    """
+    caption = clean_caption(res.text, options) if options.writes_caption else ""
+    if options.writes_caption and not caption:
+        return "", [], f"the caption is empty after post-processing (model said {res.text!r})"
+    tags = list(getattr(res, "tags", None) or ())
+    if options.content == "tags" and not tags:
+        return "", [], ("no tag reached the threshold (lower tag_threshold, or use a vocabulary with tags for such "
+                        "images)")
+    return caption, tags, ""
+
+
+def _scored(tags: Sequence[Any]) -> list[tuple[str, float | None]]:
+    """``[(tag, score), ...]`` for the manifests."""
+    return [(t.tag, None if t.score is None else float(t.score)) for t in tags]
+
+
 def write_batch(tasks: Sequence[Task], batch: Any, results: dict[int, Any], options: TagOptions,
                 recorder: Recorder) -> None:
     """Post-process, back up, record, journal, write and report one captioned batch (runs in the writer thread).
+
+    Every file of a task (:attr:`Task.targets <lib_clipcap.batch.plan.Task.targets>`: the caption file, and with
+    ``tags_file`` the ``.tags`` file) goes through the same steps; a file that cannot be written fails its image (the
+    reason names the file when the image has several), the others are written.
 
     Args:
         tasks: The run's tasks.
         batch: Has ``indices`` (positions in ``tasks``) and ``errors`` (position -> why that file failed before the
             model), like :class:`~lib_clipcap.batch.loader.LoadedBatch`.
-        results: Position -> the model's result (``ok``, ``error``, ``text``, ``score``, ``keywords``).
+        results: Position -> the model's result (``ok``, ``error``, ``text``, ``score``, ``keywords``; ``tags``
+            with tags).
     """
     outcomes: dict[int, FileOutcome] = {}
-    pending: list[tuple[int, bytes, str, Any, str, bytes | None]] = []
+    # files to write: (pos, target, bytes, own segment, old bytes); per position, what the outcome reports (the
+    # caption file's own text, the result, the tags) and why some of its files were not written
+    pending: list[tuple[int, Any, bytes, str, bytes | None]] = []
+    made: dict[int, tuple[str, Any, list[Any]]] = {}
+    problems: dict[int, list[str]] = {}
     made_dirs: dict[Path, str | None] = {}
     for pos in batch.indices:
         task = tasks[pos]
@@ -196,78 +228,105 @@ def write_batch(tasks: Sequence[Task], batch: Any, results: dict[int, Any], opti
         if not res.ok:
             outcomes[pos] = FileOutcome(path, "failed", out_s, res.error or "captioning failed")
             continue
-        caption = clean_caption(res.text, options) if options.writes_caption else ""
-        if options.writes_caption and not caption:
-            outcomes[pos] = FileOutcome(path, "failed", out_s, f"the caption is empty after post-processing (model "
-                                                               f"said {res.text!r})")
+        caption, tags, why = own_texts(res, options)
+        if why:
+            outcomes[pos] = FileOutcome(path, "failed", out_s, why)
             continue
-        tags = [t.tag for t in getattr(res, "tags", None) or ()]
-        if options.content == "tags" and not tags:
-            outcomes[pos] = FileOutcome(path, "failed", out_s, "no tag reached the threshold (lower tag_threshold, "
-                                                               "or use a vocabulary with tags for such images)")
-            continue
-        caption = with_tags(caption, tags, options)
-        own = decorate(caption, options)
-        text = compose(task.user if task.action in ("append", "prepend") else None, own, options)
+        names = [t.tag for t in tags]
+        texts = []  # (target, its own text before decoration, own segment, file content)
+        for target in task.targets:
+            body = with_tags(caption, names, options, target.content)
+            own = decorate(body, options)
+            texts.append((target, body, own, compose(target.user if target.action in ("append", "prepend") else None,
+                                                     own, options)))
+        shown = with_tags(caption, names, options, options.outputs()[0][1])  # the caption file's own text
+        made[pos] = (shown, res, tags)
         if recorder.preview:
-            outcomes[pos] = FileOutcome(path, "would_write", out_s, task.note, caption, res.score,
-                                        list(res.keywords) if res.keywords else None, text=text)
+            tags_target = task.tags_target()
+            outcomes[pos] = FileOutcome(
+                path, "would_write", out_s, task.note, shown, res.score, list(res.keywords) if res.keywords else None,
+                text=texts[0][3], tags=_scored(tags) if options.writes_tags else None,
+                tags_output=os.fspath(tags_target.output) if tags_target is not None else None,
+                tags_text=next((t for tg, *_, t in texts if tg is tags_target), None) if len(texts) > 1 else None)
             continue
-        # The file must still be what the plan saw: a caption edited while the run went on is the user's newer text.
-        try:
-            old = task.output.read_bytes() if task.before is not None else None
-        except OSError as e:
-            outcomes[pos] = FileOutcome(path, "failed", out_s, f"cannot read the existing caption file: "
-                                                               f"{e.strerror or e}")
-            continue
-        if (sha256_bytes(old) if old is not None else None) != task.before or (
-                task.before is None and os.path.lexists(task.output)):
-            outcomes[pos] = FileOutcome(path, "failed", out_s, "the caption file changed while the run was going; "
-                                                               "left as it is (rerun to caption it)")
-            continue
-        folder = task.output.parent
-        if folder not in made_dirs:  # mirrored outputs: create the folder once
+        many = len(task.targets) > 1
+
+        def problem(target: Any, reason: str) -> None:
+            problems.setdefault(pos, []).append(f"{target.output.name}: {reason}" if many else reason)
+
+        for target, body, own, text in texts:
+            if not body.strip():  # caption+tags with tags_file and no tag at the threshold: nothing for the .tags
+                problem(target, "no tag reached the threshold (lower tag_threshold, or use a vocabulary with tags "
+                                "for such images); the file is not written")
+                continue
+            # The file must still be what the plan saw: a caption edited while the run went on is the user's newer
+            # text.
             try:
-                folder.mkdir(parents=True, exist_ok=True)
-                made_dirs[folder] = None
+                old = target.output.read_bytes() if target.before is not None else None
             except OSError as e:
-                made_dirs[folder] = f"cannot create the folder {folder}: {e.strerror or e}"
-        if made_dirs[folder]:
-            outcomes[pos] = FileOutcome(path, "failed", out_s, made_dirs[folder])
-            continue
-        pending.append((pos, text.encode("utf-8"), caption, res, own, old))
+                problem(target, f"cannot read the existing caption file: {e.strerror or e}")
+                continue
+            if (sha256_bytes(old) if old is not None else None) != target.before or (
+                    target.before is None and os.path.lexists(target.output)):
+                problem(target, "the caption file changed while the run was going; left as it is (rerun to caption "
+                                "it)")
+                continue
+            folder = target.output.parent
+            if folder not in made_dirs:  # mirrored outputs: create the folder once
+                try:
+                    folder.mkdir(parents=True, exist_ok=True)
+                    made_dirs[folder] = None
+                except OSError as e:
+                    made_dirs[folder] = f"cannot create the folder {folder}: {e.strerror or e}"
+            if made_dirs[folder]:
+                problem(target, made_dirs[folder])
+                continue
+            pending.append((pos, target, text.encode("utf-8"), own, old))
     # Backups, then the run record, then the journal (each fsynced), then the renames: see runs.py and journal.py
     # for why this order makes every crash point safe and every write reversible.
     by_log: dict[int, tuple[RunLog, list]] = {}
     by_journal: dict[int, tuple[Journal, list]] = {}
-    for pos, data, _, _, own, old in pending:
+    for pos, target, data, own, old in pending:
         task = tasks[pos]
         if task.log is not None:
             if old is not None:
                 task.log.backup(old)
-            rec = FileRecord(task.log.run_id, task.journal.key(task.output),
-                             "created" if task.before is None else "changed", task.before, sha256_bytes(data), own,
-                             (task.user or "") if task.action in ("append", "prepend") else "",
-                             tuple(options.triggers), options.existing if task.before is not None else "new")
+            appends = target.action in ("append", "prepend")
+            rec = FileRecord(task.log.run_id, task.journal.key(target.output),
+                             "created" if target.before is None else "changed", target.before, sha256_bytes(data),
+                             own, (target.user or "") if appends else "", tuple(options.triggers),
+                             options.existing if target.before is not None else "new")
             by_log.setdefault(id(task.log), (task.log, []))[1].append(rec)
         if task.journal is not None:
-            rec = {"out": task.journal.key(task.output), "image": os.fspath(task.item.rel), "size": task.size,
+            rec = {"out": task.journal.key(target.output), "image": os.fspath(task.item.rel), "size": task.size,
                    "mtime_ns": task.mtime_ns, "sha256": sha256_bytes(data)}
             by_journal.setdefault(id(task.journal), (task.journal, []))[1].append(rec)
     for log_, records in by_log.values():
         log_.record(records)
     for journal, records in by_journal.values():
         journal.append(records)
-    errors = write_files([(tasks[pos].output, data) for pos, data, *_ in pending])
-    for (pos, _, caption, res, _, _), err in zip(pending, errors):
+    errors = write_files([(target.output, data) for _, target, data, *_ in pending])
+    written: dict[int, list[Any]] = {}
+    for (pos, target, *_), err in zip(pending, errors):
+        if err is not None:
+            problems.setdefault(pos, []).append(
+                (f"{target.output.name}: " if len(tasks[pos].targets) > 1 else "")
+                + f"cannot write the caption file: {err.strerror or err}")
+        else:
+            written.setdefault(pos, []).append(target)
+    for pos, (shown, res, tags) in made.items():
+        if pos in outcomes:
+            continue
         task = tasks[pos]
         path, out_s = os.fspath(task.item.path), os.fspath(task.output)
-        if err is not None:
-            outcomes[pos] = FileOutcome(path, "failed", out_s, f"cannot write the caption file: "
-                                                               f"{err.strerror or err}")
-        else:
-            outcomes[pos] = FileOutcome(path, "written", out_s, "", caption, res.score,
-                                        list(res.keywords) if res.keywords else None)
+        if pos in problems:
+            outcomes[pos] = FileOutcome(path, "failed", out_s, "; ".join(problems[pos]))
+            continue
+        tags_target = task.tags_target()
+        outcomes[pos] = FileOutcome(path, "written", out_s, "", shown, res.score,
+                                    list(res.keywords) if res.keywords else None,
+                                    tags=_scored(tags) if options.writes_tags else None,
+                                    tags_output=os.fspath(tags_target.output) if tags_target is not None else None)
     recorder.record([outcomes[pos] for pos in batch.indices], processed=True)
 
 

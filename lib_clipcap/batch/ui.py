@@ -43,6 +43,8 @@ BATCH_FIELDS: tuple[tuple[str, str, str, str], ...] = (
      "material, setting, lighting, composition, medium, style, shapes) or vocabulary files; empty: general"),
     ("tag_threshold", "Tag threshold", "number", "least share of its category a tag needs (0-1)"),
     ("tag_exclude", "Never write these tags", "textbox", "comma-separated"),
+    ("tags_file", "Tags in their own .tags file", "checkbox", "with tags or caption+tags: the tags go to a.tags "
+     "(the caption stays in a.txt)"),
 )
 #: The list fields the section shows as comma-separated text (no trigger, tag or vocabulary name holds a comma).
 _COMMA_LISTS = ("triggers", "tag_vocabulary", "tag_exclude")

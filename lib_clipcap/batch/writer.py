@@ -5,10 +5,19 @@ Naming rule, for every file name: the image's last suffix (as :func:`os.path.spl
 next to the image, or at the same relative path under the output folder when captions are mirrored.
 
 Manifests are only ever files this tool writes: a new file (created exclusively, the CSV header first), or a manifest
-an earlier run wrote, recognised by its first line (the CSV header :data:`MANIFEST_COLUMNS`, or a JSONL row with
-exactly those keys); an empty file is taken as one a run created and left without rows. Anything else -- a user's
-spreadsheet, a shell start-up file, an image, a script -- is refused (:func:`check_manifest_file`), because appending
-rows that hold request-chosen text to it would change what it does.
+an earlier run wrote, recognised by its first line (the CSV header of one of :data:`MANIFEST_LAYOUTS`, or a JSONL row
+with exactly the keys of one); an empty file is taken as one a run created and left without rows. Anything else -- a
+user's spreadsheet, a shell start-up file, an image, a script -- is refused (:func:`check_manifest_file`), because
+appending rows that hold request-chosen text to it would change what it does.
+
+**Layouts.** A new manifest gets :data:`MANIFEST_COLUMNS`: ``path, output, status, caption, model, score, keywords,
+reason, tags, tags_output``. ``tags`` holds every tag written for the image with its score, in the file's order, as
+JSON: ``[["large", 1.0], ["yellow", 0.9731], ...]`` (a list in a JSONL row; the same JSON text in a CSV cell; a
+score is a JSON number, which Python reads back as the very float written; ``null`` / an empty cell when the run
+computes no tags). ``tags_output`` is the separate ``.tags`` file (``tags_file``). A manifest an earlier version
+wrote (:data:`LEGACY_MANIFEST_COLUMNS`, without those two columns) is still recognised, resumed and appended to *in
+its own layout*: its rows keep their columns, byte for byte as that version wrote them; a file is never switched to
+another layout mid-run. :func:`read_manifest` reads either layout.
 """
 
 from __future__ import annotations
@@ -27,8 +36,13 @@ from .options import FileOutcome, check_manifest_name
 
 log = logging.getLogger(__name__)
 
-MANIFEST_COLUMNS = ("path", "output", "status", "caption", "model", "score", "keywords", "reason")
-_CSV_HEADER = ",".join(MANIFEST_COLUMNS).encode()
+#: The columns of a manifest written before tags reached the manifests (issue 22); still read and appended to.
+LEGACY_MANIFEST_COLUMNS = ("path", "output", "status", "caption", "model", "score", "keywords", "reason")
+#: The columns of a new manifest: the legacy ones, then ``tags`` (JSON ``[[tag, score], ...]``) and ``tags_output``.
+MANIFEST_COLUMNS = (*LEGACY_MANIFEST_COLUMNS, "tags", "tags_output")
+#: Every layout a manifest of ours may have, the current one first.
+MANIFEST_LAYOUTS = (MANIFEST_COLUMNS, LEGACY_MANIFEST_COLUMNS)
+_CSV_HEADERS = {",".join(cols).encode(): cols for cols in MANIFEST_LAYOUTS}
 _FIRST_LINE_MAX = 1 << 20  # a manifest row is a path, a caption and a reason: far less than this
 _FIELDS = {"jsonl": "manifest_jsonl", "csv": "manifest_csv"}
 
@@ -99,14 +113,21 @@ def _first_line(fd: int) -> bytes:
     return data.split(b"\n", 1)[0].rstrip(b"\r")
 
 
-def _is_our_first_line(line: bytes, kind: str) -> bool:
+def _layout_of(line: bytes, kind: str) -> tuple[str, ...] | None:
+    """The layout (columns) of a manifest whose first line is ``line``, or ``None`` when it is not one of ours."""
     if kind == "csv":
-        return line.lstrip(b"\xef\xbb\xbf") == _CSV_HEADER  # a spreadsheet may have added a BOM
+        return _CSV_HEADERS.get(line.lstrip(b"\xef\xbb\xbf"))  # a spreadsheet may have added a BOM
     try:
         row = json.loads(line)
     except ValueError:
-        return False
-    return isinstance(row, dict) and set(row) == set(MANIFEST_COLUMNS)
+        return None
+    if not isinstance(row, dict):
+        return None
+    return next((cols for cols in MANIFEST_LAYOUTS if set(row) == set(cols)), None)
+
+
+def _is_our_first_line(line: bytes, kind: str) -> bool:
+    return _layout_of(line, kind) is not None
 
 
 def _refuse(kind: str, shown: str, reason: str) -> OptionError:
@@ -121,7 +142,8 @@ def _check_open_file(fd: int, kind: str, shown: str) -> int:
     if not stat.S_ISREG(st.st_mode):
         raise _refuse(kind, shown, "is not a regular file; give the path of a new manifest file")
     if st.st_size and not _is_our_first_line(_first_line(fd), kind):
-        what = "the CSV header " + _CSV_HEADER.decode() if kind == "csv" else "a JSONL row of ours"
+        what = ("the CSV header " + " or ".join(h.decode() for h in _CSV_HEADERS) if kind == "csv"
+                else "a JSONL row of ours")
         raise _refuse(kind, shown, f"the file exists and was not written by ClipCap (its first line is not {what}); "
                                    f"refusing to add rows to it: give a new file name, or the manifest of an earlier "
                                    f"run")
@@ -169,22 +191,96 @@ def check_manifest_file(path: str | os.PathLike, kind: str, *, shown: str | None
         os.close(fd)
 
 
-def _open_manifest(path: Path, kind: str) -> tuple[int, bool]:
-    """Open ``path`` for appending: created exclusively, or an existing manifest of ours. Returns ``(fd, empty)``."""
+def _open_manifest(path: Path, kind: str) -> tuple[int, bool, tuple[str, ...]]:
+    """Open ``path`` for appending: created exclusively, or an existing manifest of ours. Returns ``(fd, empty,
+    layout)``: a new or empty file gets :data:`MANIFEST_COLUMNS`, an existing one keeps its own layout."""
     check_manifest_file(path, kind)
     real = os.path.realpath(path)
     Path(real).parent.mkdir(parents=True, exist_ok=True)
     try:
-        return os.open(real, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL | _BINARY, 0o644), True
+        return os.open(real, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL | _BINARY, 0o644), True, \
+            MANIFEST_COLUMNS
     except FileExistsError:
         pass
     # O_RDWR: the first line is read back through this very descriptor, so what was checked is what gets the rows.
     fd = os.open(real, os.O_RDWR | os.O_APPEND | _BINARY | getattr(os, "O_NOFOLLOW", 0))
     try:
-        return fd, _check_open_file(fd, kind, os.fspath(path)) == 0
+        if _check_open_file(fd, kind, os.fspath(path)) == 0:
+            return fd, True, MANIFEST_COLUMNS
+        layout = _layout_of(_first_line(fd), kind)
+        assert layout is not None  # _check_open_file refused any other first line
+        return fd, False, layout
     except BaseException:
         os.close(fd)
         raise
+
+
+def tags_json(tags: Sequence[Sequence[object]] | None) -> str:
+    """The ``tags`` cell of a CSV manifest: ``[["red", 0.83], ...]`` as JSON (``""`` for none)."""
+    if tags is None:
+        return ""
+    return json.dumps([[str(t), s] for t, s in tags], ensure_ascii=False)
+
+
+def parse_tags(value: object) -> list[tuple[str, float | None]] | None:
+    """The tags of a manifest cell or JSONL value (see the module docstring), as ``[(tag, score), ...]``.
+
+    Raises:
+        ValueError: the value is not a list of ``[tag, score]`` pairs.
+    """
+    if value is None or value == "":
+        return None
+    data = json.loads(value) if isinstance(value, str) else value
+    if not isinstance(data, list):
+        raise ValueError(f"tags must be a JSON list of [tag, score] pairs, not {value!r}")
+    out = []
+    for pair in data:
+        if (not isinstance(pair, list) or len(pair) != 2 or not isinstance(pair[0], str)
+                or not (pair[1] is None or isinstance(pair[1], (int, float)))):
+            raise ValueError(f"tags must be a JSON list of [tag, score] pairs; got {pair!r}")
+        out.append((pair[0], None if pair[1] is None else float(pair[1])))
+    return out
+
+
+def read_manifest(path: str | os.PathLike) -> list[dict[str, object]]:
+    """The rows of a JSONL or CSV manifest of either layout (chosen by the suffix), as dicts with every column of
+    :data:`MANIFEST_COLUMNS` (``None`` where the file's layout lacks one, or a cell is empty). ``tags`` comes back
+    as ``[(tag, score), ...]``, ``keywords`` as a list, ``score`` as a float; a row torn by a crash is skipped.
+
+    Raises:
+        OSError: the file cannot be read.
+        ValueError: it is not a manifest of ours (its first line is neither layout's).
+    """
+    path = Path(path)
+    kind = "csv" if path.suffix.lower() == ".csv" else "jsonl"
+    data = path.read_bytes()
+    if not data:
+        return []
+    layout = _layout_of(data.split(b"\n", 1)[0].rstrip(b"\r"), kind)
+    if layout is None:
+        raise ValueError(f"{path} is not a ClipCap manifest (its first line is not one of ours)")
+    rows: list[dict[str, object]] = []
+    if kind == "jsonl":
+        for line in data.split(b"\n"):
+            try:
+                raw = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(raw, dict):
+                rows.append({c: raw.get(c) for c in MANIFEST_COLUMNS})
+    else:
+        text = data.decode("utf-8-sig")
+        for cells in list(csv.reader(io.StringIO(text)))[1:]:
+            if len(cells) != len(layout):
+                continue
+            raw = dict(zip(layout, cells))
+            row: dict[str, object] = {c: (raw.get(c) or None) for c in MANIFEST_COLUMNS}
+            row["keywords"] = raw["keywords"].split(", ") if raw.get("keywords") else None
+            row["score"] = float(raw["score"]) if raw.get("score") else None
+            rows.append(row)
+    for row in rows:
+        row["tags"] = parse_tags(row.get("tags"))
+    return rows
 
 
 class Manifest:
@@ -205,15 +301,15 @@ class Manifest:
 
     def __init__(self, jsonl: Path | None, csv_path: Path | None, *, model: str) -> None:
         self.model = model
-        self._fds: list[tuple[int, str]] = []
+        self._fds: list[tuple[int, str, tuple[str, ...]]] = []
         try:
             for path, kind in ((jsonl, "jsonl"), (csv_path, "csv")):
                 if path is None:
                     continue
-                fd, empty = _open_manifest(Path(path), kind)
-                self._fds.append((fd, kind))
+                fd, empty, layout = _open_manifest(Path(path), kind)
+                self._fds.append((fd, kind, layout))
                 if empty and kind == "csv":
-                    self._write(fd, self._csv(list(MANIFEST_COLUMNS)))
+                    self._write(fd, self._csv(list(layout)))
                 elif not empty and _read_at(fd, 1, os.fstat(fd).st_size - 1) != b"\n":
                     self._write(fd, b"\n")  # a row torn by a crash: start ours on a new line
         except BaseException:
@@ -232,13 +328,30 @@ class Manifest:
         while view:
             view = view[os.write(fd, view):]
 
+    @property
+    def layouts(self) -> list[tuple[str, ...]]:
+        """The layout (columns) of each open manifest, JSONL first."""
+        return [layout for *_, layout in self._fds]
+
     def row(self, o: FileOutcome) -> dict:
-        """The manifest row of an outcome."""
+        """The manifest row of an outcome (every column of :data:`MANIFEST_COLUMNS`, in that order)."""
+        tags = [[t, s] for t, s in o.tags] if o.tags is not None else None
         return {"path": o.path, "output": o.output, "status": o.status, "caption": o.caption, "model": self.model,
-                "score": o.score, "keywords": o.keywords, "reason": o.reason or None}
+                "score": o.score, "keywords": o.keywords, "reason": o.reason or None, "tags": tags,
+                "tags_output": o.tags_output}
+
+    @staticmethod
+    def _cell(column: str, value: object) -> object:
+        if value is None:
+            return ""
+        if column == "keywords":
+            return ", ".join(value)  # type: ignore[arg-type]
+        if column == "tags":
+            return tags_json(value)  # type: ignore[arg-type]
+        return value
 
     def write(self, outcomes: Sequence[FileOutcome]) -> None:
-        """Append one row per outcome to every manifest, then fsync.
+        """Append one row per outcome to every manifest, each in its own layout, then fsync.
 
         Raises:
             OSError: a manifest cannot be written.
@@ -246,18 +359,17 @@ class Manifest:
         if not self._fds or not outcomes:
             return
         rows = [self.row(o) for o in outcomes]
-        for fd, kind in self._fds:
+        for fd, kind, layout in self._fds:
             if kind == "jsonl":
-                blob = "".join(_text_for_file(json.dumps(r, ensure_ascii=False)) + "\n" for r in rows).encode()
+                blob = "".join(_text_for_file(json.dumps({c: r[c] for c in layout}, ensure_ascii=False)) + "\n"
+                               for r in rows).encode()
             else:
-                blob = b"".join(self._csv([
-                    "" if r[c] is None else (", ".join(r[c]) if c == "keywords" else r[c]) for c in MANIFEST_COLUMNS
-                ]) for r in rows)
+                blob = b"".join(self._csv([self._cell(c, r[c]) for c in layout]) for r in rows)
             self._write(fd, blob)
             os.fsync(fd)
 
     def close(self) -> None:
         """Close the files (idempotent)."""
-        for fd, _ in self._fds:
+        for fd, *_ in self._fds:
             os.close(fd)
         self._fds = []

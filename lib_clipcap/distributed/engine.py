@@ -12,7 +12,7 @@
                                                             map_batches(CaptionActor, ActorPoolStrategy(n)):
                                                               each actor loads the model once (num_gpus=1: its
                                                               own GPU) and captions batch after batch
-    iter_batches() <--------------------------------------  text, score, keywords | error, per image
+    iter_batches() <--------------------------------------  text, score, keywords, tags | error, per image
     the single-machine writer: post-processing, policies,
       journal (fsync) then atomic renames, manifests
 
@@ -41,8 +41,9 @@ from typing import Any
 from ..batch.discover import discover, is_url
 from ..batch.lock import FolderLock
 from ..batch.options import FileOutcome, TagOptions, TagSummary
-from ..batch.policy import final_text
-from ..batch.runner import BatchWriter, Recorder, execute_run, model_options
+from ..batch.policy import with_tags
+from ..batch.runner import (BatchWriter, Recorder, TaggedResult, caption_and_tag_pixels, execute_run, make_tagger,
+                            model_options, own_texts)
 from ..batch.writer import Manifest
 from ..images import describe_source, try_load_image
 from ..options_table import OptionError
@@ -114,6 +115,11 @@ class CaptionActor:
             torch.set_num_threads(threads)
         self.model = spec.load(device=device, dtype=dtype)
         self.opts, self.extra = model_options(self.model, options)
+        self.options = options
+        # content with tags: the vocabulary's text features come from the models folder's cache (the driver's probe
+        # filled it on its machine; an actor elsewhere encodes them once), one CLIP encoding feeds caption and tags
+        self.tagger = make_tagger(self.model, options) if options.writes_tags else None
+        self.selection = options.tag_selection() if self.tagger is not None else None
         self.node = ray.get_runtime_context().get_node_id()
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
@@ -124,20 +130,27 @@ class CaptionActor:
 
         errors = [str(e) for e in batch["error"]]
         n = len(errors)
-        texts, keywords = [""] * n, [""] * n
+        texts, keywords, tags = [""] * n, [""] * n, [""] * n
         scores = np.full(n, np.nan)
         ok = [i for i, e in enumerate(errors) if not e]
         if ok:
             pixels = torch.from_numpy(np.ascontiguousarray(batch["pixels"][ok]))
-            for i, res in zip(ok, self.model.caption_pixels(pixels, self.opts, **self.extra)):
+            if self.tagger is None:
+                results = self.model.caption_pixels(pixels, self.opts, **self.extra)
+            else:
+                results = caption_and_tag_pixels(self.model, self.tagger, pixels, self.opts, self.extra,
+                                                 self.options, self.selection)
+            for i, res in zip(ok, results):
                 if not res.ok:
                     errors[i] = res.error or "captioning failed"
                     continue
                 texts[i] = res.text
                 scores[i] = np.nan if res.score is None else float(res.score)
                 keywords[i] = json.dumps(list(res.keywords)) if res.keywords else ""
+                if self.tagger is not None:  # [[tag, category, score], ...]: the writer's Tag tuples
+                    tags[i] = json.dumps([list(t) for t in res.tags])
         return {"pos": np.asarray(batch["pos"], dtype=np.int64), "text": np.array(texts, dtype=object),
-                "score": scores, "keywords": np.array(keywords, dtype=object),
+                "score": scores, "keywords": np.array(keywords, dtype=object), "tags": np.array(tags, dtype=object),
                 "error": np.array(errors, dtype=object), "node": np.array([self.node] * n, dtype=object)}
 
 
@@ -296,15 +309,19 @@ def _results(out: dict[str, Any]) -> tuple[_Batch, dict[int, Any]]:
 
     from ..results import CaptionResult
 
+    from ..tags.selection import Tag
+
     indices = [int(p) for p in out["pos"]]
     errors: dict[int, str] = {}
     results: dict[int, Any] = {}
-    for pos, text, score, kw, err in zip(indices, out["text"], out["score"], out["keywords"], out["error"]):
+    tags = out["tags"] if "tags" in out else [""] * len(indices)
+    for pos, text, score, kw, tg, err in zip(indices, out["text"], out["score"], out["keywords"], tags, out["error"]):
         if err:
             errors[pos] = str(err)
             continue
-        results[pos] = CaptionResult(text=str(text), score=None if math.isnan(score) else float(score),
-                                     keywords=json.loads(kw) if kw else None)
+        res = CaptionResult(text=str(text), score=None if math.isnan(score) else float(score),
+                            keywords=json.loads(kw) if kw else None)
+        results[pos] = TaggedResult(res, [Tag(*t) for t in json.loads(tg)]) if tg else res
     return _Batch(indices, errors), results
 
 
@@ -320,6 +337,8 @@ def _probe(spec: ModelSpec, options: TagOptions) -> tuple[str, Callable, tuple[i
     model = spec.load(device="cpu", dtype="fp32")
     try:
         model_options(model, options)  # DecodingError etc. now, not in every actor
+        if options.writes_tags:  # a missing vocabulary or a misspelt category now, not in every actor
+            make_tagger(model, options)
         name = getattr(model, "name", "") or type(model).__name__
         preprocess = model.clip.preprocess
         shape = tuple(preprocess(Image.new("RGB", (32, 32))).shape)
@@ -488,14 +507,14 @@ def _run_manifest_only(options: TagOptions, ray_options: RayOptions, model_name:
                             outcomes.append(FileOutcome(path, "failed", None, batch.errors[pos]))
                             continue
                         res = results[pos]
-                        caption, _ = final_text(None, res.text, options)
-                        if not caption:
-                            outcomes.append(FileOutcome(path, "failed", None, f"the caption is empty after "
-                                                                              f"post-processing (model said "
-                                                                              f"{res.text!r})"))
+                        caption, tags, why = own_texts(res, options)
+                        if why:
+                            outcomes.append(FileOutcome(path, "failed", None, why))
                         else:
-                            outcomes.append(FileOutcome(path, "written", None, "", caption, res.score,
-                                                        res.keywords))
+                            text = with_tags(caption, [t.tag for t in tags], options)
+                            outcomes.append(FileOutcome(
+                                path, "written", None, "", text, res.score, res.keywords,
+                                tags=[(t.tag, t.score) for t in tags] if options.writes_tags else None))
                     recorder.record(outcomes, processed=True)
     summary.elapsed_s = time.perf_counter() - t0
     if not options.dry_run:
