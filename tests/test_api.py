@@ -435,7 +435,7 @@ def test_mount_twice_replaces_the_routes_and_openapi_documents_the_options(manag
     assert ours == sorted([f"{API_PREFIX}/caption", f"{API_PREFIX}/models", f"{API_PREFIX}/unload",
                            f"{API_PREFIX}/batch", f"{API_PREFIX}/batch/{{job_id}}", f"{API_PREFIX}/batch/runs",
                            f"{API_PREFIX}/batch/undo", f"{API_PREFIX}/review",
-                           f"{API_PREFIX}/review/caption", f"{API_PREFIX}/review/undo"])
+                           f"{API_PREFIX}/review/caption", f"{API_PREFIX}/review/tags", f"{API_PREFIX}/review/undo"])
     op_ids = [op["operationId"] for p in ours for op in schema["paths"][p].values()]
     assert len(op_ids) == len(set(op_ids))
     from lib_clipcap.app.api import _is_ours

@@ -70,6 +70,7 @@ def state_changing_requests(root: Path) -> list[tuple[str, str, dict]]:
         ("POST", "/clipcap/v1/review", {"folder": str(root / "ds")}),
         ("PUT", "/clipcap/v1/review/caption", {"folder": str(root / "ds"), "image": "00.png", "caption": "planted"}),
         ("POST", "/clipcap/v1/review/undo", {"folder": str(root / "ds")}),
+        ("POST", "/clipcap/v1/review/tags", {"folder": str(root / "ds"), "images": ["00.png"], "add": ["planted"]}),
     ]
 
 

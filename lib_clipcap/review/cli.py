@@ -2,6 +2,12 @@
 
 Prints a table (worst first) to stdout, or writes every row to ``--json`` / ``--csv`` (``-``: stdout); a summary with
 the flag counts and the scoring speed goes to stderr. Exit status: 0 done, 2 bad usage or a fatal error.
+
+Tag captions (kohya style, ``sks, red, triangle``): each row's tags are scored against its image (``--tag-vocabulary``
+gives their prompts; see :mod:`lib_clipcap.review.tags`) and listed lowest first, ``!`` marking the ones the image
+disagrees with; ``--has-tag`` filters, ``--sort tags`` puts the rows whose tags the image disagrees with most first,
+``--add-tag`` / ``--remove-tag`` change the listed rows' tags as one undoable save (``--dry-run``: only say what would
+change), ``--undo`` undoes the folder's last save.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from ..cli_common import eprint
 HELP = "score a tagged folder's captions (CLIP-S, grammar, flags) and list the worst first"
 
 _CSV_COLUMNS = ("image", "caption_file", "caption", "clip_score", "grammar", "ref_clip_score", "length", "tokens",
-                "flags", "error", "caption_error", "triggers", "body")
+                "flags", "error", "caption_error", "triggers", "body", "tags", "tag_min")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -56,6 +62,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "`train grammar`, or 'none'")
     g.add_argument("--clip-prefix", default="", help="text put before each caption for CLIP-S (Hessel's code uses "
                                                      "'A photo depicts '; default: the bare caption)")
+    g.add_argument("--tag-vocabulary", default="general", metavar="NAME|FILE|none",
+                   help="tag vocabulary whose prompts and categories score a tag caption's tags (a bundled name: "
+                        "general (default), shapes, colour...; or a .txt/.json file); 'none': no tag scores")
     g.add_argument("--no-scores", action="store_true", help="flags only: load no model")
     g.add_argument("--models-dir", help="models folder (default: $CLIPCAP_MODELS_DIR or ~/.cache/clipcap)")
     g.add_argument("--device", help="cpu, cuda, cuda:1, mps (default: best available)")
@@ -72,8 +81,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--worst", type=int, metavar="N", help="only the N worst rows")
     g.add_argument("--flag", action="append", default=[], choices=list(FLAGS) + ["any", "none"],
                    help="only rows with this flag (repeatable)")
+    g.add_argument("--has-tag", action="append", default=[], metavar="TAG",
+                   help="only rows whose caption holds this tag (repeatable: all of them)")
     g.add_argument("--json", metavar="OUT", help="write the rows as JSON to OUT ('-': stdout)")
     g.add_argument("--csv", metavar="OUT", help="write the rows as CSV to OUT ('-': stdout)")
+    g = p.add_argument_group("edits (atomic, journaled, undoable: as the review section saves)")
+    g.add_argument("--add-tag", action="append", default=[], metavar="TAG",
+                   help="add this tag to every listed row (after the filters and --worst) that lacks it, at the end; "
+                        "trigger words stay first (repeatable; one undoable save)")
+    g.add_argument("--remove-tag", action="append", default=[], metavar="TAG",
+                   help="remove this tag from every listed row; the other tags keep their order (repeatable)")
+    g.add_argument("--dry-run", action="store_true", help="with --add-tag/--remove-tag: say what would change")
+    g.add_argument("--undo", action="store_true", help="undo the folder's last review save (an edit, a bulk edit or "
+                                                       "a tag change) and exit")
 
 
 def _load_clip(args: argparse.Namespace) -> Any:
@@ -123,6 +143,7 @@ def _csv(rows: list[Any]) -> str:
         d = r.to_dict()
         d["flags"] = " ".join(r.flags)
         d["triggers"] = ", ".join(r.triggers)
+        d["tags"] = ", ".join(r.tags)
         w.writerow(["" if d[c] is None else d[c] for c in _CSV_COLUMNS])
     return buf.getvalue()
 
@@ -131,18 +152,31 @@ def run(args: argparse.Namespace) -> int:
     """Run ``review`` (see the module docstring)."""
     from ..errors import ClipCapError
     from .table import filter_rows, scan_folder, sort_rows
+    from .tags import check_tags
 
     if args.worst is not None and args.worst < 1:
         raise ClipCapError(f"--worst {args.worst}: must be >= 1")
     if args.batch_size < 1:
         raise ClipCapError(f"--batch-size {args.batch_size}: must be >= 1")
-    if args.no_scores and args.sort in ("clip", "grammar", "ref"):
+    has_tags = check_tags("--has-tag", args.has_tag)
+    add, remove = check_tags("--add-tag", args.add_tag), check_tags("--remove-tag", args.remove_tag)
+    if args.no_scores and args.sort in ("clip", "grammar", "ref", "tags"):
         args.sort = "length"
     table = scan_folder(args.folder, caption_ext=args.caption_ext, output_dir=args.output_dir,
                         recursive=args.recursive, include=args.include, exclude=args.exclude, triggers=args.trigger,
                         token_limit=args.token_limit, duplicate_min=args.duplicate_min, ref_ext=args.ref_ext,
                         ref_dir=args.ref_dir)
+    if args.undo:
+        from .edits import undo_last
+
+        out = undo_last(table)
+        if not out:
+            eprint("nothing to undo")
+        for o in out:
+            eprint(f"{o.status}: {o.caption_file}" + (f" ({o.reason})" if o.reason else ""))
+        return 0
     speed = ""
+    scorer = None
     if not args.no_scores and table.rows:
         from .scoring import ReviewScorer, default_grammar
 
@@ -151,8 +185,15 @@ def run(args: argparse.Namespace) -> int:
         if args.grammar == "bundled" and grammar is None:
             eprint(f"no grammar head is bundled for CLIP {clip.name!r}: no grammar column (train one with "
                    f"`python -m lib_clipcap train grammar` and pass --grammar DIR)")
+        tag_scorer = None
+        if args.tag_vocabulary and args.tag_vocabulary != "none":
+            from ..tags.cache import TagTextCache, default_cache_dir
+            from .tags import ReviewTagScorer
+
+            tag_scorer = ReviewTagScorer(clip, args.tag_vocabulary,
+                                         cache=TagTextCache(default_cache_dir(args.models_dir) if args.cache else None))
         scorer = ReviewScorer(clip, grammar, prefix=args.clip_prefix, batch_size=args.batch_size,
-                              workers=args.workers, use_cache=args.cache)
+                              workers=args.workers, use_cache=args.cache, tags=tag_scorer)
         bar = _Progress()
         t0 = time.perf_counter()
         try:
@@ -163,9 +204,11 @@ def run(args: argparse.Namespace) -> int:
         st = scorer.stats
         speed = (f"; scored {len(table.rows)} images in {dt:.1f} s ({len(table.rows) / dt:.1f} pairs/s; "
                  f"{st['images_encoded']} images encoded, {st['images_cached']} from the cache)")
-    rows = sort_rows(filter_rows(table.rows, flags=args.flag), args.sort)
+    rows = sort_rows(filter_rows(table.rows, flags=args.flag, tags=has_tags), args.sort)
     if args.worst:
         rows = rows[:args.worst]
+    if add or remove:
+        _edit_tags(table, rows, add, remove, scorer, dry_run=args.dry_run)
     summary = table.summary()
     flagged = ", ".join(f"{k} {v}" for k, v in summary.items() if k != "rows" and v)
     eprint(f"{summary['rows']} images; flags: {flagged or 'none'}"
@@ -188,7 +231,40 @@ def run(args: argparse.Namespace) -> int:
             print(f"{_fmt(r.clip_score):>7} {_fmt(r.grammar):>7} {r.tokens if r.tokens is not None else '-':>6}  "
                   f"{','.join(r.flags) or '-':<22} {', '.join(r.triggers) or '-':<{width}} {r.rel}: {cap}"
                   + "".join(f"  [{e}]" for e in (r.error, r.caption_error) if e))
+            if r.tags:
+                print(f"{'':>7} tags: {_tags_line(r)}")
     return 0
+
+
+def _tags_line(r: Any) -> str:
+    """A row's tags, lowest score first, ``!`` (and what the image shows) where the image disagrees."""
+    if not r.tag_scores:
+        return ", ".join(r.tags)
+    return ", ".join(f"{d['tag']} {d['score']:.3f}" + ("!" + (f" (image: {d['better']})" if d["better"] else "")
+                                                         if d["flagged"] else "") for d in r.tag_scores)
+
+
+def _edit_tags(table: Any, rows: list[Any], add: list[str], remove: list[str], scorer: Any, *,
+               dry_run: bool) -> None:
+    """``--add-tag`` / ``--remove-tag`` on the listed rows: one save (undo: ``--undo``); the saved rows rescored."""
+    from .edits import plan_tags, save_captions
+
+    plan = plan_tags(rows, add=add, remove=remove, table=table)
+    if dry_run:
+        eprint(f"{len(plan)} of {len(rows)} caption files would change (dry run: nothing written)")
+        for r, text in plan[:10]:
+            eprint(f"  {r.rel}: {r.caption!r} -> {text!r}")
+        return
+    out = save_captions(table, [(r.image, t) for r, t in plan]) if plan else []
+    saved = [o for o in out if o.status == "saved"]
+    for o in out:
+        if o.status == "failed":
+            eprint(f"not written: {o.caption_file}: {o.reason}")
+    eprint(f"changed the tags of {len(saved)} of {len(rows)} caption files" + ("; `--undo` reverts them" if saved
+                                                                               else ""))
+    if scorer is not None and saved:
+        done = {o.image for o in saved}
+        scorer.score([r for r in table.rows if r.image in done])
 
 
 class _Progress:

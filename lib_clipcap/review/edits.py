@@ -36,8 +36,8 @@ from .table import ReviewRow, ReviewTable
 
 log = logging.getLogger(__name__)
 
-__all__ = ["UNDO_NAME", "EditOutcome", "ReviewEditError", "UnknownImageError", "plan_bulk", "save_captions",
-           "undo_depth", "undo_last"]
+__all__ = ["UNDO_NAME", "EditOutcome", "ReviewEditError", "UnknownImageError", "plan_bulk", "plan_tags",
+           "save_captions", "undo_depth", "undo_last"]
 
 UNDO_NAME = ".clipcap-review-undo.jsonl"
 #: Journal signature used when a folder has no batch journal yet (a later ``tag`` run starts its own).
@@ -372,5 +372,43 @@ def plan_bulk(rows: Sequence[ReviewRow], *, find: str | None = None, replace: st
             if p.casefold() not in lead and not text.casefold().startswith(p.casefold()):
                 text = p + separator + text.lstrip()
         if text != row.caption:
+            out.append((row, text))
+    return out
+
+
+def plan_tags(rows: Sequence[ReviewRow], *, add: Sequence[str] = (), remove: Sequence[str] = (),
+              table: ReviewTable | None = None, separator: str = ", ") -> list[tuple[ReviewRow, str]]:
+    """The captions adding and removing tags would change, with their new text (nothing is written: a preview;
+    :func:`save_captions` of the result writes it as one undoable save).
+
+    A tag already in a caption (or one of its trigger words) is not added again; removing keeps the other tags in
+    their order; the row's trigger words (``table``'s, :meth:`ReviewTable.row_triggers`; without ``table``, the ones
+    the row starts with) stay first, and a leading sentence (``caption+tags``) stays before the tags (see
+    :func:`lib_clipcap.review.tags.plan_tag_edit`). A row without a caption file gets one when tags are added; a
+    non-UTF-8 caption is left out (it needs a look of its own).
+
+    Args:
+        rows: The rows to edit (a selection, a filtered view, a whole folder: only these change).
+        add, remove: Tags (each checked: non-empty, one line, no comma).
+
+    Returns:
+        ``(row, new caption)`` for every row whose caption would change.
+
+    Raises:
+        OptionError: a bad tag (naming ``add`` or ``remove`` and the tag), or neither given.
+    """
+    from ..options_table import OptionError
+    from .tags import check_tags, plan_tag_edit
+
+    add, remove = check_tags("add", list(add)), check_tags("remove", list(remove))
+    if not add and not remove:
+        raise OptionError("add", add, "give a tag to add or to remove")
+    out = []
+    for row in rows:
+        if row.caption is not None and not row.utf8:
+            continue
+        triggers = table.row_triggers(row) if table is not None else list(row.triggers)
+        text = plan_tag_edit(row.caption, triggers, add=add, remove=remove, separator=separator)
+        if text is not None:
             out.append((row, text))
     return out

@@ -13,6 +13,16 @@ undo the last save.
   words (``triggers`` given, or detected) are kept first, once: send the caption's body or the whole caption
   (``"keep_triggers": false`` writes ``caption`` exactly as sent).
 - ``POST /review/undo``: ``{"folder"}`` -> the files the last save changed, restored.
+- Tags (kohya-style tag captions, :mod:`lib_clipcap.review.tags`): each row of ``POST /review`` has its ``tags``
+  (trigger words apart) and, once scored, ``tag_scores`` (each tag's CLIP-S against the image, lowest first, with its
+  vocabulary ``probability`` and ``flagged`` / ``better`` when the image disagrees) and ``tag_min``; ``tag``
+  (a tag or a list) keeps only rows holding those tags, ``"sort": "tags"`` puts the rows whose tags the image
+  disagrees with most first, ``tag_vocabulary`` (a bundled name or a vocabulary file inside the allowed folders;
+  default ``general``; ``"none"``: no tag scores) gives the tags' prompts and categories; the response's
+  ``tag_counts`` lists every tag of the folder with its number of rows. ``POST /review/tags``: ``{"folder",
+  "images": [...], "add": [...], "remove": [...]}`` adds and removes tags across those images as one save (atomic,
+  journaled, one undo step; ``"dry_run": true`` only says what would change) -> ``{"changed", "files", "rows",
+  "undo_depth"}``.
 
 The same rules as batch tagging: the folders a job manager allows, nothing without one (503); 403 outside them. A
 caption or reference file that is a symlink leading outside them is not read: its row says so in ``caption_error``.
@@ -37,7 +47,9 @@ _MAX_LIMIT = 1000
 _SCAN_FIELDS = ["folder", "caption_ext", "output_dir", "recursive", "triggers", "token_limit", "duplicate_min",
                 "ref_ext", "ref_dir"]
 _REVIEW_FIELDS = _SCAN_FIELDS + ["rescan", "model", "scores", "grammar", "clip_prefix", "sort", "descending", "flags",
-                                 "text", "regex", "min_score", "max_score", "score", "offset", "limit"]
+                                 "text", "regex", "min_score", "max_score", "score", "offset", "limit", "tag",
+                                 "tag_vocabulary"]
+_TAGS_FIELDS = _SCAN_FIELDS + ["images", "add", "remove", "rescore", "dry_run"]
 
 
 def _str(data: dict[str, Any], name: str, default: str | None = None) -> str | None:
@@ -106,6 +118,7 @@ def add_review_routes(router: APIRouter, manager: Any, job_manager: Any, current
     from .edits import ReviewEditError, UnknownImageError, undo_depth
     from .flags import CaptionTextError
     from .service import ReviewService
+    from .tags import DEFAULT_VOCABULARY, check_tags, tag_counts
 
     ApiError = api_error  # noqa: N806 - used as the class it is
     _read_json = read_json
@@ -184,27 +197,30 @@ def add_review_routes(router: APIRouter, manager: Any, job_manager: Any, current
         score_name = _str(data, "score", "clip")
         offset = _int(data, "offset", 0, 0)
         limit = _int(data, "limit", 100, 1, _MAX_LIMIT)
+        tag_filter = check_tags("tag", data.get("tag"))
+        vocab = run(lambda: svc.tag_vocabulary(data.get("tag_vocabulary", DEFAULT_VOCABULARY)))
 
         def work() -> dict[str, Any]:
             from .table import filter_rows, sort_rows
 
             table = svc.table(p, rescan=rescan)
             stats = None
-            wanted = {"model": model, "grammar": grammar, "prefix": prefix}
+            wanted = {"model": model, "grammar": grammar, "prefix": prefix, "tags": vocab}
             done = table.scoring and {k: table.scoring.get(k) for k in wanted} == wanted
             if scores and (rescan or not done):
-                stats = svc.score(table, model, grammar=grammar, prefix=prefix)
+                stats = svc.score(table, model, grammar=grammar, prefix=prefix, tags=vocab)
             elif scores:  # the kept scan: score only rows a rescan or an edit left without scores (cheap: cached)
                 pending = [r for r in table.rows if r.scored_text and r.scored_text.strip() and r.clip_score is None
                            and not r.error]
                 if pending:
-                    stats = svc.score(table, model, grammar=grammar, prefix=prefix, rows=pending)
+                    stats = svc.score(table, model, grammar=grammar, prefix=prefix, rows=pending, tags=vocab)
             rows = sort_rows(filter_rows(table.rows, flags=flags, text=text, regex=regex, min_score=lo, max_score=hi,
-                                         score=score_name), sort, descending=descending)
+                                         score=score_name, tags=tag_filter), sort, descending=descending)
             return {"folder": table.folder, "total": len(rows), "offset": offset, "limit": limit, "sort": sort,
                     "summary": table.summary(), "triggers": table.triggers, "model": model,
                     "grammar": bool(table.scoring and table.scoring.get("has_grammar")),
-                    "undo_depth": undo_depth(table), "scoring": stats,
+                    "undo_depth": undo_depth(table), "scoring": stats, "tag_vocabulary": vocab,
+                    "tag_counts": tag_counts(table.rows),
                     "failures": [{"path": f.path, "reason": f.reason} for f in table.failures],
                     "rows": [r.to_dict() for r in rows[offset:offset + limit]]}
 
@@ -253,6 +269,41 @@ def add_review_routes(router: APIRouter, manager: Any, job_manager: Any, current
             return {"undone": [{"image": o.image, "caption_file": o.caption_file, "status": o.status,
                                 "reason": o.reason or None} for o in out],
                     "rows": [by_image[o.image].to_dict() for o in out if o.image in by_image],
+                    "undo_depth": undo_depth(table)}
+
+        return await run_in_threadpool(run, work)
+
+    @router.post("/review/tags", summary="Add / remove tags across images (one atomic, journaled, undoable save)")
+    async def edit_tags(request: Request) -> Any:
+        svc, data, p = await folder_request(request, _TAGS_FIELDS)
+        images = _strings(data, "images")
+        if not images or any(not s.strip() for s in images):
+            raise OptionError("images", data.get("images"), "is required: the images (paths in the folder) whose "
+                              "tags to change, a non-empty list of strings")
+        add, remove = check_tags("add", data.get("add")), check_tags("remove", data.get("remove"))
+        if not add and not remove:
+            raise OptionError("add", data.get("add"), "give a tag to add (add) or to remove (remove)")
+        rescore = _bool(data, "rescore", True)
+        dry_run = _bool(data, "dry_run", False)
+
+        def work() -> dict[str, Any]:
+            table = svc.table(p)
+            try:
+                for image in images:
+                    svc.image_row(table, image)
+            except KeyError:
+                table = svc.table(p, rescan=True)  # a file added since the last scan
+            plan, out = svc.edit_tags(table, images, add=add, remove=remove, rescore=rescore, dry_run=dry_run)
+            failed = [o for o in out if o.status == "failed"]
+            if failed and len(failed) == len(out):
+                raise ApiError(500, "write_failed", f"{failed[0].caption_file}: {failed[0].reason}")
+            return {"dry_run": dry_run, "changed": len(plan) if dry_run else sum(o.status == "saved" for o in out),
+                    "files": [{"image": r.image, "caption_file": r.caption_file, "caption": text,
+                               "status": "planned" if dry_run else next((o.status for o in out if o.image == r.image),
+                                                                        "unchanged"),
+                               "reason": next((o.reason or None for o in out if o.image == r.image), None)}
+                              for r, text in plan],
+                    "rows": [svc.image_row(table, i).to_dict() for i in dict.fromkeys(images)],
                     "undo_depth": undo_depth(table)}
 
         return await run_in_threadpool(run, work)

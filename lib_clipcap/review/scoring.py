@@ -79,12 +79,15 @@ class ReviewScorer:
         use_cache: Read and write the on-disk feature cache.
         memo: ``(text features, grammar probabilities)`` dicts to reuse across scorers of the same CLIP, prefix and
             grammar head (see :class:`~lib_clipcap.review.service.ReviewService`).
+        tags: A :class:`~lib_clipcap.review.tags.ReviewTagScorer` for the same CLIP: each row's tags are scored
+            too, from the same image features (``None``: no tag scores).
     """
 
     def __init__(self, clip: Any, grammar: Any = None, *, prefix: str = "", batch_size: int = 64,
                  workers: int | None = None, use_cache: bool = True,
-                 memo: tuple[dict[str, Any], dict[str, float]] | None = None) -> None:
+                 memo: tuple[dict[str, Any], dict[str, float]] | None = None, tags: Any = None) -> None:
         self.clip = clip
+        self.tags = tags
         self.grammar = grammar
         self.prefix = prefix
         self.batch_size = batch_size
@@ -197,7 +200,8 @@ class ReviewScorer:
 
     # --------------------------------------------------------------------------------------------------- rows
     def score(self, table: ReviewTable | Sequence[ReviewRow], *, progress: ProgressFn | None = None) -> None:
-        """Fill ``clip_score``, ``grammar`` and ``ref_clip_score`` of every row that has a caption and an image.
+        """Fill ``clip_score``, ``grammar`` and ``ref_clip_score`` of every row that has a caption and an image (and,
+        with a tag scorer, ``tag_scores`` / ``tag_min`` of every row with tags).
 
         The caption's body is scored (its trigger words left out: :attr:`ReviewRow.body`). Rows whose caption is
         missing, blank or nothing but triggers keep ``None`` (they are flagged instead); an image that cannot be
@@ -206,6 +210,12 @@ class ReviewScorer:
         whole = isinstance(table, ReviewTable)
         rows = list(table.rows if whole else table)
         feats = self.image_features(rows, progress, prune=whole)
+        if self.tags is not None:
+            self.tags.score(rows, feats)  # the same image features: one matrix product more
+            self.stats["tag_texts_encoded"] = self.tags.stats["tag_texts_encoded"]
+        else:
+            for r in rows:
+                r.tag_scores, r.tag_min = None, None
         # The body is scored, never the trigger words (``sks, ...``): they mean nothing to CLIP or the grammar head
         # (see :mod:`.triggers`). A caption that is nothing but triggers has nothing to score (it is flagged).
         idx = [i for i, r in enumerate(rows) if i in feats and r.scored_text is not None and r.scored_text.strip()]

@@ -23,6 +23,7 @@ from ..batch.errors import BatchInputError
 from .edits import EditOutcome, save_captions, undo_last
 from .flags import DEFAULT_DUPLICATE_MIN, DEFAULT_TOKEN_LIMIT
 from .table import ReviewRow, ReviewTable, scan_folder
+from .tags import DEFAULT_VOCABULARY
 
 __all__ = ["ReviewService", "ScanParams"]
 
@@ -71,6 +72,11 @@ class ReviewService:
         # Per (CLIP cache key, grammar, prefix): the scorers' text memos. Never the scorers themselves: they hold the
         # model, which the manager must be able to unload and free.
         self._memos: OrderedDict[tuple[str, str, str], tuple[dict[str, Any], dict[str, float]]] = OrderedDict()
+        # Per (CLIP cache key, vocabulary content): text features of the tags outside the vocabulary (each distinct
+        # tag encoded once per session); the vocabularies' own features live in the tag text cache (memory, disk).
+        self._tag_memos: OrderedDict[tuple[str, str], dict[str, Any]] = OrderedDict()
+        self._tag_cache: Any = None
+        self._vocabularies: dict[tuple[str, int], Any] = {}
 
     @classmethod
     def for_jobs(cls, manager: Any, job_manager: Any, **kw: Any) -> ReviewService:
@@ -151,8 +157,109 @@ class ReviewService:
                 self._tables.popitem(last=False)
         return table
 
+    # --------------------------------------------------------------------------------------------------- tags
+    def tag_vocabulary(self, spec: Any) -> str | None:
+        """The checked tag vocabulary of tag scores: a bundled name (``general``, ``shapes``...) or a vocabulary file
+        inside the allowed folders (relative: under the first one), as batch tagging checks ``tag_vocabulary``;
+        ``None``, ``""`` or ``"none"``: no tag scores (``None`` returned).
+
+        Raises:
+            OptionError: not a string, or no such file (naming ``tag_vocabulary``).
+            PathNotAllowedError: a file outside the allowed folders.
+        """
+        from ..options_table import OptionError
+        from ..tags.vocabulary import is_bundled_name
+
+        if spec is None or (isinstance(spec, str) and spec.strip() in ("", "none")):
+            return None
+        if not isinstance(spec, str):
+            raise OptionError("tag_vocabulary", spec, "must be a vocabulary name or file (a string)")
+        text = spec.strip()
+        if is_bundled_name(text):
+            return text
+        path = self.resolve(text, "tag vocabulary")
+        if path is None or not os.path.isfile(path):
+            raise OptionError("tag_vocabulary", spec, f"no such file: {path}; give a bundled vocabulary's name "
+                                                      f"(general, shapes...) or a .txt/.json vocabulary file"
+                              + (" inside the allowed folders" if self.allowed_roots is not None else ""))
+        return path
+
+    def _vocabulary(self, spec: str) -> Any:
+        """The loaded vocabulary of a checked spec (kept while its file is unchanged).
+
+        Raises:
+            OptionError: a malformed vocabulary file (the message names its line).
+        """
+        from ..options_table import OptionError
+        from ..tags.vocabulary import TagVocabularyError, load_tag_vocabulary
+
+        try:
+            stamp = os.stat(spec).st_mtime_ns if os.path.isfile(spec) else 0
+        except OSError:
+            stamp = 0
+        key = (spec, stamp)
+        with self._lock:
+            if key in self._vocabularies:
+                return self._vocabularies[key]
+        try:
+            vocab = load_tag_vocabulary(spec)
+        except TagVocabularyError as e:
+            raise OptionError("tag_vocabulary", spec, str(e)) from None
+        with self._lock:
+            if len(self._vocabularies) > 8:
+                self._vocabularies.clear()
+            self._vocabularies[key] = vocab
+        return vocab
+
+    def _tag_scorer(self, clip: Any, spec: str | None) -> Any:
+        if spec is None:
+            return None
+        from ..tags.cache import TagTextCache, default_cache_dir
+        from .cache import cache_key
+        from .tags import ReviewTagScorer
+
+        vocab = self._vocabulary(spec)
+        key = (cache_key(clip), vocab.content_hash)
+        with self._lock:
+            if self._tag_cache is None:
+                self._tag_cache = TagTextCache(default_cache_dir(getattr(self.manager, "models_dir", None)))
+            memo = self._tag_memos.setdefault(key, {})
+            self._tag_memos.move_to_end(key)
+            while len(self._tag_memos) > 2:
+                self._tag_memos.popitem(last=False)
+        return ReviewTagScorer(clip, vocab, cache=self._tag_cache, memo=memo)
+
+    def edit_tags(self, table: ReviewTable, images: Sequence[str], *, add: Sequence[str] = (),
+                  remove: Sequence[str] = (), rescore: bool = True,
+                  dry_run: bool = False) -> tuple[list[tuple[ReviewRow, str]], list[EditOutcome]]:
+        """Add and remove tags across the rows of ``images`` (absolute, or relative to the folder): one save, so
+        atomic, journaled and undone in one step (see :func:`~lib_clipcap.review.edits.plan_tags`).
+
+        Returns:
+            ``(plan, outcomes)``: each changed row with its new caption, and what happened to each file (nothing
+            written with ``dry_run``: the outcomes are empty).
+
+        Raises:
+            UnknownImageError: an image is not in the table.
+            OptionError: a bad tag, or no tag given.
+        """
+        from .edits import UnknownImageError, plan_tags
+
+        rows = []
+        for image in images:
+            try:
+                rows.append(self.image_row(table, image))
+            except KeyError:
+                raise UnknownImageError(f"{image} is not an image of the reviewed folder {table.folder}; rescan the "
+                                        f"folder or pick an image from the table") from None
+        rows = list({r.image: r for r in rows}.values())
+        plan = plan_tags(rows, add=add, remove=remove, table=table)
+        if dry_run or not plan:
+            return plan, []
+        return plan, self.save(table, [(r.image, t) for r, t in plan], rescore=rescore, keep_triggers=False)
+
     # ------------------------------------------------------------------------------------------------ scoring
-    def _scorer(self, model: Any, grammar: str, prefix: str) -> Any:
+    def _scorer(self, model: Any, grammar: str, prefix: str, tags: str | None = None) -> Any:
         """A scorer for a loaded model's CLIP (the grammar head kept on the model, as re-ranking keeps it)."""
         from ..errors import ClipCapError
         from ..scoring import resolve_grammar
@@ -176,23 +283,28 @@ class ReviewService:
             self._memos.move_to_end(key)
             while len(self._memos) > 2:
                 self._memos.popitem(last=False)
-        return ReviewScorer(clip, head, prefix=prefix, memo=memo)
+        return ReviewScorer(clip, head, prefix=prefix, memo=memo, tags=self._tag_scorer(clip, tags))
 
     def score(self, table: ReviewTable, model: str, *, grammar: str = "bundled", prefix: str = "",
-              rows: Sequence[ReviewRow] | None = None,
-              progress: Callable[[int, int], None] | None = None) -> dict[str, int]:
+              rows: Sequence[ReviewRow] | None = None, progress: Callable[[int, int], None] | None = None,
+              tags: str | None = DEFAULT_VOCABULARY) -> dict[str, int]:
         """Score ``rows`` (default: all) of ``table`` with ``model``'s CLIP, through the model manager.
 
         The scoring settings are remembered on the table (``table.scoring``), so :meth:`rescore` after an edit uses
         the same ones.
 
+        Args:
+            tags: The tag vocabulary of the rows' tag scores (checked by :meth:`tag_vocabulary`; default
+                ``general``); ``None``: no tag scores.
+
         Returns:
             The scorer's counters (images encoded / from the cache, texts encoded).
         """
+        tags = self.tag_vocabulary(tags)
         with self.manager.using(model) as m:
-            scorer = self._scorer(m, grammar, prefix)
+            scorer = self._scorer(m, grammar, prefix, tags)
             scorer.score(list(rows) if rows is not None else table, progress=progress)
-        table.scoring = {"model": model, "grammar": grammar, "prefix": prefix,
+        table.scoring = {"model": model, "grammar": grammar, "prefix": prefix, "tags": tags,
                          "has_grammar": scorer.grammar is not None}
         return dict(scorer.stats)
 
@@ -200,7 +312,7 @@ class ReviewService:
         """Score ``rows`` again with the table's last scoring settings (after an edit); nothing if never scored."""
         s = getattr(table, "scoring", None)
         if s and rows:
-            self.score(table, s["model"], grammar=s["grammar"], prefix=s["prefix"], rows=rows)
+            self.score(table, s["model"], grammar=s["grammar"], prefix=s["prefix"], rows=rows, tags=s.get("tags"))
 
     def score_texts(self, table: ReviewTable, row: ReviewRow, texts: Sequence[str]) -> list[float | None]:
         """CLIP-S of other texts (e.g. fresh candidates) for ``row``'s image, with the table's scoring settings (the

@@ -28,12 +28,13 @@ from .flags import (
     duplicate_keys,
     flags_for,
 )
+from .tags import has_tags, split_tags
 from .triggers import attach_triggers, split_triggers
 
 __all__ = ["SORT_KEYS", "ReviewRow", "ReviewTable", "filter_rows", "scan_folder", "sort_rows"]
 
 #: How :func:`sort_rows` can order rows, worst first.
-SORT_KEYS = ("clip", "grammar", "ref", "length", "path")
+SORT_KEYS = ("clip", "grammar", "ref", "tags", "length", "path")
 
 
 @dataclass
@@ -60,6 +61,13 @@ class ReviewRow:
         triggers: The trigger words the caption starts with, as written (given or detected, see
             :mod:`lib_clipcap.review.triggers`); shown apart, never scored, kept by every edit.
         body: The caption without them: what CLIP-S and grammar score (``None`` when there is no caption).
+        tags: The body's tags as written, in caption order (kohya-style comma-separated tags; a leading sentence,
+            as ``tag --content caption+tags`` writes it, is not a tag): see :mod:`lib_clipcap.review.tags`.
+        tag_scores: Each tag with its score against the image, lowest first: ``{"tag", "score" (CLIP-S of its best
+            prompt), "category", "probability" (its share of its vocabulary category, ``None`` outside the
+            vocabulary), "flagged" (below the tagger's threshold: the image disagrees), "better" (the category's
+            best tag for this image when flagged)}``; ``None`` until scored.
+        tag_min: The lowest tag score (the ``tags`` sort), ``None`` until scored or without tags.
     """
 
     image: str
@@ -79,6 +87,9 @@ class ReviewRow:
     caption_error: str | None = None
     triggers: list[str] = field(default_factory=list)
     body: str | None = None
+    tags: list[str] = field(default_factory=list)
+    tag_scores: list[dict[str, Any]] | None = None
+    tag_min: float | None = None
 
     @property
     def scored_text(self) -> str | None:
@@ -130,7 +141,8 @@ class ReviewTable:
         Scores that depend on the text are cleared; rescoring (cheap: image features are cached) fills them again.
         """
         row.caption, row.utf8 = text, utf8
-        row.clip_score = row.grammar = row.ref_clip_score = None
+        row.clip_score = row.grammar = row.ref_clip_score = row.tag_min = None
+        row.tag_scores = None
         _text_facts(row)
         self._split(row)
         if refresh:
@@ -145,7 +157,8 @@ class ReviewTable:
             before = r.body
             self._split(r)
             if before is not None and r.body != before:  # the detected trigger changed: the scored text did too
-                r.clip_score = r.grammar = r.ref_clip_score = None
+                r.clip_score = r.grammar = r.ref_clip_score = r.tag_min = None
+                r.tag_scores = None
             r.flags = flags_for(r.caption, utf8=r.utf8, tokens=r.tokens, token_limit=self.token_limit,
                                 triggers=self.triggers, duplicates=dups)
 
@@ -154,6 +167,7 @@ class ReviewTable:
             row.triggers, row.body = [], None
         else:
             row.triggers, row.body = split_triggers(row.caption, self.triggers)
+        row.tags = split_tags(row.body)[1]
 
     def row_triggers(self, row: ReviewRow) -> list[str]:
         """The trigger words an edit of ``row`` keeps first: the ones its caption starts with (as written), and,
@@ -277,7 +291,7 @@ def _worst_key(by: str) -> Callable[[ReviewRow], tuple]:
         return lambda r: (r.rel,)
     if by == "length":
         return lambda r: (r.caption is not None, r.length, r.rel)
-    attr = {"clip": "clip_score", "grammar": "grammar", "ref": "ref_clip_score"}[by]
+    attr = {"clip": "clip_score", "grammar": "grammar", "ref": "ref_clip_score", "tags": "tag_min"}[by]
 
     def key(r: ReviewRow) -> tuple:
         v = getattr(r, attr)
@@ -289,7 +303,8 @@ def _worst_key(by: str) -> Callable[[ReviewRow], tuple]:
 
 def sort_rows(rows: Iterable[ReviewRow], by: str = "clip", *, descending: bool = False) -> list[ReviewRow]:
     """Rows worst first by ``by`` (``clip``: lowest CLIP-S first; ``grammar``: least grammatical; ``ref``: lowest
-    RefCLIP-S; ``length``: shortest; ``path``: by path); ``descending`` reverses. Rows without a value come first.
+    RefCLIP-S; ``tags``: the tags the image disagrees with, by each row's lowest tag score; ``length``: shortest;
+    ``path``: by path); ``descending`` reverses. Rows without a value come first.
 
     Raises:
         OptionError: an unknown key.
@@ -299,15 +314,18 @@ def sort_rows(rows: Iterable[ReviewRow], by: str = "clip", *, descending: bool =
 
 def filter_rows(rows: Iterable[ReviewRow], *, flags: Sequence[str] = (), text: str | None = None,
                 regex: bool = False, min_score: float | None = None, max_score: float | None = None,
-                score: str = "clip", time_limit: float = REGEX_TIME_LIMIT_S) -> list[ReviewRow]:
+                score: str = "clip", time_limit: float = REGEX_TIME_LIMIT_S,
+                tags: Sequence[str] = ()) -> list[ReviewRow]:
     """Rows that match every given condition.
 
     Args:
         flags: Keep rows carrying at least one of these flags (``"any"``: any flag at all; ``"none"``: no flag).
         text: Keep rows whose caption contains this text (case-insensitive), or matches it as a regular expression
             (with ``regex``; all rows together may take ``time_limit`` seconds).
-        min_score, max_score: Keep rows whose ``score`` (``clip``, ``grammar``, ``ref``) is within the range (rows
-            without that score are dropped when a bound is given).
+        min_score, max_score: Keep rows whose ``score`` (``clip``, ``grammar``, ``ref``, ``tags``: the lowest tag
+            score) is within the range (rows without that score are dropped when a bound is given).
+        tags: Keep rows whose caption holds every one of these tags (case, underscores and spaces do not count;
+            trigger words and a leading sentence are not tags).
 
     Raises:
         OptionError: an unknown flag or score name, an invalid regular expression, one that ran out of time, or
@@ -318,9 +336,9 @@ def filter_rows(rows: Iterable[ReviewRow], *, flags: Sequence[str] = (), text: s
     for f in flags:
         if f not in FLAGS and f not in ("any", "none"):
             raise OptionError("flags", f, f"must be one of {', '.join(FLAGS)}, any, none")
-    attr = {"clip": "clip_score", "grammar": "grammar", "ref": "ref_clip_score"}.get(score)
+    attr = {"clip": "clip_score", "grammar": "grammar", "ref": "ref_clip_score", "tags": "tag_min"}.get(score)
     if attr is None:
-        raise OptionError("score", score, "must be clip, grammar or ref")
+        raise OptionError("score", score, "must be clip, grammar, ref or tags")
     # A user's expression runs under one time limit with the GIL released (textrules.UserPattern): a backtracking
     # pattern fails this request with a clear error instead of stalling the server.
     pattern = UserPattern("text", text, regex=regex, time_limit=time_limit) if text else None
@@ -331,6 +349,8 @@ def filter_rows(rows: Iterable[ReviewRow], *, flags: Sequence[str] = (), text: s
             if not ok:
                 continue
         if pattern is not None and not pattern.search(r.caption or ""):
+            continue
+        if tags and not has_tags(r, tags):
             continue
         v = getattr(r, attr)
         if (min_score is not None or max_score is not None) and v is None:

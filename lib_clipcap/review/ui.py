@@ -5,8 +5,11 @@ flag, text or regular expression and score range; the selected image with its ca
 atomically through the batch writer and journal, undo of the last saves; "recaption" with the model and decoding
 options of the panel above, candidates side by side with the current caption (with their CLIP-S) to pick from; bulk
 find/replace and prefix (trigger word) with a preview of how many files change, on the whole folder, the filtered view
-or only the images ticked. Keyboard: Alt+→ / Alt+← next and previous image (also → / ← outside text boxes), Ctrl+S
-(⌘S) save, while the pointer or focus is in the section.
+or only the images ticked. Tag captions (kohya style: ``sks, red, triangle``): each tag with its CLIP-S against the
+image beside the caption, lowest first, the ones the image disagrees with flagged (:mod:`lib_clipcap.review.tags`);
+a "Has tags" filter; "tags the image disagrees with" as a sort (``tags``); tags added to or removed from the same
+scopes as the bulk edit, as one undoable save. Keyboard: Alt+→ / Alt+← next and previous image (also → / ← outside
+text boxes), Ctrl+S (⌘S) save, while the pointer or focus is in the section.
 
 Trigger words (given in the "Trigger words" box, else detected) are shown apart and never scored; the caption box
 holds the caption's body, and every save (an edit, a candidate, a bulk edit) puts the row's triggers first again, once
@@ -162,12 +165,14 @@ class ReviewUI:
 
     # --------------------------------------------------------------------------------------------------- views
     def _view(self, table: Any, sort: str, flags: Sequence[str], text: str, regex: bool, lo: Any, hi: Any,
-              score: str = "clip") -> list[Any]:
+              score: str = "clip", tags: Any = "") -> list[Any]:
         from .table import filter_rows, sort_rows
+        from .tags import check_tags
 
         lo, hi = _bound("min score", lo), _bound("max score", hi)
         rows = filter_rows(table.rows, flags=list(flags or []), text=text or None, regex=bool(regex), min_score=lo,
-                           max_score=hi, score=score if score in ("clip", "grammar", "ref") else "clip")
+                           max_score=hi, score=score if score in ("clip", "grammar", "ref", "tags") else "clip",
+                           tags=check_tags("has tags", tags or None))
         return sort_rows(rows, sort or "clip")
 
     @staticmethod
@@ -184,7 +189,8 @@ class ReviewUI:
         """A row's full label: position, path, scores, flags, trigger words (apart), caption body."""
         body = "(no caption file)" if r.caption is None else (r.body if r.body is not None else r.caption)
         return ((f"{pos}. " if pos is not None else "") + f"{r.rel} · CLIP-S {_fmt(r.clip_score)} · grammar "
-                f"{_fmt(r.grammar)}" + (f" · [{', '.join(r.flags)}]" if r.flags else "")
+                f"{_fmt(r.grammar)}" + (f" · lowest tag {_fmt(r.tag_min)}" if r.tag_scores else "")
+                + (f" · [{', '.join(r.flags)}]" if r.flags else "")
                 + (f" · trigger: {', '.join(r.triggers)}" if r.triggers else "") + f" · {body}")
 
     def _page_rows(self, table: Any, state: dict[str, Any]) -> list[tuple[int, Any]]:
@@ -284,10 +290,24 @@ class ReviewUI:
                 + f" · {r.tokens if r.tokens is not None else 0} tokens"
                 + (f" · flags: {', '.join(r.flags)}" if r.flags else "")
                 + (f"\n\nTrigger words (kept first on save, not scored): `{', '.join(keep)}`" if keep else "")
+                + self._tags_text(r)
                 + "".join(f"\n\n⚠ {e}" for e in (r.error, r.caption_error) if e)
                 + f"\n\nCaption file: `{r.caption_file}`")
         body = r.body if r.body is not None else (r.caption or "")
         return self.preview(r.image), info, body
+
+    @staticmethod
+    def _tags_text(r: Any) -> str:
+        """The row's tags with their scores, lowest first; ⚠ where the image disagrees (``better``: what it shows)."""
+        if not r.tags:
+            return ""
+        if not r.tag_scores:
+            return "\n\nTags (not scored): " + ", ".join(f"`{t}`" for t in r.tags)
+        parts = []
+        for d in r.tag_scores:
+            warn = " ⚠" + (f" (image: `{d['better']}`)" if d.get("better") else "") if d.get("flagged") else ""
+            parts.append(f"`{d['tag']}` {_fmt(d['score'])}{warn}")
+        return "\n\nTags, lowest CLIP-S first: " + " · ".join(parts)
 
     def _outputs(self, table: Any, state: dict[str, Any], status: str, *, caption: str | None = None) -> tuple:
         """The section's :data:`OUTPUTS`; ``caption``: what the caption box shows instead of the selected row's body
@@ -305,9 +325,11 @@ class ReviewUI:
 
     # ------------------------------------------------------------------------------------------------ handlers
     def scan(self, folder: str, caption_ext: str, model: str, sort: str, flags: Sequence[str], text: str,
-             regex: bool, lo: Any, hi: Any, state: dict[str, Any] | None = None, triggers: Any = "") -> tuple:
+             regex: bool, lo: Any, hi: Any, state: dict[str, Any] | None = None, triggers: Any = "",
+             tag_filter: Any = "", tag_vocabulary: str | None = "general") -> tuple:
         """Scan and score ``folder``; the outputs are :data:`OUTPUTS`. ``triggers``: trigger words (comma-separated
-        text or a list; empty: detected)."""
+        text or a list; empty: detected). ``tag_filter``: only rows holding these tags (comma-separated);
+        ``tag_vocabulary``: the tags' prompts and categories (a bundled name or a file; empty: no tag scores)."""
         import time
 
         from .triggers import parse_triggers
@@ -323,9 +345,10 @@ class ReviewUI:
                                          triggers=parse_triggers(triggers))
             t0 = time.perf_counter()
             table = self.service.table(params, rescan=True)
-            stats = self.service.score(table, get_model(model).name)
+            stats = self.service.score(table, get_model(model).name, tags=tag_vocabulary or None)
             took = time.perf_counter() - t0
-            state.update(params=params, order=[r.image for r in self._view(table, sort, flags, text, regex, lo, hi)],
+            state.update(params=params, order=[r.image for r in self._view(table, sort, flags, text, regex, lo, hi,
+                                                                             tags=tag_filter)],
                          index=0, page=0, selected=[])
         except Exception as e:  # noqa: BLE001 - shown in the status line
             return self._empty(state, _error_text(e))
@@ -336,11 +359,12 @@ class ReviewUI:
         return self._outputs(table, state, status)
 
     def refilter(self, sort: str, flags: Sequence[str], text: str, regex: bool, lo: Any, hi: Any,
-                 state: dict[str, Any]) -> tuple:
-        """Apply the sort and filters to the scanned table (no rescan); the selection keeps what is still in view."""
+                 state: dict[str, Any], tag_filter: Any = "") -> tuple:
+        """Apply the sort and filters to the scanned table (no rescan); the selection keeps what is still in view.
+        ``tag_filter``: only rows holding these tags (comma-separated)."""
         try:
             table = self._table(state)
-            order = [r.image for r in self._view(table, sort, flags, text, regex, lo, hi)]
+            order = [r.image for r in self._view(table, sort, flags, text, regex, lo, hi, tags=tag_filter)]
             seen = set(order)
             state = dict(state, order=order, index=0, page=0,
                          selected=[i for i in state.get("selected") or [] if i in seen])
@@ -557,6 +581,47 @@ class ReviewUI:
             if failed else "") + ". Undo reverts the whole change."
         return self._outputs(table, state, status)
 
+    def _tag_plan(self, add: Any, remove: Any, state: dict[str, Any],
+                  scope: str | None) -> tuple[Any, list[Any], list[tuple[Any, str]]]:
+        from .edits import plan_tags
+        from .tags import check_tags
+
+        table = self._table(state)
+        rows = self._bulk_rows(table, state, scope)
+        return table, rows, plan_tags(rows, add=check_tags("add tags", add or None),
+                                      remove=check_tags("remove tags", remove or None), table=table)
+
+    def tags_preview(self, add: Any, remove: Any, state: dict[str, Any], scope: str | None = None) -> str:
+        """How many caption files adding ``add`` and removing ``remove`` (comma-separated tags) would change in
+        ``scope`` (see :data:`SCOPES`), with a few examples; nothing is written."""
+        try:
+            table, rows, plan = self._tag_plan(add, remove, state, scope)
+        except Exception as e:  # noqa: BLE001
+            return _error_text(e)
+        if not plan:
+            return "No caption file would change."
+        examples = "\n".join(f"- `{r.rel}`: {(r.caption or '(none)')[:60]} → **{t[:60]}**" for r, t in plan[:3])
+        of = f"of {len(rows)}" + ("" if len(rows) == len(table.rows) else f" {scope or SCOPES[0]}")
+        return f"**{len(plan)} caption file{'s' if len(plan) != 1 else ''} would change** ({of}):\n\n{examples}"
+
+    def tags_apply(self, add: Any, remove: Any, state: dict[str, Any], scope: str | None = None) -> tuple:
+        """Add and remove tags across ``scope`` (one undoable save: triggers stay first, no tag twice) and refresh
+        the view; outputs :data:`OUTPUTS`."""
+        try:
+            table, _, plan = self._tag_plan(add, remove, state, scope)
+            out = self.service.save(table, [(r.image, t) for r, t in plan], keep_triggers=False) if plan else []
+        except Exception as e:  # noqa: BLE001
+            try:
+                return self._outputs(self._table(state), state, _error_text(e))
+            except Exception:  # noqa: BLE001
+                return self._empty(state, _error_text(e))
+        saved = sum(o.status == "saved" for o in out)
+        failed = [o for o in out if o.status == "failed"]
+        status = f"Changed the tags of {saved} caption file{'s' if saved != 1 else ''}" + (
+            f"; {len(failed)} failed: " + "; ".join(f"`{o.caption_file}`: {o.reason}" for o in failed[:3])
+            if failed else "") + ". Undo reverts the whole change."
+        return self._outputs(table, state, status)
+
 
 def build_review_section(manager: Any, *, job_manager: Any, model: Any, option_inputs: Sequence[Any],
                          unavailable: str | None = None) -> dict[str, Any]:
@@ -592,6 +657,9 @@ def build_review_section(manager: Any, *, job_manager: Any, model: Any, option_i
             c["triggers"] = compat.component(gr.Textbox, label="Trigger words", placeholder="detected (or: sks, ohwx)",
                                              scale=1, elem_id="clipcap_review_triggers", interactive=why is None,
                                              info="kept first in every caption, never scored")
+            c["tag_vocabulary"] = compat.component(gr.Textbox, label="Tag vocabulary", value="general", scale=1,
+                                                   elem_id="clipcap_review_tag_vocabulary", interactive=why is None,
+                                                   info="prompts of tag scores (name or file; empty: none)")
             c["scan"] = compat.component(gr.Button, value="Scan", variant="primary", scale=1,
                                          elem_id="clipcap_review_scan", interactive=why is None)
         with gr.Row():
@@ -607,6 +675,8 @@ def build_review_section(manager: Any, *, job_manager: Any, model: Any, option_i
                                         elem_id="clipcap_review_min")
             c["max"] = compat.component(gr.Textbox, label="Max score", placeholder="none",
                                         elem_id="clipcap_review_max")
+            c["tag_filter"] = compat.component(gr.Textbox, label="Has tags", placeholder="e.g. red, circle",
+                                               elem_id="clipcap_review_tag_filter")
         c["summary"] = compat.component(gr.Markdown, value="", elem_id="clipcap_review_summary")
         c["gallery"] = compat.component(gr.Gallery, label="Images, in the chosen order", columns=6, height=420,
                                         allow_preview=False, elem_id="clipcap_review_gallery", show_label=True)
@@ -666,16 +736,25 @@ def build_review_section(manager: Any, *, job_manager: Any, model: Any, option_i
                 c["apply_bulk"] = compat.component(gr.Button, value="Apply", variant="stop",
                                                    elem_id="clipcap_review_bulk_apply")
             c["bulk_info"] = compat.component(gr.Markdown, value="", elem_id="clipcap_review_bulk_info")
+            with gr.Row():
+                c["add_tags"] = compat.component(gr.Textbox, label="Add tags", placeholder="e.g. outdoors, smile",
+                                                 elem_id="clipcap_review_add_tags")
+                c["remove_tags"] = compat.component(gr.Textbox, label="Remove tags", placeholder="e.g. blurry",
+                                                    elem_id="clipcap_review_remove_tags")
+                c["tags_preview"] = compat.component(gr.Button, value="Preview tags",
+                                                     elem_id="clipcap_review_tags_preview")
+                c["tags_apply"] = compat.component(gr.Button, value="Apply tags", variant="stop",
+                                                   elem_id="clipcap_review_tags_apply")
 
     view_inputs = [c["sort"], c["flags"], c["text"], c["regex"], c["min"], c["max"]]
     outputs = [state] + [c[name] for name in OUTPUTS[1:]]
-    c["scan"].click(fn=ui.scan, inputs=[c["folder"], c["caption_ext"], model, *view_inputs, state, c["triggers"]],
-                    outputs=outputs)
+    c["scan"].click(fn=ui.scan, inputs=[c["folder"], c["caption_ext"], model, *view_inputs, state, c["triggers"],
+                                        c["tag_filter"], c["tag_vocabulary"]], outputs=outputs)
     c["scan"].click(fn=None, inputs=None, outputs=None, **compat.event_js(KEYS_JS))
     for comp in (c["sort"], c["flags"], c["regex"]):
-        comp.change(fn=ui.refilter, inputs=[*view_inputs, state], outputs=outputs)
-    for comp in (c["text"], c["min"], c["max"]):
-        comp.submit(fn=ui.refilter, inputs=[*view_inputs, state], outputs=outputs)
+        comp.change(fn=ui.refilter, inputs=[*view_inputs, state, c["tag_filter"]], outputs=outputs)
+    for comp in (c["text"], c["min"], c["max"], c["tag_filter"]):
+        comp.submit(fn=ui.refilter, inputs=[*view_inputs, state, c["tag_filter"]], outputs=outputs)
 
     def on_select(st, evt):
         return ui.select(int(evt.index if not isinstance(evt.index, (list, tuple)) else evt.index[0]), st)
@@ -706,5 +785,8 @@ def build_review_section(manager: Any, *, job_manager: Any, model: Any, option_i
     bulk_inputs = [c["find"], c["replace"], c["bulk_regex"], c["prefix"], state, c["scope"]]
     c["preview_bulk"].click(fn=ui.bulk_preview, inputs=bulk_inputs, outputs=[c["bulk_info"]])
     c["apply_bulk"].click(fn=ui.bulk_apply, inputs=bulk_inputs, outputs=outputs)
+    tag_inputs = [c["add_tags"], c["remove_tags"], state, c["scope"]]
+    c["tags_preview"].click(fn=ui.tags_preview, inputs=tag_inputs, outputs=[c["bulk_info"]])
+    c["tags_apply"].click(fn=ui.tags_apply, inputs=tag_inputs, outputs=outputs)
     c["state"] = state
     return c
