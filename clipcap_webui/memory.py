@@ -230,3 +230,10 @@ def run_caption(manager: Any, images: Any, **kwargs: Any) -> list:
     guard = getattr(manager.policy, "guard", None)
     with (guard() if guard else contextlib.nullcontext()):
         return manager.caption(images, **kwargs)
+
+
+def run_prompt(manager: Any, images: Any, **kwargs: Any) -> list:
+    """``manager.prompt(...)`` (caption plus prompt) with the host's lock taken first, as :func:`run_caption`."""
+    guard = getattr(manager.policy, "guard", None)
+    with (guard() if guard else contextlib.nullcontext()):
+        return manager.prompt(images, **kwargs)

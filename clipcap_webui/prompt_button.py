@@ -16,7 +16,12 @@ Inputs:
   ``gr.HTML`` of a ForgeCanvas, and the image is the next component with the ``logical_image_background`` class
   (PIL from Forge's ``LogicalImage``, or its base64 data URL).
 
-The caption replaces the prompt or is appended to it (setting ``clipcap_insert_mode``).
+The caption replaces the prompt or is appended to it (setting ``clipcap_insert_mode``). With the setting
+``clipcap_prompt_style`` at ``fast`` or ``best`` the button writes a prompt instead of the sentence: the caption plus
+CLIP-ranked modifiers (:mod:`lib_clipcap.tags.prompt`); with ``clipcap_prompt_negative`` on, the negative-prompt
+suggestion goes into ``{tab}_neg_prompt`` the same way (replacing it, or appended with the terms it lacks). The
+click therefore has the negative prompt box as its third input and second output, whatever the settings (they can
+change without a UI reload); where the host has no such box, the button writes the prompt only.
 """
 
 from __future__ import annotations
@@ -114,6 +119,18 @@ def merge_prompt(prompt: str | None, caption: str, mode: str) -> str:
     return join_phrases((prompt or "", caption)) if mode == "append" else caption
 
 
+def merge_negative(negative: str | None, suggestion: str, mode: str) -> str:
+    """The suggestion replacing ``negative`` (``"replace"``), or its terms the box lacks appended (``"append"``):
+    clicking twice never writes a term twice."""
+    from lib_clipcap.phrases import join_phrases
+
+    if mode != "append":
+        return suggestion.strip()
+    have = {t.strip().casefold() for t in (negative or "").split(",")}
+    new = [t.strip() for t in suggestion.split(",") if t.strip() and t.strip().casefold() not in have]
+    return join_phrases((negative or "", ", ".join(new)))
+
+
 # --------------------------------------------------------------------------------------------------- captioning
 def caption_image(image: Any) -> str:
     """Caption ``image`` with the settings' model and decoding defaults, under the host's GPU etiquette.
@@ -121,8 +138,19 @@ def caption_image(image: Any) -> str:
     Raises:
         lib_clipcap.ClipCapError: The model cannot load or the options are invalid (message for the user).
     """
+    return prompt_image(image, style="sentence")[0]
+
+
+def prompt_image(image: Any, *, style: str | None = None) -> tuple[str, str]:
+    """``(prompt, negative suggestion)`` for ``image``: with prompt style ``sentence`` (``style``, else the
+    ``clipcap_prompt_style`` setting) the caption and ``""``; with ``fast``/``best`` the caption plus modifiers and
+    the negative-prompt suggestion, from the settings' model and decoding defaults, under the host's GPU etiquette.
+
+    Raises:
+        lib_clipcap.ClipCapError: The model cannot load or the options are invalid (message for the user).
+    """
     from lib_clipcap.errors import ClipCapError
-    from lib_clipcap.options_table import caption_kwargs, resolve_model
+    from lib_clipcap.options_table import caption_kwargs, prompt_settings, resolve_model
 
     from .generation_ui import model_from_control
 
@@ -135,10 +163,18 @@ def caption_image(image: Any) -> str:
     model, notice = resolve_model(None, default=default, models_dir=manager.models_dir)
     if notice:
         _warn(notice)
-    result = memory.run_caption(manager, [image], model=model, **caption_kwargs(values))[0]
-    if result.error:
-        raise ClipCapError(result.error)
-    return result.text
+    setting, prompt_kw = prompt_settings(values)  # a bad stored value was reset to the default by option_values
+    style = style or setting
+    if style == "sentence":
+        result = memory.run_caption(manager, [image], model=model, **caption_kwargs(values))[0]
+        if result.error:
+            raise ClipCapError(result.error)
+        return result.text, ""
+    result, prompt = memory.run_prompt(manager, [image], model=model, style=style, prompt=prompt_kw,
+                                       **caption_kwargs(values))[0]
+    if result.error or prompt is None:
+        raise ClipCapError(result.error or "no prompt was made")
+    return prompt.text, prompt.negative
 
 
 def _warn(text: str) -> None:
@@ -152,6 +188,12 @@ def _warn(text: str) -> None:
 
 def prompt_from(image_value: Any, prompt: str | None, *, gallery: bool) -> str:
     """Click handler: the new prompt for ``image_value`` (a gallery or an init image)."""
+    return prompts_from(image_value, prompt, None, gallery=gallery)[0]
+
+
+def prompts_from(image_value: Any, prompt: str | None, negative: str | None, *, gallery: bool) -> tuple[str, str]:
+    """Click handler: ``(new prompt, new negative prompt)`` for ``image_value`` (a gallery or an init image); the
+    negative prompt changes only with a prompt style and ``clipcap_prompt_negative`` on."""
     import gradio as gr
 
     from lib_clipcap.errors import ClipCapError
@@ -164,12 +206,16 @@ def prompt_from(image_value: Any, prompt: str | None, *, gallery: bool) -> str:
         # An ordinary user action, not a failure: a warning toast, and the prompt stays as it is (gr.Error would
         # print a traceback in the host's console).
         _warn("No image in the gallery: generate one first." if gallery else "No init image: add one first.")
-        return prompt or ""
+        return prompt or "", negative or ""
     try:
-        caption = caption_image(image)
+        text, suggestion = prompt_image(image)
     except ClipCapError as e:
         raise gr.Error(f"ClipCap: {e}") from None
-    return merge_prompt(prompt, caption, settings.insert_mode())
+    mode = settings.insert_mode()
+    new_negative = negative or ""
+    if suggestion and settings.prompt_negative():
+        new_negative = merge_negative(negative, suggestion, mode)
+    return merge_prompt(prompt, text, mode), new_negative
 
 
 # ----------------------------------------------------------------------------------------------- placement/wiring
@@ -181,6 +227,7 @@ class PromptButtons:
 
     def _reset(self) -> None:
         self.prompts: dict[str, Any] = {}
+        self.negatives: dict[str, Any] = {}
         self.buttons: dict[str, Any] = {}
         self.init_image: Any = None
         self.wired: set[str] = set()
@@ -193,6 +240,8 @@ class PromptButtons:
             if tab == "txt2img":  # a new UI build starts (Reload UI in the same process)
                 self._reset()
             self.prompts[tab] = component
+        elif elem_id in ("txt2img_neg_prompt", "img2img_neg_prompt"):
+            self.negatives[elem_id.split("_")[0]] = component
         elif elem_id in ("txt2img_style_apply", "img2img_style_apply"):
             tab = elem_id.split("_")[0]
             if tab not in self.buttons:
@@ -219,15 +268,19 @@ class PromptButtons:
         button, prompt = self.buttons.get(tab), self.prompts.get(tab)
         if button is None or prompt is None or tab in self.wired:
             return
-        if tab == "txt2img":
-            button.click(fn=lambda g, p: prompt_from(g, p, gallery=True), inputs=[gallery, prompt], outputs=[prompt],
-                         **_js_kwarg(button.click, GALLERY_JS))
-        elif self.init_image is not None:
-            button.click(fn=lambda i, p: prompt_from(i, p, gallery=False), inputs=[self.init_image, prompt],
-                         outputs=[prompt])
-        else:
+        negative = self.negatives.get(tab)
+        source = gallery if tab == "txt2img" else self.init_image
+        if source is None:
             print(f"{LOG_PREFIX} img2img init image not found; the img2img caption button is inactive")
             return
+        is_gallery = tab == "txt2img"
+        js = _js_kwarg(button.click, GALLERY_JS) if is_gallery else {}
+        if negative is not None:
+            button.click(fn=lambda v, p, n: prompts_from(v, p, n, gallery=is_gallery),
+                         inputs=[source, prompt, negative], outputs=[prompt, negative], **js)
+        else:
+            button.click(fn=lambda v, p: prompt_from(v, p, gallery=is_gallery), inputs=[source, prompt],
+                         outputs=[prompt], **js)
         self.wired.add(tab)
 
 

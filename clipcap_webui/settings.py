@@ -1,8 +1,9 @@
 """The extension's Settings section, generated from :mod:`lib_clipcap.options_table` plus the host-only settings.
 
 Every captioning option of the table becomes ``clipcap_<key>`` (the same label and help as in the Caption tab and
-the API); the host-only settings (:data:`HOST_SETTINGS`) are "Keep models in VRAM", the prompt-button insert mode,
-the models folder, the batch-tagging folders and suffixes, and the batch section's trigger words and run retention.
+the API); the host-only settings (:data:`HOST_SETTINGS`) are "Keep models in VRAM", the prompt-button insert mode and
+negative prompt, the models folder, the batch-tagging folders and suffixes, and the batch section's trigger words and
+run retention.
 All live in one section with a tuple id, as the host requires (``Options.dumpjson`` indexes ``section[0]``).
 """
 
@@ -27,6 +28,7 @@ BATCH_TRIGGERS = "clipcap_batch_triggers"
 KEEP_RUNS = "clipcap_keep_runs"
 BATCH_CONTENT = "clipcap_batch_content"
 TAG_VOCABULARY = "clipcap_tag_vocabulary"
+PROMPT_NEGATIVE = "clipcap_prompt_negative"
 INSERT_MODES = ("replace", "append")
 
 #: Host-only settings: key -> (default, label, component kind, component args, help).
@@ -36,7 +38,11 @@ HOST_SETTINGS: dict[str, tuple[Any, str, str, dict[str, Any], str]] = {
                    "A1111 only: Forge's memory manager decides by itself)."),
     INSERT_MODE: ("replace", "Prompt-from-image button", "radio", {"choices": list(INSERT_MODES)},
                   "What the caption button in the txt2img/img2img prompt tools does with the prompt: replace it, or "
-                  "append the caption after a comma."),
+                  "append the caption after a comma (with Prompt style fast or best: the prompt)."),
+    PROMPT_NEGATIVE: (False, "Prompt-from-image button: negative prompt", "checkbox", {},
+                      "With Prompt style fast or best, the button also puts the negative-prompt suggestion (the "
+                      "flaws the image shows least: blurry, watermark, text...) into the negative prompt box, "
+                      "replacing it or appended to it as the prompt is."),
     MODELS_DIR: ("", "Models folder", "textbox", {},
                  "Where captioning models are stored and downloaded; empty: <models>/clipcap."),
     BATCH_ROOTS: ("", "Batch tagging folders", "textbox", {"lines": 2},
@@ -133,6 +139,11 @@ def batch_values() -> dict[str, Any]:
         content = "caption"
     vocabulary = str(host.opt(TAG_VOCABULARY, "") or "").strip()
     return {"triggers": triggers, "keep_runs": keep, "content": content, "tag_vocabulary": vocabulary}
+
+
+def prompt_negative() -> bool:
+    """Whether the prompt button fills the negative prompt box (``clipcap_prompt_negative``; only ``True`` counts)."""
+    return host.opt(PROMPT_NEGATIVE, False) is True
 
 
 def insert_mode() -> str:

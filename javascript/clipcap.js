@@ -55,11 +55,14 @@ function clipcapGallerySelectedIndex(tabname) {
 }
 
 // Pick the gallery item to caption before the request leaves the browser: the selected image, else the first.
-// Gradio passes the inputs' values (gallery, prompt) followed by the outputs' (prompt); the returned list is what
-// the Python handler receives. Gallery items are kept as they are (gradio 3: file dicts, gradio 4: {image, caption}).
-function clipcapGalleryArgs(gallery, prompt) {
+// Gradio passes the inputs' values (gallery, prompt[, negative prompt]) followed by the outputs' (the inputs but the
+// gallery: prompt[, negative prompt]); the returned list is what the Python handler receives: the inputs, the
+// gallery reduced to one item (gradio 3: file dicts, gradio 4: {image, caption}), the others unchanged.
+function clipcapGalleryArgs(gallery) {
+    var inputs = Math.max(2, Math.floor((arguments.length + 1) / 2));
+    var rest = Array.prototype.slice.call(arguments, 1, inputs);
     var items = Array.isArray(gallery) ? gallery : [];
-    if (!items.length) return [gallery, prompt];
+    if (!items.length) return [gallery].concat(rest);
     var index = -1;
     try {
         index = clipcapGallerySelectedIndex("txt2img");
@@ -67,7 +70,7 @@ function clipcapGalleryArgs(gallery, prompt) {
         clipcapWarnOnce("select", "could not read the selected image (" + e + "): using the first");
     }
     if (index < 0 || index >= items.length) index = 0;
-    return [[items[index]], prompt];
+    return [[items[index]]].concat(rest);
 }
 
 (function () {

@@ -27,6 +27,7 @@ __all__ = [
     "SETTINGS_PREFIX",
     "Option",
     "OptionError",
+    "PROMPT_STYLE_CHOICES",
     "caption_kwargs",
     "caption_options",
     "check_decoding",
@@ -40,6 +41,7 @@ __all__ = [
     "get_option",
     "model_installed",
     "pick_default_model",
+    "prompt_settings",
     "resolve_decoding",
     "resolve_model",
     "settings_entries",
@@ -73,7 +75,8 @@ class Option:
         exclusive_minimum: ``minimum`` itself is not allowed (``temperature > 0``).
         step: Slider step in the UI.
         choices: Allowed values for ``str`` options (``None``: any; ``model`` is checked against the registry).
-        group: ``"model"``, ``"decoding"`` or ``"rerank"``: where the UI puts it.
+        group: ``"model"``, ``"decoding"``, ``"rerank"`` or ``"prompt"``: where the UI puts it (``prompt``: what a
+            caption becomes, :data:`PROMPT_STYLE_CHOICES`; not a caption option, see :func:`prompt_settings`).
         nullable: ``None`` is a valid value (API ``null``).
         ui_max: Upper end of the UI slider when ``maximum`` is unbounded or too large to be a useful slider.
         caption_kwarg: Keyword of :meth:`Captioner.caption` it maps to, or ``None`` when it is not a caption option.
@@ -205,6 +208,9 @@ class Option:
 
 RERANK_CHOICES = ("none", "clip", "clip+grammar")
 DECODING_CHOICES = ("greedy", "beam", "sample")
+#: ``prompt_style``: the caption alone, or a prompt (:mod:`lib_clipcap.tags.prompt`'s styles; a test checks that the
+#: two agree: this module imports no torch).
+PROMPT_STYLE_CHOICES = ("sentence", "fast", "best")
 
 OPTIONS: tuple[Option, ...] = (
     Option("model", str, "flickr8k", "Model",
@@ -243,6 +249,14 @@ OPTIONS: tuple[Option, ...] = (
            "Re-rank the candidates by CLIP image-text similarity (clip), optionally combined with a grammar "
            "score (clip+grammar); none keeps the decoder's order.", choices=RERANK_CHOICES, group="rerank",
            caption_kwarg="rerank"),
+    Option("prompt_style", str, "sentence", "Prompt style",
+           "sentence: the caption alone; fast: the caption plus each category's best modifier (medium, style, "
+           "lighting, composition...) and a negative-prompt suggestion; best: a search for the modifiers that "
+           "raise CLIP's image-text similarity most, within the token budget (slower).",
+           choices=PROMPT_STYLE_CHOICES, group="prompt"),
+    Option("prompt_max_tokens", int, 75, "Prompt token budget",
+           "Longest prompt, in CLIP tokens (75 fills CLIP's context and one Stable Diffusion chunk); the caption "
+           "is kept whole and modifiers fill what is left.", minimum=1, maximum=75, step=1, group="prompt"),
 )
 
 _BY_KEY = {o.key: o for o in OPTIONS}
@@ -408,6 +422,21 @@ def caption_kwargs(values: Mapping[str, Any]) -> dict[str, Any]:
     if kw.get("rerank") == "none":
         kw.pop("rerank")  # the default: keep working with captioners that predate re-ranking
     return kw
+
+
+def prompt_settings(values: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+    """The prompt rows of ``values`` (``prompt_style``, ``prompt_max_tokens``), checked, defaults filled in.
+
+    Returns:
+        ``(style, settings)``: ``style`` one of :data:`PROMPT_STYLE_CHOICES`; ``settings`` the keywords of
+        :func:`lib_clipcap.tags.prompt.prompt_images` (``{"max_tokens": 75}``).
+
+    Raises:
+        OptionError: a bad value; the message names the field (``prompt_style``) and the value.
+    """
+    checked = validate_options({k: values[k] for k in ("prompt_style", "prompt_max_tokens") if k in values},
+                               keys=["prompt_style", "prompt_max_tokens"])
+    return checked["prompt_style"], {"max_tokens": checked["prompt_max_tokens"]}
 
 
 def settings_entries() -> list[dict[str, Any]]:

@@ -25,8 +25,16 @@ weights (open_clip ViT-B-32 + MLP prefix 10 + GPT-2 small, as tools/bench_batch.
 ``general`` vocabulary (244 tags, 788 prompts). The one-time encoding of the vocabulary (cold cache) is reported
 apart. Target (issue 22): tags add <= 10 % at batch 16 on the CPU.
 
+**Prompts.** On ``--prompt-images`` held-out scenes (the evaluation seed, never trained or tuned on), the bundled
+demo model's greedy caption made into a prompt in both styles of :mod:`lib_clipcap.tags.prompt` (its ``shapes``
+modifiers, the default options): the share of images whose ``best`` prompt's CLIP-S is above the ``fast`` prompt's
+(strictly; best is never below fast by construction), the mean CLIP-S of each, and the median extra time of best
+over fast per image (both from the same image features: the search's text encodings only). Target (issue 22):
+best above fast on >= 80 % of images.
+
     python tools/bench_tags.py                       # writes artifacts/bench_tags.json, prints Markdown tables
     python tools/bench_tags.py --no-real-size        # the shapes-demo model only
+    python tools/bench_tags.py --prompts-only        # the prompt part only
 """
 
 from __future__ import annotations
@@ -187,6 +195,53 @@ def timing(cap, vocabulary: str, images: list, batch_size: int, repeats: int, **
             "vocab_load_warm_s": warm}
 
 
+def prompts(args) -> dict:
+    """Best against fast on held-out scenes (see the module docstring)."""
+    import torch
+
+    from lib_clipcap import Captioner, shapes
+    from lib_clipcap.tags import PromptOptions, Prompter
+
+    cap = Captioner.from_pretrained("shapes-demo", device="cpu")
+    prompter = Prompter(cap, cache=None)
+    scenes = shapes.make_scenes(args.eval_seed, args.prompt_images, start=20_000)
+    opts = cap.decoding_options(decoding="greedy")
+    fast_o, best_o = PromptOptions(style="fast"), PromptOptions(style="best")
+    rows = []
+    for s in scenes:
+        with torch.inference_mode():
+            feats = cap.clip.encode_images(cap.clip.preprocess_images([s.render()]))
+            caption = cap.caption_features(feats, opts)[0].text
+            t0 = time.perf_counter()
+            fast = prompter.prompt_features(feats, [caption], fast_o)[0]
+            t1 = time.perf_counter()
+            best = prompter.prompt_features(feats, [caption], best_o)[0]
+            t2 = time.perf_counter()
+        rows.append({"fast": fast.clip_s, "best": best.clip_s, "fast_s": t1 - t0, "best_s": t2 - t1,
+                     "fast_modifiers": len(fast.modifiers), "best_modifiers": len(best.modifiers),
+                     "best_tokens": best.tokens})
+    above = sum(r["best"] > r["fast"] for r in rows)
+    return {"images": len(rows), "eval_seed": args.eval_seed, "best_above_fast": above / len(rows),
+            "best_below_fast": sum(r["best"] < r["fast"] - 1e-6 for r in rows),
+            "mean_clip_s_fast": statistics.mean(r["fast"] for r in rows),
+            "mean_clip_s_best": statistics.mean(r["best"] for r in rows),
+            "median_fast_s": statistics.median(r["fast_s"] for r in rows),
+            "median_best_s": statistics.median(r["best_s"] for r in rows),
+            "median_extra_s": statistics.median(r["best_s"] - r["fast_s"] for r in rows),
+            "max_best_tokens": max(r["best_tokens"] for r in rows), "rows": rows}
+
+
+def print_prompts(pr: dict, hw: str) -> None:
+    common.print_table(
+        f"{hw}; prompts on {pr['images']} held-out scenes (seed {pr['eval_seed']}), shapes-demo greedy captions, "
+        f"default prompt options",
+        ["best CLIP-S above fast", "best below fast", "mean CLIP-S fast / best", "median s/img fast / best",
+         "median extra time of best"],
+        [[f"{100 * pr['best_above_fast']:.1f} %", f"{pr['best_below_fast']}",
+          f"{pr['mean_clip_s_fast']:.3f} / {pr['mean_clip_s_best']:.3f}",
+          f"{pr['median_fast_s']:.4f} / {pr['median_best_s']:.4f}", f"{pr['median_extra_s']:.4f} s"]])
+
+
 def main() -> None:
     ap = common.parser(__doc__)
     ap.add_argument("--images", type=int, default=400, help="scenes per seed for the accuracy part")
@@ -197,6 +252,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--tokens", type=int, default=20, help="caption length of the real-size timing")
     ap.add_argument("--no-real-size", action="store_true", help="skip the real-size random-weight timing")
+    ap.add_argument("--prompt-images", type=int, default=200, help="held-out scenes for the prompt part")
+    ap.add_argument("--prompts-only", action="store_true", help="run the prompt part only")
     ap.add_argument("--out", type=Path, default=ROOT / "artifacts" / "bench_tags.json")
     args = ap.parse_args()
     device, _ = common.device_and_dtype(args)
@@ -208,7 +265,14 @@ def main() -> None:
     if args.eval_seed in (shapes.TRAIN_SEED, args.tune_seed):
         raise SystemExit(f"--eval-seed {args.eval_seed}: must differ from the training seed "
                          f"({shapes.TRAIN_SEED}) and the tuning seed ({args.tune_seed})")
+    if args.prompts_only:
+        pr = prompts(args)
+        hw = common.hardware(device)
+        common.write_json(args.out.with_name("bench_prompts.json"), {"hardware": hw, "prompts": pr})
+        print_prompts(pr, hw)
+        return
     acc = accuracy(args)
+    pr = prompts(args)
     cap = Captioner.from_pretrained("shapes-demo", device="cpu")
     imgs = [s.render() for s in shapes.make_scenes(args.eval_seed, args.timing_images, start=10_000)]
     times = [dict(timing(cap, "shapes", imgs, args.batch_size, args.repeats, decoding="greedy"),
@@ -225,7 +289,7 @@ def main() -> None:
                                  decoding="greedy", max_new_tokens=args.tokens, min_new_tokens=args.tokens),
                           model=f"ViT-B-32 + MLP prefix 10 + GPT-2 small (random weights), greedy {args.tokens} "
                                 f"tokens"))
-    result = {"hardware": common.hardware(device), "accuracy": acc, "timing": times}
+    result = {"hardware": common.hardware(device), "accuracy": acc, "timing": times, "prompts": pr}
     common.write_json(args.out, result)
 
     hw = result["hardware"]
@@ -252,6 +316,7 @@ def main() -> None:
         [[t["model"], f"{t['vocabulary']} ({t['tags']} / {t['prompts']})", f"{t['caption_s_per_img']:.4f}",
           f"{t['tags_s_per_img']:.5f}", f"{100 * t['extra']:+.1f} %",
           f"{t['vocab_encode_cold_s']:.2f} s / {t['vocab_load_warm_s']:.3f} s"] for t in times])
+    print_prompts(pr, hw)
 
 
 if __name__ == "__main__":

@@ -52,7 +52,7 @@ from ..errors import (
     MissingFileError,
     UnknownModelError,
 )
-from ..options_table import OPTIONS, OptionError, caption_kwargs, pick_default_model
+from ..options_table import OPTIONS, OptionError, caption_kwargs, pick_default_model, prompt_settings
 from .security import RequestPolicy, is_json_media_type
 
 log = logging.getLogger(__name__)
@@ -113,6 +113,10 @@ def _from_library_error(e: Exception) -> ApiError:
         return ApiError(404, "unknown_model", str(e), valid=list_models())
     if isinstance(e, OptionError):
         return ApiError(422, "invalid_option", str(e), field=e.field, value=_jsonable(e.value))
+    from ..tags.selection import TagOptionError  # torch-free
+
+    if isinstance(e, TagOptionError):
+        return ApiError(422, "invalid_option", str(e), field=e.setting, value=_jsonable(e.value))
     if isinstance(e, DecodingError):
         return ApiError(422, "invalid_option", str(e))
     if isinstance(e, ImageLoadError):
@@ -278,11 +282,36 @@ class Timing(BaseModel):
     total_ms: float
 
 
+class ModifierOut(BaseModel):
+    tag: str
+    category: str
+    score: float | None = Field(None, description="the tag's probability within its category")
+
+
+class NegativeOut(BaseModel):
+    tag: str
+    score: float | None = Field(None, description="CLIP cosine with the image (lowest first)")
+
+
+class PromptOut(BaseModel):
+    text: str = Field(..., description="the prompt: the caption, then the modifiers")
+    caption: str
+    style: str = Field(..., description="fast or best")
+    clip_s: float | None = Field(None, description="CLIP-S of the prompt with the image")
+    tokens: int = Field(..., description="the prompt's length in CLIP tokens")
+    negative: str = Field(..., description="negative-prompt suggestion: the negative modifiers the image matches "
+                                           "least, comma-separated")
+    modifiers: list[ModifierOut] = []
+    negative_modifiers: list[NegativeOut] = []
+
+
 class CaptionResponse(BaseModel):
     caption: str
     score: float | None = None
     candidates: list[CandidateOut] = []
     keywords: list[str] | None = Field(None, description="SBG's keywords (SBG models only)")
+    prompt: PromptOut | None = Field(None, description="with prompt_style fast or best: the prompt, its modifiers "
+                                                       "with their scores and the negative-prompt suggestion")
     model: str
     timing: Timing
 
@@ -508,6 +537,14 @@ def _candidate_dict(c: Any) -> dict[str, Any]:
             "grammar": _finite(getattr(c, "grammar", None))}
 
 
+def _prompt_dict(p: Any) -> dict[str, Any]:
+    d = p.to_dict()
+    d["clip_s"] = _finite(d["clip_s"])
+    for m in d["modifiers"] + d["negative_modifiers"]:
+        m["score"] = _finite(m["score"])
+    return d
+
+
 def _finite(x: Any) -> float | None:
     import math
 
@@ -577,15 +614,22 @@ def create_router(manager: Any, *, credentials: Mapping[str, str] | None = None,
         data = await read_json(request, body_limit)
         _check_fields(data, caption_fields)
         model = _resolve_model(data.get("model"), current_default())
-        kwargs = caption_kwargs({k: v for k, v in data.items() if k not in ("image", "model")})
+        style, prompt_kw = prompt_settings(data)
+        kwargs = caption_kwargs({k: v for k, v in data.items()
+                                 if k not in ("image", "model", "prompt_style", "prompt_max_tokens")})
         raw = decode_image_data(data.pop("image", None), max_bytes=max_image_bytes)
         image = await decode_slots.run(open_image, raw, max_pixels=max_pixels, reduce_to=decode_size)
         del raw  # the encoded bytes are not needed while the request waits for the model
         t1 = time.perf_counter()
-        results = await run_in_threadpool(manager.caption, image, model=model, **kwargs)
+        prompt = None
+        if style == "sentence":
+            results = await run_in_threadpool(manager.caption, image, model=model, **kwargs)
+            res = results[0]
+        else:
+            res, prompt = (await run_in_threadpool(manager.prompt, image, model=model, style=style, prompt=prompt_kw,
+                                                   **kwargs))[0]
         del image
         t2 = time.perf_counter()
-        res = results[0]
         if getattr(res, "error", None):
             raise ApiError(400, "not_an_image", str(res.error))
         return {
@@ -593,6 +637,7 @@ def create_router(manager: Any, *, credentials: Mapping[str, str] | None = None,
             "score": _finite(res.score),
             "candidates": [_candidate_dict(c) for c in res.candidates],
             "keywords": list(res.keywords) if getattr(res, "keywords", None) else None,
+            "prompt": _prompt_dict(prompt) if prompt is not None else None,
             "model": model,
             "timing": {"decode_ms": (t1 - t0) * 1e3, "caption_ms": (t2 - t1) * 1e3, "total_ms": (t2 - t0) * 1e3},
         }

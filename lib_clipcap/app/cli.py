@@ -51,7 +51,44 @@ def _caption_args(p: argparse.ArgumentParser) -> None:
                    help="re-rank the candidates by CLIP-S (optionally with the grammar head); default: none for "
                         "clipcap, clip for sbg")
     add_rerank_arguments(g)
+    add_prompt_arguments(p.add_argument_group("prompt (the caption plus CLIP-ranked modifiers)"))
     add_sbg_procedure_arguments(p.add_argument_group("SBG (--method sbg)"))
+
+
+def add_prompt_arguments(g) -> None:
+    """``--prompt-style`` and ``--prompt-max-tokens``: the options table's ``prompt`` rows, with their help."""
+    from ..options_table import get_option
+
+    style, budget = get_option("prompt_style"), get_option("prompt_max_tokens")
+    g.add_argument("--prompt-style", choices=list(style.choices or ()), default=None,
+                   help=f"{style.help} (default {style.default}; --json adds each modifier with its score and the "
+                        f"negative prompt)")
+    g.add_argument("--prompt-max-tokens", type=int, default=None, metavar="N",
+                   help=f"{budget.help} (default {budget.default}; with --prompt-style fast or best)"
+                   .replace("%", "%%"))
+
+
+def prompt_args(args: argparse.Namespace) -> tuple[str, dict]:
+    """``(style, prompt settings)`` of ``--prompt-style``/``--prompt-max-tokens``, checked.
+
+    Raises:
+        ClipCapError: a bad value, or a prompt option that does not apply; the message names the option as typed.
+    """
+    from ..options_table import OptionError, prompt_settings
+
+    given = {"prompt_style": getattr(args, "prompt_style", None),
+             "prompt_max_tokens": getattr(args, "prompt_max_tokens", None)}
+    try:
+        style, settings = prompt_settings({k: v for k, v in given.items() if v is not None})
+    except OptionError as e:
+        raise as_flag_error(e) from None
+    if style == "sentence" and given["prompt_max_tokens"] is not None:
+        raise ClipCapError(f"--prompt-max-tokens {given['prompt_max_tokens']} only applies to --prompt-style fast "
+                           f"or best; add --prompt-style fast (or best), or drop --prompt-max-tokens")
+    if style != "sentence" and getattr(args, "method", "clipcap") == "sbg":
+        raise ClipCapError(f"--prompt-style {style} applies to --method clipcap only; drop --method sbg or "
+                           f"--prompt-style")
+    return style, settings
 
 
 def check_caption_args(args: argparse.Namespace) -> None:
@@ -61,6 +98,7 @@ def check_caption_args(args: argparse.Namespace) -> None:
         ClipCapError: an option that does not apply to the method, a bad value or a contradiction; the message names
             the option and value and says what to do.
     """
+    prompt_args(args)
     if args.method == "sbg":
         from ..sbg.cli import check_sbg_args
 
@@ -114,9 +152,49 @@ def _caption(args: argparse.Namespace) -> int:
         cap = load_captioner(args)
         attach_grammar_args(cap, args)
     eprint(f"model: {cap!r}")
+    style, prompt = prompt_args(args)
+    if style != "sentence":
+        from ..tags.cache import default_cache_dir
+        from ..tags.prompt import prompt_images
+
+        rerank = kwargs.pop("rerank", None)
+        pairs = prompt_images(cap, [str(f) for f in files], style, batch_size=args.batch_size, rerank=rerank,
+                              decoding=kwargs, cache=default_cache_dir(args.models_dir), **prompt)
+        return print_prompts(pairs, as_json=args.json)
     results = cap.caption([str(f) for f in files], batch_size=args.batch_size, **kwargs)
     asked = max(args.num_candidates or 1, getattr(args, "top_k_candidates", None) or 1)
     return print_results(results, as_json=args.json, candidates=asked > 1 or getattr(args, "verbose", False))
+
+
+def print_prompts(pairs: list, *, as_json: bool) -> int:
+    """Print ``(CaptionResult, PromptResult)`` pairs; return the exit status (1: some inputs failed).
+
+    ``as_json``: one JSON array of each result's :meth:`CaptionResult.to_dict` with ``"prompt"``:
+    :meth:`PromptResult.to_dict` (the modifiers with their scores, the negative prompt). Otherwise one
+    ``source<TAB>prompt`` line per input, then the caption, the modifiers with their scores, the negative prompt and
+    the prompt's CLIP-S, indented.
+    """
+    if as_json:
+        rows = []
+        for r, p in pairs:
+            d = r.to_dict()
+            d["prompt"] = p.to_dict() if p is not None else None
+            rows.append(d)
+        print(json.dumps(rows, indent=2, ensure_ascii=False))
+    else:
+        for r, p in pairs:
+            if r.ok and p is not None:
+                print(f"{r.source}\t{p.text}")
+                print(f"\t  caption: {p.caption}")
+                mods = ", ".join(f"{m.tag} ({m.category} {m.score:.2f})" for m in p.modifiers) or "none"
+                print(f"\t  modifiers: {mods}")
+                if p.negative:
+                    print(f"\t  negative: {p.negative}")
+                print(f"\t  CLIP-S {p.clip_s:.3f}  {p.tokens} tokens  ({p.style})")
+    failed = [r for r, _ in pairs if not r.ok]
+    for r in failed:
+        eprint(f"failed: {r.error}")
+    return 1 if failed else 0
 
 
 def _inspect_args(p: argparse.ArgumentParser) -> None:

@@ -149,6 +149,29 @@ class ModelManager:
             with self.policy.session(m):
                 return m.caption(images, **options)
 
+    def prompt(self, images: Sequence[Any] | Any, *, model: str, style: str,
+               prompt: dict[str, Any] | None = None, **options: Any) -> list:
+        """Caption with ``model`` and make prompts (:func:`lib_clipcap.tags.prompt.prompt_images`) under the device
+        policy, with one image encoding each.
+
+        Args:
+            style: ``"fast"`` or ``"best"``.
+            prompt: the prompt settings (``{"max_tokens": 75}``).
+            options: the caption options, as for :meth:`caption` (the decoding settings and ``rerank``).
+
+        Returns:
+            ``(CaptionResult, PromptResult or None)`` per input.
+        """
+        from ..tags.cache import default_cache_dir
+        from ..tags.prompt import prompt_images
+
+        rerank = options.pop("rerank", None)
+        with self._guard(), self._lock:
+            m = self.get(model)
+            with self.policy.session(m):
+                return prompt_images(m, images, style, rerank=rerank, decoding=options,
+                                     cache=default_cache_dir(self.models_dir), **(prompt or {}))
+
     @contextlib.contextmanager
     def using(self, model: str) -> Iterator[Any]:
         """Hold the lock and the device session for a series of calls on one model (batch jobs)."""

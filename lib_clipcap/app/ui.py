@@ -32,9 +32,10 @@ from ..options_table import Option, caption_kwargs, caption_options, defaults, g
 
 log = logging.getLogger(__name__)
 
-__all__ = ["CANDIDATE_HEADERS", "CaptionUI", "MODEL_HEADERS", "build_ui"]
+__all__ = ["CANDIDATE_HEADERS", "CaptionUI", "MODEL_HEADERS", "MODIFIER_HEADERS", "build_ui"]
 
 CANDIDATE_HEADERS = ["#", "Caption", "Score", "CLIP score"]
+MODIFIER_HEADERS = ["Modifier", "Category", "Score"]
 MODEL_HEADERS = ["Model", "Kind", "Installed", "Loaded", "Source", "Description"]
 
 
@@ -85,6 +86,40 @@ class CaptionUI:
         if getattr(res, "keywords", None):
             status += f" · keywords: {', '.join(res.keywords)}"
         return res.text, rows, status
+
+    def prompt(self, image: Any, model: str, style: str, max_tokens: Any, *raw_values: Any
+               ) -> tuple[str, list[list[str]], str, str, list[list[str]]]:
+        """Caption one image and make its prompt (``style`` ``fast`` or ``best``; ``sentence``: :meth:`caption`).
+
+        Returns:
+            ``(prompt, candidate rows, status markdown, negative prompt, modifier rows)``; each modifier row is
+            ``[tag, category, score]`` (:data:`MODIFIER_HEADERS`).
+        """
+        from ..options_table import prompt_settings
+
+        if image is None:
+            return "", [], "Upload an image first.", "", []
+        try:
+            style, prompt_kw = prompt_settings({"prompt_style": style, "prompt_max_tokens": max_tokens})
+            if style == "sentence":
+                return (*self.caption(image, model, *raw_values), "", [])
+            from ..registry import get_model
+
+            model = get_model(model).name
+            kwargs = caption_kwargs(self.values(raw_values))
+            t0 = time.perf_counter()
+            res, p = self.manager.prompt(image, model=model, style=style, prompt=prompt_kw, **kwargs)[0]
+            took = time.perf_counter() - t0
+        except Exception as e:  # noqa: BLE001 - shown in the status box
+            return "", [], _error_text(e), "", []
+        if res.error or p is None:
+            return "", [], f"**Error:** {res.error}", "", []
+        rows = [[str(i + 1), c.text, _fmt(c.score), _fmt(getattr(c, "clip_score", None))]
+                for i, c in enumerate(res.candidates)]
+        mods = [[m.tag, m.category, _fmt(m.score)] for m in p.modifiers]
+        status = (f"{model}: {style} prompt in {took:.2f} s · CLIP-S {p.clip_s:.3f} · {p.tokens} tokens · caption: "
+                  f"{p.caption}")
+        return p.text, rows, status, p.negative, mods
 
     # ------------------------------------------------------------------------------------------------- models
     @property
@@ -243,6 +278,7 @@ def build_ui(manager: Any, *, host: Any = None, job_manager: Any = None, values:
     model, fallback_notice = pick_default_model(models_dir=ctl.models_dir, preferred=initial.get("model"))
     notice = notice if notice is not None else fallback_notice
     cand_value, model_value = _table_value(CANDIDATE_HEADERS), _table_value(MODEL_HEADERS)
+    mod_value = _table_value(MODIFIER_HEADERS)
 
     with gr.Blocks(analytics_enabled=False, title=title) as demo:
         notice_box = compat.component(gr.Markdown, value=f"⚠ {notice}" if notice else "", visible=bool(notice),
@@ -254,6 +290,8 @@ def build_ui(manager: Any, *, host: Any = None, job_manager: Any = None, values:
                                             label=get_option("model").label, info=get_option("model").help,
                                             elem_id=get_option("model").elem_id)
                 rerank = _option_component(gr, get_option("rerank"), initial["rerank"])
+                prompt_style = _option_component(gr, get_option("prompt_style"), initial["prompt_style"])
+                prompt_budget = _option_component(gr, get_option("prompt_max_tokens"), initial["prompt_max_tokens"])
                 with gr.Accordion("Decoding options", open=False, elem_id="clipcap_decoding"):
                     option_components = {"rerank": rerank}
                     for opt in caption_options():
@@ -272,14 +310,21 @@ def build_ui(manager: Any, *, host: Any = None, job_manager: Any = None, values:
                                               column_widths=["7%", "63%", "15%", "15%"],
                                               elem_id="clipcap_candidates")
                 status = compat.component(gr.Markdown, value="", elem_id="clipcap_status")
+                negative_box = compat.component(gr.Textbox, label="Negative prompt (prompt styles fast and best)",
+                                                lines=2, elem_id="clipcap_negative", interactive=True,
+                                                copy_button=True)
+                modifiers = compat.component(gr.Dataframe, headers=MODIFIER_HEADERS, value=mod_value([]),
+                                             label="Modifiers (prompt styles fast and best)", interactive=False,
+                                             wrap=True, elem_id="clipcap_modifiers")
         option_inputs = [option_components[k] for k in ctl.option_keys]
 
-        def on_caption(img, model_name, *raw):
-            text, rows, msg = ctl.caption(img, model_name, *raw)
-            return text, cand_value(rows), msg
+        def on_caption(img, model_name, style, budget, *raw):
+            text, rows, msg, negative, mods = ctl.prompt(img, model_name, style, budget, *raw)
+            return text, cand_value(rows), msg, negative, mod_value(mods)
 
-        caption_btn.click(fn=on_caption, inputs=[image, model_dd, *option_inputs],
-                          outputs=[caption_box, candidates, status])
+        caption_btn.click(fn=on_caption, inputs=[image, model_dd, prompt_style, prompt_budget, *option_inputs],
+                          outputs=[caption_box, candidates, status, negative_box, modifiers])
+        option_components.update(prompt_style=prompt_style, prompt_max_tokens=prompt_budget)
 
         # ------------------------------------------------------------------------------------------------ batch
         from ..batch.ui import build_batch_section  # its own module: folder, fields, progress, runs and undo
@@ -332,5 +377,6 @@ def build_ui(manager: Any, *, host: Any = None, job_manager: Any = None, values:
     demo.clipcap_batch = batch["ui"]
     demo.clipcap_review = review["ui"]
     demo.clipcap_components = {"image": image, "model": model_dd, "caption": caption_box, "candidates": candidates,
-                               "status": status, "notice": notice_box, **option_components}
+                               "status": status, "notice": notice_box, "negative": negative_box,
+                               "modifiers": modifiers, **option_components}
     return demo

@@ -184,7 +184,8 @@ def test_prompt_button_with_the_model_setting_the_page_sends(webui, models):
     (gallery,) = page.run(page.fn_index(target="txt2img_generate"), [])
     button = page.fn_index(target="txt2img_clipcap_button")
     assert page.dependency(button)["js"] == "clipcapGalleryArgs"
-    (prompt,) = page.run(button, [[gallery[1]], "typed"])  # the JS kept the selected image, the second
-    assert prompt == "a 30x20 picture"
+    # the JS kept the selected image, the second; the negative prompt box rides along unchanged (sentence style)
+    prompt, negative = page.run(button, [[gallery[1]], "typed", "typed negative"])
+    assert (prompt, negative) == ("a 30x20 picture", "typed negative")
     assert [m.name for m in models.loaded] == ["shapes-sbg"]
     assert webui.errors() == []
