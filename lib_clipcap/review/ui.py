@@ -566,8 +566,13 @@ class ReviewUI:
     def bulk_apply(self, find: str, replace: str, regex: bool, prefix: str, state: dict[str, Any],
                    scope: str | None = None) -> tuple:
         """Apply a bulk edit (one undo step) to ``scope`` (see :meth:`bulk_preview`) and refresh the view."""
+        return self._save_plan(lambda: self._plan(find, replace, regex, prefix, state, scope), state, "")
+
+    def _save_plan(self, make_plan: Any, state: dict[str, Any], what: str) -> tuple:
+        """Save the ``(table, rows, plan)`` that ``make_plan()`` returns as one undo step and refresh the view, with
+        "Changed {what}N caption files" (and the failures) as the status."""
         try:
-            table, _, plan = self._plan(find, replace, regex, prefix, state, scope)
+            table, _, plan = make_plan()
             out = self.service.save(table, [(r.image, t) for r, t in plan], keep_triggers=False) if plan else []
         except Exception as e:  # noqa: BLE001
             try:
@@ -576,7 +581,7 @@ class ReviewUI:
                 return self._empty(state, _error_text(e))
         saved = sum(o.status == "saved" for o in out)
         failed = [o for o in out if o.status == "failed"]
-        status = f"Changed {saved} caption file{'s' if saved != 1 else ''}" + (
+        status = f"Changed {what}{saved} caption file{'s' if saved != 1 else ''}" + (
             f"; {len(failed)} failed: " + "; ".join(f"`{o.caption_file}`: {o.reason}" for o in failed[:3])
             if failed else "") + ". Undo reverts the whole change."
         return self._outputs(table, state, status)
@@ -607,20 +612,7 @@ class ReviewUI:
     def tags_apply(self, add: Any, remove: Any, state: dict[str, Any], scope: str | None = None) -> tuple:
         """Add and remove tags across ``scope`` (one undoable save: triggers stay first, no tag twice) and refresh
         the view; outputs :data:`OUTPUTS`."""
-        try:
-            table, _, plan = self._tag_plan(add, remove, state, scope)
-            out = self.service.save(table, [(r.image, t) for r, t in plan], keep_triggers=False) if plan else []
-        except Exception as e:  # noqa: BLE001
-            try:
-                return self._outputs(self._table(state), state, _error_text(e))
-            except Exception:  # noqa: BLE001
-                return self._empty(state, _error_text(e))
-        saved = sum(o.status == "saved" for o in out)
-        failed = [o for o in out if o.status == "failed"]
-        status = f"Changed the tags of {saved} caption file{'s' if saved != 1 else ''}" + (
-            f"; {len(failed)} failed: " + "; ".join(f"`{o.caption_file}`: {o.reason}" for o in failed[:3])
-            if failed else "") + ". Undo reverts the whole change."
-        return self._outputs(table, state, status)
+        return self._save_plan(lambda: self._tag_plan(add, remove, state, scope), state, "the tags of ")
 
 
 def build_review_section(manager: Any, *, job_manager: Any, model: Any, option_inputs: Sequence[Any],
