@@ -33,6 +33,7 @@ saved by the host regardless, since captioning only starts after the save. Model
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import logging
 from collections.abc import Sequence
@@ -127,8 +128,44 @@ def _caption(state: State, images: Sequence[Any]) -> list[Any]:
         return memory.run_caption(manager, list(images), model=state.settings.model, **kwargs)
 
 
+def tag_options(content: str) -> Any:
+    """The batch tagger's options for the section's tags: ``content`` and the ``clipcap_tag_vocabulary`` setting,
+    the tag selection at the batch tagger's defaults (threshold, maximum count, underscores as spaces).
+
+    Raises:
+        lib_clipcap.ClipCapError: a bad vocabulary setting (the message names the setting's value).
+    """
+    from lib_clipcap.batch.options import TagOptions
+
+    from . import settings
+
+    names = [v.strip() for v in settings.batch_values()["tag_vocabulary"].split(",") if v.strip()]
+    return TagOptions(inputs=["-"], content=content, tag_vocabulary=names)
+
+
+def _tagged(state: State, images: Sequence[Any]) -> list[Any]:
+    """``(CaptionResult, tags)`` per image with the section's content, in one model call (see :func:`_caption`)."""
+    from lib_clipcap.options_table import caption_kwargs
+    from .presets import apply_preset
+
+    from . import memory, models, settings
+
+    options = tag_options(state.settings.content)
+    values = apply_preset(settings.option_values(), state.settings.preset)
+    manager = models.get_manager()
+    with memory.inside_generation():
+        guard = getattr(manager.policy, "guard", None)  # the lock order of memory.run_caption
+        with (guard() if guard else contextlib.nullcontext()):
+            return manager.caption_and_tag(list(images), model=state.settings.model, content=options.content,
+                                           vocabulary=options.tag_vocabulary, selection=options.tag_selection(),
+                                           **caption_kwargs(values))
+
+
 def _caption_texts(state: State, images: Sequence[Any]) -> list[str | None]:
-    """Captions for ``images`` (``None`` for an image the model could not caption); raises on a failed call."""
+    """The section's text for each of ``images`` (``None`` for an image the model could not caption or tag): the
+    caption, its tags or both (``content``); raises on a failed call."""
+    if state.settings.content != "caption":
+        return _tagged_texts(state, images)
     results = _caption(state, images)
     out: list[str | None] = []
     for res in results:
@@ -137,6 +174,29 @@ def _caption_texts(state: State, images: Sequence[Any]) -> list[str | None]:
             out.append(None)
         else:
             out.append(" ".join(res.text.split()))  # one line: infotext entries and sidecars hold one line
+    return out
+
+
+def _tagged_texts(state: State, images: Sequence[Any]) -> list[str | None]:
+    """As :func:`_caption_texts` with tags: the batch tagger's text for the content (kohya style, the caption's
+    post-processing settings of the batch tagger at their defaults)."""
+    from lib_clipcap.batch.policy import with_tags
+    from lib_clipcap.batch.runner import TaggedResult, own_texts
+
+    options = tag_options(state.settings.content)
+    out: list[str | None] = []
+    for res, tags in _tagged(state, images):
+        if getattr(res, "error", None):
+            _note_once(state, f"ClipCap: an image could not be captioned: {res.error}")
+            out.append(None)
+            continue
+        caption, chosen, reason = own_texts(TaggedResult(res, tags), options)
+        if reason:
+            _note_once(state, f"ClipCap: nothing written for an image: {reason}")
+            out.append(None)
+            continue
+        text = with_tags(caption, [t.tag for t in chosen], options)
+        out.append(" ".join(text.split()))
     return out
 
 

@@ -4,7 +4,11 @@ One list of controls is the section's argument list everywhere the host passes i
 (``"alwayson_scripts": {"ClipCap": {"args": [...]}}``) and the infotext paste. The order, fixed here as
 :data:`ARG_NAMES`, is::
 
-    enabled, model, preset, outputs, caption_ext, existing, prefix, suffix, prompt_mode
+    enabled, model, preset, outputs, caption_ext, existing, prefix, suffix, prompt_mode, content
+
+(``content``, last so that older positional calls keep their meaning: ``caption``, ``tags`` or ``caption+tags``,
+what is written -- the sentence, CLIP-ranked tags with the batch tagger's default selection and the vocabulary of
+the ``clipcap_tag_vocabulary`` setting, or both, kohya style.)
 
 API callers may instead pass one JSON object with any of these names as the only argument
 (``"args": [{"enabled": true, "outputs": ["sidecar"]}]``); missing names take their defaults. ``model`` ``""`` (the
@@ -31,8 +35,10 @@ OUTPUT_LABELS = {"sidecar": "Sidecar file", "metadata": "Image metadata (PNG Inf
 DEFAULT_OUTPUTS = ("sidecar", "metadata")
 PROMPT_MODE_LABELS = {"off": "Off", "replace": "Caption only", "append": "Prompt, then caption",
                       "prepend": "Caption, then prompt"}
+CONTENT_LABELS = {"caption": "Caption", "tags": "Tags", "caption+tags": "Caption, then tags"}
 
-ARG_NAMES = ("enabled", "model", "preset", "outputs", "caption_ext", "existing", "prefix", "suffix", "prompt_mode")
+ARG_NAMES = ("enabled", "model", "preset", "outputs", "caption_ext", "existing", "prefix", "suffix", "prompt_mode",
+             "content")
 
 # Infotext keys (the host parses "key: value" pairs of the last infotext line).
 KEY_MODEL = "ClipCap model"
@@ -43,8 +49,10 @@ KEY_EXISTING = "ClipCap existing"
 KEY_PREFIX = "ClipCap prefix"
 KEY_SUFFIX = "ClipCap suffix"
 KEY_PROMPT = "ClipCap prompt"
+KEY_CONTENT = "ClipCap content"
 KEY_CAPTION = "ClipCap caption"  # per image: the caption itself
-SETTING_KEYS = (KEY_MODEL, KEY_PRESET, KEY_OUTPUTS, KEY_EXT, KEY_EXISTING, KEY_PREFIX, KEY_SUFFIX, KEY_PROMPT)
+SETTING_KEYS = (KEY_MODEL, KEY_PRESET, KEY_OUTPUTS, KEY_EXT, KEY_EXISTING, KEY_PREFIX, KEY_SUFFIX, KEY_PROMPT,
+                KEY_CONTENT)
 
 
 #: The model control's value for "the Settings' model, read when the generation runs". A concrete name here would be
@@ -145,6 +153,7 @@ class GenerationSettings:
     prefix: str = ""
     suffix: str = ""
     prompt_mode: str = "off"
+    content: str = "caption"
     problems: list[str] = field(default_factory=list)
 
     @classmethod
@@ -154,7 +163,7 @@ class GenerationSettings:
         Never raises: ``None`` (a control the API left out) takes the default; a bad value takes the default too and
         is listed in ``problems``, so generation is never stopped by this section.
         """
-        from lib_clipcap.batch.options import EXISTING_POLICIES
+        from lib_clipcap.batch.options import CONTENTS, EXISTING_POLICIES
         from .presets import DECODING_PRESETS
         from .prompting import PROMPT_MODES
 
@@ -205,12 +214,13 @@ class GenerationSettings:
         take("prefix", text)
         take("suffix", text)
         take("prompt_mode", choice(PROMPT_MODES))
+        take("content", choice(CONTENTS))
         return s
 
     def args(self) -> list[Any]:
         """The positional argument list (the inverse of :meth:`from_args`)."""
         return [self.enabled, self.model, self.preset, list(self.outputs), self.caption_ext, self.existing,
-                self.prefix, self.suffix, self.prompt_mode]
+                self.prefix, self.suffix, self.prompt_mode, self.content]
 
     @property
     def captions_outputs(self) -> bool:
@@ -245,6 +255,8 @@ def _caption_ext(value: Any) -> str:
 def infotext_entries(s: GenerationSettings, *, is_img2img: bool) -> dict[str, str]:
     """The ``ClipCap ...`` entries recording ``s`` (defaults of the sidecar options are left out)."""
     out = {KEY_MODEL: s.model, KEY_PRESET: s.preset, KEY_OUTPUTS: "+".join(s.outputs) or "none"}
+    if s.content != "caption":
+        out[KEY_CONTENT] = s.content
     if "sidecar" in s.outputs:
         if s.caption_ext != ".txt":
             out[KEY_EXT] = s.caption_ext
@@ -272,7 +284,7 @@ def _from_params(key: str, default: Any, convert: Callable[[str], Any] = str) ->
 
 def infotext_fields(controls: Sequence[Any]) -> list[tuple[Any, Any]]:
     """``(component, infotext key or function)`` pairs for ``Script.infotext_fields`` (the order of :data:`ARG_NAMES`)."""
-    enabled, model, preset, outputs, ext, existing, prefix, suffix, prompt_mode = controls
+    enabled, model, preset, outputs, ext, existing, prefix, suffix, prompt_mode, content = controls
     return [
         (enabled, lambda params: KEY_MODEL in params),
         (model, KEY_MODEL),
@@ -284,6 +296,7 @@ def infotext_fields(controls: Sequence[Any]) -> list[tuple[Any, Any]]:
         (prefix, _from_params(KEY_PREFIX, "")),
         (suffix, _from_params(KEY_SUFFIX, "")),
         (prompt_mode, _from_params(KEY_PROMPT, "off")),
+        (content, _from_params(KEY_CONTENT, "caption")),
     ]
 
 
@@ -307,8 +320,14 @@ def build(script: Any, is_img2img: bool) -> list[Any]:
                                         "(the bundled demo model when that one is not installed).")
             preset = gr.Radio(label="Decoding", choices=[(v, k) for k, v in PRESET_LABELS.items()], value="settings",
                               elem_id=script.elem_id("preset"))
-        outputs = gr.CheckboxGroup(label="Write the caption to", value=list(DEFAULT_OUTPUTS),
-                                   choices=[(OUTPUT_LABELS[k], k) for k in OUTPUTS], elem_id=script.elem_id("outputs"))
+        with gr.Row():
+            outputs = gr.CheckboxGroup(label="Write the caption to", value=list(DEFAULT_OUTPUTS),
+                                       choices=[(OUTPUT_LABELS[k], k) for k in OUTPUTS],
+                                       elem_id=script.elem_id("outputs"))
+            content = gr.Radio(label="What to write", value="caption",
+                               choices=[(v, k) for k, v in CONTENT_LABELS.items()],
+                               info="Tags: CLIP-ranked, comma-separated (vocabulary: the batch tagging setting).",
+                               elem_id=script.elem_id("content"))
         with gr.Row():
             ext = gr.Textbox(label="Sidecar extension", value=".txt", elem_id=script.elem_id("caption_ext"))
             existing = gr.Radio(label="When the sidecar exists", choices=list(EXISTING_POLICIES), value="skip",
@@ -322,7 +341,7 @@ def build(script: Any, is_img2img: bool) -> list[Any]:
                                info="Each input image (batch folders and uploads too) is captioned first; "
                                     "{caption} in the prompt marks where the caption goes.",
                                elem_id=script.elem_id("prompt_mode"))
-    controls = [enabled, model, preset, outputs, ext, existing, prefix, suffix, prompt_mode]
+    controls = [enabled, model, preset, outputs, ext, existing, prefix, suffix, prompt_mode, content]
     script.infotext_fields = infotext_fields(controls)
     script.paste_field_names = list(SETTING_KEYS)
     return controls

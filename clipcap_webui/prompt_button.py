@@ -22,6 +22,13 @@ CLIP-ranked modifiers (:mod:`lib_clipcap.tags.prompt`); with ``clipcap_prompt_ne
 suggestion goes into ``{tab}_neg_prompt`` the same way (replacing it, or appended with the terms it lacks). The
 click therefore has the negative prompt box as its third input and second output, whatever the settings (they can
 change without a UI reload); where the host has no such box, the button writes the prompt only.
+
+Next to each button a small dropdown (``{tab}_clipcap_style``) picks the style for that tab's clicks: "Settings"
+(the ``clipcap_prompt_style`` setting, read at each click), "Sentence", "Prompt: fast" or "Prompt: best". Its
+choices are plain strings, which every gradio the hosts run (3.41 to 4.40) shows and sends as they are. The host
+remembers its value across restarts in ui-config.json; "Settings" is the default, so a changed setting still takes
+effect. The dropdown is an input and an output of the click (returned unchanged): the page script's gallery
+filter (``clipcapGalleryArgs``) relies on the outputs being the inputs but the gallery.
 """
 
 from __future__ import annotations
@@ -39,6 +46,11 @@ log = logging.getLogger(__name__)
 ICON = "\U0001f4ac"  # speech balloon, beside the host's 📎 / 📦 interrogate buttons
 BACKGROUND_CLASS = "logical_image_background"
 GALLERY_JS = "clipcapGalleryArgs"
+
+#: The style dropdown's choices: label -> prompt style (``None``: the ``clipcap_prompt_style`` setting).
+STYLE_CHOICES: dict[str, str | None] = {"Settings": None, "Sentence": "sentence", "Prompt: fast": "fast",
+                                        "Prompt: best": "best"}
+STYLE_DEFAULT = "Settings"
 
 
 # ---------------------------------------------------------------------------------------------- value -> PIL image
@@ -191,9 +203,25 @@ def prompt_from(image_value: Any, prompt: str | None, *, gallery: bool) -> str:
     return prompts_from(image_value, prompt, None, gallery=gallery)[0]
 
 
-def prompts_from(image_value: Any, prompt: str | None, negative: str | None, *, gallery: bool) -> tuple[str, str]:
+def style_from_control(value: Any) -> str | None:
+    """The prompt style a style dropdown's value names: ``"sentence"``, ``"fast"``, ``"best"``, or ``None`` for
+    "Settings" (also for an empty or unknown value, e.g. a choice an older version stored in ui-config.json).
+
+    Accepts the labels of :data:`STYLE_CHOICES` and the style names themselves (API callers, scripts)."""
+    if not isinstance(value, str):
+        return None
+    text = value.strip()
+    if text in STYLE_CHOICES:
+        return STYLE_CHOICES[text]
+    return text.lower() if text.lower() in ("sentence", "fast", "best") else None
+
+
+def prompts_from(image_value: Any, prompt: str | None, negative: str | None, *, gallery: bool,
+                 style: Any = None) -> tuple[str, str]:
     """Click handler: ``(new prompt, new negative prompt)`` for ``image_value`` (a gallery or an init image); the
-    negative prompt changes only with a prompt style and ``clipcap_prompt_negative`` on."""
+    negative prompt changes only with a prompt style and ``clipcap_prompt_negative`` on.
+
+    ``style`` is the style dropdown's value (:func:`style_from_control`; "Settings" or ``None``: the setting)."""
     import gradio as gr
 
     from lib_clipcap.errors import ClipCapError
@@ -208,7 +236,7 @@ def prompts_from(image_value: Any, prompt: str | None, negative: str | None, *, 
         _warn("No image in the gallery: generate one first." if gallery else "No init image: add one first.")
         return prompt or "", negative or ""
     try:
-        text, suggestion = prompt_image(image)
+        text, suggestion = prompt_image(image, style=style_from_control(style))
     except ClipCapError as e:
         raise gr.Error(f"ClipCap: {e}") from None
     mode = settings.insert_mode()
@@ -229,6 +257,7 @@ class PromptButtons:
         self.prompts: dict[str, Any] = {}
         self.negatives: dict[str, Any] = {}
         self.buttons: dict[str, Any] = {}
+        self.styles: dict[str, Any] = {}
         self.init_image: Any = None
         self.wired: set[str] = set()
         self._want_background = False
@@ -246,6 +275,7 @@ class PromptButtons:
             tab = elem_id.split("_")[0]
             if tab not in self.buttons:
                 self.buttons[tab] = self._make_button(tab)
+                self.styles[tab] = self._make_style(tab)
         elif elem_id == "img2img_image":
             import gradio as gr
 
@@ -264,23 +294,37 @@ class PromptButtons:
 
         return ToolButton(value=ICON, elem_id=f"{tab}_clipcap_button")
 
+    def _make_style(self, tab: str) -> Any:
+        """The style dropdown beside the button (lands right after it in the tools row)."""
+        import gradio as gr
+
+        return gr.Dropdown(choices=list(STYLE_CHOICES), value=STYLE_DEFAULT, label="ClipCap prompt style",
+                           show_label=False, elem_id=f"{tab}_clipcap_style", elem_classes=["clipcap-style"],
+                           interactive=True, **_compact_kwargs(gr.Dropdown))
+
     def _wire(self, tab: str, gallery: Any) -> None:
         button, prompt = self.buttons.get(tab), self.prompts.get(tab)
         if button is None or prompt is None or tab in self.wired:
             return
-        negative = self.negatives.get(tab)
+        negative, style = self.negatives.get(tab), self.styles.get(tab)
         source = gallery if tab == "txt2img" else self.init_image
         if source is None:
             print(f"{LOG_PREFIX} img2img init image not found; the img2img caption button is inactive")
             return
         is_gallery = tab == "txt2img"
         js = _js_kwarg(button.click, GALLERY_JS) if is_gallery else {}
+        # The style goes in and comes back unchanged: the outputs stay "the inputs but the image", which the page
+        # script's gallery filter counts on.
         if negative is not None:
-            button.click(fn=lambda v, p, n: prompts_from(v, p, n, gallery=is_gallery),
-                         inputs=[source, prompt, negative], outputs=[prompt, negative], **js)
+            def click(v: Any, p: Any, n: Any, st: Any) -> tuple[str, str, Any]:
+                return (*prompts_from(v, p, n, gallery=is_gallery, style=st), st)
+
+            button.click(fn=click, inputs=[source, prompt, negative, style], outputs=[prompt, negative, style], **js)
         else:
-            button.click(fn=lambda v, p: prompt_from(v, p, gallery=is_gallery), inputs=[source, prompt],
-                         outputs=[prompt], **js)
+            def click_prompt_only(v: Any, p: Any, st: Any) -> tuple[str, Any]:
+                return prompts_from(v, p, None, gallery=is_gallery, style=st)[0], st
+
+            button.click(fn=click_prompt_only, inputs=[source, prompt, style], outputs=[prompt, style], **js)
         self.wired.add(tab)
 
 
@@ -290,6 +334,19 @@ def _js_kwarg(listener: Any, code: str) -> dict[str, str]:
     import inspect
 
     return {"js" if "js" in inspect.signature(listener).parameters else "_js": code}
+
+
+def _compact_kwargs(component_cls: Any) -> dict[str, Any]:
+    """``container=False`` and a small ``min_width`` where this gradio's component takes them (3.41 and 4.x do), so
+    the dropdown sits in the tools row like a button instead of a labelled form field."""
+    import inspect
+
+    try:
+        params = inspect.signature(component_cls.__init__).parameters
+    except (TypeError, ValueError):
+        return {}
+    wanted = {"container": False, "min_width": 120}
+    return {k: v for k, v in wanted.items() if k in params}
 
 
 def _classes(component: Any, kwargs: dict[str, Any]) -> list[str]:

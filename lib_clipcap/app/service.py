@@ -67,6 +67,7 @@ class ModelManager:
         self._loader = loader
         self._models: dict[str, Any] = {}
         self._lock = threading.RLock()  # one model call / load at a time
+        self._taggers: dict[tuple[str, tuple[str, ...]], Any] = {}  # (model, vocabularies) -> Tagger
 
     @property
     def lock(self) -> threading.RLock:
@@ -94,9 +95,7 @@ class ModelManager:
         Raises:
             UnknownModelError, MissingFileError, CheckpointError: as the loaders do.
         """
-        from ..registry import get_model
-
-        key = get_model(name).name if self._loader is None else name
+        key = self._key(name)
         with self._lock:
             model = self._models.pop(key, None)
             if model is None:
@@ -108,10 +107,17 @@ class ModelManager:
                     log.info("unloading %s to make room for %s", old, key)
                     self._models.pop(old)
                     victim.unload()
+                    self._drop_taggers(old)
                 log.info("loading model %s", key)
                 model = self._load(key)
             self._models[key] = model  # most recently used last
             return model
+
+    def _key(self, name: str) -> str:
+        """The registry's spelling of ``name`` (the key of the loaded models)."""
+        from ..registry import get_model
+
+        return get_model(name).name if self._loader is None else name
 
     def _guard(self) -> contextlib.AbstractContextManager:
         """The host's outer lock, taken BEFORE ours (a policy may offer ``guard()``, e.g. the WebUI's queue lock).
@@ -140,6 +146,8 @@ class ModelManager:
             names = [n for n in self._models if name is None or n.lower() == name.lower()]
             for n in names:
                 self._models.pop(n).unload()
+            for n in names:
+                self._drop_taggers(n)
             return names
 
     def caption(self, images: Sequence[Any] | Any, *, model: str, **options: Any) -> list:
@@ -171,6 +179,64 @@ class ModelManager:
             with self.policy.session(m):
                 return prompt_images(m, images, style, rerank=rerank, decoding=options,
                                      cache=default_cache_dir(self.models_dir), **(prompt or {}))
+
+    def caption_and_tag(self, images: Sequence[Any] | Any, *, model: str, content: str = "caption+tags",
+                        vocabulary: Sequence[str] = (), selection: Any = None, **options: Any) -> list:
+        """Caption (unless ``content="tags"``) and tag ``images`` with ``model`` under the device policy.
+
+        A :class:`~lib_clipcap.captioner.Captioner` uses one CLIP image encoding for both
+        (:func:`lib_clipcap.tags.tagger.caption_and_tag`); another model (SBG) captions on its own and the tags cost
+        a second encoding. The tagger (the vocabulary's text features, cached on disk in the models folder) is kept
+        per (model, vocabularies) while the model stays loaded.
+
+        Args:
+            content: ``"tags"`` or ``"caption+tags"``.
+            vocabulary: bundled vocabulary names or files (empty: ``general``).
+            selection: a :class:`~lib_clipcap.tags.selection.TagSelection` (None: the defaults).
+            options: the caption options, as for :meth:`caption`.
+
+        Returns:
+            ``(CaptionResult, tags)`` per input; with ``content="tags"`` the results have empty text.
+        """
+        from ..captioner import Captioner
+        from ..results import CaptionResult
+        from ..tags.tagger import caption_and_tag, tag_images
+
+        with self._guard(), self._lock:
+            m = self.get(model)
+            with self.policy.session(m):
+                tagger = self._tagger(self._key(model), m, tuple(vocabulary))
+                if content == "tags":
+                    tags = tag_images(m, images, tagger, selection)
+                    return [(CaptionResult(text="", score=None), t) for t in tags]
+                if isinstance(m, Captioner):
+                    return caption_and_tag(m, tagger, images, selection, **options)
+                results = m.caption(images, **options)
+                ok = [i for i, r in enumerate(results) if not r.error]
+                src = images if isinstance(images, (list, tuple)) else [images]
+                tags = tag_images(m, [src[i] for i in ok], tagger, selection) if ok else []
+                by_index = dict(zip(ok, tags))
+                return [(r, by_index.get(i, [])) for i, r in enumerate(results)]
+
+    def _tagger(self, name: str, model: Any, vocabulary: tuple[str, ...]) -> Any:
+        """The cached :class:`~lib_clipcap.tags.Tagger` of ``model`` (rebuilt when the model was reloaded)."""
+        from ..tags import Tagger
+        from ..tags.cache import default_cache_dir
+        from ..tags.tagger import clip_of
+        from ..tags.vocabulary import GENERAL_NAME
+
+        key = (name, vocabulary)
+        tagger = self._taggers.get(key)
+        if tagger is None or tagger.clip is not clip_of(model):
+            specs = list(vocabulary) or [GENERAL_NAME]
+            tagger = Tagger(model, specs if len(specs) > 1 else specs[0], cache=default_cache_dir(self.models_dir))
+            self._drop_taggers(name)  # a reloaded model's: they hold its old CLIP
+            self._taggers[key] = tagger
+        return tagger
+
+    def _drop_taggers(self, name: str) -> None:
+        """Forget the taggers of model ``name``: each holds the model's CLIP, whose memory must go with the model."""
+        self._taggers = {k: t for k, t in self._taggers.items() if k[0] != name}
 
     @contextlib.contextmanager
     def using(self, model: str) -> Iterator[Any]:

@@ -26,8 +26,8 @@ CAPTION_KEY = "ClipCap caption"
 
 
 def section(enabled=True, model="shapes-demo", preset="fast", outputs=("sidecar", "metadata"), ext=".txt",
-            existing="skip", prefix="", suffix="", prompt_mode="off") -> list:
-    return [enabled, model, preset, list(outputs), ext, existing, prefix, suffix, prompt_mode]
+            existing="skip", prefix="", suffix="", prompt_mode="off", content="caption") -> list:
+    return [enabled, model, preset, list(outputs), ext, existing, prefix, suffix, prompt_mode, content]
 
 
 def txt2img(out: Path, values: list, **kwargs):
@@ -87,8 +87,9 @@ def test_section_builds_in_both_tabs(webui):
         script = runner.script(TITLE)
         assert script is not None and script.alwayson, tab
         controls = runner.inputs[script.args_from:script.args_to]
-        assert len(controls) == 9
-        enabled, model, preset, outputs, ext, existing, prefix, suffix, prompt_mode = controls
+        assert len(controls) == 10
+        enabled, model, preset, outputs, ext, existing, prefix, suffix, prompt_mode, content = controls
+        assert content.value == "caption"
         assert isinstance(enabled, gr.Checkbox) and enabled.value is False  # the host's InputAccordion
         # "Settings default": the setting as it is when the generation runs ("" where Dropdown takes (label, value)
         # pairs, the label itself before gradio 3.44: test_page_config.py reads it as the page does)
@@ -579,6 +580,62 @@ def test_generation_with_the_real_demo_model(mode, make_webui, out):
     assert expected and f.with_suffix(".txt").read_text(encoding="utf-8") == " ".join(expected.split())
     assert infotext_utils.parse_generation_parameters(png_info(f))[CAPTION_KEY] == " ".join(expected.split())
     assert webui.errors() == []
+
+
+def _demo_tags(image, content: str) -> str:
+    """What the batch tagger writes for ``image`` with ``content`` and its defaults (the demo model, greedy)."""
+    from lib_clipcap import Captioner
+    from lib_clipcap.batch.options import TagOptions
+    from lib_clipcap.batch.policy import clean_caption, with_tags
+    from lib_clipcap.tags import Tagger, TagSelection, caption_and_tag
+
+    model = Captioner.from_pretrained("shapes-demo", device="cpu")
+    options = TagOptions(inputs=["-"], content=content)
+    sel: TagSelection = options.tag_selection()
+    ((res, tags),) = caption_and_tag(model, Tagger(model, "general", cache=None), [image], sel, decoding="greedy",
+                                     max_new_tokens=40)
+    return with_tags(clean_caption(res.text, options), [t.tag for t in tags], options)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("content", ["tags", "caption+tags"])
+def test_generation_writes_tags_with_the_real_demo_model(mode, make_webui, out, content):
+    """The section's "What to write": the sidecar and the metadata hold the batch tagger's text for the saved image
+    (CLIP-ranked tags, kohya style, after the caption with caption+tags), and the infotext records the choice."""
+    webui = make_webui(mode, config={"clipcap_decoding": "greedy"})
+    webui.create_ui()
+    shapes = Image.open(Path(__file__).resolve().parents[2] / "lib_clipcap/assets/samples/shapes_00.png").convert("RGB")
+    processed = txt2img(out, section(preset="settings", prefix="sks", content=content),
+                        fake_samples=lambda p, n: [shapes.copy()])
+    (f,) = images_in(out, "png")
+    with Image.open(f) as saved:
+        want = _demo_tags(saved.convert("RGB"), content)
+    assert "," in want and (content == "tags") is not want.startswith("a ")
+    assert f.with_suffix(".txt").read_text(encoding="utf-8") == f"sks, {want}"
+    from modules import infotext_utils
+
+    params = infotext_utils.parse_generation_parameters(png_info(f))
+    assert params[CAPTION_KEY] == want and params["ClipCap content"] == content
+    assert "ClipCap content: " + content in processed.infotexts[0]
+    from modules import scripts
+
+    script = scripts.scripts_txt2img.script(TITLE)
+    controls = scripts.scripts_txt2img.inputs[script.args_from:script.args_to]
+    assert wd.paste("txt2img", png_info(f))[controls[-1]] == content  # PNG Info -> "Send to txt2img" restores it
+    assert webui.errors() == []
+
+
+def test_content_argument_old_positional_calls_and_bad_values():
+    """Positional arguments from before ``content`` existed keep their meaning (caption); a bad value is reported
+    and the caption written, as for every other argument."""
+    from clipcap_webui.generation_ui import GenerationSettings
+
+    old = [True, "", "fast", ["sidecar"], ".txt", "skip", "", "", "off"]
+    assert GenerationSettings.from_args(old).content == "caption"
+    assert GenerationSettings.from_args([*old, "caption+tags"]).content == "caption+tags"
+    assert GenerationSettings.from_args([{"enabled": True, "content": "tags"}]).content == "tags"
+    bad = GenerationSettings.from_args([{"enabled": True, "content": "wd14"}])
+    assert bad.content == "caption" and "content='wd14'" in bad.problems[0] and "caption+tags" in bad.problems[0]
 
 
 def test_generated_caption_route(api, tmp_path):

@@ -185,7 +185,8 @@ def test_prompt_button_with_the_model_setting_the_page_sends(webui, models):
     button = page.fn_index(target="txt2img_clipcap_button")
     assert page.dependency(button)["js"] == "clipcapGalleryArgs"
     # the JS kept the selected image, the second; the negative prompt box rides along unchanged (sentence style)
-    prompt, negative = page.run(button, [[gallery[1]], "typed", "typed negative"])
-    assert (prompt, negative) == ("a 30x20 picture", "typed negative")
+    prompt, negative, style = page.run(button, [[gallery[1]], "typed", "typed negative",
+                                               page.value_of("txt2img_clipcap_style", "Settings")])
+    assert (prompt, negative, style) == ("a 30x20 picture", "typed negative", "Settings")
     assert [m.name for m in models.loaded] == ["shapes-sbg"]
     assert webui.errors() == []

@@ -59,7 +59,7 @@ def test_the_button_writes_the_librarys_prompt_and_negative(mode, make_webui, sa
     assert want.modifiers and want.negative
     event = _event(webui, "txt2img")
     gallery = ui.tabs_built["txt2img_gallery"]
-    prompt, negative = event["fn"](wd.gallery_value(gallery, [sample], 0), "old", "old negative")
+    prompt, negative = wd.prompt_click(event, wd.gallery_value(gallery, [sample], 0), "old", "old negative")
     assert (prompt, negative) == (want.text, want.negative)
     assert webui.errors() == []
 
@@ -75,13 +75,13 @@ def test_append_mode_adds_only_the_missing_negative_terms(mode, make_webui, samp
     first = want.negative.split(", ")[0]
     event = _event(webui, "img2img")
     value = sample if not webui.forge else _data_url(sample)
-    prompt, negative = event["fn"](value, "masterpiece", f"nsfw, {first}")
+    prompt, negative = wd.prompt_click(event, value, "masterpiece", f"nsfw, {first}")
     assert prompt == f"masterpiece, {want.text}"
     assert negative == ", ".join(["nsfw", first, *want.negative.split(", ")[1:]])
-    again = event["fn"](value, prompt, negative)[1]
+    again = wd.prompt_click(event, value, prompt, negative)[1]
     assert again == negative  # a second click repeats no term
     shared.opts.set("clipcap_prompt_negative", False)  # the switch off: the negative prompt stays as typed
-    assert event["fn"](value, "", "typed")[1] == "typed"
+    assert wd.prompt_click(event, value, "", "typed")[1] == "typed"
 
 
 def test_the_prompt_budget_setting_reaches_the_prompt(mode, make_webui, sample):
@@ -94,7 +94,7 @@ def test_the_prompt_budget_setting_reaches_the_prompt(mode, make_webui, sample):
     webui.create_ui()
     want = expected_prompt(sample, "best", max_tokens=14)
     event = _event(webui, "txt2img")
-    prompt, negative = event["fn"](wd.gallery_value(ui.tabs_built["txt2img_gallery"], [sample], 0), "", "n")
+    prompt, negative = wd.prompt_click(event, wd.gallery_value(ui.tabs_built["txt2img_gallery"], [sample], 0), "", "n")
     assert prompt == want.text and negative == "n"  # clipcap_prompt_negative is off by default
     from lib_clipcap import Captioner
 
@@ -109,3 +109,29 @@ def _data_url(image) -> str:
     buf = io.BytesIO()
     image.save(buf, format="PNG")
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+@pytest.mark.parametrize(("setting", "choice", "style"), [("sentence", "Prompt: best", "best"),
+                                                          ("best", "Sentence", "sentence"),
+                                                          ("fast", "Settings", "fast")])
+def test_the_style_choice_beside_the_button_overrides_the_setting(mode, make_webui, sample, setting, choice, style):
+    webui = make_webui(mode, config={"clipcap_model": DEMO, "clipcap_decoding": "greedy",
+                                     "clipcap_prompt_style": setting})
+    from modules import ui
+
+    webui.create_ui()
+    event = _event(webui, "txt2img")
+    gallery = wd.gallery_value(ui.tabs_built["txt2img_gallery"], [sample], 0)
+    prompt, _ = wd.prompt_click(event, gallery, "", "", style=choice)
+    want = expected_prompt(sample, "fast" if style == "fast" else "best")
+    assert prompt == (want.caption if style == "sentence" else want.text)
+    assert webui.errors() == []
+
+
+def test_a_stored_unknown_style_choice_means_the_setting():
+    from clipcap_webui.prompt_button import STYLE_CHOICES, style_from_control
+
+    assert style_from_control("Settings") is None and style_from_control(None) is None
+    assert style_from_control("Prompt (best), an older label") is None  # e.g. from an older ui-config.json
+    assert [style_from_control(k) for k in STYLE_CHOICES] == [None, "sentence", "fast", "best"]
+    assert style_from_control("best") == "best"  # the style names themselves (scripts, API callers)

@@ -77,3 +77,40 @@ def test_button_captions_the_selected_gallery_image(page_url, browser, expected)
     title = page.locator("#txt2img_clipcap_button").get_attribute("title")
     assert title and "ClipCap" in title
     page.close()
+
+
+@pytest.mark.slow
+def test_style_choice_beside_the_button_writes_the_best_prompt(page_url, browser):
+    """The dropdown beside the button (``txt2img_clipcap_style``) picks the prompt style for the click, whatever the
+    setting (sentence here): "Prompt: best" writes the library's best-mode prompt of the selected image."""
+    from PIL import Image
+
+    from lib_clipcap import Captioner
+    from lib_clipcap.options_table import caption_kwargs, defaults
+    from lib_clipcap.tags import make_prompt
+
+    kw = caption_kwargs({k: v for k, v in {**defaults(), "decoding": "greedy"}.items() if k != "model"})
+    want = make_prompt(Captioner.from_pretrained("shapes-demo", device="cpu"), Image.open(SAMPLES[0]).convert("RGB"),
+                       "best", decoding=kw, cache=None)
+    assert want.modifiers and want.text != want.caption
+    page = browser.new_page(viewport={"width": 1280, "height": 1000})
+    page.set_default_timeout(90_000)
+    page.goto(page_url)
+    style = page.locator("#txt2img_clipcap_style")
+    style.wait_for(state="visible")
+    # in the tools row, right after the button (the double has none of the host's CSS, so no geometry is checked)
+    assert page.locator("#txt2img_tools #txt2img_clipcap_style").count() == 1
+    assert page.evaluate("""() => {
+        const b = document.querySelector('#txt2img_clipcap_button'), s = document.querySelector('#txt2img_clipcap_style');
+        return !!(b.compareDocumentPosition(s) & Node.DOCUMENT_POSITION_FOLLOWING);
+    }""")
+    page.locator("#txt2img_generate").click()
+    page.locator("#txt2img_gallery .thumbnail-item").nth(1).wait_for(state="visible")
+    style.locator("input").click()
+    page.locator("ul.options li", has_text="Prompt: best").first.click()  # gradio 3.41 and 4.40 alike
+    page.locator("#txt2img_clipcap_button").click()  # no image selected: the first
+    page.wait_for_function(f"() => document.querySelector('#txt2img_prompt textarea').value === {json.dumps(want.text)}")
+    assert style.locator("input").input_value() == "Prompt: best"  # the choice stays after the click
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / f"host-{MODE}-style.png"), full_page=False)
+    page.close()

@@ -131,6 +131,9 @@ def test_button_sits_right_after_the_style_anchor(webui, tab):
     assert "tool" in button.elem_classes  # the host's ToolButton, not a custom subclass
     assert type(button).__name__ == "ToolButton"
     assert button.get_config()["elem_id"] == f"{tab}_clipcap_button"  # what the page gets (gradio 4: signature)
+    style = leaves[ids.index(f"{tab}_clipcap_style")]  # the style choice right beside the button
+    assert ids.index(f"{tab}_clipcap_style") == ids.index(f"{tab}_clipcap_button") + 1
+    assert style.value == "Settings" and "Prompt: best" in str(style.get_config()["choices"])
 
 
 def _button_event(webui, tab):
@@ -148,12 +151,14 @@ def test_txt2img_button_captions_the_selected_gallery_image(webui, fake_models):
     event = _button_event(webui, "txt2img")
     assert event["js"] == "clipcapGalleryArgs"
     gallery, prompt = ui.tabs_built["txt2img_gallery"], ui.tabs_built["txt2img_prompt"]
-    negative = wd.find(webui.demo, "txt2img_neg_prompt")
-    # the negative prompt box rides along (the prompt style may fill it; the sentence style leaves it as it is)
-    assert event["inputs"] == [gallery, prompt, negative] and event["outputs"] == [prompt, negative]
+    negative, style = wd.find(webui.demo, "txt2img_neg_prompt"), wd.find(webui.demo, "txt2img_clipcap_style")
+    # the negative prompt box rides along (the prompt style may fill it; the sentence style leaves it as it is), and
+    # the style choice goes in and comes back: the outputs are the inputs but the gallery (javascript/clipcap.js)
+    assert event["inputs"] == [gallery, prompt, negative, style] and event["outputs"] == [prompt, negative, style]
     images = [Image.new("RGB", (64, 48), "red"), Image.new("RGB", (32, 40), "blue")]
-    assert event["fn"](wd.gallery_value(gallery, images, 1), "old prompt", "neg") == ("a 32x40 picture", "neg")
-    assert event["fn"](wd.gallery_value(gallery, images, None), "", "") == ("a 64x48 picture", "")  # no JS: first
+    assert wd.prompt_click(event, wd.gallery_value(gallery, images, 1), "old prompt", "neg") == ("a 32x40 picture",
+                                                                                                 "neg")
+    assert wd.prompt_click(event, wd.gallery_value(gallery, images, None), "", "") == ("a 64x48 picture", "")  # first
 
 
 def test_txt2img_button_without_an_image_warns_and_keeps_the_prompt(webui, fake_models, monkeypatch, capsys):
@@ -165,8 +170,8 @@ def test_txt2img_button_without_an_image_warns_and_keeps_the_prompt(webui, fake_
     toasts = []
     monkeypatch.setattr(gr, "Warning", toasts.append)
     event = _button_event(webui, "txt2img")
-    assert event["fn"]([], "keep", "n") == ("keep", "n")
-    assert event["fn"](None, None, None) == ("", "")
+    assert wd.prompt_click(event, [], "keep", "n") == ("keep", "n")
+    assert wd.prompt_click(event, None, None, None) == ("", "")
     assert toasts == ["ClipCap: No image in the gallery: generate one first."] * 2
     assert "Traceback" not in capsys.readouterr().out
     assert loader.loaded == []  # no model was loaded for nothing
@@ -189,7 +194,7 @@ def test_gallery_file_outside_the_temp_folders_is_refused(webui, fake_models, tm
     Image.new("RGB", (8, 8)).save(secret)
     event = _button_event(webui, "txt2img")
     with pytest.raises(gr.Error, match="refused"):
-        event["fn"]([{"name": str(secret), "data": None, "is_file": True}], "", "")
+        wd.prompt_click(event, [{"name": str(secret), "data": None, "is_file": True}], "", "")
 
 
 def test_img2img_button_captions_the_init_image(webui, fake_models):
@@ -205,7 +210,7 @@ def test_img2img_button_captions_the_init_image(webui, fake_models):
         value = png_data_url(Image.new("RGBA", (40, 30), (0, 255, 0, 255)))
     else:  # gr.Image(type="pil", image_mode="RGBA")
         value = Image.new("RGBA", (40, 30))
-    assert event["fn"](value, "a prompt", "") == ("a 40x30 picture", "")
+    assert wd.prompt_click(event, value, "a prompt", "") == ("a 40x30 picture", "")
 
 
 def test_insert_mode_append(webui, fake_models):
@@ -216,9 +221,9 @@ def test_insert_mode_append(webui, fake_models):
     shared.opts.set("clipcap_insert_mode", "append")
     event = _button_event(webui, "img2img")
     value = Image.new("RGB", (10, 10)) if not webui.forge else png_data_url(Image.new("RGB", (10, 10)))
-    assert event["fn"](value, "masterpiece", "")[0] == "masterpiece, a 10x10 picture"
-    assert event["fn"](value, "masterpiece, ", "")[0] == "masterpiece, a 10x10 picture"
-    assert event["fn"](value, "", "")[0] == "a 10x10 picture"
+    assert wd.prompt_click(event, value, "masterpiece", "")[0] == "masterpiece, a 10x10 picture"
+    assert wd.prompt_click(event, value, "masterpiece, ", "")[0] == "masterpiece, a 10x10 picture"
+    assert wd.prompt_click(event, value, "", "")[0] == "a 10x10 picture"
 
 
 def test_button_with_the_real_demo_model(mode, make_webui):
@@ -235,7 +240,7 @@ def test_button_with_the_real_demo_model(mode, make_webui):
                                                                               max_new_tokens=40)[0].text
     event = _button_event(webui, "txt2img")
     gallery = ui.tabs_built["txt2img_gallery"]
-    assert event["fn"](wd.gallery_value(gallery, [sample], 0), "", "") == (expected, "")
+    assert wd.prompt_click(event, wd.gallery_value(gallery, [sample], 0), "", "") == (expected, "")
     assert webui.errors() == []
 
 
@@ -248,7 +253,7 @@ def test_reload_ui_keeps_one_set_of_callbacks_and_the_loaded_model(webui, fake_m
     manager = service.default_manager()
     img2img = _button_event(webui, "img2img")
     value = Image.new("RGB", (9, 9)) if not webui.forge else png_data_url(Image.new("RGB", (9, 9)))
-    img2img["fn"](value, "", "")
+    wd.prompt_click(img2img, value, "", "")
     assert len(loader.loaded) == 1
 
     webui.reload_ui()
@@ -256,7 +261,7 @@ def test_reload_ui_keeps_one_set_of_callbacks_and_the_loaded_model(webui, fake_m
     for category in CATEGORIES:
         assert len(webui.callbacks(category)) == 1, category
     assert service.default_manager() is manager
-    _button_event(webui, "img2img")["fn"](value, "", "")  # the new UI's button uses the same model
+    wd.prompt_click(_button_event(webui, "img2img"), value, "", "")  # the new UI's button uses the same model
     assert len(loader.loaded) == 1 and not loader.loaded[0].unloaded
     assert webui.errors() == []
 

@@ -236,6 +236,14 @@ def click_events(blocks: Any, component: Any) -> list[dict[str, Any]]:
     return out
 
 
+def prompt_click(event: dict[str, Any], image: Any, prompt: Any, negative: Any, style: Any = "Settings") -> tuple:
+    """Call a prompt button's handler as the page does (the style dropdown's value is the last input and comes back
+    unchanged as the last output); returns ``(prompt, negative prompt)``."""
+    *out, style_back = event["fn"](image, prompt, negative, style)
+    assert style_back == style  # the page script's gallery filter needs the outputs to be the inputs but the image
+    return tuple(out)
+
+
 def gallery_value(gallery: Any, images: list[Any], index: int | None) -> Any:
     """What the Python handler receives from ``gallery`` showing ``images`` after ``clipcapGalleryArgs`` kept item
     ``index`` (``None``: the JS did not run, the whole gallery arrives)."""
