@@ -8,10 +8,15 @@ Used by ``install.py`` (at every host launch: decide what to install, in one pip
   older than a feature needs, that feature is disabled with a message saying why;
 - **ours**: installed when missing or older than the lower bound (lower bounds only, never ``==``).
 
+A requirement may name an **alternative** that serves the same feature: the captioner's CLIP runs on open_clip >= 2.20
+or, where open_clip is missing or older, on transformers' ``CLIPModel`` (``lib_clipcap.clip_transformers``, chosen
+by ``lib_clipcap.clip.clip_backend`` with the same rule). Then the feature stays on and a note says which serves.
+
 What a host pins differs: Forge Neo ships no open_clip at all (its requirements.txt has none), so there it is ours
 (a version without open_clip 2.20's ``protobuf<4`` bound, which Neo's protobuf 4.25 would break); Forge Classic pins
-``open-clip-torch==1.3.0``, too old for the captioner, and re-pins it after every extension installer, so there the
-captioner reports itself disabled (docs/hosts.md). :func:`detect_host` tells the hosts apart without importing them.
+``open-clip-torch==1.3.0``, too old for the open_clip backbone, and re-pins it after every extension installer, so
+there the captioner's CLIP runs through Classic's transformers 4.30.2 (docs/hosts.md). :func:`detect_host` tells the
+hosts apart without importing them.
 
 Nothing here imports the packages it checks: versions come from ``importlib.metadata``, so a check costs
 milliseconds.
@@ -24,7 +29,7 @@ import importlib.metadata
 import importlib.util
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 CORE = "captioning"
 
@@ -39,12 +44,15 @@ class Requirement:
         feature: what stops working without it (:data:`CORE` means the whole extension).
         pinned: the hosts pin it (A1111 / Forge ``requirements_versions.txt``, or a dependency they pin): never
             installed or upgraded by the extension.
+        alternative: another (host-pinned) distribution that serves ``feature`` when this one is missing or too old
+            (``None``: none does).
     """
 
     name: str
     minimum: str | None
     feature: str
     pinned: bool
+    alternative: Requirement | None = None
 
     @property
     def specifier(self) -> str:
@@ -53,7 +61,9 @@ class Requirement:
 
 REQUIREMENTS: tuple[Requirement, ...] = (
     Requirement("torch", "2.1", CORE, pinned=True),
-    Requirement("open-clip-torch", "2.20.0", CORE, pinned=True),
+    # The CLIP backbone: open_clip, else transformers' CLIPModel (4.30: A1111's and Classic's pin, the oldest tested)
+    Requirement("open-clip-torch", "2.20.0", CORE, pinned=True,
+                alternative=Requirement("transformers", "4.30.0", CORE, pinned=True)),
     Requirement("safetensors", "0.4.2", CORE, pinned=True),
     Requirement("numpy", None, CORE, pinned=True),
     Requirement("Pillow", "9.5", CORE, pinned=True),
@@ -118,10 +128,12 @@ class Plan:
     Attributes:
         install: specifiers to install in one pip call (ours only), e.g. ``['ftfy>=6.1']``.
         disabled: ``{feature: reason}`` for features a host-pinned package cannot serve.
+        notes: one line per feature that an alternative serves (what is missing, and what serves instead).
     """
 
     install: list[str]
     disabled: dict[str, str]
+    notes: list[str] = field(default_factory=list)
 
     @property
     def core_ok(self) -> bool:
@@ -135,22 +147,36 @@ def check(version_of: Callable[[str], str | None] = _installed,
     if requirements is None:
         requirements = requirements_for(host or detect_host())
     plan = Plan(install=[], disabled={})
-    for req in requirements:
+
+    def satisfied(req: Requirement) -> tuple[bool, str | None]:
         have = version_of(req.name)
-        ok = have is not None and (req.minimum is None or parse_version(have) >= parse_version(req.minimum))
+        return have is not None and (req.minimum is None or parse_version(have) >= parse_version(req.minimum)), have
+
+    def shortfall(req: Requirement, have: str | None) -> str:
+        return f"{req.name} is not installed" if have is None else f"{req.name} {have} is older than {req.minimum}"
+
+    for req in requirements:
+        ok, have = satisfied(req)
         if ok:
             continue
         if not req.pinned:
             plan.install.append(req.specifier)
             continue
-        why = (f"{req.name} is not installed" if have is None
-               else f"{req.name} {have} is older than {req.minimum}")
-        why += " (the WebUI pins it, so ClipCap leaves it alone)"
+        why = shortfall(req, have)
+        alt = req.alternative
+        if alt is not None:
+            alt_ok, alt_have = satisfied(alt)
+            if alt_ok:
+                plan.notes.append(f"{req.feature}: {why} (the WebUI pins it); {alt.name} {alt_have} serves instead")
+                continue
+            why += f" and {shortfall(alt, alt_have)}"
+        them = "them" if alt is not None else "it"
+        why += f" (the WebUI pins {them}, so ClipCap leaves {them} alone)"
         plan.disabled[req.feature] = (plan.disabled[req.feature] + "; " + why) if req.feature in plan.disabled \
             else why
     return plan
 
 
 def messages(plan: Plan) -> list[str]:
-    """One line per disabled feature."""
-    return [f"{feature} disabled: {why}" for feature, why in plan.disabled.items()]
+    """One line per disabled feature, then one per feature an alternative serves (:attr:`Plan.notes`)."""
+    return [f"{feature} disabled: {why}" for feature, why in plan.disabled.items()] + list(plan.notes)

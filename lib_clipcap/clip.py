@@ -4,13 +4,23 @@
 models folder) or a local weights file (``.safetensors``, ``.pt``, ``.bin``), which we load ourselves without
 executing pickled code. ``model`` may be an open_clip model name or the path of a model-config JSON (open_clip's
 format), which is how the bundled tiny demo CLIP is described.
+
+Two implementations answer alike (:func:`clip_backend` chooses; ``$CLIPCAP_CLIP_BACKEND`` = ``auto`` (default),
+``open_clip`` or ``transformers`` forces one): this module's open_clip backbone, and transformers' ``CLIPModel`` with
+open_clip's tokens and preprocessing (:mod:`lib_clipcap.clip_transformers`) where open_clip is missing or older than
+:data:`MIN_OPEN_CLIP` (Forge Classic pins open-clip-torch 1.3.0). The transformers one loads local weights files only.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
+import importlib.metadata
+import importlib.util
 import json
 import logging
+import os
+import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -21,6 +31,68 @@ from .errors import ClipCapError, IncompatibleCheckpointError, MissingFileError
 log = logging.getLogger(__name__)
 
 WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt")
+
+#: The oldest open_clip this module's backbone runs on (A1111's pin: ``get_tokenizer``, ``list_models``,
+#: ``add_model_config``, Hub weights); older ones (Forge Classic's 1.3.0) get the transformers backbone.
+MIN_OPEN_CLIP = "2.20"
+#: Environment variable that forces a backbone implementation: ``auto`` | ``open_clip`` | ``transformers``.
+BACKEND_ENV = "CLIPCAP_CLIP_BACKEND"
+BACKENDS = ("auto", "open_clip", "transformers")
+
+
+def _release(version: str) -> tuple[int, ...]:
+    m = re.match(r"\s*v?(\d+(?:\.\d+)*)", version or "")
+    return tuple(int(p) for p in m.group(1).split(".")) if m else ()
+
+
+def open_clip_version() -> str | None:
+    """The installed open_clip's version (from its metadata, nothing imported), or None when there is none."""
+    try:
+        if importlib.util.find_spec("open_clip") is None:
+            return None
+    except (ImportError, ValueError):
+        return None
+    try:
+        return importlib.metadata.version("open_clip_torch")
+    except importlib.metadata.PackageNotFoundError:
+        return "0"  # importable but without metadata (a source tree on sys.path): its version is unknown
+
+
+@functools.lru_cache(maxsize=4)
+def _open_clip_import_error(version: str) -> str | None:
+    """Why ``import open_clip`` fails (None: it imports); cached per installed version (imports are cached too)."""
+    try:
+        import open_clip  # noqa: F401
+    except Exception as e:  # noqa: BLE001 - a broken install fails in any way; auto falls back instead
+        return f"{type(e).__name__}: {e}"
+    return None
+
+
+def clip_backend(requested: str | None = None) -> tuple[str, str]:
+    """Which CLIP implementation :meth:`ClipBackbone.load` uses, and why: ``("open_clip" | "transformers", reason)``.
+
+    ``requested`` (default ``$CLIPCAP_CLIP_BACKEND``, default ``"auto"``): ``"open_clip"`` or ``"transformers"`` is
+    obeyed; ``"auto"`` takes open_clip when it is installed, at least :data:`MIN_OPEN_CLIP` and importable, else
+    transformers.
+
+    Raises:
+        ClipCapError: an unknown backend name.
+    """
+    choice = (requested or os.environ.get(BACKEND_ENV) or "auto").strip().lower().replace("-", "_")
+    if choice not in BACKENDS:
+        raise ClipCapError(f"unknown CLIP backend {choice!r} (from {BACKEND_ENV} or backend=); expected one of "
+                           f"{', '.join(BACKENDS)}")
+    if choice != "auto":
+        return choice, f"{BACKEND_ENV}={choice}" if not requested else f"backend={choice!r}"
+    version = open_clip_version()
+    if version is None:
+        return "transformers", "open_clip is not installed"
+    if version != "0" and _release(version) < _release(MIN_OPEN_CLIP):
+        return "transformers", f"open-clip-torch {version} is older than {MIN_OPEN_CLIP}"
+    error = _open_clip_import_error(version)
+    if error is not None:
+        return "transformers", f"open_clip {version} does not import ({error[:200]})"
+    return "open_clip", f"open-clip-torch {version}"
 
 
 def read_weights(path: Path) -> dict[str, torch.Tensor]:
@@ -84,7 +156,13 @@ def _tokenizer_for(tokenizer: Callable, model) -> Callable:
 
 
 class ClipBackbone:
-    """An open_clip model in eval mode with its preprocessing; encodes images and texts to features."""
+    """An open_clip model in eval mode with its preprocessing; encodes images and texts to features.
+
+    :meth:`load` returns its subclass :class:`~lib_clipcap.clip_transformers.TransformersClipBackbone` where
+    :func:`clip_backend` says so.
+    """
+
+    backend = "open_clip"
 
     def __init__(self, model, preprocess: Callable, tokenizer: Callable, *, name: str, pretrained: str) -> None:
         self.model = model.eval().requires_grad_(False)
@@ -102,6 +180,7 @@ class ClipBackbone:
         device: str | torch.device = "cpu",
         dtype: torch.dtype = torch.float32,
         cache_dir: str | Path | None = None,
+        backend: str | None = None,
     ) -> ClipBackbone:
         """Create the backbone.
 
@@ -110,12 +189,26 @@ class ClipBackbone:
             pretrained: open_clip pretrained tag, a local weights file, or None for random weights.
             device, dtype: where and in which precision to run.
             cache_dir: where open_clip stores downloaded weights.
+            backend: ``"auto"``, ``"open_clip"`` or ``"transformers"`` (default ``$CLIPCAP_CLIP_BACKEND``, else auto:
+                see :func:`clip_backend`). The transformers backbone takes local weights files only.
 
         Raises:
-            MissingFileError: the weights file is missing, or the tag cannot be downloaded (offline).
-            ClipCapError: the model name is unknown to open_clip.
+            MissingFileError: the weights file is missing, or the tag cannot be downloaded (offline, or the
+                transformers backbone).
+            ClipCapError: the model name is unknown to open_clip (or to the transformers backbone, or needs open_clip).
         """
-        import open_clip
+        kind, why = clip_backend(backend)
+        if kind == "transformers":
+            from .clip_transformers import TransformersClipBackbone
+
+            log.info("CLIP %s through transformers (%s)", model, why)
+            return TransformersClipBackbone.load(model, pretrained, device=device, dtype=dtype, cache_dir=cache_dir,
+                                                 why=why)
+        try:
+            import open_clip
+        except ImportError as e:  # only when forced: auto never picks an open_clip that does not import
+            raise ClipCapError(f"the open_clip CLIP backbone was asked for ({why}) but open_clip does not import: "
+                               f"{e}; install open-clip-torch>=2.20 or use {BACKEND_ENV}=auto") from e
 
         name = _register_config(model) if str(model).endswith(".json") else model
         if name not in open_clip.list_models():

@@ -229,8 +229,11 @@ class GrammarScorer:
         sd = {f"head.{k}": v.detach().float().cpu().contiguous() for k, v in self.head.state_dict().items()}
         if self.text_model is not None:
             names = set(_text_param_names(self.text_model))
-            sd.update({f"text.{k}": v.detach().half().cpu().contiguous()
-                       for k, v in self.text_model.state_dict().items() if k in names})
+            text_sd = {k: v for k, v in self.text_model.state_dict().items() if k in names}
+            # saved in open_clip's layout whatever the backbone, so a head loads under either CLIP implementation
+            to_open_clip = getattr(self.text_model, "state_dict_to_open_clip", None)
+            text_sd = to_open_clip(text_sd) if to_open_clip is not None else text_sd
+            sd.update({f"text.{k}": v.detach().half().cpu().contiguous() for k, v in text_sd.items()})
         tmp = folder / f".{WEIGHTS_NAME}.tmp"
         save_file(sd, str(tmp), metadata={"grammar_config": json.dumps(asdict(self.config))})
         atomic_replace(tmp, folder / WEIGHTS_NAME)
@@ -270,6 +273,12 @@ class GrammarScorer:
         text_sd = {k[5:]: v for k, v in sd.items() if k.startswith("text.")}
         if text_sd:
             text_model = _text_copy(clip.model)
+            from_open_clip = getattr(text_model, "state_dict_from_open_clip", None)  # the transformers backbone
+            if from_open_clip is not None:
+                try:
+                    text_sd = from_open_clip(text_sd)
+                except IncompatibleCheckpointError as e:
+                    raise IncompatibleCheckpointError(f"{weights}: {e}; it does not fit CLIP {clip.name!r}") from e
             missing = [k for k in text_sd if k not in dict(text_model.named_parameters())]
             if missing:
                 raise IncompatibleCheckpointError(f"{weights}: text-encoder tensors {missing[:3]} do not fit "

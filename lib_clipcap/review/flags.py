@@ -136,13 +136,14 @@ def clip_token_counter() -> Callable[[str], int]:
     """CLIP BPE token count of a text (without the start/end tokens), as Stable Diffusion trainers count them
     (texts longer than 8192 characters: the count of their first 8192, already far above any limit).
 
-    Uses open_clip's tokenizer (the same BPE as Stable Diffusion's text encoder), loaded once on first use.
+    Uses open_clip's tokenizer (the same BPE as Stable Diffusion's text encoder; :mod:`lib_clipcap.clip_bpe`, so that
+    it works where open_clip is missing or too old), loaded once on first use.
     """
     global _TOKENIZER
     if _TOKENIZER is None:
-        from open_clip.tokenizer import SimpleTokenizer
+        from ..clip_bpe import ClipBpeTokenizer
 
-        tok = SimpleTokenizer()
+        tok = ClipBpeTokenizer()
         # A BPE token covers at most a few dozen characters, so the first _COUNT_CHARS characters already hold far
         # more than any trainer's limit; counting a pasted megabyte in full would stall the scan for nothing.
         _TOKENIZER = lambda text: len(tok.encode(text[:_COUNT_CHARS]))  # noqa: E731

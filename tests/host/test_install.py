@@ -162,12 +162,22 @@ def test_neo_gets_open_clip_from_us_but_never_its_pins():
     assert plan.install == [] and plan.disabled == {}
 
 
-def test_classic_pins_an_open_clip_too_old_for_the_captioner(capsys):
+def test_classic_pins_an_open_clip_too_old_for_the_captioner_and_transformers_serves(capsys):
+    """Classic's open-clip-torch 1.3.0 is never upgraded (Classic re-pins it after the installers): the captioner's
+    CLIP runs through Classic's transformers 4.30.2 (lib_clipcap.clip_transformers), and only without a usable
+    transformers is the captioner off."""
     from clipcap_webui.requirements import check, messages
 
-    plan = check(lambda name: "1.3.0" if name == "open-clip-torch" else "99.0", host="classic")
-    assert plan.install == [] and not plan.core_ok  # never upgraded: Classic re-pins it after the installers
-    assert "open-clip-torch 1.3.0 is older than 2.20.0" in messages(plan)[0]
+    classic = {"open-clip-torch": "1.3.0", "transformers": "4.30.2"}
+    plan = check(lambda name: classic.get(name, "99.0"), host="classic")
+    assert plan.install == [] and plan.core_ok and plan.disabled == {}
+    assert messages(plan) == ["captioning: open-clip-torch 1.3.0 is older than 2.20.0 (the WebUI pins it); "
+                              "transformers 4.30.2 serves instead"]
+    for transformers, why in ((None, "transformers is not installed"), ("4.26.1", "transformers 4.26.1 is older")):
+        plan = check(lambda name: {**classic, "transformers": transformers}.get(name, "99.0"), host="classic")
+        assert plan.install == [] and not plan.core_ok
+        assert messages(plan)[0].startswith(
+            f"captioning disabled: open-clip-torch 1.3.0 is older than 2.20.0 and {why}")
 
 
 @pytest.mark.parametrize("flag, link", [("--uv", False), ("--uv-symlink", True)])
@@ -192,5 +202,6 @@ def test_the_hosts_uv_installer_gets_one_well_quoted_call(tmp_path, mode, flag, 
     asked = [a for a in argv[3:] if not a.startswith("--") and a != "symlink"]
     if mode == "neo":
         assert asked == ["open-clip-torch>=2.26.1", "ftfy"]
-    else:  # Classic pins open_clip: only ours is asked for, and the captioner says why it is off
-        assert asked == ["ftfy"] and "captioning disabled" in r.stdout
+    else:  # Classic pins open_clip: only ours is asked for, and the captioner says what serves its CLIP instead
+        assert asked == ["ftfy"] and "captioning disabled" not in r.stdout
+        assert "open-clip-torch is not installed (the WebUI pins it); transformers 99.0 serves instead" in r.stdout
