@@ -33,7 +33,6 @@ saved by the host regardless, since captioning only starts after the save. Model
 
 from __future__ import annotations
 
-import contextlib
 import glob
 import logging
 from collections.abc import Sequence
@@ -143,22 +142,20 @@ def tag_options(content: str) -> Any:
     return TagOptions(inputs=["-"], content=content, tag_vocabulary=names)
 
 
-def _tagged(state: State, images: Sequence[Any]) -> list[Any]:
-    """``(CaptionResult, tags)`` per image with the section's content, in one model call (see :func:`_caption`)."""
+def _tagged(state: State, images: Sequence[Any], options: Any) -> list[Any]:
+    """``(CaptionResult, tags)`` per image for the batch tagger's ``options`` (:func:`tag_options`), in one model
+    call (see :func:`_caption`)."""
     from lib_clipcap.options_table import caption_kwargs
     from .presets import apply_preset
 
     from . import memory, models, settings
 
-    options = tag_options(state.settings.content)
     values = apply_preset(settings.option_values(), state.settings.preset)
     manager = models.get_manager()
     with memory.inside_generation():
-        guard = getattr(manager.policy, "guard", None)  # the lock order of memory.run_caption
-        with (guard() if guard else contextlib.nullcontext()):
-            return manager.caption_and_tag(list(images), model=state.settings.model, content=options.content,
-                                           vocabulary=options.tag_vocabulary, selection=options.tag_selection(),
-                                           **caption_kwargs(values))
+        return memory.run_model(manager, "caption_and_tag", list(images), model=state.settings.model,
+                                content=options.content, vocabulary=options.tag_vocabulary,
+                                selection=options.tag_selection(), **caption_kwargs(values))
 
 
 def _caption_texts(state: State, images: Sequence[Any]) -> list[str | None]:
@@ -185,7 +182,7 @@ def _tagged_texts(state: State, images: Sequence[Any]) -> list[str | None]:
 
     options = tag_options(state.settings.content)
     out: list[str | None] = []
-    for res, tags in _tagged(state, images):
+    for res, tags in _tagged(state, images, options):
         if getattr(res, "error", None):
             _note_once(state, f"ClipCap: an image could not be captioned: {res.error}")
             out.append(None)

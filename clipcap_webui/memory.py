@@ -225,15 +225,19 @@ def make_policy() -> Any:
     return A1111Policy()
 
 
-def run_caption(manager: Any, images: Any, **kwargs: Any) -> list:
-    """``manager.caption(...)`` with the host's lock taken first (the lock order above)."""
+def run_model(manager: Any, method: str, images: Any, **kwargs: Any) -> list:
+    """``manager.<method>(images, ...)`` (``caption``, ``prompt``, ``caption_and_tag``) with the host's lock taken
+    first (the lock order above)."""
     guard = getattr(manager.policy, "guard", None)
     with (guard() if guard else contextlib.nullcontext()):
-        return manager.caption(images, **kwargs)
+        return getattr(manager, method)(images, **kwargs)
+
+
+def run_caption(manager: Any, images: Any, **kwargs: Any) -> list:
+    """``manager.caption(...)`` under :func:`run_model`'s lock order."""
+    return run_model(manager, "caption", images, **kwargs)
 
 
 def run_prompt(manager: Any, images: Any, **kwargs: Any) -> list:
-    """``manager.prompt(...)`` (caption plus prompt) with the host's lock taken first, as :func:`run_caption`."""
-    guard = getattr(manager.policy, "guard", None)
-    with (guard() if guard else contextlib.nullcontext()):
-        return manager.prompt(images, **kwargs)
+    """``manager.prompt(...)`` (caption plus prompt) under :func:`run_model`'s lock order."""
+    return run_model(manager, "prompt", images, **kwargs)
