@@ -26,6 +26,7 @@ from pathlib import Path
 
 import torch
 
+from .clip_base import BackboneBase
 from .errors import ClipCapError, IncompatibleCheckpointError, MissingFileError
 
 log = logging.getLogger(__name__)
@@ -155,21 +156,14 @@ def _tokenizer_for(tokenizer: Callable, model) -> Callable:
     return functools.partial(tokenizer, context_length=int(ctx)) if ctx and takes_length else tokenizer
 
 
-class ClipBackbone:
+class ClipBackbone(BackboneBase):
     """An open_clip model in eval mode with its preprocessing; encodes images and texts to features.
 
-    :meth:`load` returns its subclass :class:`~lib_clipcap.clip_transformers.TransformersClipBackbone` where
-    :func:`clip_backend` says so.
+    :meth:`load` returns a :class:`~lib_clipcap.clip_transformers.TransformersClipBackbone` (same interface, the
+    same :class:`~lib_clipcap.clip_base.BackboneBase`) where :func:`clip_backend` says so.
     """
 
     backend = "open_clip"
-
-    def __init__(self, model, preprocess: Callable, tokenizer: Callable, *, name: str, pretrained: str) -> None:
-        self.model = model.eval().requires_grad_(False)
-        self.preprocess = preprocess
-        self.tokenizer = tokenizer
-        self.name = name
-        self.pretrained = pretrained
 
     @classmethod
     def load(
@@ -181,7 +175,7 @@ class ClipBackbone:
         dtype: torch.dtype = torch.float32,
         cache_dir: str | Path | None = None,
         backend: str | None = None,
-    ) -> ClipBackbone:
+    ) -> BackboneBase:
         """Create the backbone.
 
         Args:
@@ -258,35 +252,3 @@ class ClipBackbone:
         if proj is not None:
             return int(proj.shape[1])
         return int(self.model.text_projection.shape[1])
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.model.parameters()).device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return next(self.model.parameters()).dtype
-
-    def to(self, device=None, dtype=None) -> ClipBackbone:
-        self.model.to(device=device, dtype=dtype)
-        return self
-
-    @torch.inference_mode()
-    def encode_images(self, pixels: torch.Tensor, *, normalize: bool = False) -> torch.Tensor:
-        """``[batch, 3, H, W]`` preprocessed pixels -> float32 features ``[batch, embed_dim]``."""
-        feats = self.model.encode_image(pixels.to(self.device, self.dtype, non_blocking=True)).float()
-        return feats / feats.norm(dim=-1, keepdim=True).clamp_min(1e-12) if normalize else feats
-
-    @torch.inference_mode()
-    def encode_texts(self, texts: Sequence[str], *, normalize: bool = True, batch_size: int = 256) -> torch.Tensor:
-        """Texts -> float32 features ``[len(texts), embed_dim]`` (L2-normalised by default)."""
-        out = []
-        for i in range(0, len(texts), batch_size):
-            tokens = self.tokenizer(list(texts[i : i + batch_size])).to(self.device)
-            out.append(self.model.encode_text(tokens).float())
-        feats = torch.cat(out) if out else torch.empty(0, self.embed_dim, device=self.device)
-        return feats / feats.norm(dim=-1, keepdim=True).clamp_min(1e-12) if normalize else feats
-
-    def preprocess_images(self, images: Sequence) -> torch.Tensor:
-        """PIL images -> ``[batch, 3, H, W]`` float tensor on the CPU."""
-        return torch.stack([self.preprocess(im) for im in images])

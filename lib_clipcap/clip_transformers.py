@@ -32,7 +32,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .clip import ClipBackbone
+from .clip_base import BackboneBase
 from .clip_bpe import ClipBpeTokenizer, package_file
 from .errors import ClipCapError, IncompatibleCheckpointError, MissingFileError
 
@@ -474,11 +474,11 @@ def fetch_pretrained(name: str, tag: str, cache_dir: str | Path | None, *, why: 
 
 
 # ---------------------------------------------------------------------------------------------------- backbone
-class TransformersClipBackbone(ClipBackbone):
-    """The transformers CLIP in eval mode with open_clip's preprocessing and tokens: a
-    :class:`lib_clipcap.clip.ClipBackbone` whose ``model`` is a :class:`TransformersClip` (open_clip's
-    ``encode_image`` / ``encode_text`` / ``visual``), so encoding, moving and preprocessing are the base class's; only
-    loading and ``embed_dim`` differ."""
+class TransformersClipBackbone(BackboneBase):
+    """The transformers CLIP in eval mode with open_clip's preprocessing and tokens: the interface of
+    :class:`lib_clipcap.clip.ClipBackbone`, its ``model`` a :class:`TransformersClip` (open_clip's ``encode_image`` /
+    ``encode_text`` / ``visual``), so encoding, moving and preprocessing are the shared base class's; only loading and
+    ``embed_dim`` differ."""
 
     backend = "transformers"
 
