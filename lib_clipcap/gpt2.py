@@ -116,6 +116,10 @@ class KVCache:
 
 
 class Attention(nn.Module):
+    # Training-only regularisation, set by GPT2LMHead.set_dropout (not part of GPT2Config: it changes nothing at
+    # inference and must not change the saved configs that every loader reads).
+    dropout: float = 0.0
+
     def __init__(self, config: GPT2Config) -> None:
         super().__init__()
         self.n_head = config.n_head
@@ -135,11 +139,12 @@ class Attention(nn.Module):
             cache.v[layer][:, :, start : start + t] = v
             k = cache.k[layer][:, :, : start + t]
             v = cache.v[layer][:, :, : start + t]
+        drop = {"dropout_p": self.dropout} if self.training and self.dropout else {}  # eval: the same call as ever
         if mask is None:
             # No padding: plain causal attention (a single query attends to everything cached).
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=t > 1)
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=t > 1, **drop)
         else:
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, **drop)
         return self.c_proj(y.transpose(1, 2).reshape(b, t, c))
 
 
@@ -154,6 +159,8 @@ class MLP(nn.Module):
 
 
 class Block(nn.Module):
+    dropout: float = 0.0  # on both residual branches while training (GPT-2's resid_pdrop); see set_dropout
+
     def __init__(self, config: GPT2Config) -> None:
         super().__init__()
         self.ln_1 = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon)
@@ -162,6 +169,9 @@ class Block(nn.Module):
         self.mlp = MLP(config)
 
     def forward(self, x, mask, cache, layer):
+        if self.training and self.dropout:
+            x = x + F.dropout(self.attn(self.ln_1(x), mask, cache, layer), self.dropout, True)
+            return x + F.dropout(self.mlp(self.ln_2(x)), self.dropout, True)
         x = x + self.attn(self.ln_1(x), mask, cache, layer)
         return x + self.mlp(self.ln_2(x))
 
@@ -182,6 +192,7 @@ class GPT2LMHead(nn.Module):
 
     # Buffers that old transformers versions saved in checkpoints; they hold no learned state.
     IGNORED_KEY_SUFFIXES = (".attn.bias", ".attn.masked_bias")
+    dropout: float = 0.0  # on the input embeddings while training (GPT-2's embd_pdrop); see set_dropout
 
     def __init__(self, config: GPT2Config) -> None:
         super().__init__()
@@ -193,6 +204,20 @@ class GPT2LMHead(nn.Module):
         for name, m in self.named_modules():
             if name.endswith("c_proj") and isinstance(m, Linear):
                 m.reset_parameters(std=0.02 / math.sqrt(2 * config.n_layer))
+
+    def set_dropout(self, p: float) -> None:
+        """Dropout ``p`` on the embeddings, the attention weights and both residual branches of every block while
+        the model is in training mode, as Hugging Face's GPT-2 does with ``embd/attn/resid_pdrop`` (0.1 there).
+
+        0 (the default) is no dropout. Only training mode reads it: eval-mode outputs, the state dict and the saved
+        config are the same whatever ``p`` is, so checkpoints need no new field.
+        """
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"dropout must be in [0, 1); got {p}")
+        self.dropout = float(p)
+        for m in self.modules():
+            if isinstance(m, (Attention, Block)):
+                m.dropout = float(p)
 
     def embed_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
         return self.transformer.wte(tokens)
@@ -227,6 +252,8 @@ class GPT2LMHead(nn.Module):
         if position_ids is None:
             position_ids = torch.arange(past, past + t, device=inputs_embeds.device).unsqueeze(0)
         x = inputs_embeds + self.transformer.wpe(position_ids)
+        if self.training and self.dropout:
+            x = F.dropout(x, self.dropout, True)
         mask = None
         if attention_mask is not None and not bool(attention_mask.all()):
             keep = attention_mask[:, None, None, : past + t].bool()  # [b, 1, 1, past+t]

@@ -108,6 +108,10 @@ class ClipCapConfig:
 class MLPMapper(nn.Module):
     """``Linear -> Tanh -> Linear (-> Tanh -> Linear ...)``, registered as ``model`` like the original ``MLP``."""
 
+    # Dropout after each Tanh while training (ClipCapModel.set_dropout). Applied in forward rather than as
+    # nn.Dropout layers in ``model``, which would renumber ``model.N`` and break the published checkpoints' keys.
+    dropout: float = 0.0
+
     def __init__(self, sizes: list[int]) -> None:
         super().__init__()
         layers: list[nn.Module] = []
@@ -118,7 +122,13 @@ class MLPMapper(nn.Module):
         self.model = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x)
+        if not (self.training and self.dropout):
+            return self.model(x)
+        for layer in self.model:
+            x = layer(x)
+            if isinstance(layer, nn.Tanh):
+                x = F.dropout(x, self.dropout, True)
+        return x
 
 
 class _MapperAttention(nn.Module):
@@ -178,6 +188,8 @@ class _MapperTransformer(nn.Module):
 class TransformerMapper(nn.Module):
     """CLIP vector -> ``clip_length`` tokens + ``prefix_length`` learned constants -> transformer -> the constants' outputs."""
 
+    dropout: float = 0.0  # on the CLIP tokens while training (ClipCapModel.set_dropout)
+
     def __init__(self, config: ClipCapConfig) -> None:
         super().__init__()
         dim = config.gpt2.n_embd
@@ -189,6 +201,8 @@ class TransformerMapper(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.linear(x).view(x.shape[0], self.clip_length, -1)
+        if self.training and self.dropout:
+            x = F.dropout(x, self.dropout, True)
         const = self.prefix_const.unsqueeze(0).expand(x.shape[0], -1, -1)
         return self.transformer(torch.cat((x, const), dim=1))[:, self.clip_length :]
 
@@ -206,6 +220,18 @@ class ClipCapModel(nn.Module):
         else:
             self.clip_project = TransformerMapper(config)
         self.gpt = GPT2LMHead(config.gpt2)
+
+    def set_dropout(self, *, mapper: float = 0.0, gpt: float = 0.0) -> None:
+        """Training-time dropout: ``mapper`` inside the mapping network (after each hidden Tanh of the MLP, on the
+        CLIP tokens of the transformer mapper), ``gpt`` in GPT-2 (:meth:`GPT2LMHead.set_dropout`).
+
+        Not a :class:`ClipCapConfig` field on purpose: dropout does nothing in eval mode, so the saved config, the
+        state dict and inference stay exactly as they were, and old checkpoints and old readers are unaffected.
+        """
+        if not 0.0 <= mapper < 1.0:
+            raise ValueError(f"mapper dropout must be in [0, 1); got {mapper}")
+        self.clip_project.dropout = float(mapper)
+        self.gpt.set_dropout(gpt)
 
     def prefix_embeddings(self, features: torch.Tensor) -> torch.Tensor:
         """CLIP features ``[batch, prefix_size]`` -> prefix embeddings ``[batch, prefix_length, n_embd]``.

@@ -168,3 +168,27 @@ def test_resume_matches_uninterrupted_run(world, tmp_path):
         assert torch.allclose(a[k], b[k], atol=1e-6), k
     with pytest.raises(ClipCapError, match="settings changed"):
         train_clipcap(tiny_clipcap_config(feats_dir, tmp_path / "b", **{**kw, "lr": 1e-3}), features=fs, resume=True)
+
+
+@pytest.mark.slow
+def test_a_run_started_before_the_decay_grouping_resumes_exactly(world, tmp_path, monkeypatch):
+    """Checkpoints written before AdamW's decay/no-decay grouping hold one parameter group: resuming one continues
+    with that optimizer (the same result as the old run uninterrupted), instead of failing to load its state."""
+    import lib_clipcap.train.clipcap as tc
+    from lib_clipcap.checkpoint import read_state_dict
+
+    feats_dir, fs = world
+    kw = dict(max_steps=30, save_every=10, log_every=10)
+
+    def one_group(named, *, lr, weight_decay):  # what the trainer built before the grouping
+        return torch.optim.AdamW([p for _, p in named if p.requires_grad], lr=lr, weight_decay=weight_decay)
+
+    with monkeypatch.context() as m:
+        m.setattr(tc, "adamw_no_decay_on_vectors", one_group)
+        old_whole = tc.train_clipcap(tiny_clipcap_config(feats_dir, tmp_path / "a", **kw), features=fs)
+        tc.train_clipcap(tiny_clipcap_config(feats_dir, tmp_path / "b", **kw), features=fs, stop_after=20)
+    resumed = tc.train_clipcap(tiny_clipcap_config(feats_dir, tmp_path / "b", **kw), features=fs, resume=True)
+    assert resumed.steps == 30
+    a, b = read_state_dict(old_whole.checkpoint), read_state_dict(resumed.checkpoint)
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=1e-6), k

@@ -1,5 +1,6 @@
-"""Training beats copying: the README's recipe, trained on a small hard world, beats the consensus retrieval baseline
-on held-out images, with two seeds (a seed that happens to work cannot make this pass)."""
+"""Training beats copying: the recipe `train clipcap` fills for a GPT-2 trained from scratch (sized to the data, no
+tuning flags), trained on a draw of the relations world it was never tuned on, beats both retrieval baselines on
+held-out images, with two seeds (a seed that happens to work cannot make this pass)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,10 @@ import pytest
 import torch
 from _train_world import CLIP_MODEL, CLIP_WEIGHTS
 
-TRAIN, TEST = 1500, 200
+TRAIN, TEST = 2000, 300
+# World seed 0 is the draw the earlier fixed recipe was developed on, 3 the one the regularisation defaults were
+# measured on (lib_clipcap.train.recipe), 1 and 2 tools/bench_train.py's: this one is none of them.
+WORLD_SEED = 4
 
 
 @pytest.fixture(scope="module")
@@ -18,7 +22,7 @@ def hard_world(tmp_path_factory, tiny_clip):
 
     torch.set_num_threads(1)
     folder = tmp_path_factory.mktemp("relations")
-    captions = write_world(folder, train=TRAIN, test=TEST)
+    captions = write_world(folder, train=TRAIN, test=TEST, world_seed=WORLD_SEED)
     extract_features(load_dataset(captions, split="all", test_images=TEST), folder / "features", clip=tiny_clip,
                      clip_model=CLIP_MODEL, clip_pretrained=CLIP_WEIGHTS, batch_size=100, workers=0,
                      progress=False)
@@ -36,7 +40,7 @@ def _scores(captions: list[str], references: list[list[str]]) -> tuple[float, fl
 
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", [0, 1])
-def test_recipe_beats_the_consensus_baseline(hard_world, seed, tmp_path):
+def test_recipe_beats_both_retrieval_baselines(hard_world, seed, tmp_path):
     from lib_clipcap.captioner import Captioner
     from lib_clipcap.eval.baselines import retrieve_captions
     from lib_clipcap.train.clipcap import ClipCapTrainConfig, train_clipcap
@@ -44,17 +48,20 @@ def test_recipe_beats_the_consensus_baseline(hard_world, seed, tmp_path):
 
     fs = hard_world
     train, test = fs.select("train"), fs.select("test")
-    picks = retrieve_captions(train.features, train.captions, test.features, method="consensus")
-    baseline = _scores([p.caption for p in picks], test.captions)
+    baselines = {m: _scores([p.caption for p in retrieve_captions(train.features, train.captions, test.features,
+                                                                  method=m)], test.captions)
+                 for m in ("nearest", "consensus")}
     cfg = ClipCapTrainConfig(features="-", out=str(tmp_path / "run"), seed=seed, device="cpu", progress=False,
-                             **{**RECIPE, "max_steps": 2500, "eval_every": 250, "val_images": 200,
-                                "val_caption_images": 200})
+                             **RECIPE)
     result = train_clipcap(cfg, features=fs)
+    assert result.config.val_images == 200 and result.config.epochs == 45  # sized to 2000 images, not given
     cap = Captioner.from_checkpoint(result.checkpoint, clip_model=CLIP_MODEL, clip_pretrained=CLIP_WEIGHTS,
                                     device="cpu")
     opts = cap.decoding_options(decoding="greedy", num_candidates=1, max_new_tokens=40)
     trained = _scores([r.text for r in cap.caption_features(test.features, opts)], test.captions)
-    assert trained[0] > baseline[0] and trained[1] > baseline[1], (seed, trained, baseline, result.best_step)
+    print(f"seed {seed}: trained BLEU-4/CIDEr {trained}, baselines {baselines}; {result.stop_reason}")
+    for name, base in baselines.items():
+        assert trained[0] > base[0] and trained[1] > base[1], (seed, name, trained, base, result.stop_reason)
 
 
 def test_training_features_and_inference_features_give_the_same_captions(demo_captioner, tmp_path):

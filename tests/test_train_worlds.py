@@ -58,3 +58,14 @@ def test_heldout_combinations_never_in_training_always_in_combo_test():
     assert {sh for _, sh in worlds.HELDOUT_PAIRS} <= {sh for _, sh in seen}
     with pytest.raises(ValueError, match="'ood'"):
         worlds.make_world(1, 1, split="ood")
+
+
+def test_world_seeds_draw_other_scenes_and_seed_0_is_the_original():
+    assert worlds.world_seeds(0) == (worlds.TRAIN_SEED, worlds.TEST_SEED)
+    original = worlds.make_world(20, 5)
+    assert worlds.make_world(20, 5, world_seed=0) == original
+    other = worlds.make_world(20, 5, world_seed=1)
+    assert [n for n, _ in other] == [n for n, _ in original] and other != original
+    assert len({s.captions[0] for _, s in other}) > 10  # a new draw of the same kind of world
+    with pytest.raises(ValueError, match="world_seed"):
+        worlds.world_seeds(-1)

@@ -36,7 +36,8 @@ from ..errors import ClipCapError
 from .data import CaptionPairs, collate, make_pairs
 from .gpt2_base import gpt2_base, load_gpt_weights, path_or_name, resolve_train_tokenizer
 from .loop import (CHECKPOINT_DIR, SCHEDULES, TRAIN_CONFIG_NAME, EpochBatches, GPT2Settings, MetricsLog, Progress,
-                   TrainRunConfig, models_folder, optimizer_step, start_run, step_checkpoint, warmup_schedule)
+                   TrainRunConfig, adamw_no_decay_on_vectors, models_folder, optimizer_step, start_run,
+                   step_checkpoint, warmup_schedule)
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -49,11 +50,14 @@ BEST_NAME = "best.safetensors"  # in CHECKPOINT_DIR: the best validated weights 
 
 @dataclass(kw_only=True)
 class ClipCapTrainConfig(TrainRunConfig, GPT2Settings):
-    """Every setting of a ClipCap training run (saved as ``train_config.json`` in the output folder).
+    """Every setting of a ClipCap training run (saved, resolved, as ``train_config.json`` in the output folder).
 
-    The defaults are the original's for Flickr/COCO: MLP mapper, prefix 10, GPT-2 small fine-tuned, batch 40,
-    lr 2e-5, 5000 warm-up steps, linear decay, 10 epochs, features L2-normalised (Huynh et al.), captions
-    lower-cased, no validation (the final weights are the last step's).
+    Settings left ``None`` are filled by :func:`~lib_clipcap.train.recipe.resolve_recipe` once the training set is
+    loaded: with ``gpt2="scratch"`` and no ``epochs``/``max_steps``, from the training set's size (epochs, warm-up,
+    validation hold-out and cadence, patience) and the from-scratch defaults (cosine, standardised mapper init,
+    dropout, weight decay, label smoothing); otherwise from the paper's values for Flickr/COCO: MLP mapper, prefix
+    10, GPT-2 small fine-tuned, batch 40, lr 2e-5, 5000 warm-up steps, linear decay, 10 epochs, features
+    L2-normalised (Huynh et al.), captions lower-cased, no validation, no dropout.
     """
 
     val_split: str | None = None
@@ -70,21 +74,26 @@ class ClipCapTrainConfig(TrainRunConfig, GPT2Settings):
     normalize: bool = True
     max_tokens: int = 40
     stop_token: str | None = "."
-    epochs: int = 10
-    batch_size: int = 40
-    lr: float = 2e-5
-    warmup_steps: int = 5000
-    schedule: str = "linear"
+    epochs: int | None = None
+    batch_size: int | None = None
+    lr: float | None = None
+    weight_decay: float | None = None
+    warmup_steps: int | None = None
+    schedule: str | None = None
     grad_clip: float | None = None
-    standardize_init: bool = False
+    standardize_init: bool | None = None
+    dropout: float | None = None
+    mapper_dropout: float | None = None
+    label_smoothing: float | None = None
+    augment: bool = True
     amp: bool = True
     save_every: int = 1000
     keep_checkpoints: int = 2
-    val_images: int = 0
-    eval_every: int = 0
+    val_images: int | None = None
+    eval_every: int | None = None
     val_caption_images: int = 500
     select_by: str = "cider"
-    patience: int = 0
+    patience: int | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -93,15 +102,19 @@ class ClipCapTrainConfig(TrainRunConfig, GPT2Settings):
         for name in ("prefix_length", "max_tokens"):
             if getattr(self, name) < 1:
                 raise ClipCapError(f"{name} must be >= 1; got {getattr(self, name)}")
-        if self.schedule not in SCHEDULES:
+        if self.schedule is not None and self.schedule not in SCHEDULES:
             raise ClipCapError(f"schedule must be one of {', '.join(SCHEDULES)}; got {self.schedule!r}")
         from .validation import SELECT_METRICS
 
         if self.select_by not in SELECT_METRICS:
             raise ClipCapError(f"select_by must be one of {', '.join(SELECT_METRICS)}; got {self.select_by!r}")
-        for name in ("val_images", "eval_every", "patience", "custom_vocab_size"):
-            if getattr(self, name) < 0:
+        for name in ("val_images", "eval_every", "patience", "custom_vocab_size", "weight_decay"):
+            if getattr(self, name) is not None and getattr(self, name) < 0:
                 raise ClipCapError(f"{name} must be >= 0; got {getattr(self, name)}")
+        for name in ("dropout", "mapper_dropout", "label_smoothing"):
+            v = getattr(self, name)
+            if v is not None and not 0.0 <= v < 1.0:
+                raise ClipCapError(f"{name} must be in [0, 1); got {v}")
         if self.prefix_only and self.gpt2 == "scratch":
             log.warning("prefix_only with a GPT-2 trained from scratch: GPT-2 stays at its random initialisation")
 
@@ -118,6 +131,9 @@ class TrainResult:
     best_step: int | None = None  # the step whose weights were kept (validation runs)
     best_value: float | None = None
     stopped_early: bool = False
+    stop_reason: str = ""  # why the run ended, in words (also the last line of metrics.jsonl)
+    config: ClipCapTrainConfig | None = None  # the settings as resolved (every recipe default filled)
+    steps_per_epoch: int = 0
 
 
 # ------------------------------------------------------------------------------------------------ building
@@ -154,13 +170,20 @@ def _amp_context(device, enabled: bool):
     return torch.autocast("cuda", dtype=dtype), scaler
 
 
-def caption_loss(model, tokens: torch.Tensor, labels: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
-    """Mean cross-entropy of the caption tokens given the prefix (padding labelled -100 is ignored)."""
+def caption_loss(model, tokens: torch.Tensor, labels: torch.Tensor, features: torch.Tensor, *,
+                 label_smoothing: float = 0.0) -> torch.Tensor:
+    """Mean cross-entropy of the caption tokens given the prefix (padding labelled -100 is ignored).
+
+    ``label_smoothing`` (training only; validation reports the plain loss) moves that share of each target's
+    probability to the rest of the vocabulary: with five paraphrases per image the model otherwise learns to be
+    certain of one training image's exact wording.
+    """
     import torch.nn.functional as F
 
     p = model.config.prefix_length
     logits = model(tokens, features)[:, p - 1:-1]  # position p-1+t predicts token t
-    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1), ignore_index=-100)
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1), ignore_index=-100,
+                           label_smoothing=label_smoothing)
 
 
 # ------------------------------------------------------------------------------------------- checkpoints
@@ -212,19 +235,25 @@ def _load_model_file(path: Path, gpt_weights: dict | None):
 
 
 # ------------------------------------------------------------------------------------------------ training
-def _check_resumable(out: Path, cfg: ClipCapTrainConfig) -> None:
-    """Refuse to resume the run in ``out`` if its recorded settings differ from ``cfg`` in anything but the run's
-    length (``max_steps``, ``epochs``), checkpoint cadence (``save_every``, ``keep_checkpoints``) and ``progress``,
-    ``device``, ``log_every`` (what may change between the pieces of one run, e.g. a longer run or another machine)."""
-    cfg_path = out / TRAIN_CONFIG_NAME
-    if not cfg_path.is_file():
+def _check_resumable(out: Path, old: dict[str, Any] | None, cfg: ClipCapTrainConfig) -> None:
+    """Refuse to resume the run in ``out`` if its recorded settings ``old`` differ from the resolved ``cfg`` in
+    anything but the run's length (``max_steps``, ``epochs``), checkpoint cadence (``save_every``,
+    ``keep_checkpoints``) and ``progress``, ``device``, ``log_every`` (what may change between the pieces of one run,
+    e.g. a longer run or another machine). Both sides are resolved settings, so an unset option that the recipe
+    filled compares equal to the value it was filled with."""
+    if old is None:
         return
     settings = {k: v for k, v in asdict(cfg).items() if k not in ("progress", "device", "log_every")}
-    old = {k: v for k, v in json.loads(cfg_path.read_text()).items() if k in settings}
+    old = {k: v for k, v in old.items() if k in settings}
     diff = {k: (old[k], settings[k]) for k in old
             if old[k] != settings[k] and k not in ("max_steps", "epochs", "save_every", "keep_checkpoints")}
     if diff:
         raise ClipCapError(f"cannot resume {out}: settings changed {diff}; use the same settings or a new --out")
+
+
+def _recorded_settings(out: Path) -> dict[str, Any] | None:
+    path = out / TRAIN_CONFIG_NAME
+    return json.loads(path.read_text()) if path.is_file() else None
 
 
 def train_clipcap(cfg: ClipCapTrainConfig, *, resume: bool = False, features=None,
@@ -232,13 +261,13 @@ def train_clipcap(cfg: ClipCapTrainConfig, *, resume: bool = False, features=Non
     """Train a ClipCap model on a features folder and write ``<out>/clipcap.safetensors`` (+ ``.json``).
 
     Args:
-        cfg: the run's settings.
+        cfg: the run's settings; unset ones are filled by :func:`~lib_clipcap.train.recipe.resolve_recipe`.
         resume: continue from the newest checkpoint in ``<out>/checkpoints`` (same settings required).
         features: an already loaded :class:`~lib_clipcap.train.features.FeatureSet` (default: read ``cfg.features``).
         stop_after: stop (with a checkpoint) after this global step, as if interrupted; for tests and time slicing.
 
     Returns:
-        A :class:`TrainResult` (final checkpoint path, steps, last logged loss, the metrics log).
+        A :class:`TrainResult` (final checkpoint path, steps, last logged loss, the metrics log, why it stopped).
 
     Raises:
         ClipCapError: inconsistent settings (e.g. a resumed run with another configuration).
@@ -249,16 +278,24 @@ def train_clipcap(cfg: ClipCapTrainConfig, *, resume: bool = False, features=Non
     from ..devices import device_and_dtype
     from ..model import ClipCapModel
     from .features import load_features
+    from .recipe import resolve_recipe
 
-    if resume:  # before start_run overwrites the recorded settings
-        _check_resumable(Path(cfg.out), cfg)
-    out = start_run(cfg)
+    out = Path(cfg.out)
+    recorded = _recorded_settings(out) if resume else None
+    if recorded is None:
+        start_run(cfg)  # the settings as asked, so a run that fails to load still records them; resolved below
     models_dir = models_folder(cfg.models_dir)
 
     fs = features if features is not None else load_features(cfg.features)
     train_fs = fs.select(cfg.split)
     if len(train_fs) == 0:
         raise ClipCapError(f"split {cfg.split!r} of {cfg.features} is empty")
+    has_val_split = bool(cfg.val_split) and len(fs.select(cfg.val_split)) > 0
+    cfg, recipe = resolve_recipe(cfg, images=len(train_fs), has_val_split=has_val_split,
+                                 captions_per_image=sum(map(len, train_fs.captions)) / len(train_fs))
+    log.info("clipcap: %s", recipe)
+    _check_resumable(out, recorded, cfg)
+    start_run(cfg)
     from .validation import BestTracker, split_off_validation
 
     train_fs, val_fs = split_off_validation(train_fs, cfg.val_images)
@@ -289,23 +326,28 @@ def train_clipcap(cfg: ClipCapTrainConfig, *, resume: bool = False, features=Non
         model = _load_model_file(ckpt, gpt_sd)
         start_step = int(ckpt.stem.split("-")[1])
         log.info("resuming from %s (step %d)", ckpt, start_step)
+    model.set_dropout(mapper=cfg.mapper_dropout, gpt=0.0 if cfg.prefix_only else cfg.dropout)
     model.to(dev).train()
     if cfg.prefix_only:
         model.gpt.requires_grad_(False).eval()
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    state = torch.load(ckpt.with_suffix(".state.pt"), map_location="cpu", weights_only=True) if ckpt else None
+    if state is not None and len(state["optimizer"]["param_groups"]) == 1:
+        # A run started before the decay grouping: continue it exactly as it began (one group, decay on everything).
+        optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    else:
+        optimizer = adamw_no_decay_on_vectors(model.named_parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = warmup_schedule(optimizer, cfg.warmup_steps, total, cfg.schedule)
     amp_ctx, scaler = _amp_context(dev, cfg.amp)
     tracker = BestTracker.for_metric(cfg.select_by, patience=cfg.patience) if val_fs is not None else None
-    if ckpt is not None:
-        state = torch.load(ckpt.with_suffix(".state.pt"), map_location="cpu", weights_only=True)
+    if state is not None:
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         if scaler is not None and state.get("scaler"):
             scaler.load_state_dict(state["scaler"])
         if tracker is not None and state.get("best"):
             tracker.load_state_dict(state["best"])
-    feats = train_fs.features.to(dev)
+    views = TrainingViews(train_fs, seed=cfg.seed, enabled=cfg.augment, device=dev)
     include_gpt = mcfg.has_gpt_weights
     metrics = MetricsLog(out, cfg.log_every, fresh=start_step == 0)
     end = total if stop_after is None else min(total, stop_after)
@@ -322,7 +364,8 @@ def train_clipcap(cfg: ClipCapTrainConfig, *, resume: bool = False, features=Non
         tokens, labels = collate([pairs.tokens[j] for j in idx.tolist()], pad_id=tok.eos_token_id)
         tokens, labels = tokens.to(dev), labels.to(dev)
         with amp_ctx:
-            loss = caption_loss(model, tokens, labels, feats[pairs.image_index[idx].to(dev)])
+            loss = caption_loss(model, tokens, labels, views.batch(pairs.image_index[idx], step),
+                                label_smoothing=cfg.label_smoothing)
         grad_norm = optimizer_step(loss, optimizer, params, grad_clip=cfg.grad_clip, scheduler=scheduler,
                                    scaler=scaler)
         step += 1
@@ -343,15 +386,18 @@ def train_clipcap(cfg: ClipCapTrainConfig, *, resume: bool = False, features=Non
                     save_checkpoint(model, best_path, include_gpt=include_gpt)
                 extra.update(best_step=tracker.best_step, best=tracker.best)
                 stopped_early = tracker.should_stop
+            if step == end or stopped_early:  # the last record says why the run ended
+                extra.update(stop_reason=stop_reason(step, total, batches.steps_per_epoch, tracker, stopped_early),
+                             recipe=recipe)
             metrics.write(step, epoch, **extra)
         if (cfg.save_every and step % cfg.save_every == 0) or step == end or stopped_early:
             _save_state(model, optimizer, scheduler, scaler, step, out, cfg.keep_checkpoints, include_gpt,
                         tracker.state_dict() if tracker is not None else None)
         if stopped_early:
-            log.info("early stop at step %d: %s has not improved for %d evaluations (best %.4f at step %s)", step,
-                     tracker.key, tracker.bad_evals, tracker.best, tracker.best_step)
             break
     bar.close()
+    reason = stop_reason(step, total, batches.steps_per_epoch, tracker, stopped_early)
+    log.info("clipcap: %s", reason)
     model.eval()
     from ..checkpoint import save_checkpoint
 
@@ -366,7 +412,55 @@ def train_clipcap(cfg: ClipCapTrainConfig, *, resume: bool = False, features=Non
         final = _checkpoints(out)[-1][1]
     return TrainResult(final, step, last_loss, metrics.history, tok_spec,
                        best_step=tracker.best_step if tracker else None, best_value=tracker.best if tracker else None,
-                       stopped_early=stopped_early)
+                       stopped_early=stopped_early, stop_reason=reason, config=cfg,
+                       steps_per_epoch=batches.steps_per_epoch)
+
+
+def stop_reason(step: int, total: int, steps_per_epoch: int, tracker, stopped_early: bool) -> str:
+    """Why a run ended, in one line: early stopping (with the patience and the best validation), the run's full
+    length, or an interruption (``stop_after``)."""
+    epochs = f"step {step} (epoch {step / max(1, steps_per_epoch):.1f})"
+    best = ""
+    if tracker is not None and tracker.best is not None:
+        best = f"; best {tracker.key} {tracker.best:.4f} at step {tracker.best_step}, kept"
+    if stopped_early:
+        return (f"stopped early at {epochs}: {tracker.key} did not improve for {tracker.bad_evals} validations "
+                f"(patience {tracker.patience}){best}")
+    if step >= total:
+        return f"reached the run's length at {epochs}{best}"
+    return f"interrupted at {epochs} of {total} (resume to continue)"
+
+
+class TrainingViews:
+    """The CLIP encoding each training caption is paired with at a step: one of its image's stored encodings (the
+    plain one or an augmented view from ``train features --augment``), drawn per caption and step.
+
+    The draw depends only on ``(seed, step)``, so a resumed run sees the same encodings as an uninterrupted one.
+    Without augmented views (or ``enabled=False``) it is the plain encoding, as before.
+    """
+
+    def __init__(self, fs, *, seed: int, enabled: bool, device) -> None:
+        import torch
+
+        self.plain = fs.features.to(device)
+        self.views = fs.views.to(device) if enabled and fs.views is not None else None
+        self.seed = seed
+        self._n = 1 + (0 if self.views is None else self.views.shape[1])
+        self._device = device
+        self._torch = torch
+
+    def batch(self, image_index: torch.Tensor, step: int) -> torch.Tensor:
+        """``[B, D]`` encodings of the images ``image_index`` at global ``step``."""
+        torch = self._torch
+        image_index = image_index.to(self._device)
+        if self.views is None:
+            return self.plain[image_index]
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + step + 7)
+        pick = torch.randint(0, self._n, (len(image_index),), generator=g).to(self._device)
+        out = self.plain[image_index].clone()
+        aug = pick > 0
+        out[aug] = self.views[image_index[aug], pick[aug] - 1]
+        return out
 
 
 def standardize_first_layer(model, features: torch.Tensor) -> None:
@@ -462,11 +556,26 @@ def add_arguments(p) -> None:
         "schedule": "learning rate after warm-up: linear (the original's), cosine (both decay to 0 at the last "
                     "step) or constant",
         "val_images": "hold out the last N training images for validation (loss, BLEU-4 and CIDEr of greedy "
-                      "captions in metrics.jsonl; the best checkpoint becomes the final model)",
-        "eval_every": "validate every N steps (default: every --log-every steps)",
+                      "captions in metrics.jsonl; the best checkpoint becomes the final model; unset: 10%%, "
+                      "200 to 500, for the data-sized recipe, else none)",
+        "eval_every": "validate every N steps (unset: 30 times over the data-sized recipe's longest run, else "
+                      "every --log-every steps)",
         "val_caption_images": "validation images captioned for the caption metrics (default 500; 0: all)",
         "select_by": "what picks the best checkpoint: cider (default), bleu4 or loss (validation values)",
-        "patience": "stop after N validations without improvement (0, the default: never stop early)"})
+        "patience": "stop after N validations without improvement (0: never stop early)",
+        "epochs": "passes over the training captions (unset: derived from the training set's size with --gpt2 "
+                  "scratch, else 10, the paper's)",
+        "batch_size": "captions per step (unset: 64 with --gpt2 scratch and no --epochs/--max-steps, else 40)",
+        "lr": "peak learning rate (unset: 3e-3 x min(1, 64 / --gpt2-width) for the data-sized recipe, else 2e-5)",
+        "warmup_steps": "linear warm-up steps (unset: one epoch, 100 to 1000, for the data-sized recipe, else 5000)",
+        "weight_decay": "AdamW weight decay on weight matrices; none on biases and norms (unset: 0.05 for the "
+                        "data-sized recipe, else 0.01)",
+        "dropout": "GPT-2 dropout on embeddings, attention and residuals while training (unset: 0.1 for the "
+                   "data-sized recipe, else 0); not saved, inference unchanged",
+        "mapper_dropout": "dropout inside the mapper while training (unset: 0.1 for the data-sized recipe, else 0)",
+        "label_smoothing": "label smoothing of the training loss (unset: 0.1 for the data-sized recipe, else 0)",
+        "augment": "pair each caption with one of its image's stored encodings, drawn per step, when the features "
+                   "folder has augmented views (`train features --augment`; default on)"})
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
 
 
@@ -480,4 +589,5 @@ def run(args) -> int:
         kept = (f"; kept step {result.best_step} (best validation {cfg.select_by} {result.best_value:.4f})"
                 + (", stopped early" if result.stopped_early else ""))
     print(f"clipcap: {result.steps} steps, last loss {result.final_loss:.4f}{kept}; wrote {result.checkpoint}")
+    print(f"clipcap: {result.stop_reason}")
     return 0

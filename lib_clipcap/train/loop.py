@@ -54,12 +54,13 @@ class TrainRunConfig:
     def __post_init__(self) -> None:
         from ..errors import ClipCapError
 
+        # None: left to the trainer to fill (ClipCap's recipes, lib_clipcap.train.recipe) before training starts.
         for name in ("batch_size", "epochs"):
-            if getattr(self, name) < 1:
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ClipCapError(f"{name} must be >= 1; got {getattr(self, name)}")
         if self.max_steps is not None and self.max_steps < 1:
             raise ClipCapError(f"max_steps must be >= 1 (or unset); got {self.max_steps}")
-        if not self.lr > 0:
+        if self.lr is not None and not self.lr > 0:
             raise ClipCapError(f"lr must be > 0; got {self.lr}")
         if self.grad_clip is not None and not self.grad_clip > 0:
             raise ClipCapError(f"grad_clip must be > 0 (or None to disable); got {self.grad_clip}")
@@ -245,3 +246,22 @@ class Progress:
     def close(self) -> None:
         if self._bar is not None:
             self._bar.close()
+
+
+def adamw_no_decay_on_vectors(named_params: Iterable[tuple[str, torch.Tensor]], *, lr: float, weight_decay: float):
+    """AdamW with ``weight_decay`` on the matrices (linear weights, embeddings, the mapper's learned prefix) and none on
+    the vectors (biases, LayerNorm gains and shifts).
+
+    Why: decaying a LayerNorm gain pulls it towards 0, i.e. towards switching the layer's output off, and decaying a
+    bias pulls it to a value that has no reason to be 0; neither is the "smaller weights generalise better" that
+    weight decay is for. This is the grouping GPT-2/BERT trainers use. Parameters without ``requires_grad`` are left
+    out. Two groups always (one may be empty), so a resumed optimizer state always matches.
+    """
+    import torch
+
+    decay, keep = [], []
+    for _, p in named_params:
+        if p.requires_grad:
+            (decay if p.dim() >= 2 else keep).append(p)
+    return torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
+                              {"params": keep, "weight_decay": 0.0}], lr=lr)

@@ -39,14 +39,7 @@ def split_off_validation(fs, count: int):
         return fs, None
     if count >= n:
         raise ClipCapError(f"val_images={count} leaves no training image (the training split has {n}); use fewer")
-    from .features import FeatureSet
-
-    def part(lo: int, hi: int) -> FeatureSet:
-        idx = torch.arange(lo, hi)
-        return FeatureSet(fs.features[idx], fs.image_ids[lo:hi], fs.captions[lo:hi], fs.splits[lo:hi],
-                          fs.files[lo:hi], dict(fs.meta), None if fs.valid is None else fs.valid[idx])
-
-    return part(0, n - count), part(n - count, n)
+    return fs.take(torch.arange(0, n - count)), fs.take(torch.arange(n - count, n))
 
 
 def greedy_captions(model, tokenizer, features: torch.Tensor, *, stop_token: str | None = ".",
