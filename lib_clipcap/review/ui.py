@@ -94,6 +94,20 @@ def _bound(name: str, value: Any) -> float | None:
         raise ValueError(f"{name} {value!r} is not a number; type a number such as 0.5, or leave it empty") from None
 
 
+
+def _preview(make_plan: Any, scope: str | None) -> str:
+    """The preview text of the ``(table, rows, plan)`` that ``make_plan()`` returns: how many caption files would
+    change in ``scope``, with three examples; the error, if planning fails. Nothing is written."""
+    try:
+        table, rows, plan = make_plan()
+    except Exception as e:  # noqa: BLE001 - shown in the status box
+        return _error_text(e)
+    if not plan:
+        return "No caption file would change."
+    examples = "\n".join(f"- `{r.rel}`: {(r.caption or '(none)')[:60]} → **{t[:60]}**" for r, t in plan[:3])
+    of = f"of {len(rows)}" + ("" if len(rows) == len(table.rows) else f" {scope or SCOPES[0]}")
+    return f"**{len(plan)} caption file{'s' if len(plan) != 1 else ''} would change** ({of}):\n\n{examples}"
+
 def _error_text(e: BaseException) -> str:
     from ..errors import ClipCapError, error_markdown
 
@@ -553,15 +567,7 @@ class ReviewUI:
                      scope: str | None = None) -> str:
         """How many caption files a bulk edit would change, with a few examples (nothing is written). ``scope``: one
         of :data:`SCOPES` (default: the whole folder)."""
-        try:
-            table, rows, plan = self._plan(find, replace, regex, prefix, state, scope)
-        except Exception as e:  # noqa: BLE001
-            return _error_text(e)
-        if not plan:
-            return "No caption file would change."
-        examples = "\n".join(f"- `{r.rel}`: {r.caption[:60]} → **{t[:60]}**" for r, t in plan[:3])
-        of = f"of {len(rows)}" + ("" if len(rows) == len(table.rows) else f" {scope or SCOPES[0]}")
-        return f"**{len(plan)} caption file{'s' if len(plan) != 1 else ''} would change** ({of}):\n\n{examples}"
+        return _preview(lambda: self._plan(find, replace, regex, prefix, state, scope), scope)
 
     def bulk_apply(self, find: str, replace: str, regex: bool, prefix: str, state: dict[str, Any],
                    scope: str | None = None) -> tuple:
@@ -599,15 +605,7 @@ class ReviewUI:
     def tags_preview(self, add: Any, remove: Any, state: dict[str, Any], scope: str | None = None) -> str:
         """How many caption files adding ``add`` and removing ``remove`` (comma-separated tags) would change in
         ``scope`` (see :data:`SCOPES`), with a few examples; nothing is written."""
-        try:
-            table, rows, plan = self._tag_plan(add, remove, state, scope)
-        except Exception as e:  # noqa: BLE001
-            return _error_text(e)
-        if not plan:
-            return "No caption file would change."
-        examples = "\n".join(f"- `{r.rel}`: {(r.caption or '(none)')[:60]} → **{t[:60]}**" for r, t in plan[:3])
-        of = f"of {len(rows)}" + ("" if len(rows) == len(table.rows) else f" {scope or SCOPES[0]}")
-        return f"**{len(plan)} caption file{'s' if len(plan) != 1 else ''} would change** ({of}):\n\n{examples}"
+        return _preview(lambda: self._tag_plan(add, remove, state, scope), scope)
 
     def tags_apply(self, add: Any, remove: Any, state: dict[str, Any], scope: str | None = None) -> tuple:
         """Add and remove tags across ``scope`` (one undoable save: triggers stay first, no tag twice) and refresh
