@@ -486,6 +486,8 @@ def test_a_backtracking_bulk_find_fails_within_the_time_limit(tmp_path):
     t0 = time.monotonic()
     with pytest.raises(OptionError, match="took longer than"):
         plan_bulk([row], find="(a|aa)+$", replace="x", regex=True)
-    assert time.monotonic() - t0 < 2.0
+    # Unbounded, (a|aa)+$ on 40 a's backtracks for hours; the 1 s limit stops it. The bound is loose on purpose: a
+    # loaded CI machine (load average 10 measured) stretches the wall clock, not the limit.
+    assert time.monotonic() - t0 < 20.0
     assert plan_bulk([row], find="A", replace="b") == []  # literal find is case-sensitive, as before
     assert plan_bulk([row], find="(a)(!)", replace=r"\2\1", regex=True)[0][1] == "a" * 39 + "!a"

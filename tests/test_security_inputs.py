@@ -247,7 +247,8 @@ def test_a_backtracking_regex_answers_422_quickly_and_the_server_stays_responsiv
         t0 = time.monotonic()
         r = c.post("/clipcap/v1/review", {"folder": "ds", "scores": False, "text": "^(a+)+$", "regex": True})
         assert r.status == 200 and r.json()["total"] == 0, r.body  # the pattern: no backtracking blow-up
-        assert time.monotonic() - t0 < 1.0
+        # (a blow-up would have hit the 1 s limit: a 422, not this 200); the wall clock only says it was not close
+        assert time.monotonic() - t0 < 5.0
 
         answer: dict = {}
 
