@@ -8,6 +8,7 @@ import ast
 from pathlib import Path
 
 import pytest
+from _pyast import parse_file
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -24,7 +25,7 @@ def imports_of(name: str, path: Path, known: dict[str, Path]) -> set[str]:
     """Modules of ``known`` that ``name`` imports anywhere in its file (a package's submodule counts as itself)."""
     is_package = path.name == "__init__.py"
     found = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+    for node in ast.walk(parse_file(path)):
         if isinstance(node, ast.Import):
             found.update(a.name for a in node.names if a.name in known)
         elif isinstance(node, ast.ImportFrom):

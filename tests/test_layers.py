@@ -6,6 +6,7 @@ import ast
 from pathlib import Path
 
 import pytest
+from _pyast import parse_file
 
 ROOT = Path(__file__).resolve().parents[1]
 HOST_MODULES = {"modules", "launch", "backend", "modules_forge", "webui", "clipcap_webui"}
@@ -13,7 +14,7 @@ MODEL_MODULES = {"torch", "open_clip", "transformers", "safetensors", "tokenizer
 
 
 def imported_roots(path: Path) -> set[str]:
-    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    tree = parse_file(path)
     roots: set[str] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
@@ -35,7 +36,7 @@ def test_host_scripts_hold_no_model_code():
         pytest.skip("no scripts/ in this build")
     for p in scripts:
         assert not imported_roots(p) & MODEL_MODULES, f"{p.name} imports model libraries; move that into lib_clipcap"
-        tree = ast.parse(p.read_text(encoding="utf-8"))
+        tree = parse_file(p)
         for node in ast.walk(tree):
             if isinstance(node, ast.ClassDef):
                 bases = {ast.unparse(b) for b in node.bases}
@@ -54,7 +55,7 @@ def _import_graph(package: str) -> dict[str, set[str]]:
     graph: dict[str, set[str]] = {m: set() for m in files}
     for mod, path in files.items():
         pkg = mod if path.name == "__init__.py" else mod.rpartition(".")[0]
-        tree = ast.parse(path.read_text(encoding="utf-8"))
+        tree = parse_file(path)
         skip = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If)
                 and "TYPE_CHECKING" in ast.unparse(node.test) for n in ast.walk(node)}
         for node in ast.walk(tree):
@@ -98,7 +99,7 @@ def _runtime_imports(path: Path, *, skip_main: bool = False) -> set[str]:
     (and ``if __name__ == "__main__":`` blocks with ``skip_main``)."""
     mod = _module_name(path)
     pkg = mod if path.name == "__init__.py" else mod.rpartition(".")[0]
-    tree = ast.parse(path.read_text(encoding="utf-8"))
+    tree = parse_file(path)
     skip = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If)
             and ("TYPE_CHECKING" in ast.unparse(node.test) or skip_main and "__main__" in ast.unparse(node.test))
             for n in ast.walk(node)}
@@ -152,7 +153,7 @@ def _feature_packages() -> set[str]:
 def _route_paths(path: Path) -> list[str]:
     """The paths of the routes ``path`` declares (``@router.post("/batch", ...)`` and the like)."""
     out = []
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+    for node in ast.walk(parse_file(path)):
         if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
                 and node.func.attr in ("get", "post", "put", "delete", "patch", "api_route")
                 and node.args and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str)
@@ -182,7 +183,7 @@ def test_route_modules_keep_their_annotations_resolvable():
     modules = [ROOT / "lib_clipcap" / "app" / "api.py", *sorted((ROOT / "lib_clipcap").glob("*/routes.py"))]
     offenders = []
     for p in modules:
-        tree = ast.parse(p.read_text(encoding="utf-8"))
+        tree = parse_file(p)
         if any(isinstance(n, ast.ImportFrom) and n.module == "__future__"
                and any(a.name == "annotations" for a in n.names) for n in tree.body):
             offenders.append(str(p.relative_to(ROOT)))

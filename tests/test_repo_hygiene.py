@@ -7,6 +7,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from _pyast import parse_file
 
 ROOT = Path(__file__).resolve().parents[1]
 TEXT_SUFFIXES = {".py", ".md", ".json", ".toml", ".txt", ".sh", ".js", ".css", ".cfg", ".yml", ".yaml", ".ini"}
@@ -69,7 +70,7 @@ def test_one_typing_style():
         rel = f.relative_to(ROOT).as_posix()
         if rel.startswith("tests/host/double"):  # the host doubles copy the hosts' own code and style
             continue
-        for node in ast.walk(ast.parse(f.read_text(encoding="utf-8"))):
+        for node in ast.walk(parse_file(f)):
             if isinstance(node, ast.ImportFrom) and node.module == "typing":
                 found += [f"{rel}: typing.{a.name}" for a in node.names
                           if a.name in OLD_TYPING and (rel, a.name) not in OLD_TYPING_ALLOWED]
